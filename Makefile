@@ -1,0 +1,92 @@
+# One entry point for people and CI. Every install step lives here, so a fresh machine needs nothing but
+# python3, go, npm (and apt-get for redis-server) — see README "Quick start".
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+BIN         := $(CURDIR)/.bin
+# Pinned tool versions: change them here only.
+GHZ_VERSION := v0.121.0
+BUF_VERSION := 1.75.0
+# Jaeger v2 is pinned by tools/jaeger/go.mod (v1.76.0 of the module); see `$(BIN)/jaeger` below.
+
+EMULATOR_PORT ?= 4566
+SERVICE_ADDR  ?= 127.0.0.1:50051
+RUN_DIR       := var/run
+
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------------------------------------------------
+# Set-up
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create the virtualenv with pinned dependencies
+
+$(BIN)/ghz:
+	GOBIN=$(BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+# Jaeger's own go.mod has replace directives, so `go install ...@version` refuses it; a tool module of ours
+# (tools/jaeger, committed with its go.sum) pins it instead.
+$(BIN)/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
+	cd tools/jaeger && go build -o $(BIN)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
+$(BIN)/buf:
+	mkdir -p .cache/buf
+	npm install --silent --no-audit --no-fund --prefix .cache/buf @bufbuild/buf@$(BUF_VERSION)
+	mkdir -p $(BIN) && ln -sf $(CURDIR)/.cache/buf/node_modules/.bin/buf $(BIN)/buf
+
+.PHONY: redis
+redis: ## Install redis-server from apt when it is missing
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+
+.PHONY: tools
+tools: $(BIN)/ghz $(BIN)/jaeger $(BIN)/buf redis ## Install ghz, Jaeger, buf (pinned) and redis-server
+
+# ---------------------------------------------------------------------------------------------------------
+# Contract
+.PHONY: proto
+proto: $(STAMP) ## Regenerate Python code and type stubs from protos/ (pinned generators)
+	$(PY) scripts/gen_proto.py
+
+.PHONY: lint
+lint: $(STAMP) $(BIN)/buf ## ruff, mypy --strict, buf lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(BIN)/buf lint
+
+# ---------------------------------------------------------------------------------------------------------
+# Running
+.PHONY: emulator
+emulator: $(STAMP) ## Run the local Cognito emulator in the foreground (EMULATOR_PORT=$(EMULATOR_PORT))
+	$(PY) -m cognito_emulator --port $(EMULATOR_PORT)
+
+.PHONY: run
+run: $(STAMP) ## Start the emulator (seeded) and the service; prints how to try it
+	$(PY) -m otp_step_service.demo --emulator-port $(EMULATOR_PORT) --listen $(SERVICE_ADDR) --run-dir $(RUN_DIR) $(RUN_ARGS)
+
+# ---------------------------------------------------------------------------------------------------------
+# Checking
+.PHONY: test
+test: $(STAMP) tools ## Lint, then the whole test suite against real parts
+	$(MAKE) --no-print-directory lint
+	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: $(STAMP) $(BIN)/ghz ## Load test with ghz (QUICK=1 for a smoke run); results under bench-results/
+	PATH=$(BIN):$$PATH $(PY) -m bench $(if $(QUICK),--quick)
+
+.PHONY: clean
+clean: ## Remove generated state (not the venv or tools)
+	rm -rf var bench-results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+module otpstepservice/tools/jaeger
+
+go 1.26
