@@ -1,0 +1,595 @@
+"""USER_AUTH (choice-based sign-in) with EMAIL_OTP / SMS_OTP, on top of moto's cognito-idp backend.
+
+moto 5.2.5 rejects ``AuthFlow=USER_AUTH``. :class:`PasswordlessBackend` subclasses moto's backend,
+answers USER_AUTH and its challenges (``SELECT_CHALLENGE``, ``EMAIL_OTP``, ``SMS_OTP``, ``PASSWORD``) and
+hands every other flow to moto unchanged. :func:`install` swaps it into moto's ``cognitoidp_backends``.
+
+Rules follow ``shared/reference/cognito-passwordless.md``; the ones AWS does not document are marked
+``[inferred]`` and driven by :class:`~cognito_emulator.settings.EmulatorSettings` where a knob makes sense.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from moto.cognitoidp import urls as moto_cognitoidp_urls
+from moto.cognitoidp.exceptions import (
+    CodeMismatchException,
+    InvalidParameterException,
+    NotAuthorizedError,
+    ResourceNotFoundError,
+    UserNotConfirmedException,
+    UserNotFoundError,
+)
+from moto.cognitoidp.models import (
+    DEFAULT_USER_POOL_CONFIG,
+    CognitoIdpBackend,
+    CognitoIdpUser,
+    CognitoIdpUserPool,
+    CognitoIdpUserPoolClient,
+    UserStatus,
+    cognitoidp_backends,
+)
+
+from .delivery import mask, mask_email, mask_phone, render_message
+from .outbox import DeliveryMedium
+from .runtime import EmulatorRuntime, current_runtime
+from .sessions import AnswerVerdict, AuthSession
+
+USER_AUTH = "USER_AUTH"
+SELECT_CHALLENGE = "SELECT_CHALLENGE"
+EMAIL_OTP = "EMAIL_OTP"
+SMS_OTP = "SMS_OTP"
+PASSWORD = "PASSWORD"
+#: Order of ``AvailableChallenges`` (the order of the reference's example).
+CHALLENGE_ORDER = (EMAIL_OTP, SMS_OTP, PASSWORD)
+#: Challenge names this module answers; other names go to moto.
+OWN_CHALLENGES = frozenset({SELECT_CHALLENGE, EMAIL_OTP, SMS_OTP, PASSWORD})
+#: [doc] A pool without ``SignInPolicy`` allows passwords only.
+DEFAULT_FIRST_AUTH_FACTORS = (PASSWORD,)
+#: [obs] Passwordless sign-in codes have 8 digits (MFA and sign-up codes have 6).
+CODE_DIGITS = 8
+DEFAULT_AUTH_SESSION_VALIDITY_MINUTES = 3
+
+MSG_INVALID_SESSION = "Invalid session for the user."
+MSG_EXPIRED_SESSION = "Invalid session for the user, session is expired."
+MSG_CODE_MISMATCH = "Invalid code received for user"
+MSG_USER_DISABLED = "User is disabled."
+
+
+@dataclass(frozen=True)
+class Channel:
+    """How an OTP challenge reaches the user."""
+
+    medium: DeliveryMedium
+    attribute: str
+    verified_attribute: str
+    code_parameter: str
+
+
+CHANNELS: dict[str, Channel] = {
+    EMAIL_OTP: Channel("EMAIL", "email", "email_verified", "EMAIL_OTP_CODE"),
+    SMS_OTP: Channel("SMS", "phone_number", "phone_number_verified", "SMS_OTP_CODE"),
+}
+
+
+def generate_code() -> str:
+    """A fresh 8-digit sign-in code from the OS CSPRNG."""
+    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+
+
+def secret_hash(client_secret: str, client_id: str, username: str) -> str:
+    """[doc] ``base64(HMAC_SHA256(key=client_secret, msg=USERNAME + client_id))``."""
+    digest = hmac.new(client_secret.encode(), (username + client_id).encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+class IndexedUserPool(CognitoIdpUserPool):
+    """moto's user pool with AWS defaults it lacks, O(1) username lookup and AWS-like ID token claims."""
+
+    def update_extended_config(self, extended_config: dict[str, Any]) -> None:
+        """moto's config update, then fill what AWS fills when the caller leaves it out."""
+        super().update_extended_config(extended_config)
+        # moto replaces the whole ``Policies`` object, so a pool created with only a SignInPolicy would
+        # lose its password policy; AWS keeps the default one.
+        policies = dict(self.extended_config.get("Policies") or {})
+        policies.setdefault("PasswordPolicy", DEFAULT_USER_POOL_CONFIG["Policies"]["PasswordPolicy"])
+        policies.setdefault("SignInPolicy", {"AllowedFirstAuthFactors": list(DEFAULT_FIRST_AUTH_FACTORS)})
+        self.extended_config["Policies"] = policies
+        # [doc] New pools are on the Essentials feature plan unless told otherwise.
+        self.extended_config.setdefault("UserPoolTier", "ESSENTIALS")
+
+    def _get_user(self, username: str) -> CognitoIdpUser:
+        # moto scans every user (rebuilding each attribute dict) before trying the key, on every token it
+        # signs; try the key first and scan prebuilt attribute dicts only when needed.
+        user: CognitoIdpUser | None = self.users.get(username)
+        if user is not None:
+            return user
+        for attribute in self.extended_config.get("UsernameAttributes") or ():
+            for candidate in self.users.values():
+                if candidate.attribute_lookup.get(attribute) == username:
+                    return candidate
+        # moto's signature says CognitoIdpUser, but it returns None for "no such user" and callers check.
+        return None  # type: ignore[return-value]
+
+    def get_user_extra_data_by_client_id(self, client_id: str, username: str) -> dict[str, Any]:
+        """ID token attribute claims: the client's ``ReadAttributes``, or all attributes when unset.
+
+        [doc] An app client without ``ReadAttributes`` can read every attribute, and the ID token carries
+        them (moto puts none). ``*_verified`` claims are JSON booleans in Cognito's tokens.
+        """
+        user: CognitoIdpUser | None = self._get_user(username)
+        if user is None:
+            return {}
+        client = self.clients.get(client_id)
+        readable = client.get_readable_fields() if client is not None else []
+        attributes: dict[str, Any] = dict(user.attribute_lookup)
+        attributes.pop("sub", None)
+        if readable:
+            attributes = {name: value for name, value in attributes.items() if name in readable}
+        for name in ("email_verified", "phone_number_verified"):
+            if name in attributes:
+                attributes[name] = str(attributes[name]).lower() == "true"
+        return attributes
+
+
+def find_user(pool: CognitoIdpUserPool, username: str) -> CognitoIdpUser | None:
+    """The user a sign-in ``USERNAME`` names: the username itself, a username attribute, or an alias.
+
+    [doc] With ``UsernameAttributes`` the email / phone number is the sign-in name. With
+    ``AliasAttributes`` an email or phone alias works only once verified; ``preferred_username`` always.
+    """
+    user: CognitoIdpUser | None = pool.users.get(username)
+    if user is not None:
+        return user
+    config = pool.extended_config
+    username_attributes = config.get("UsernameAttributes") or ()
+    alias_attributes = config.get("AliasAttributes") or ()
+    if not username_attributes and not alias_attributes:
+        return None
+    folded = username.lower()
+    for candidate in pool.users.values():
+        attrs = candidate.attribute_lookup
+        for attribute in username_attributes:
+            if _same_sign_in_name(attribute, attrs.get(attribute), username, folded):
+                return candidate
+        for attribute in alias_attributes:
+            if not _same_sign_in_name(attribute, attrs.get(attribute), username, folded):
+                continue
+            if attribute == "preferred_username" or str(attrs.get(f"{attribute}_verified")).lower() == "true":
+                return candidate
+    return None
+
+
+def _same_sign_in_name(attribute: str, value: Any, username: str, folded: str) -> bool:
+    if not isinstance(value, str):
+        return False
+    # Cognito matches email sign-in names case-blind; other attributes exactly.
+    return value.lower() == folded if attribute == "email" else value == username
+
+
+def allowed_first_factors(pool: CognitoIdpUserPool) -> tuple[str, ...]:
+    """``Policies.SignInPolicy.AllowedFirstAuthFactors`` of the pool, ``("PASSWORD",)`` when unset."""
+    policies = pool.extended_config.get("Policies") or {}
+    factors = (policies.get("SignInPolicy") or {}).get("AllowedFirstAuthFactors")
+    return tuple(factors) if factors else DEFAULT_FIRST_AUTH_FACTORS
+
+
+def available_challenges(pool: CognitoIdpUserPool, user: CognitoIdpUser) -> list[str]:
+    """The first factors this user can use in this pool, in :data:`CHALLENGE_ORDER`."""
+    allowed = allowed_first_factors(pool)
+    # [doc] Passwordless first factors need MFA not to be required on the pool.
+    otp_possible = pool.mfa_config != "ON"
+    result = []
+    for challenge in CHALLENGE_ORDER:
+        if challenge not in allowed:
+            continue
+        if challenge in CHANNELS:
+            if otp_possible and user.attribute_lookup.get(CHANNELS[challenge].attribute):
+                result.append(challenge)
+        elif user.password:  # [inferred] PASSWORD is offered only to users who have one
+            result.append(challenge)
+    return result
+
+
+class PasswordlessBackend(CognitoIdpBackend):
+    """moto's cognito-idp backend plus USER_AUTH. Other flows are moto's own."""
+
+    @property
+    def _url_module(self) -> Any:
+        # moto derives the urls module from the backend class's module; ours lives elsewhere.
+        return moto_cognitoidp_urls
+
+    # ---- pools -------------------------------------------------------------------------------------
+    def create_user_pool(self, name: str, extended_config: dict[str, Any]) -> CognitoIdpUserPool:
+        """CreateUserPool, with our pool class."""
+        user_pool = IndexedUserPool(self.account_id, self.region_name, name, extended_config)
+        self.user_pools[user_pool.id] = user_pool
+        return user_pool
+
+    # ---- the four auth operations --------------------------------------------------------------------
+    def initiate_auth(
+        self, client_id: str, auth_flow: str, auth_parameters: dict[str, str]
+    ) -> dict[str, Any]:
+        """InitiateAuth: USER_AUTH here, other flows in moto."""
+        if auth_flow != USER_AUTH:
+            result: dict[str, Any] = super().initiate_auth(client_id, auth_flow, auth_parameters)
+            return result
+        pool, client = self._pool_and_client(client_id)
+        return self._start(pool, client, auth_parameters or {})
+
+    def admin_initiate_auth(
+        self,
+        user_pool_id: str,
+        client_id: str,
+        auth_flow: str,
+        auth_parameters: dict[str, str],
+    ) -> dict[str, Any]:
+        """AdminInitiateAuth: USER_AUTH here, other flows in moto."""
+        if auth_flow != USER_AUTH:
+            result: dict[str, Any] = super().admin_initiate_auth(
+                user_pool_id, client_id, auth_flow, auth_parameters
+            )
+            return result
+        pool = self.describe_user_pool(user_pool_id)
+        client = pool.clients.get(client_id)
+        if client is None:
+            raise ResourceNotFoundError(client_id)
+        return self._start(pool, client, auth_parameters or {})
+
+    def respond_to_auth_challenge(
+        self,
+        session: str,
+        client_id: str,
+        challenge_name: str,
+        challenge_responses: dict[str, str],
+    ) -> dict[str, Any]:
+        """(Admin)RespondToAuthChallenge: our sessions and challenge names here, the rest in moto."""
+        runtime = current_runtime()
+        if runtime.sessions.owns(session) or (
+            challenge_name in OWN_CHALLENGES and session not in self.sessions
+        ):
+            return self._respond(runtime, session, client_id, challenge_name, challenge_responses or {})
+        result: dict[str, Any] = super().respond_to_auth_challenge(
+            session, client_id, challenge_name, challenge_responses
+        )
+        return result
+
+    # ---- USER_AUTH: first step ---------------------------------------------------------------------
+    def _start(
+        self, pool: CognitoIdpUserPool, client: CognitoIdpUserPoolClient, params: dict[str, str]
+    ) -> dict[str, Any]:
+        runtime = current_runtime()
+        _require_user_auth(client)
+        username = _required(params, "USERNAME")
+        _check_secret_hash(client, username, params.get("SECRET_HASH"))
+        preferred = params.get("PREFERRED_CHALLENGE")
+
+        user = find_user(pool, username)
+        if user is None:
+            if _prevents_user_existence_errors(client, runtime):
+                return self._phantom_start(runtime, pool, client, username, preferred)
+            raise UserNotFoundError("User does not exist.")
+        if not user.enabled:
+            raise NotAuthorizedError(MSG_USER_DISABLED)
+
+        available = available_challenges(pool, user)
+        if not available:
+            # [inferred] Cognito's reply for a user with no usable first factor is not documented.
+            raise InvalidParameterException("No sign-in factor is available for this user.")
+        if preferred in available:
+            if preferred in CHANNELS:
+                return self._send_code(runtime, pool, client, user, preferred)
+            if preferred == PASSWORD and params.get("PASSWORD"):
+                return self._password_sign_in(pool, client, user, params["PASSWORD"])
+        if runtime.settings.auto_select_single_factor and len(available) == 1 and available[0] in CHANNELS:
+            return self._send_code(runtime, pool, client, user, available[0])
+        session = runtime.sessions.create(
+            user_pool_id=pool.id,
+            client_id=client.id,
+            username=user.username,
+            challenge=SELECT_CHALLENGE,
+            lifetime_seconds=_lifetime_seconds(runtime, client),
+            available_challenges=tuple(available),
+        )
+        return _select_challenge_response(session, user.username)
+
+    def _send_code(
+        self,
+        runtime: EmulatorRuntime,
+        pool: CognitoIdpUserPool,
+        client: CognitoIdpUserPoolClient,
+        user: CognitoIdpUser,
+        challenge: str,
+    ) -> dict[str, Any]:
+        channel = CHANNELS[challenge]
+        destination = str(user.attribute_lookup[channel.attribute])
+        code = generate_code()
+        message, subject = render_message(channel.medium, code, pool.extended_config)
+        runtime.outbox.deliver(
+            destination=destination,
+            medium=channel.medium,
+            code=code,
+            message=message,
+            subject=subject,
+            username=user.username,
+            user_pool_id=pool.id,
+            client_id=client.id,
+        )
+        session = runtime.sessions.create(
+            user_pool_id=pool.id,
+            client_id=client.id,
+            username=user.username,
+            challenge=challenge,
+            lifetime_seconds=_lifetime_seconds(runtime, client),
+            code=code,
+            medium=channel.medium,
+        )
+        return _otp_challenge_response(
+            session, user.username, channel.medium, mask(channel.medium, destination)
+        )
+
+    def _phantom_start(
+        self,
+        runtime: EmulatorRuntime,
+        pool: CognitoIdpUserPool,
+        client: CognitoIdpUserPoolClient,
+        username: str,
+        preferred: str | None,
+    ) -> dict[str, Any]:
+        """[doc] ``PreventUserExistenceErrors=ENABLED``: an unknown user gets a plausible challenge.
+
+        Nothing is delivered and every code is wrong. [inferred] What is offered: what the pool allows.
+        """
+        allowed = allowed_first_factors(pool)
+        offered = [
+            c for c in CHALLENGE_ORDER if c in allowed and (c not in CHANNELS or pool.mfa_config != "ON")
+        ]
+        # In a pool whose usernames are generated, a real user's USERNAME comes back as a UUID; do the same.
+        shown_username = str(uuid.uuid4()) if pool.extended_config.get("UsernameAttributes") else username
+        lifetime = _lifetime_seconds(runtime, client)
+        if preferred in CHANNELS and preferred in offered:
+            return self._phantom_otp(runtime, pool, client, username, shown_username, preferred, lifetime)
+        session = runtime.sessions.create(
+            user_pool_id=pool.id,
+            client_id=client.id,
+            username=None,
+            challenge=SELECT_CHALLENGE,
+            lifetime_seconds=lifetime,
+            available_challenges=tuple(offered),
+        )
+        return _select_challenge_response(session, shown_username)
+
+    def _phantom_otp(
+        self,
+        runtime: EmulatorRuntime,
+        pool: CognitoIdpUserPool,
+        client: CognitoIdpUserPoolClient,
+        username: str,
+        shown_username: str,
+        challenge: str,
+        lifetime: float,
+    ) -> dict[str, Any]:
+        medium = CHANNELS[challenge].medium
+        session = runtime.sessions.create(
+            user_pool_id=pool.id,
+            client_id=client.id,
+            username=None,
+            challenge=challenge,
+            lifetime_seconds=lifetime,
+            medium=medium,
+        )
+        return _otp_challenge_response(
+            session, shown_username, medium, _phantom_destination(medium, username)
+        )
+
+    # ---- USER_AUTH: answers -----------------------------------------------------------------------
+    def _respond(
+        self,
+        runtime: EmulatorRuntime,
+        session_id: str,
+        client_id: str,
+        challenge_name: str,
+        responses: dict[str, str],
+    ) -> dict[str, Any]:
+        session, verdict = runtime.sessions.get_live(session_id) if session_id else (None, None)
+        if session is None:
+            raise NotAuthorizedError(
+                MSG_EXPIRED_SESSION if verdict is AnswerVerdict.EXPIRED else MSG_INVALID_SESSION
+            )
+        if session.client_id != client_id:
+            raise NotAuthorizedError(MSG_INVALID_SESSION)  # [inferred] a session belongs to its client
+        pool = self.user_pools.get(session.user_pool_id)
+        client = pool.clients.get(client_id) if pool is not None else None
+        if pool is None or client is None:
+            raise ResourceNotFoundError(client_id)
+        username = _required(responses, "USERNAME")
+        _check_secret_hash(client, username, responses.get("SECRET_HASH"))
+        user: CognitoIdpUser | None = None
+        if session.username is not None:
+            user = find_user(pool, username)
+            if user is None or user.username != session.username:
+                raise NotAuthorizedError(
+                    MSG_INVALID_SESSION
+                )  # [inferred] USERNAME must be the session's user
+            if not user.enabled:
+                raise NotAuthorizedError(MSG_USER_DISABLED)
+        if challenge_name != session.challenge:
+            # [inferred] Answering another challenge than the one asked leaves the session intact.
+            raise InvalidParameterException(
+                f"Challenge {challenge_name} does not match the session's challenge {session.challenge}."
+            )
+        if session.challenge == SELECT_CHALLENGE:
+            return self._answer_selection(runtime, pool, client, session, user, username, responses)
+        return self._answer_code(runtime, pool, client, session, user, responses)
+
+    def _answer_selection(
+        self,
+        runtime: EmulatorRuntime,
+        pool: CognitoIdpUserPool,
+        client: CognitoIdpUserPoolClient,
+        session: AuthSession,
+        user: CognitoIdpUser | None,
+        username: str,
+        responses: dict[str, str],
+    ) -> dict[str, Any]:
+        answer = _required(responses, "ANSWER")
+        if answer not in session.available_challenges:
+            raise InvalidParameterException(f"{answer} is not an available challenge for this user.")
+        if answer == PASSWORD:
+            password = _required(responses, "PASSWORD")
+            runtime.sessions.consume(session.id)
+            if user is None:
+                raise NotAuthorizedError("Incorrect username or password.")
+            return self._password_sign_in(pool, client, user, password)
+        # Each step gets a new session; the selection session is spent.
+        runtime.sessions.consume(session.id)
+        if user is None:
+            shown = username if not pool.extended_config.get("UsernameAttributes") else str(uuid.uuid4())
+            return self._phantom_otp(
+                runtime, pool, client, username, shown, answer, _lifetime_seconds(runtime, client)
+            )
+        return self._send_code(runtime, pool, client, user, answer)
+
+    def _answer_code(
+        self,
+        runtime: EmulatorRuntime,
+        pool: CognitoIdpUserPool,
+        client: CognitoIdpUserPoolClient,
+        session: AuthSession,
+        user: CognitoIdpUser | None,
+        responses: dict[str, str],
+    ) -> dict[str, Any]:
+        channel = CHANNELS[session.challenge]
+        code = _required(responses, channel.code_parameter)
+        verdict = runtime.sessions.check_code(session.id, code, runtime.settings.attempt_cap)
+        if verdict is AnswerVerdict.MISMATCH:
+            raise CodeMismatchException(MSG_CODE_MISMATCH)
+        if verdict is AnswerVerdict.EXPIRED:
+            raise NotAuthorizedError(MSG_EXPIRED_SESSION)
+        if verdict is not AnswerVerdict.ACCEPTED or user is None:
+            raise NotAuthorizedError(MSG_INVALID_SESSION)
+        # [doc] Proving control of the channel verifies it, and confirms a user who signed up.
+        user.update_attributes([{"Name": channel.verified_attribute, "Value": "true"}])
+        if user.status == UserStatus.UNCONFIRMED:
+            user.status = UserStatus.CONFIRMED
+        tokens: dict[str, Any] = self._log_user_in(pool, client, user.username)
+        return tokens
+
+    def _password_sign_in(
+        self,
+        pool: CognitoIdpUserPool,
+        client: CognitoIdpUserPoolClient,
+        user: CognitoIdpUser,
+        password: str,
+    ) -> dict[str, Any]:
+        """The PASSWORD first factor, with moto's rules for the user states after it."""
+        if not user.password or not hmac.compare_digest(str(user.password).encode(), password.encode()):
+            raise NotAuthorizedError("Incorrect username or password.")
+        if user.status == UserStatus.UNCONFIRMED:
+            raise UserNotConfirmedException("User is not confirmed.")
+        if user.status in (UserStatus.FORCE_CHANGE_PASSWORD, UserStatus.RESET_REQUIRED):
+            # Hand over to moto's NEW_PASSWORD_REQUIRED handling through its own session table.
+            moto_session = str(uuid.uuid4())
+            self.sessions[moto_session] = (user.username, pool)
+            return {
+                "ChallengeName": "NEW_PASSWORD_REQUIRED",
+                "ChallengeParameters": {"USERNAME": user.username},
+                "Session": moto_session,
+            }
+        tokens: dict[str, Any] = self._log_user_in(pool, client, user.username)
+        return tokens
+
+    def _pool_and_client(self, client_id: str) -> tuple[CognitoIdpUserPool, CognitoIdpUserPoolClient]:
+        for pool in self.user_pools.values():
+            client = pool.clients.get(client_id)
+            if client is not None:
+                return pool, client
+        raise ResourceNotFoundError(client_id)
+
+
+# ---- small rules ---------------------------------------------------------------------------------
+def _required(params: dict[str, str], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise InvalidParameterException(f"Missing required parameter {name}")
+    return value
+
+
+def _require_user_auth(client: CognitoIdpUserPoolClient) -> None:
+    # [doc] Without ALLOW_USER_AUTH on the app client the flow is refused (message as observed).
+    if "ALLOW_USER_AUTH" not in (client.extended_config.get("ExplicitAuthFlows") or ()):
+        raise InvalidParameterException("USER_AUTH flow not enabled for this client")
+
+
+def _check_secret_hash(client: CognitoIdpUserPoolClient, username: str, provided: str | None) -> None:
+    # [doc] A client with a secret needs SECRET_HASH on every call, computed with the request's USERNAME.
+    if not client.generate_secret:
+        return
+    if not provided:
+        raise NotAuthorizedError(f"Client {client.id} is configured for secret but secret was not received")
+    expected = secret_hash(str(client.secret), client.id, username)
+    if not hmac.compare_digest(expected.encode(), provided.encode()):
+        raise NotAuthorizedError(f"Unable to verify secret hash for client {client.id}")
+
+
+def _prevents_user_existence_errors(client: CognitoIdpUserPoolClient, runtime: EmulatorRuntime) -> bool:
+    mode = client.extended_config.get("PreventUserExistenceErrors")
+    return (mode or runtime.settings.default_prevent_user_existence_errors) == "ENABLED"
+
+
+def _lifetime_seconds(runtime: EmulatorRuntime, client: CognitoIdpUserPoolClient) -> float:
+    override = runtime.settings.code_lifetime_seconds
+    if override is not None:
+        return float(override)
+    minutes = client.extended_config.get("AuthSessionValidity") or DEFAULT_AUTH_SESSION_VALIDITY_MINUTES
+    return float(minutes) * 60.0
+
+
+def _phantom_destination(medium: DeliveryMedium, username: str) -> str:
+    """[inferred] A plausible masked destination for an unknown user, stable for the same name."""
+    if medium == "EMAIL":
+        return mask_email(username if "@" in username else f"{username}@example.com")
+    if username.startswith("+") and username[1:].isdigit():
+        return mask_phone(username)
+    digits = "".join(str(b % 10) for b in hashlib.sha256(username.encode()).digest()[:4])
+    return mask_phone("+1555555" + digits)
+
+
+def _select_challenge_response(session: AuthSession, username: str) -> dict[str, Any]:
+    return {
+        "ChallengeName": SELECT_CHALLENGE,
+        "Session": session.id,
+        "ChallengeParameters": {"USERNAME": username},
+        "AvailableChallenges": list(session.available_challenges),
+    }
+
+
+def _otp_challenge_response(
+    session: AuthSession, username: str, medium: DeliveryMedium, masked_destination: str
+) -> dict[str, Any]:
+    return {
+        "ChallengeName": session.challenge,
+        "Session": session.id,
+        "ChallengeParameters": {
+            "CODE_DELIVERY_DELIVERY_MEDIUM": medium,
+            "CODE_DELIVERY_DESTINATION": masked_destination,
+            "USERNAME": username,
+        },
+    }
+
+
+def install() -> None:
+    """Make moto build :class:`PasswordlessBackend` for cognito-idp. Idempotent; call before serving.
+
+    Backends moto already created keep their class, so call this before the first request.
+    """
+    cognitoidp_backends.backend = PasswordlessBackend
+    for account_backends in cognitoidp_backends.values():
+        account_backends.backend = PasswordlessBackend
