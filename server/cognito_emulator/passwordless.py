@@ -56,6 +56,8 @@ DEFAULT_FIRST_AUTH_FACTORS = (PASSWORD,)
 #: [obs] Passwordless sign-in codes have 8 digits (MFA and sign-up codes have 6).
 CODE_DIGITS = 8
 DEFAULT_AUTH_SESSION_VALIDITY_MINUTES = 3
+#: Pool settings UpdateUserPool cannot change.
+IMMUTABLE_POOL_SETTINGS = ("UsernameAttributes", "AliasAttributes", "UsernameConfiguration")
 
 MSG_INVALID_SESSION = "Invalid session for the user."
 MSG_EXPIRED_SESSION = "Invalid session for the user, session is expired."
@@ -94,8 +96,14 @@ class IndexedUserPool(CognitoIdpUserPool):
     """moto's user pool with AWS defaults it lacks, O(1) username lookup and AWS-like ID token claims."""
 
     def update_extended_config(self, extended_config: dict[str, Any]) -> None:
-        """moto's config update, then fill what AWS fills when the caller leaves it out."""
+        """moto's config update, then keep and fill what AWS keeps and fills."""
+        previous: dict[str, Any] = getattr(self, "extended_config", None) or {}
         super().update_extended_config(extended_config)
+        # [doc] UpdateUserPool resets what it is not given, except settings fixed at creation; moto resets
+        # those too, which would silently turn off alias sign-in after any UpdateUserPool.
+        for name in IMMUTABLE_POOL_SETTINGS:
+            if name in previous and name not in extended_config:
+                self.extended_config[name] = previous[name]
         # moto replaces the whole ``Policies`` object, so a pool created with only a SignInPolicy would
         # lose its password policy; AWS keeps the default one.
         policies = dict(self.extended_config.get("Policies") or {})

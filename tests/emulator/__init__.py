@@ -1,0 +1,1 @@
+"""Tests of the local Cognito emulator (cognito_emulator)."""
