@@ -198,6 +198,10 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     """System: Cognito's answer could not be trusted (an ID token that fails verification) or the service hit a
     bug. Not retryable.
     """
+    FAILURE_CODE_NOT_AUTHORIZED: _FailureCode.ValueType  # 17
+    """Flow logic: Cognito refused to sign this user in (a NotAuthorizedException that is not a disabled user,
+    a wrong secret or a dead session).
+    """
 
 class FailureCode(_FailureCode, metaclass=_FailureCodeEnumTypeWrapper):
     """Stable failure codes. Journeys branch on them, so a code never changes meaning."""
@@ -247,6 +251,10 @@ FAILURE_CODE_TRIGGER_FAILED: FailureCode.ValueType  # 15
 FAILURE_CODE_INTERNAL: FailureCode.ValueType  # 16
 """System: Cognito's answer could not be trusted (an ID token that fails verification) or the service hit a
 bug. Not retryable.
+"""
+FAILURE_CODE_NOT_AUTHORIZED: FailureCode.ValueType  # 17
+"""Flow logic: Cognito refused to sign this user in (a NotAuthorizedException that is not a disabled user,
+a wrong secret or a dead session).
 """
 Global___FailureCode: _TypeAlias = FailureCode  # noqa: Y015
 

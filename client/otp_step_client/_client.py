@@ -1,0 +1,160 @@
+"""The client implementation: request building, deadlines, and gRPC errors turned into one exception type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any, Literal
+
+import grpc
+from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from stepexecutor.v1 import step_executor_pb2 as pb
+from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
+
+Channel = Literal["EMAIL", "SMS"]
+EventData = Literal["NONE", "STEP_INPUT_OUTPUT", "CUSTOM_PAYLOAD"]
+
+
+class StepExecutorError(Exception):
+    """The call could not run (a non-OK gRPC status); `field_violations` lists bad fields, if any."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, field_violations: Sequence[tuple[str, str]] = ()):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.field_violations = list(field_violations)
+
+
+@dataclass(frozen=True, slots=True)
+class Journey:
+    """Where the step runs."""
+
+    journey_id: str
+    run_id: str
+    step_id: str
+    tenant_id: str = ""
+    step_execution_id: str = ""
+    ip_address: str = ""
+    user_agent: str = ""
+
+    def at_step(self, step_id: str, step_execution_id: str = "") -> Journey:
+        """The same run, at another step."""
+        return replace(self, step_id=step_id, step_execution_id=step_execution_id)
+
+    def message(self) -> pb.JourneyContext:
+        """As protobuf."""
+        return pb.JourneyContext(
+            journey_id=self.journey_id,
+            journey_run_id=self.run_id,
+            step_id=self.step_id,
+            tenant_id=self.tenant_id,
+            step_execution_id=self.step_execution_id,
+            end_user=pb.EndUserContext(ip_address=self.ip_address, user_agent=self.user_agent),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The step's configuration."""
+
+    connection: str
+    user_identifier: str
+    channel: Channel | None = None
+    scopes: Sequence[str] = ()
+    output_variable: str = "otp_result"
+    error_output_variable: str = "otp_error"
+    abort_on_failure: bool = False
+    event_data: EventData = "NONE"
+    custom_payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def message(self) -> pb.StepConfiguration:
+        """As protobuf."""
+        payload = struct_pb2.Struct()
+        payload.update(dict(self.custom_payload))
+        return pb.StepConfiguration(
+            connection=self.connection,
+            user_identifier=self.user_identifier,
+            otp_channel=getattr(pb, f"OTP_CHANNEL_{self.channel}") if self.channel else pb.OTP_CHANNEL_UNSPECIFIED,
+            scopes=list(self.scopes),
+            output_variable=self.output_variable,
+            error_output_variable=self.error_output_variable,
+            failure_behavior=pb.FAILURE_BEHAVIOR_ABORT if self.abort_on_failure else pb.FAILURE_BEHAVIOR_FAILURE_BRANCH,
+            event_data=pb.EventDataReporting(
+                mode=getattr(pb, f"EVENT_DATA_MODE_{self.event_data}"), custom_payload=payload
+            ),
+        )
+
+
+class StepExecutorClient:
+    """A connection to the service. Thread-safe; close it (or use `with`) when done."""
+
+    def __init__(self, target: str, timeout: float = 10.0, channel: grpc.Channel | None = None) -> None:
+        self._channel = channel or grpc.insecure_channel(target)
+        self._stub = pb_grpc.StepExecutorStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self.timeout = timeout
+
+    def generate_otp(
+        self, journey: Journey, step: Step, *, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()
+    ) -> pb.GenerateOtpResponse:
+        """Run Cognito OTP Generate."""
+        request = pb.GenerateOtpRequest(journey=journey.message(), step=step.message())
+        return self._call(self._stub.GenerateOtp, request, timeout, metadata)  # type: ignore[no-any-return]
+
+    def validate_otp(
+        self,
+        journey: Journey,
+        step: Step,
+        otp_code: str,
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> pb.ValidateOtpResponse:
+        """Run Cognito OTP Validate."""
+        request = pb.ValidateOtpRequest(journey=journey.message(), step=step.message(), otp_code=otp_code)
+        return self._call(self._stub.ValidateOtp, request, timeout, metadata)  # type: ignore[no-any-return]
+
+    def check_connection(self, connection: str, *, timeout: float | None = None) -> pb.CheckConnectionResponse:
+        """Run the connection self-test."""
+        request = pb.CheckConnectionRequest(connection=connection)
+        return self._call(self._stub.CheckConnection, request, timeout, ())  # type: ignore[no-any-return]
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The health status name: SERVING, NOT_SERVING, ..."""
+        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout, ())
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> StepExecutorClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any, timeout: float | None, metadata: Sequence[tuple[str, str]]) -> Any:
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=list(metadata) or None)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+
+def _error(exc: grpc.RpcError) -> StepExecutorError:
+    call: Any = exc
+    violations: list[tuple[str, str]] = []
+    status = rpc_status.from_call(call)
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations.extend((v.field, v.description) for v in bad.field_violations)
+    return StepExecutorError(call.code(), call.details() or "", violations)

@@ -1,0 +1,187 @@
+"""The integration hub: named Cognito connections, read from a TOML file and validated once at start-up.
+
+A misconfigured connection is reported when the service starts, naming the field and the fix, not by every
+journey that later runs into it. Secrets are read from an environment variable or a file that the config
+points at, never from the config itself, and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from otp_step_service.adapters.cognito import BotoCognitoGateway, CognitoTarget
+from otp_step_service.adapters.id_tokens import JwksIdTokenVerifier, issuer_for, jwks_url_for
+from otp_step_service.steps.outcomes import Channel
+from otp_step_service.steps.ports import Connection, ConnectionPolicy
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigurationError(Exception):
+    """The connections file is wrong; the message names each field and the fix."""
+
+
+class ConnectionConfig(BaseModel):
+    """One `[connections.<name>]` table. Field docs are the configuration reference (README)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, e.g. us-east-1")]
+    user_pool_id: Annotated[str, Field(pattern=r"^[\w-]+_[0-9a-zA-Z]+$", description="e.g. us-east-1_AbC123")]
+    client_id: Annotated[str, Field(pattern=r"^[\w+]+$", min_length=1, max_length=128)]
+    client_secret_env: str | None = Field(None, description="name of the env var holding the client secret")
+    client_secret_file: Path | None = Field(None, description="path of a file holding the client secret")
+    endpoint_url: str | None = Field(None, description="Cognito endpoint override (the local emulator)")
+    api: Literal["public", "admin"] = "public"
+    user_enumeration_protection: bool = True
+    return_tokens: bool = False
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    session_validity_minutes: Annotated[int, Field(ge=3, le=15)] = 3
+    # Overrides session_validity_minutes for emulators running with a short code lifetime (tests only).
+    session_validity_seconds: Annotated[int | None, Field(ge=1, le=900)] = None
+    default_phone_region: Annotated[str | None, Field(pattern=r"^[A-Z]{2}$")] = None
+    migration_attributes: tuple[str, ...] = ("*",)
+    reveal_identifiers: bool = False
+    lockout_threshold: Annotated[int, Field(ge=1, le=100)] = 10
+    lockout_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
+    call_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 5.0
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
+    throttle_retries: Annotated[int, Field(ge=0, le=5)] = 2
+    channels: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:4566")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> ConnectionConfig:
+        if self.client_secret_env and self.client_secret_file:
+            raise ValueError("set client_secret_env or client_secret_file, not both")
+        return self
+
+    def read_secret(self, base: Path) -> str | None:
+        """The client secret from its env var or file (None when the app client has no secret)."""
+        if self.client_secret_env:
+            value = os.environ.get(self.client_secret_env)
+            if not value:
+                raise ValueError(f"client_secret_env: the environment variable {self.client_secret_env} is not set")
+            return value.strip()
+        if self.client_secret_file:
+            path = self.client_secret_file if self.client_secret_file.is_absolute() else base / self.client_secret_file
+            try:
+                value = path.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"client_secret_file: cannot read {path} ({exc.strerror})") from None
+            if not value:
+                raise ValueError(f"client_secret_file: {path} is empty")
+            return value
+        return None
+
+
+class ConnectionsFile(BaseModel):
+    """The whole file: `[connections.<name>]` tables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connections: dict[str, ConnectionConfig]
+
+    @field_validator("connections")
+    @classmethod
+    def _names(cls, value: dict[str, ConnectionConfig]) -> dict[str, ConnectionConfig]:
+        if not value:
+            raise ValueError("define at least one [connections.<name>] table")
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"connection name {name!r}: use letters, digits, '_', '.', '-' (max 64)")
+        return value
+
+
+def load_connections_file(path: Path) -> ConnectionsFile:
+    """Parse and validate the file, or raise ConfigurationError listing every problem."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"connections file {path} not found: set OTP_STEP_CONNECTIONS or --connections "
+            "(`make run` writes one for the local emulator)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"connections file {path} is not valid TOML: {exc}") from None
+    try:
+        return ConnectionsFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(part) for part in error["loc"])
+            problems.append(f"  {field}: {error['msg']}")
+        raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems)) from None
+
+
+def build_connections(path: Path, max_connections: int) -> dict[str, Connection]:
+    """Load the file and build each connection's adapters (no network yet)."""
+    parsed = load_connections_file(path)
+    built: dict[str, Connection] = {}
+    problems: list[str] = []
+    for name, config in parsed.connections.items():
+        try:
+            secret = config.read_secret(path.parent)
+        except ValueError as exc:
+            problems.append(f"  connections.{name}.{exc}")
+            continue
+        built[name] = connection_from_config(name, config, secret, max_connections)
+    if problems:
+        raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems))
+    return built
+
+
+def connection_from_config(
+    name: str, config: ConnectionConfig, secret: str | None, max_connections: int
+) -> Connection:
+    """The Connection (policy + adapters) for one validated table."""
+    target = CognitoTarget(
+        region=config.region,
+        user_pool_id=config.user_pool_id,
+        client_id=config.client_id,
+        client_secret=secret,
+        endpoint_url=config.endpoint_url,
+        admin_api=config.api == "admin",
+        max_connections=max_connections,
+        connect_timeout=config.connect_timeout_seconds,
+        call_timeout=config.call_timeout_seconds,
+        throttle_retries=config.throttle_retries,
+        channels=config.channels,
+    )
+    policy = ConnectionPolicy(
+        name=name,
+        max_attempts=config.max_attempts,
+        session_validity_seconds=config.session_validity_seconds or config.session_validity_minutes * 60,
+        user_enumeration_protection=config.user_enumeration_protection,
+        return_tokens=config.return_tokens,
+        default_phone_region=config.default_phone_region,
+        migration_attributes=config.migration_attributes,
+        reveal_identifiers=config.reveal_identifiers,
+        lockout_threshold=config.lockout_threshold,
+        lockout_window_seconds=config.lockout_window_seconds,
+    )
+    verifier = JwksIdTokenVerifier(
+        issuer=issuer_for(config.region, config.user_pool_id),
+        audience=config.client_id,
+        jwks_url=jwks_url_for(config.region, config.user_pool_id, config.endpoint_url),
+        fetch_timeout=config.call_timeout_seconds,
+    )
+    return Connection(policy=policy, gateway=BotoCognitoGateway(target), verifier=verifier)
+
+
+def describe(connections: Mapping[str, Connection]) -> str:
+    """A one-line, secret-free summary for the start-up log."""
+    return ", ".join(sorted(connections))

@@ -1,0 +1,58 @@
+"""Turning a step's result into the journey's next edge: success, failure branch or abort.
+
+The failure behavior decides between the failure branch and abort; abort replaces every detail with an error a
+stranger may see (no hint whether the user exists, no internals), while the orchestrator still gets the full
+failure for its own logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .journey import StepConfiguration
+from .outcomes import (
+    ClientError,
+    ErrorCategory,
+    FailureBehavior,
+    FailureCode,
+    GenerateSuccess,
+    S,
+    StepAbort,
+    StepFailure,
+    StepOutcome,
+    ValidateSuccess,
+)
+
+_TRY_LATER = ClientError("TRY_AGAIN_LATER", "Something went wrong on our side. Please try again in a moment.")
+_NOT_SENT = ClientError("OTP_NOT_SENT", "We could not send a code. Please check your details and try again.")
+_NOT_VERIFIED = ClientError("OTP_NOT_VERIFIED", "The code could not be verified. Please request a new code.")
+
+
+def client_error_for(failure: StepFailure, *, validating: bool) -> ClientError:
+    """The stranger-safe error for an aborted step. Flow failures collapse into one message per step so an
+    attacker cannot tell an unknown user from a wrong code or a missing phone number."""
+    if failure.category is not ErrorCategory.FLOW_LOGIC or failure.code is FailureCode.IDENTIFIER_LOCKED:
+        return _TRY_LATER
+    return _NOT_VERIFIED if validating else _NOT_SENT
+
+
+def succeed(step: StepConfiguration, success: S) -> StepOutcome[S]:
+    """The success outcome, with the output variable assigned."""
+    variables: dict[str, dict[str, Any]] = {}
+    if step.output_variable:
+        variables[step.output_variable] = success.as_variable()
+    return StepOutcome(success=success, variables=variables)
+
+
+def fail(step: StepConfiguration, failure: StepFailure, *, validating: bool) -> StepOutcome[Any]:
+    """The failure-branch or abort outcome (per the step's failure behavior), with the error variable."""
+    variables: dict[str, dict[str, Any]] = {}
+    if step.error_output_variable:
+        variables[step.error_output_variable] = failure.as_variable()
+    if step.failure_behavior is FailureBehavior.ABORT:
+        abort = StepAbort(client_error_for(failure, validating=validating), failure)
+        return StepOutcome(abort=abort, variables=variables)
+    return StepOutcome(failure=failure, variables=variables)
+
+
+__all__ = ["GenerateSuccess", "ValidateSuccess", "client_error_for", "fail", "succeed"]

@@ -1,0 +1,112 @@
+"""The server-side memory of a Generate: the Cognito challenge Validate must answer.
+
+The journey passes Validate only the identifier and the code, never a Cognito session (sessions must not reach
+orchestrators, journey state or logs), so Generate keeps the session here under (connection, journey run,
+identifier) until it is used, exhausted or expired. Stores are shared by all workers and may be shared by
+several service instances (Redis), so every read-modify-write they offer is atomic.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from .outcomes import Channel
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeKey:
+    """Where a challenge lives: one per connection, journey run and normalized identifier."""
+
+    connection: str
+    journey_run_id: str
+    identifier: str
+
+    def storage_key(self) -> str:
+        """A stable key that does not spell out the identifier (stores may be inspected by operators)."""
+        digest = hashlib.sha256(
+            f"{self.connection}\x00{self.journey_run_id}\x00{self.identifier}".encode()
+        ).hexdigest()
+        return f"challenge:{digest}"
+
+
+def identifier_subject(connection: str, identifier: str) -> str:
+    """The key under which failed codes are counted for one identifier across all journeys."""
+    return "failures:" + hashlib.sha256(f"{connection}\x00{identifier}".encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A pending Cognito OTP challenge. `session` is a secret: it never leaves the service."""
+
+    username: str
+    session: str
+    channel: Channel
+    masked_destination: str
+    expires_at: float  # wall-clock epoch seconds: instances sharing a store share no monotonic clock
+    max_attempts: int
+    attempts_used: int = 0
+    step_execution_id: str = ""
+    # Enumeration protection for a pool that reports unknown users: Generate pretends a code was sent and
+    # Validate rejects every code, so an unknown user is indistinguishable from a known one.
+    decoy: bool = False
+
+    @property
+    def attempts_remaining(self) -> int:
+        """Codes Validate still accepts."""
+        return max(self.max_attempts - self.attempts_used, 0)
+
+    def with_attempt(self) -> Challenge:
+        """This challenge with one more attempt used."""
+        return replace(self, attempts_used=self.attempts_used + 1)
+
+    def __repr__(self) -> str:
+        return (
+            f"Challenge(channel={self.channel.value}, destination={self.masked_destination}, "
+            f"attempts={self.attempts_used}/{self.max_attempts}, session=<redacted>)"
+        )
+
+
+class AttemptVerdict(enum.Enum):
+    """What a store says when Validate asks to spend one attempt."""
+
+    GRANTED = "granted"
+    NOT_FOUND = "not_found"
+    EXPIRED = "expired"
+    EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptGrant:
+    """The verdict, and on GRANTED the challenge with the attempt already counted."""
+
+    verdict: AttemptVerdict
+    challenge: Challenge | None = None
+
+
+class ChallengeStore(Protocol):
+    """Keeps challenges and failure counters. Implementations: in memory, Redis."""
+
+    def save(self, key: ChallengeKey, challenge: Challenge) -> None:
+        """Store (or replace) the challenge; it disappears by itself at `expires_at`."""
+
+    def load(self, key: ChallengeKey) -> Challenge | None:
+        """The live challenge, or None (missing or expired)."""
+
+    def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
+        """Atomically spend one attempt: counted before Cognito is asked, so concurrent Validates of one
+        challenge can never try more codes than the cap. Expired or exhausted challenges are removed."""
+
+    def refund_attempt(self, key: ChallengeKey) -> None:
+        """Give back an attempt Cognito never judged (throttled, unavailable)."""
+
+    def discard(self, key: ChallengeKey) -> None:
+        """Remove the challenge (used, exhausted or dead at Cognito)."""
+
+    def count_failure(self, subject: str, window_seconds: int) -> int:
+        """Add one failed code for `subject` and return the count within the current window."""
+
+    def failures(self, subject: str) -> int:
+        """Failed codes for `subject` within the current window."""

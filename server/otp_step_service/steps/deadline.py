@@ -1,0 +1,33 @@
+"""A step's time budget, so every Cognito call is bounded by what is left of the caller's gRPC deadline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """An absolute point on the monotonic clock; `None` means the caller gave no deadline."""
+
+    at: float | None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        """The deadline `seconds` from now (None: unbounded)."""
+        return cls(None if seconds is None else time.monotonic() + seconds)
+
+    def remaining(self) -> float | None:
+        """Seconds left (never negative), or None when unbounded."""
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def budget(self, cap: float) -> float:
+        """Seconds a call may take: what is left, but at most `cap`."""
+        left = self.remaining()
+        return cap if left is None else min(cap, left)
+
+    @property
+    def expired(self) -> bool:
+        """True once no time is left."""
+        left = self.remaining()
+        return left is not None and left <= 0.0

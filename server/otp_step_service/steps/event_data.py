@@ -1,0 +1,135 @@
+"""Journey event data: what a step reports for its step-completed event, redacted and bounded.
+
+Redaction is not optional and does not trust key names alone: every value equal to one of the run's known
+secrets (the code, the Cognito session, tokens, the client secret) is replaced, JWT-shaped strings are
+replaced, and email addresses and phone numbers are masked the way Cognito masks destinations unless the
+connection allows identifiers in clear.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .identifiers import mask_destination
+from .journey import EventDataMode, StepConfiguration
+from .outcomes import StepOutcome
+
+REDACTED = "[REDACTED]"
+MAX_EVENT_BYTES = 8192
+MAX_STRING_CHARS = 1024
+
+_SECRET_KEY = re.compile(r"(?i)(session|token|secret|password|passcode|otp_?code|authorization|secret_hash)")
+_JWT = re.compile(r"^eyJ[\w-]+\.[\w-]+\.[\w-]*$")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+@dataclass(frozen=True, slots=True)
+class EventData:
+    """Reportable data for one step execution."""
+
+    mode: EventDataMode
+    data: Mapping[str, Any]
+    truncated: bool
+
+
+class Redactor:
+    """Removes secrets and masks identifiers in arbitrary JSON-like data."""
+
+    def __init__(
+        self, secrets: Iterable[str], reveal_identifiers: bool, identifiers: Iterable[str] = ()
+    ) -> None:
+        self._secrets = frozenset(s for s in secrets if s)
+        self._reveal = reveal_identifiers
+        # The identifier as typed may be in no standard shape ("(555) 555-0100"); it is masked wherever it occurs.
+        self._identifiers = frozenset(i for i in identifiers if len(i) >= 3)
+
+    def __call__(self, value: Any, key: str = "") -> Any:
+        """A redacted copy of `value`."""
+        if key and _SECRET_KEY.search(key):
+            return REDACTED
+        if isinstance(value, Mapping):
+            return {str(k): self(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self(v) for v in value]
+        if isinstance(value, str):
+            return self._text(value)
+        return value
+
+    def _text(self, text: str) -> str:
+        if text in self._secrets or _JWT.match(text):
+            return REDACTED
+        for secret in self._secrets:
+            if len(secret) >= 6 and secret in text:
+                text = text.replace(secret, REDACTED)
+        if not self._reveal:
+            for identifier in self._identifiers:
+                if identifier in text:
+                    text = text.replace(identifier, mask_destination(identifier))
+            if _PHONE.match(text):
+                return mask_destination(text)
+            text = _EMAIL.sub(lambda m: mask_destination(m.group(0)), text)
+        if len(text) > MAX_STRING_CHARS:
+            return text[:MAX_STRING_CHARS] + "…"
+        return text
+
+
+def step_event_data(
+    step_type: str,
+    journey: Mapping[str, str],
+    step: StepConfiguration,
+    outcome: StepOutcome[Any],
+    secrets: Iterable[str],
+    reveal_identifiers: bool,
+    identifiers: Iterable[str] = (),
+) -> EventData | None:
+    """The event data for the step's reporting choice, or None when it reports nothing."""
+    redact = Redactor(secrets, reveal_identifiers, identifiers)
+    if step.event_data_mode is EventDataMode.NONE:
+        return None
+    if step.event_data_mode is EventDataMode.CUSTOM_PAYLOAD:
+        return _bounded(EventDataMode.CUSTOM_PAYLOAD, redact(dict(step.custom_payload)))
+    output: dict[str, Any] = {"outcome": outcome.kind}
+    if outcome.success is not None:
+        result = outcome.success.as_variable()
+        result.pop("tokens", None)  # tokens are never reported, even when the connection returns them
+        output["result"] = result
+    failed = outcome.failed
+    if failed is not None:
+        output["error"] = failed.as_variable()
+    if outcome.abort is not None:
+        output["client_error"] = {"code": outcome.abort.client_error.code}
+    data = {
+        "input": {
+            **journey,
+            "step_type": step_type,
+            "connection": step.connection,
+            "user_identifier": step.user_identifier.strip(),
+            "otp_channel": step.channel.value if step.channel else "",
+            "scopes": list(step.effective_scopes),
+            "failure_behavior": step.failure_behavior.value,
+            "output_variable": step.output_variable,
+            "error_output_variable": step.error_output_variable,
+        },
+        "output": output,
+    }
+    return _bounded(EventDataMode.STEP_INPUT_OUTPUT, redact(data))
+
+
+def _bounded(mode: EventDataMode, data: dict[str, Any]) -> EventData:
+    """Keep whole top-level entries, in order, while they fit in MAX_EVENT_BYTES; mark what was cut."""
+    if len(json.dumps(data, default=str)) <= MAX_EVENT_BYTES:
+        return EventData(mode, data, truncated=False)
+    kept: dict[str, Any] = {}
+    used = 2
+    for key, value in data.items():
+        size = len(json.dumps({key: value}, default=str))
+        if used + size > MAX_EVENT_BYTES:
+            continue
+        kept[key] = value
+        used += size
+    return EventData(mode, kept, truncated=True)

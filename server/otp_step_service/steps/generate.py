@@ -1,0 +1,154 @@
+"""Cognito OTP Generate: send a one-time passcode through Cognito's native passwordless sign-in."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from .branching import fail, succeed
+from .challenges import Challenge, ChallengeKey, ChallengeStore, identifier_subject
+from .cognito_failures import failure_for
+from .deadline import Deadline
+from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier
+from .journey import GenerateRequest
+from .outcomes import Channel, FailureCode, GenerateSuccess, StepFailure, StepOutcome
+from .ports import AuthChallenge, CognitoError, CognitoErrorKind, Connection
+
+SELECT_CHALLENGE = "SELECT_CHALLENGE"
+
+
+class GenerateOtpStep:
+    """Runs Generate: normalize the identifier, start USER_AUTH, keep the Cognito session server-side."""
+
+    def __init__(self, store: ChallengeStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def run(
+        self, request: GenerateRequest, connection: Connection, deadline: Deadline
+    ) -> StepOutcome[GenerateSuccess]:
+        """Execute the step; every failure becomes an outcome, never an exception."""
+        step, policy = request.step, connection.policy
+        channel = step.channel or Channel.EMAIL  # the transport rejects a missing channel; this keeps mypy calm
+
+        def failed(failure: StepFailure) -> StepOutcome[Any]:
+            return fail(step, failure, validating=False)
+
+        try:
+            identifier = parse_identifier(step.user_identifier, policy.default_phone_region)
+        except InvalidIdentifierError as exc:
+            return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
+
+        key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
+        if self._store.failures(identifier_subject(policy.name, identifier.value)) >= policy.lockout_threshold:
+            # No code is sent to a locked identifier: sending one would let an attacker keep guessing across
+            # fresh challenges (the per-challenge cap alone is defeated by opening many journeys).
+            return failed(
+                StepFailure(
+                    FailureCode.IDENTIFIER_LOCKED,
+                    f"too many wrong codes for this identifier; locked for up to "
+                    f"{policy.lockout_window_seconds} s",
+                )
+            )
+
+        execution_id = request.journey.step_execution_id
+        if execution_id:
+            existing = self._store.load(key)
+            if existing is not None and existing.step_execution_id == execution_id:
+                # A retry of the same execution (the caller timed out, say): answer as the first time did,
+                # instead of sending the user a second code.
+                return succeed(step, self._success(existing))
+
+        try:
+            challenge = self._start(identifier, channel, request, connection, deadline)
+        except CognitoError as error:
+            if error.kind is CognitoErrorKind.USER_NOT_FOUND and policy.user_enumeration_protection:
+                decoy = self._decoy(identifier, channel, connection, execution_id)
+                self._store.save(key, decoy)
+                return succeed(step, self._success(decoy))
+            return failed(failure_for(error))
+        except ChannelNotAvailableError as exc:
+            return failed(StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc)))
+
+        saved = Challenge(
+            username=challenge.username or identifier.value,
+            session=challenge.session,
+            channel=channel,
+            masked_destination=challenge.destination or identifier.masked,
+            expires_at=self._clock() + policy.session_validity_seconds,
+            max_attempts=policy.max_attempts,
+            step_execution_id=execution_id,
+        )
+        self._store.save(key, saved)
+        return succeed(step, self._success(saved))
+
+    @staticmethod
+    def _start(
+        identifier: UserIdentifier,
+        channel: Channel,
+        request: GenerateRequest,
+        connection: Connection,
+        deadline: Deadline,
+    ) -> AuthChallenge:
+        gateway, end_user = connection.gateway, request.journey.end_user
+        challenge = gateway.start_user_auth(identifier.value, channel, end_user, deadline)
+        if challenge.name == SELECT_CHALLENGE:
+            # Cognito offers a choice when the preferred factor is not available outright [doc].
+            if channel.challenge_name not in challenge.available:
+                raise ChannelNotAvailableError(
+                    f"{channel.challenge_name} is not offered for this user "
+                    f"(available: {', '.join(challenge.available) or 'none'}); the user needs "
+                    f"{'an email' if channel is Channel.EMAIL else 'a phone_number'} attribute and the pool's "
+                    "SignInPolicy.AllowedFirstAuthFactors must include it"
+                )
+            challenge = gateway.select_challenge(
+                challenge.username or identifier.value, challenge.session, channel, end_user, deadline
+            )
+        if challenge.name != channel.challenge_name:
+            # E.g. a user whose only factor is the other OTP may get that challenge directly [obs]. The journey
+            # asked for this channel, so the step does not pretend otherwise.
+            raise ChannelNotAvailableError(
+                f"Cognito answered with {challenge.name} instead of {channel.challenge_name}"
+            )
+        return challenge
+
+    def _decoy(
+        self, identifier: UserIdentifier, channel: Channel, connection: Connection, execution_id: str
+    ) -> Challenge:
+        policy = connection.policy
+        return Challenge(
+            username=identifier.value,
+            session="",
+            channel=channel,
+            masked_destination=_plausible_destination(identifier, channel),
+            expires_at=self._clock() + policy.session_validity_seconds,
+            max_attempts=policy.max_attempts,
+            step_execution_id=execution_id,
+            decoy=True,
+        )
+
+    @staticmethod
+    def _success(challenge: Challenge) -> GenerateSuccess:
+        return GenerateSuccess(
+            channel=challenge.channel,
+            masked_destination=challenge.masked_destination,
+            expires_at=datetime.fromtimestamp(challenge.expires_at, UTC),
+            max_attempts=challenge.max_attempts,
+        )
+
+
+class ChannelNotAvailableError(Exception):
+    """The requested channel cannot be used for this user or pool."""
+
+
+def _plausible_destination(identifier: UserIdentifier, channel: Channel) -> str:
+    """A masked destination for a user that does not exist, stable per identifier so retries look alike."""
+    if (identifier.kind is IdentifierKind.EMAIL) == (channel is Channel.EMAIL):
+        return identifier.masked
+    digest = int(hashlib.sha256(identifier.value.encode()).hexdigest(), 16)
+    if channel is Channel.SMS:
+        return f"+*******{digest % 10000:04d}"
+    return f"{'abcdefghijklmnopqrstuvwxyz'[digest % 26]}***@{'aeghmoy'[digest % 7]}***"

@@ -1,0 +1,81 @@
+"""User identifiers as the orchestrator passes them: an email address or a phone number.
+
+Normalizing before calling Cognito matters twice: a malformed identifier fails fast with INVALID_IDENTIFIER
+(the product page's own example) instead of a Cognito round trip, and Generate and Validate key the same
+challenge whatever spacing or case the two journey expressions produced.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+
+class IdentifierKind(enum.StrEnum):
+    """What the identifier is."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+
+
+@dataclass(frozen=True, slots=True)
+class UserIdentifier:
+    """A normalized identifier: lower-cased email, or E.164 phone number."""
+
+    kind: IdentifierKind
+    value: str
+
+    @property
+    def masked(self) -> str:
+        """The identifier masked the way Cognito masks delivery destinations (j***@e***, +*******0100)."""
+        return mask_destination(self.value)
+
+    def __repr__(self) -> str:
+        # Identifiers are personal data: keep them masked in any debug output.
+        return f"UserIdentifier({self.kind.value}, {self.masked})"
+
+
+class InvalidIdentifierError(ValueError):
+    """The identifier is neither a valid email address nor a valid phone number."""
+
+
+def parse_identifier(raw: str, default_phone_region: str | None) -> UserIdentifier:
+    """Normalize `raw` or raise InvalidIdentifierError with a message safe to return (it never echoes `raw`)."""
+    text = raw.strip()
+    if not text:
+        raise InvalidIdentifierError("the user identifier is empty")
+    if "@" in text:
+        try:
+            # No DNS look-up: deliverability is Cognito's business, and the step must not block on DNS.
+            email = validate_email(text, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise InvalidIdentifierError("the user identifier is not a valid email address") from exc
+        # Cognito compares email aliases case-insensitively; lower-casing keeps one challenge key per user.
+        return UserIdentifier(IdentifierKind.EMAIL, email.normalized.lower())
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else default_phone_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidIdentifierError(
+            "the user identifier is neither an email address nor a phone number"
+            + ("" if default_phone_region else " (national numbers need the connection's default_phone_region)")
+        ) from exc
+    # "Possible" (a plausible length for the country), not "valid": validity depends on numbering-plan
+    # metadata that lags new ranges and rejects reserved fictional numbers (+1 555 555 01xx) used in demos.
+    # Whether the number reaches a phone is Cognito's (and the user's) business.
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidIdentifierError("the user identifier is not a valid phone number")
+    return UserIdentifier(
+        IdentifierKind.PHONE, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    )
+
+
+def mask_destination(value: str) -> str:
+    """Mask like Cognito's CODE_DELIVERY_DESTINATION: first letters of local part and domain, last 4 digits."""
+    if "@" in value:
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain[:1]}***"
+    digits = value[-4:]
+    return "+" + "*" * max(len(value) - 5, 0) + digits

@@ -1,0 +1,186 @@
+"""Cognito OTP Validate: check the typed code, and on success return what a JIT migration needs."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .branching import fail, succeed
+from .challenges import AttemptVerdict, Challenge, ChallengeKey, ChallengeStore, identifier_subject
+from .claims import release_claims
+from .cognito_failures import failure_for
+from .deadline import Deadline
+from .identifiers import InvalidIdentifierError, parse_identifier
+from .journey import ValidateRequest
+from .outcomes import CognitoTokens, FailureCode, StepFailure, StepOutcome, ValidateSuccess
+from .ports import CognitoError, CognitoErrorKind, Connection, TokenVerificationError
+
+log = logging.getLogger(__name__)
+
+# Cognito's passwordless codes are 8 digits [obs]; anything that is not 6–8 digits cannot be right, so it is
+# judged here without a Cognito round trip (it still spends an attempt, like any wrong code).
+_CODE_SHAPE = re.compile(r"[0-9]{6,8}")
+
+# Faults after which Cognito never judged the code: the attempt is given back.
+_UNJUDGED = frozenset(
+    {
+        CognitoErrorKind.THROTTLED,
+        CognitoErrorKind.UNAVAILABLE,
+        CognitoErrorKind.TIMEOUT,
+        CognitoErrorKind.SECRET_INVALID,
+        CognitoErrorKind.MISCONFIGURED,
+    }
+)
+# Errors after which the Cognito session is certainly unusable.
+_SESSION_DEAD = frozenset(
+    {CognitoErrorKind.SESSION_INVALID, CognitoErrorKind.CODE_EXPIRED, CognitoErrorKind.USER_DISABLED}
+)
+# JWT bookkeeping claims that are not user attributes (used when attributes fall back to the ID token).
+_TOKEN_CLAIMS = frozenset(
+    {"aud", "iss", "exp", "iat", "auth_time", "token_use", "event_id", "jti", "origin_jti", "nbf", "at_hash"}
+)
+
+
+class ValidateOtpStep:
+    """Runs Validate: spend an attempt, answer Cognito's challenge, verify the ID token, release claims."""
+
+    def __init__(self, store: ChallengeStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def run(
+        self, request: ValidateRequest, connection: Connection, deadline: Deadline
+    ) -> StepOutcome[ValidateSuccess]:
+        """Execute the step; every failure becomes an outcome, never an exception."""
+        step, policy = request.step, connection.policy
+
+        def failed(failure: StepFailure) -> StepOutcome[Any]:
+            return fail(step, failure, validating=True)
+
+        try:
+            identifier = parse_identifier(step.user_identifier, policy.default_phone_region)
+        except InvalidIdentifierError as exc:
+            return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
+
+        subject = identifier_subject(policy.name, identifier.value)
+        if self._store.failures(subject) >= policy.lockout_threshold:
+            return failed(
+                StepFailure(
+                    FailureCode.IDENTIFIER_LOCKED,
+                    f"too many wrong codes for this identifier; locked for up to "
+                    f"{policy.lockout_window_seconds} s",
+                )
+            )
+
+        key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
+        grant = self._store.begin_attempt(key, self._clock())
+        if grant.verdict is AttemptVerdict.EXPIRED:
+            return failed(StepFailure(FailureCode.CHALLENGE_EXPIRED, "the code expired; run Generate again"))
+        if grant.verdict is AttemptVerdict.EXHAUSTED:
+            return failed(
+                StepFailure(FailureCode.ATTEMPTS_EXHAUSTED, "no attempts left; run Generate again", 0)
+            )
+        challenge = grant.challenge
+        if grant.verdict is not AttemptVerdict.GRANTED or challenge is None:
+            return failed(
+                StepFailure(
+                    FailureCode.CHALLENGE_NOT_FOUND,
+                    "no pending challenge for this connection, journey run and identifier; run Generate first",
+                )
+            )
+
+        if challenge.decoy or not _CODE_SHAPE.fullmatch(request.otp_code.strip()):
+            return failed(self._wrong_code(key, subject, challenge, connection, cognito_error=""))
+
+        try:
+            tokens = connection.gateway.answer_otp(
+                challenge.username,
+                challenge.session,
+                challenge.channel,
+                request.otp_code.strip(),
+                request.journey.end_user,
+                deadline,
+            )
+        except CognitoError as error:
+            if error.kind is CognitoErrorKind.CODE_MISMATCH:
+                return failed(self._wrong_code(key, subject, challenge, connection, error.cognito_error))
+            if error.kind in _UNJUDGED:
+                self._store.refund_attempt(key)
+            elif error.kind in _SESSION_DEAD:
+                self._store.discard(key)
+            return failed(failure_for(error))
+
+        # The session is spent at Cognito: whatever happens next, the challenge is consumed.
+        self._store.discard(key)
+        try:
+            claims = connection.verifier.verify(tokens.id_token)
+        except TokenVerificationError as exc:
+            return failed(
+                StepFailure(FailureCode.INTERNAL, f"the ID token Cognito returned failed verification: {exc}")
+            )
+        attributes = self._attributes(challenge, tokens, claims, connection, deadline)
+        success = ValidateSuccess(
+            sub=str(claims.get("sub", "")),
+            username=str(claims.get("cognito:username", challenge.username)),
+            claims=release_claims(claims, step.effective_scopes),
+            attributes=_select(attributes, connection.policy.migration_attributes),
+            channel=challenge.channel,
+            authenticated_at=datetime.fromtimestamp(float(claims.get("auth_time", self._clock())), UTC),
+            tokens=tokens if connection.policy.return_tokens else None,
+        )
+        return succeed(step, success)
+
+    def _wrong_code(
+        self, key: ChallengeKey, subject: str, challenge: Challenge, connection: Connection, cognito_error: str
+    ) -> StepFailure:
+        policy = connection.policy
+        self._store.count_failure(subject, policy.lockout_window_seconds)
+        remaining = challenge.attempts_remaining
+        if remaining <= 0:
+            self._store.discard(key)
+            return StepFailure(
+                FailureCode.ATTEMPTS_EXHAUSTED,
+                "the code is wrong and no attempts are left; run Generate again",
+                0,
+                cognito_error,
+            )
+        return StepFailure(
+            FailureCode.INVALID_CODE,
+            f"the code is wrong; {remaining} attempt{'s' if remaining != 1 else ''} left",
+            remaining,
+            cognito_error,
+        )
+
+    @staticmethod
+    def _attributes(
+        challenge: Challenge,
+        tokens: CognitoTokens,
+        claims: Mapping[str, Any],
+        connection: Connection,
+        deadline: Deadline,
+    ) -> dict[str, str]:
+        try:
+            return connection.gateway.user_attributes(challenge.username, tokens, deadline)
+        except CognitoError as error:
+            # The user has authenticated and the session is spent; failing the step now would strand them.
+            # The verified ID token carries every readable attribute, so it stands in for GetUser.
+            log.warning(
+                "user attributes unavailable (%s); using the verified ID token's claims instead",
+                error.cognito_error,
+            )
+            return {
+                name: str(value).lower() if isinstance(value, bool) else str(value)
+                for name, value in claims.items()
+                if name not in _TOKEN_CLAIMS and not name.startswith("cognito:")
+            }
+
+
+def _select(attributes: Mapping[str, str], wanted: tuple[str, ...]) -> dict[str, str]:
+    """The attributes the connection releases for migration ("*" = all)."""
+    if "*" in wanted:
+        return dict(attributes)
+    return {name: value for name, value in attributes.items() if name in wanted}

@@ -1,0 +1,87 @@
+"""Fixtures: one seeded emulator and one real StepExecutor server (on a free port) for the service tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cognito_emulator import EmulatorServer, EmulatorSettings, seed_demo
+from otp_step_client import StepExecutorClient
+from otp_step_service.service import Service
+from otp_step_service.settings import ServiceSettings
+
+from .harness import Emulator, Journeys, write_connections
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """The seeded emulator, plus app clients for the LEGACY and no-USER_AUTH cases."""
+    with EmulatorServer(host="127.0.0.1", port=0, settings=EmulatorSettings()) as server:
+        seed = seed_demo(server.endpoint_url)
+        yield Emulator(server.endpoint_url, seed)
+
+
+@pytest.fixture(scope="session")
+def connections_file(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A connections file with one connection per behaviour under test."""
+    folder = tmp_path_factory.mktemp("connections")
+    admin = emulator.admin()
+    legacy = admin.create_user_pool_client(
+        UserPoolId=emulator.seed.user_pool_id,
+        ClientName="legacy",
+        GenerateSecret=True,
+        ExplicitAuthFlows=["ALLOW_USER_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        PreventUserExistenceErrors="LEGACY",
+    )["UserPoolClient"]
+    no_user_auth = admin.create_user_pool_client(
+        UserPoolId=emulator.seed.user_pool_id,
+        ClientName="no-user-auth",
+        GenerateSecret=False,
+        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+    )["UserPoolClient"]
+    secret_file = folder / "demo.secret"
+    secret_file.write_text(emulator.seed.client_secret)
+    path = folder / "connections.toml"
+    write_connections(
+        path,
+        emulator.seed,
+        secret_file,
+        {
+            "legacy": legacy["ClientId"],
+            "legacy_secret": legacy["ClientSecret"],
+            "no_user_auth": no_user_auth["ClientId"],
+        },
+    )
+    return path
+
+
+def build_service(connections_file: Path, **overrides: str) -> Service:
+    """A service on 127.0.0.1 and a free port, self-test off (tests call it explicitly)."""
+    settings = ServiceSettings.from_env(
+        listen="127.0.0.1:0", connections_path=str(connections_file), self_test="off", **overrides
+    )
+    return Service.build(settings)
+
+
+@pytest.fixture(scope="session")
+def service(connections_file: Path) -> Iterator[Service]:
+    """The real server, started once for the session."""
+    service = build_service(connections_file)
+    service.server.start()
+    yield service
+    service.server.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def client(service: Service) -> Iterator[StepExecutorClient]:
+    """A client of the running server."""
+    with StepExecutorClient(f"127.0.0.1:{service.server.port}", timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def journeys(client: StepExecutorClient, emulator: Emulator) -> Iterator[Journeys]:
+    """Journeys against the service; faults are cleared after each test."""
+    yield Journeys(client, emulator)
+    emulator.clear_faults()

@@ -1,0 +1,139 @@
+"""Test harness: the emulator over HTTP, a connections file, the real server on a free port, journeys."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cognito_emulator import SeedResult
+from cognito_emulator.seed import cognito_client
+from otp_step_client import Journey, Step, StepExecutorClient
+from stepexecutor.v1 import step_executor_pb2 as pb
+
+
+def http_json(method: str, url: str, body: Any = None) -> Any:
+    """A JSON request to the emulator's control endpoints (outbox, faults)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback test endpoint
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+@dataclass
+class Emulator:
+    """The emulator as the tests see it: over HTTP only."""
+
+    endpoint_url: str
+    seed: SeedResult
+
+    def outbox(self, destination: str) -> list[dict[str, Any]]:
+        """Messages sent to `destination`, oldest first."""
+        query = urllib.parse.urlencode({"destination": destination})
+        return list(http_json("GET", f"{self.endpoint_url}/_outbox?{query}")["messages"])
+
+    def latest_code(self, destination: str, after: int = 0, timeout: float = 5.0) -> str:
+        """The code of the newest message beyond the first `after`, polling with a deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            messages = self.outbox(destination)
+            if len(messages) > after:
+                return str(messages[-1]["code"])
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no new message for {destination} within {timeout} s")
+            time.sleep(0.02)
+
+    def inject(self, **fault: Any) -> dict[str, Any]:
+        """Add a fault (the emulator's POST /_faults contract)."""
+        return dict(http_json("POST", f"{self.endpoint_url}/_faults", fault))
+
+    def clear_faults(self) -> None:
+        """Remove every fault."""
+        http_json("DELETE", f"{self.endpoint_url}/_faults")
+
+    def admin(self) -> Any:
+        """A boto3 client with dummy credentials, for arranging pool state."""
+        return cognito_client(self.endpoint_url, self.seed.region)
+
+
+@dataclass
+class Journeys:
+    """Runs journeys against the service, each with a fresh run id unless told otherwise."""
+
+    client: StepExecutorClient
+    emulator: Emulator
+    journey_id: str = "jit-migration"
+    runs: list[str] = field(default_factory=list)
+
+    def journey(self, run_id: str | None = None, step_id: str = "send-code", **kwargs: Any) -> Journey:
+        """A journey context with a unique run id."""
+        run = run_id or f"run-{uuid.uuid4().hex[:12]}"
+        self.runs.append(run)
+        return Journey(self.journey_id, run_id=run, step_id=step_id, **kwargs)
+
+    def generate(
+        self, identifier: str, channel: str = "EMAIL", connection: str = "demo", journey: Journey | None = None, **step: Any
+    ) -> tuple[pb.GenerateOtpResponse, Journey]:
+        """Run Generate; returns the response and the journey (for Validate)."""
+        journey = journey or self.journey()
+        response = self.client.generate_otp(journey, Step(connection, identifier, channel=channel, **step))  # type: ignore[arg-type]
+        return response, journey
+
+    def validate(
+        self, journey: Journey, identifier: str, code: str, connection: str = "demo", **step: Any
+    ) -> pb.ValidateOtpResponse:
+        """Run Validate in the same journey run."""
+        return self.client.validate_otp(journey.at_step("check-code"), Step(connection, identifier, **step), code)
+
+
+def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_clients: dict[str, str]) -> None:
+    """The connections file the tests' service reads: one connection per behaviour under test."""
+    base = {
+        "region": seed.region,
+        "user_pool_id": seed.user_pool_id,
+        "endpoint_url": seed.endpoint_url,
+    }
+    wrong_secret = secret_file.with_name("wrong.secret")
+    wrong_secret.write_text("not-the-secret")
+    legacy_secret = secret_file.with_name("legacy.secret")
+    legacy_secret.write_text(extra_clients["legacy_secret"])
+    connections: dict[str, dict[str, Any]] = {
+        "demo": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "default_phone_region": "US"},
+        "admin": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "api": "admin"},
+        "tokens": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "return_tokens": True},
+        "short": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "session_validity_seconds": 1},
+        "wrong-secret": {"client_id": seed.client_id, "client_secret_file": str(wrong_secret)},
+        "two-attempts": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "max_attempts": 2},
+        "lockout": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "lockout_threshold": 4,
+            "lockout_window_seconds": 60,
+        },
+        "slow": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "call_timeout_seconds": 0.3},
+        "legacy-protected": {"client_id": extra_clients["legacy"], "client_secret_file": str(legacy_secret)},
+        "legacy-open": {
+            "client_id": extra_clients["legacy"],
+            "client_secret_file": str(legacy_secret),
+            "user_enumeration_protection": False,
+        },
+        "no-user-auth": {"client_id": extra_clients["no_user_auth"]},
+    }
+    lines = []
+    for name, values in connections.items():
+        lines.append(f'[connections."{name}"]')
+        for key, value in {**base, **values}.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def iter_outcome(response: Any) -> Iterator[str]:
+    """The outcome name of a response (for readable assertions)."""
+    yield str(response.WhichOneof("outcome"))

@@ -1,0 +1,128 @@
+"""Cognito OTP Generate against the real server and the emulator over HTTP."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from stepexecutor.v1 import step_executor_pb2 as pb
+
+from .harness import Journeys
+
+
+def test_email_code_is_sent_and_the_challenge_described(journeys: Journeys) -> None:
+    before = len(journeys.emulator.outbox("ada@example.com"))
+    response, _ = journeys.generate("Ada@Example.com ")
+    assert response.WhichOneof("outcome") == "success"
+    success = response.success
+    assert success.delivery_medium == pb.DELIVERY_MEDIUM_EMAIL
+    assert success.masked_destination == "a***@e***"
+    assert success.max_attempts == 3
+    expires = success.expires_at.ToDatetime(UTC)
+    assert timedelta(minutes=2) < expires - datetime.now(UTC) <= timedelta(minutes=3, seconds=5)
+    messages = journeys.emulator.outbox("ada@example.com")
+    assert len(messages) == before + 1
+    assert messages[-1]["medium"] == "EMAIL"
+    assert re.fullmatch(r"\d{8}", messages[-1]["code"])
+    assert response.variables["otp_result"]["delivery_medium"] == "EMAIL"
+    assert "otp_error" not in response.variables
+
+
+def test_sms_code_is_sent_to_the_phone_in_e164(journeys: Journeys) -> None:
+    before = len(journeys.emulator.outbox("+15555550101"))
+    response, _ = journeys.generate("+1 555-555-0101", channel="SMS")
+    assert response.WhichOneof("outcome") == "success", response
+    assert response.success.delivery_medium == pb.DELIVERY_MEDIUM_SMS
+    assert response.success.masked_destination.endswith("0101")
+    assert len(journeys.emulator.outbox("+15555550101")) == before + 1
+
+
+def test_a_national_number_uses_the_connections_default_region(journeys: Journeys) -> None:
+    response, _ = journeys.generate("(555) 555-0101", channel="SMS")
+    assert response.WhichOneof("outcome") == "success"
+
+
+def test_an_invalid_identifier_takes_the_failure_branch_without_calling_cognito(journeys: Journeys) -> None:
+    response, _ = journeys.generate("not an identifier")
+    assert response.WhichOneof("outcome") == "failure"
+    failure = response.failure
+    assert failure.code == pb.FAILURE_CODE_INVALID_IDENTIFIER
+    assert failure.category == pb.ERROR_CATEGORY_FLOW_LOGIC
+    assert not failure.retryable
+    assert response.variables["otp_error"]["code"] == "INVALID_IDENTIFIER"
+    assert response.variables["otp_error"]["category"] == "FLOW_LOGIC"
+
+
+def test_an_invalid_identifier_with_abort_gives_a_stranger_safe_error(journeys: Journeys) -> None:
+    response, _ = journeys.generate("ada@@example", abort_on_failure=True)
+    assert response.WhichOneof("outcome") == "abort"
+    assert response.abort.client_error.code == "OTP_NOT_SENT"
+    assert "example" not in response.abort.client_error.message
+    assert response.abort.failure.code == pb.FAILURE_CODE_INVALID_IDENTIFIER
+    assert response.variables["otp_error"]["code"] == "INVALID_IDENTIFIER"
+
+
+def test_an_unknown_user_looks_like_a_sent_code_when_the_pool_hides_users(journeys: Journeys) -> None:
+    response, journey = journeys.generate("nobody@example.com")
+    assert response.WhichOneof("outcome") == "success"
+    assert journeys.emulator.outbox("nobody@example.com") == []
+    validated = journeys.validate(journey, "nobody@example.com", "12345678")
+    assert validated.failure.code == pb.FAILURE_CODE_INVALID_CODE
+    assert validated.failure.attempts_remaining == 2
+
+
+def test_an_unknown_user_is_reported_when_enumeration_protection_is_off(journeys: Journeys) -> None:
+    response, _ = journeys.generate("nobody@example.com", connection="legacy-open")
+    assert response.failure.code == pb.FAILURE_CODE_USER_NOT_FOUND
+    assert response.failure.cognito_error == "UserNotFoundException"
+
+
+def test_enumeration_protection_hides_an_unknown_user_of_a_legacy_pool(journeys: Journeys) -> None:
+    known, _ = journeys.generate("grace@example.com", connection="legacy-protected")
+    unknown, journey = journeys.generate("nobody@example.com", connection="legacy-protected")
+    assert unknown.WhichOneof("outcome") == known.WhichOneof("outcome") == "success"
+    assert unknown.success.masked_destination == "n***@e***"
+    codes = [journeys.validate(journey, "nobody@example.com", "12345678", connection="legacy-protected") for _ in range(3)]
+    assert [c.failure.code for c in codes] == [
+        pb.FAILURE_CODE_INVALID_CODE,
+        pb.FAILURE_CODE_INVALID_CODE,
+        pb.FAILURE_CODE_ATTEMPTS_EXHAUSTED,
+    ]
+    assert [c.failure.attempts_remaining for c in codes] == [2, 1, 0]
+
+
+def test_sms_for_a_user_without_a_phone_is_channel_not_available(journeys: Journeys) -> None:
+    response, _ = journeys.generate("grace@example.com", channel="SMS")
+    assert response.failure.code == pb.FAILURE_CODE_CHANNEL_NOT_AVAILABLE
+    assert response.failure.category == pb.ERROR_CATEGORY_FLOW_LOGIC
+    assert "SMS_OTP" in response.failure.message
+
+
+def test_a_disabled_user_is_a_flow_failure(journeys: Journeys) -> None:
+    response, _ = journeys.generate("edsger@example.com", connection="legacy-open")
+    assert response.failure.code == pb.FAILURE_CODE_USER_DISABLED
+
+
+def test_an_app_client_without_user_auth_is_a_configuration_failure(journeys: Journeys) -> None:
+    response, _ = journeys.generate("ada@example.com", connection="no-user-auth")
+    assert response.failure.code == pb.FAILURE_CODE_CONNECTION_MISCONFIGURED
+    assert response.failure.category == pb.ERROR_CATEGORY_CONFIGURATION
+    assert response.failure.cognito_error == "InvalidParameterException"
+
+
+def test_a_wrong_client_secret_is_a_configuration_failure_naming_the_fix(journeys: Journeys) -> None:
+    response, _ = journeys.generate("ada@example.com", connection="wrong-secret")
+    assert response.failure.code == pb.FAILURE_CODE_CONNECTION_MISCONFIGURED
+    assert response.failure.category == pb.ERROR_CATEGORY_CONFIGURATION
+    assert "client secret" in response.failure.message
+    assert "not-the-secret" not in response.failure.message
+    assert journeys.emulator.seed.client_secret not in response.failure.message
+
+
+def test_a_retried_execution_answers_again_without_a_second_code(journeys: Journeys) -> None:
+    journey = journeys.journey(step_execution_id="exec-1")
+    before = len(journeys.emulator.outbox("grace@example.com"))
+    first, _ = journeys.generate("grace@example.com", journey=journey)
+    again, _ = journeys.generate("grace@example.com", journey=journey)
+    assert first.success == again.success
+    assert len(journeys.emulator.outbox("grace@example.com")) == before + 1
