@@ -78,11 +78,15 @@ class Step:
         return pb.StepConfiguration(
             connection=self.connection,
             user_identifier=self.user_identifier,
-            otp_channel=getattr(pb, f"OTP_CHANNEL_{self.channel}") if self.channel else pb.OTP_CHANNEL_UNSPECIFIED,
+            otp_channel=getattr(pb, f"OTP_CHANNEL_{self.channel}")
+            if self.channel
+            else pb.OTP_CHANNEL_UNSPECIFIED,
             scopes=list(self.scopes),
             output_variable=self.output_variable,
             error_output_variable=self.error_output_variable,
-            failure_behavior=pb.FAILURE_BEHAVIOR_ABORT if self.abort_on_failure else pb.FAILURE_BEHAVIOR_FAILURE_BRANCH,
+            failure_behavior=pb.FAILURE_BEHAVIOR_ABORT
+            if self.abort_on_failure
+            else pb.FAILURE_BEHAVIOR_FAILURE_BRANCH,
             event_data=pb.EventDataReporting(
                 mode=getattr(pb, f"EVENT_DATA_MODE_{self.event_data}"), custom_payload=payload
             ),
@@ -99,7 +103,12 @@ class StepExecutorClient:
         self.timeout = timeout
 
     def generate_otp(
-        self, journey: Journey, step: Step, *, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()
+        self,
+        journey: Journey,
+        step: Step,
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> pb.GenerateOtpResponse:
         """Run Cognito OTP Generate."""
         request = pb.GenerateOtpRequest(journey=journey.message(), step=step.message())
@@ -118,7 +127,9 @@ class StepExecutorClient:
         request = pb.ValidateOtpRequest(journey=journey.message(), step=step.message(), otp_code=otp_code)
         return self._call(self._stub.ValidateOtp, request, timeout, metadata)  # type: ignore[no-any-return]
 
-    def check_connection(self, connection: str, *, timeout: float | None = None) -> pb.CheckConnectionResponse:
+    def check_connection(
+        self, connection: str, *, timeout: float | None = None
+    ) -> pb.CheckConnectionResponse:
         """Run the connection self-test."""
         request = pb.CheckConnectionRequest(connection=connection)
         return self._call(self._stub.CheckConnection, request, timeout, ())  # type: ignore[no-any-return]
@@ -140,7 +151,9 @@ class StepExecutorClient:
     ) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any, timeout: float | None, metadata: Sequence[tuple[str, str]]) -> Any:
+    def _call(
+        self, method: Any, request: Any, timeout: float | None, metadata: Sequence[tuple[str, str]]
+    ) -> Any:
         try:
             return method(request, timeout=timeout or self.timeout, metadata=list(metadata) or None)
         except grpc.RpcError as exc:

@@ -31,15 +31,24 @@ def _step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default="", help="journey run id (Generate and Validate must share it)")
     parser.add_argument("--journey", default="cli-journey", help="journey id")
     parser.add_argument("--scope", action="append", default=[], help="OAuth scope (repeatable)")
-    parser.add_argument("--abort", action="store_true", help="failure behavior ABORT instead of the failure branch")
     parser.add_argument(
-        "--event-data", choices=("NONE", "STEP_INPUT_OUTPUT", "CUSTOM_PAYLOAD"), default="NONE", help="reporting"
+        "--abort", action="store_true", help="failure behavior ABORT instead of the failure branch"
+    )
+    parser.add_argument(
+        "--event-data",
+        choices=("NONE", "STEP_INPUT_OUTPUT", "CUSTOM_PAYLOAD"),
+        default="NONE",
+        help="reporting",
     )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="otp-step", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"service address (default {DEFAULT_TARGET})")
+    parser = argparse.ArgumentParser(
+        prog="otp-step", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--target", default=DEFAULT_TARGET, help=f"service address (default {DEFAULT_TARGET})"
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds")
     sub = parser.add_subparsers(dest="command", required=True)
     generate = sub.add_parser("generate", help="Cognito OTP Generate")

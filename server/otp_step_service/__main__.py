@@ -25,13 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     for name in ("serve", "self-test"):
         command = sub.add_parser(name)
-        command.add_argument("--connections", dest="connections_path", help="connections file (OTP_STEP_CONNECTIONS)")
+        command.add_argument(
+            "--connections", dest="connections_path", help="connections file (OTP_STEP_CONNECTIONS)"
+        )
         if name == "serve":
             command.add_argument("--listen", help="bind address (OTP_STEP_LISTEN)")
             command.add_argument("--workers", help="worker threads (OTP_STEP_WORKERS)")
-            command.add_argument("--max-concurrent-steps", help="in-flight bound (OTP_STEP_MAX_CONCURRENT_STEPS)")
-            command.add_argument("--challenge-store", help="'memory' or redis:// URL (OTP_STEP_CHALLENGE_STORE)")
-            command.add_argument("--self-test", choices=("warn", "strict", "off"), help="(OTP_STEP_SELF_TEST)")
+            command.add_argument(
+                "--max-concurrent-steps", help="in-flight bound (OTP_STEP_MAX_CONCURRENT_STEPS)"
+            )
+            command.add_argument(
+                "--challenge-store", help="'memory' or redis:// URL (OTP_STEP_CHALLENGE_STORE)"
+            )
+            command.add_argument(
+                "--self-test", choices=("warn", "strict", "off"), help="(OTP_STEP_SELF_TEST)"
+            )
     return parser
 
 

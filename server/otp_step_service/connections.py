@@ -33,7 +33,9 @@ class ConnectionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, e.g. us-east-1")]
+    region: Annotated[
+        str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, e.g. us-east-1")
+    ]
     user_pool_id: Annotated[str, Field(pattern=r"^[\w-]+_[0-9a-zA-Z]+$", description="e.g. us-east-1_AbC123")]
     client_id: Annotated[str, Field(pattern=r"^[\w+]+$", min_length=1, max_length=128)]
     client_secret_env: str | None = Field(None, description="name of the env var holding the client secret")
@@ -74,10 +76,16 @@ class ConnectionConfig(BaseModel):
         if self.client_secret_env:
             value = os.environ.get(self.client_secret_env)
             if not value:
-                raise ValueError(f"client_secret_env: the environment variable {self.client_secret_env} is not set")
+                raise ValueError(
+                    f"client_secret_env: the environment variable {self.client_secret_env} is not set"
+                )
             return value.strip()
         if self.client_secret_file:
-            path = self.client_secret_file if self.client_secret_file.is_absolute() else base / self.client_secret_file
+            path = (
+                self.client_secret_file
+                if self.client_secret_file.is_absolute()
+                else base / self.client_secret_file
+            )
             try:
                 value = path.read_text().strip()
             except OSError as exc:

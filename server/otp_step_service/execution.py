@@ -125,7 +125,9 @@ class StepRunner:
             try:
                 outcome: StepOutcome[Any] = run()
             except Exception:
-                log.exception("step failed unexpectedly", extra={"step": {"step_type": step_type, **journey_fields}})
+                log.exception(
+                    "step failed unexpectedly", extra={"step": {"step_type": step_type, **journey_fields}}
+                )
                 outcome = fail(
                     step,
                     StepFailure(FailureCode.INTERNAL, "the service failed unexpectedly; see its logs"),
@@ -163,7 +165,9 @@ class StepRunner:
             **journey_fields,
             "connection": step.connection,
             "channel": step.channel.value if step.channel else "",
-            "identifier": identifier if connection.policy.reveal_identifiers else mask_destination(identifier),
+            "identifier": identifier
+            if connection.policy.reveal_identifiers
+            else mask_destination(identifier),
             "outcome": outcome.kind,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             "trace_id": trace_id,

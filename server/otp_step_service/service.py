@@ -31,7 +31,9 @@ def challenge_store(url: str) -> ChallengeStore:
     return RedisChallengeStore.from_url(url)
 
 
-def self_test_all(connections: Mapping[str, Connection], timeout: float = 10.0) -> dict[str, Sequence[ConnectionCheck]]:
+def self_test_all(
+    connections: Mapping[str, Connection], timeout: float = 10.0
+) -> dict[str, Sequence[ConnectionCheck]]:
     """Run every connection's self-test (never sends a code)."""
     return {name: c.gateway.self_test(Deadline.after(timeout)) for name, c in connections.items()}
 

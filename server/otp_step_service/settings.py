@@ -19,7 +19,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "OTP_STEP_MAX_MESSAGE_BYTES": ("1048576", "largest request or response message"),
     "OTP_STEP_GRACE_SECONDS": ("10", "on SIGTERM/SIGINT, how long in-flight steps may finish"),
     "OTP_STEP_CHALLENGE_STORE": ("memory", "'memory', or a redis:// URL shared by several instances"),
-    "OTP_STEP_SELF_TEST": ("warn", "connection self-test at start: 'warn', 'strict' (refuse to start), 'off'"),
+    "OTP_STEP_SELF_TEST": (
+        "warn",
+        "connection self-test at start: 'warn', 'strict' (refuse to start), 'off'",
+    ),
     "OTP_STEP_LOG_LEVEL": ("INFO", "Python log level"),
 }
 

@@ -78,7 +78,9 @@ def instrument_botocore() -> None:
         instrumentor.instrument()
 
 
-def step_attributes(step_type: str, journey: Mapping[str, str], connection: str, channel: str) -> dict[str, str]:
+def step_attributes(
+    step_type: str, journey: Mapping[str, str], connection: str, channel: str
+) -> dict[str, str]:
     """The step span's input attributes."""
     attributes = {
         "journey.id": journey.get("journey_id", ""),

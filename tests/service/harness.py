@@ -20,8 +20,10 @@ from stepexecutor.v1 import step_executor_pb2 as pb
 def http_json(method: str, url: str, body: Any = None) -> Any:
     """A JSON request to the emulator's control endpoints (outbox, faults)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback test endpoint
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
         raw = response.read()
     return json.loads(raw) if raw else None
 
@@ -78,7 +80,12 @@ class Journeys:
         return Journey(self.journey_id, run_id=run, step_id=step_id, **kwargs)
 
     def generate(
-        self, identifier: str, channel: str = "EMAIL", connection: str = "demo", journey: Journey | None = None, **step: Any
+        self,
+        identifier: str,
+        channel: str = "EMAIL",
+        connection: str = "demo",
+        journey: Journey | None = None,
+        **step: Any,
     ) -> tuple[pb.GenerateOtpResponse, Journey]:
         """Run Generate; returns the response and the journey (for Validate)."""
         journey = journey or self.journey()
@@ -89,7 +96,9 @@ class Journeys:
         self, journey: Journey, identifier: str, code: str, connection: str = "demo", **step: Any
     ) -> pb.ValidateOtpResponse:
         """Run Validate in the same journey run."""
-        return self.client.validate_otp(journey.at_step("check-code"), Step(connection, identifier, **step), code)
+        return self.client.validate_otp(
+            journey.at_step("check-code"), Step(connection, identifier, **step), code
+        )
 
 
 def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_clients: dict[str, str]) -> None:
@@ -104,19 +113,39 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
     legacy_secret = secret_file.with_name("legacy.secret")
     legacy_secret.write_text(extra_clients["legacy_secret"])
     connections: dict[str, dict[str, Any]] = {
-        "demo": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "default_phone_region": "US"},
+        "demo": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "default_phone_region": "US",
+        },
         "admin": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "api": "admin"},
-        "tokens": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "return_tokens": True},
-        "short": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "session_validity_seconds": 1},
+        "tokens": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "return_tokens": True,
+        },
+        "short": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "session_validity_seconds": 1,
+        },
         "wrong-secret": {"client_id": seed.client_id, "client_secret_file": str(wrong_secret)},
-        "two-attempts": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "max_attempts": 2},
+        "two-attempts": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "max_attempts": 2,
+        },
         "lockout": {
             "client_id": seed.client_id,
             "client_secret_file": str(secret_file),
             "lockout_threshold": 4,
             "lockout_window_seconds": 60,
         },
-        "slow": {"client_id": seed.client_id, "client_secret_file": str(secret_file), "call_timeout_seconds": 0.3},
+        "slow": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "call_timeout_seconds": 0.3,
+        },
         "legacy-protected": {"client_id": extra_clients["legacy"], "client_secret_file": str(legacy_secret)},
         "legacy-open": {
             "client_id": extra_clients["legacy"],

@@ -82,7 +82,10 @@ def test_enumeration_protection_hides_an_unknown_user_of_a_legacy_pool(journeys:
     unknown, journey = journeys.generate("nobody@example.com", connection="legacy-protected")
     assert unknown.WhichOneof("outcome") == known.WhichOneof("outcome") == "success"
     assert unknown.success.masked_destination == "n***@e***"
-    codes = [journeys.validate(journey, "nobody@example.com", "12345678", connection="legacy-protected") for _ in range(3)]
+    codes = [
+        journeys.validate(journey, "nobody@example.com", "12345678", connection="legacy-protected")
+        for _ in range(3)
+    ]
     assert [c.failure.code for c in codes] == [
         pb.FAILURE_CODE_INVALID_CODE,
         pb.FAILURE_CODE_INVALID_CODE,

@@ -37,7 +37,9 @@ def test_the_right_email_code_returns_verified_claims_and_attributes(journeys: J
     assert success.attributes["sub"] == success.sub
     assert not success.HasField("tokens")
     assert response.variables["otp_result"]["sub"] == success.sub
-    user = journeys.emulator.admin().admin_get_user(UserPoolId=journeys.emulator.seed.user_pool_id, Username="ada")
+    user = journeys.emulator.admin().admin_get_user(
+        UserPoolId=journeys.emulator.seed.user_pool_id, Username="ada"
+    )
     assert {a["Name"]: a["Value"] for a in user["UserAttributes"]}["sub"] == success.sub
 
 

@@ -41,10 +41,12 @@ from otp_step_service.steps.ports import (
 
 log = logging.getLogger(__name__)
 
-# Read-timeout buckets (seconds). A call gets the largest bucket that fits in its remaining budget.
-_TIMEOUT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
+# Read-timeout buckets (seconds). A call gets the largest bucket that fits in its usable budget.
+_TIMEOUT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
 # Below this budget a call cannot usefully start.
 _MIN_BUDGET = 0.05
+# Kept back from the deadline so a timed-out call still leaves time to answer the caller with an outcome.
+_ANSWER_MARGIN = 0.05
 
 _CONFIGURATION_ERRORS = frozenset(
     {
@@ -177,13 +179,21 @@ class BotoCognitoGateway:
         """Answer EMAIL_OTP / SMS_OTP with the code."""
         responses = {"USERNAME": username, f"{channel.challenge_name}_CODE": code}
         response = self._auth_call(
-            "respond", username, responses, end_user, deadline, challenge=channel.challenge_name, session=session
+            "respond",
+            username,
+            responses,
+            end_user,
+            deadline,
+            challenge=channel.challenge_name,
+            session=session,
         )
         result = response.get("AuthenticationResult")
         if not result:
             name = response.get("ChallengeName", "none")
             raise CognitoError(
-                CognitoErrorKind.UNEXPECTED, "UnexpectedChallenge", f"Cognito asked for a further challenge {name}"
+                CognitoErrorKind.UNEXPECTED,
+                "UnexpectedChallenge",
+                f"Cognito asked for a further challenge {name}",
             )
         return CognitoTokens(
             id_token=result["IdToken"],
@@ -258,7 +268,7 @@ class BotoCognitoGateway:
         attempt = 0
         while True:
             try:
-                client = self._client(deadline.budget(self._target.call_timeout), retries="none")
+                client = self._client(deadline, retries="none")
                 response: dict[str, Any] = getattr(client, operation)(**request)
                 return response
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
@@ -274,13 +284,19 @@ class BotoCognitoGateway:
 
     def _read(self, deadline: Deadline, call: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         try:
-            return call(self._client(deadline.budget(self._target.call_timeout), retries="standard"))
+            return call(self._client(deadline, retries="standard"))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise classify(exc) from None
 
-    def _client(self, budget: float, retries: str) -> Any:
+    def _client(self, deadline: Deadline, retries: str) -> Any:
+        left = deadline.remaining()
+        budget = self._target.call_timeout
+        if left is not None:
+            budget = min(budget, left * 0.9 - _ANSWER_MARGIN)
         if budget < _MIN_BUDGET:
-            raise CognitoError(CognitoErrorKind.TIMEOUT, "DeadlineExceeded", "no time left for the Cognito call")
+            raise CognitoError(
+                CognitoErrorKind.TIMEOUT, "DeadlineExceeded", "no time left for the Cognito call"
+            )
         bucket = max((b for b in _TIMEOUT_BUCKETS if b <= budget), default=_TIMEOUT_BUCKETS[0])
         key = (bucket, retries)
         client = self._clients.get(key)
@@ -310,8 +326,8 @@ class BotoCognitoGateway:
 
     def warm_up(self) -> None:
         """Create the default clients now, so the first journeys do not pay for it."""
-        self._client(self._target.call_timeout, retries="none")
-        self._client(self._target.call_timeout, retries="standard")
+        self._client(Deadline(None), retries="none")
+        self._client(Deadline(None), retries="standard")
 
     # -- response shapes --------------------------------------------------------------------------------
     @staticmethod
@@ -348,7 +364,11 @@ class BotoCognitoGateway:
                     "AuthParameters": {
                         "USERNAME": probe,
                         **(
-                            {"SECRET_HASH": secret_hash(self._target.client_secret, probe, self._target.client_id)}
+                            {
+                                "SECRET_HASH": secret_hash(
+                                    self._target.client_secret, probe, self._target.client_id
+                                )
+                            }
                             if self._target.client_secret is not None
                             else {}
                         ),
@@ -423,7 +443,11 @@ class BotoCognitoGateway:
                     f"pool_offers_{channel.challenge_name.lower()}",
                     CheckStatus.PASSED if offered else CheckStatus.FAILED,
                     f"AllowedFirstAuthFactors = {factors}"
-                    + ("" if offered else f" — add {channel.challenge_name} to use the {channel.value} channel"),
+                    + (
+                        ""
+                        if offered
+                        else f" — add {channel.challenge_name} to use the {channel.value} channel"
+                    ),
                 )
             )
         mfa = pool.get("MfaConfiguration", "OFF")
@@ -431,7 +455,8 @@ class BotoCognitoGateway:
             ConnectionCheck(
                 "mfa_not_required",
                 CheckStatus.FAILED if mfa == "ON" else CheckStatus.PASSED,
-                f"MfaConfiguration = {mfa}" + (" — passwordless sign-in needs MFA OFF or OPTIONAL" if mfa == "ON" else ""),
+                f"MfaConfiguration = {mfa}"
+                + (" — passwordless sign-in needs MFA OFF or OPTIONAL" if mfa == "ON" else ""),
             )
         )
         return checks

@@ -33,7 +33,9 @@ class JwksIdTokenVerifier:
         self._issuer = issuer
         self._audience = audience
         # Keys are cached for an hour; an unknown `kid` (key rotation) triggers one refetch.
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=3600, timeout=int(max(1, fetch_timeout)))
+        self._jwks = jwt.PyJWKClient(
+            jwks_url, cache_keys=True, lifespan=3600, timeout=int(max(1, fetch_timeout))
+        )
 
     def verify(self, id_token: str) -> Mapping[str, Any]:
         """Verified claims, or TokenVerificationError naming what failed (never the token itself)."""

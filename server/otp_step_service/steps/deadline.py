@@ -21,11 +21,6 @@ class Deadline:
         """Seconds left (never negative), or None when unbounded."""
         return None if self.at is None else max(0.0, self.at - time.monotonic())
 
-    def budget(self, cap: float) -> float:
-        """Seconds a call may take: what is left, but at most `cap`."""
-        left = self.remaining()
-        return cap if left is None else min(cap, left)
-
     @property
     def expired(self) -> bool:
         """True once no time is left."""

@@ -32,7 +32,9 @@ class GenerateOtpStep:
     ) -> StepOutcome[GenerateSuccess]:
         """Execute the step; every failure becomes an outcome, never an exception."""
         step, policy = request.step, connection.policy
-        channel = step.channel or Channel.EMAIL  # the transport rejects a missing channel; this keeps mypy calm
+        channel = (
+            step.channel or Channel.EMAIL
+        )  # the transport rejects a missing channel; this keeps mypy calm
 
         def failed(failure: StepFailure) -> StepOutcome[Any]:
             return fail(step, failure, validating=False)
@@ -43,7 +45,10 @@ class GenerateOtpStep:
             return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
 
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
-        if self._store.failures(identifier_subject(policy.name, identifier.value)) >= policy.lockout_threshold:
+        if (
+            self._store.failures(identifier_subject(policy.name, identifier.value))
+            >= policy.lockout_threshold
+        ):
             # No code is sent to a locked identifier: sending one would let an attacker keep guessing across
             # fresh challenges (the per-challenge cap alone is defeated by opening many journeys).
             return failed(

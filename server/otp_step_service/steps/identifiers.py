@@ -60,7 +60,11 @@ def parse_identifier(raw: str, default_phone_region: str | None) -> UserIdentifi
     except phonenumbers.NumberParseException as exc:
         raise InvalidIdentifierError(
             "the user identifier is neither an email address nor a phone number"
-            + ("" if default_phone_region else " (national numbers need the connection's default_phone_region)")
+            + (
+                ""
+                if default_phone_region
+                else " (national numbers need the connection's default_phone_region)"
+            )
         ) from exc
     # "Possible" (a plausible length for the country), not "valid": validity depends on numbering-plan
     # metadata that lags new ranges and rejects reserved fictional numbers (+1 555 555 01xx) used in demos.

@@ -226,7 +226,7 @@ class StepOutcome(Generic[S]):
 
     @property
     def kind(self) -> str:
-        """"success", "failure" or "abort"."""
+        """ "success", "failure" or "abort"."""
         if self.success is not None:
             return "success"
         return "failure" if self.failure is not None else "abort"

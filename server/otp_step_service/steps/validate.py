@@ -21,7 +21,7 @@ from .ports import CognitoError, CognitoErrorKind, Connection, TokenVerification
 
 log = logging.getLogger(__name__)
 
-# Cognito's passwordless codes are 8 digits [obs]; anything that is not 6–8 digits cannot be right, so it is
+# Cognito's passwordless codes are 8 digits [obs]; anything that is not 6 to 8 digits cannot be right, so it is
 # judged here without a Cognito round trip (it still spends an attempt, like any wrong code).
 _CODE_SHAPE = re.compile(r"[0-9]{6,8}")
 
@@ -135,7 +135,12 @@ class ValidateOtpStep:
         return succeed(step, success)
 
     def _wrong_code(
-        self, key: ChallengeKey, subject: str, challenge: Challenge, connection: Connection, cognito_error: str
+        self,
+        key: ChallengeKey,
+        subject: str,
+        challenge: Challenge,
+        connection: Connection,
+        cognito_error: str,
     ) -> StepFailure:
         policy = connection.policy
         self._store.count_failure(subject, policy.lockout_window_seconds)

@@ -117,7 +117,9 @@ def _journey(message: pb.JourneyContext, has: bool, check: _Checker) -> JourneyC
     )
 
 
-def _step(message: pb.StepConfiguration, has: bool, check: _Checker, *, channel_required: bool) -> StepConfiguration:
+def _step(
+    message: pb.StepConfiguration, has: bool, check: _Checker, *, channel_required: bool
+) -> StepConfiguration:
     if not has:
         check.violations.append(("step", "required"))
     channel = _CHANNELS.get(message.otp_channel)
@@ -289,5 +291,3 @@ def check_response(checks: list[ConnectionCheck]) -> pb.CheckConnectionResponse:
         ok=all(c.status is not CheckStatus.FAILED for c in checks),
         checks=[pb.ConnectionCheck(name=c.name, status=_CHECKS[c.status], detail=c.detail) for c in checks],
     )
-
-

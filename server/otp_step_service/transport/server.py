@@ -98,7 +98,12 @@ class StepExecutorServer:
 
         def handle(signum: int, _frame: FrameType | None) -> None:
             log.info("%s: draining in-flight steps (grace %.0f s)", signal.Signals(signum).name, grace)
-            threading.Thread(target=lambda: (self.stop(grace), stopped.set()), daemon=True).start()
+
+            def drain() -> None:
+                self.stop(grace)
+                stopped.set()
+
+            threading.Thread(target=drain, name="drain", daemon=True).start()
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)

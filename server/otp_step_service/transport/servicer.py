@@ -31,8 +31,15 @@ def _abort(context: grpc.ServicerContext, code: int, message: str, *details: Any
     raise AssertionError("abort_with_status returned")  # pragma: no cover - grpc raises
 
 
+# Below this, no Cognito call can complete: the step cannot run at all.
+MIN_STEP_SECONDS = 0.05
+
+
 def _deadline(context: grpc.ServicerContext) -> Deadline:
-    return Deadline.after(context.time_remaining())
+    remaining = context.time_remaining()
+    if remaining is not None and remaining < MIN_STEP_SECONDS:
+        _abort(context, code_pb2.DEADLINE_EXCEEDED, f"less than {MIN_STEP_SECONDS} s left to run the step")
+    return Deadline.after(remaining)
 
 
 class StepExecutorServicer(pb_grpc.StepExecutorServicer):
@@ -41,7 +48,9 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
     def __init__(self, runner: StepRunner) -> None:
         self._runner = runner
 
-    def GenerateOtp(self, request: pb.GenerateOtpRequest, context: grpc.ServicerContext) -> pb.GenerateOtpResponse:
+    def GenerateOtp(
+        self, request: pb.GenerateOtpRequest, context: grpc.ServicerContext
+    ) -> pb.GenerateOtpResponse:
         """Run Cognito OTP Generate."""
         try:
             step_request = messages.generate_request(request)
@@ -53,7 +62,9 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
         self._deadline_check(context)
         return messages.generate_response(executed)
 
-    def ValidateOtp(self, request: pb.ValidateOtpRequest, context: grpc.ServicerContext) -> pb.ValidateOtpResponse:
+    def ValidateOtp(
+        self, request: pb.ValidateOtpRequest, context: grpc.ServicerContext
+    ) -> pb.ValidateOtpResponse:
         """Run Cognito OTP Validate."""
         try:
             step_request = messages.validate_request(request)

@@ -1,0 +1,143 @@
+"""The shared challenge store on Redis: several service instances behind one load balancer.
+
+Validate may land on another instance than Generate did, so challenges and failure counters live in Redis.
+Each read-modify-write is one Lua script (atomic on the server), so two instances can never spend the same
+attempt twice; keys carry a TTL, so expired challenges leave Redis by themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from otp_step_service.steps.challenges import AttemptGrant, AttemptVerdict, Challenge, ChallengeKey
+from otp_step_service.steps.outcomes import Channel
+
+# KEYS[1] = challenge key; ARGV[1] = now (epoch seconds). Returns {verdict, json-or-nil}.
+_BEGIN_ATTEMPT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'not_found', false} end
+local c = cjson.decode(raw)
+if c.expires_at <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return {'expired', false} end
+if c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]); return {'exhausted', false} end
+c.attempts_used = c.attempts_used + 1
+local encoded = cjson.encode(c)
+redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
+return {'granted', encoded}
+"""
+
+_REFUND = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local c = cjson.decode(raw)
+if c.attempts_used > 0 then
+  c.attempts_used = c.attempts_used - 1
+  redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
+end
+return 1
+"""
+
+# KEYS[1] = failure counter; ARGV[1] = window seconds. The window starts with the first failure.
+_COUNT_FAILURE = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
+return n
+"""
+
+
+def _encode(challenge: Challenge) -> str:
+    return json.dumps(
+        {
+            "username": challenge.username,
+            "session": challenge.session,
+            "channel": challenge.channel.value,
+            "masked_destination": challenge.masked_destination,
+            "expires_at": challenge.expires_at,
+            "max_attempts": challenge.max_attempts,
+            "attempts_used": challenge.attempts_used,
+            "step_execution_id": challenge.step_execution_id,
+            "decoy": challenge.decoy,
+        }
+    )
+
+
+def _decode(raw: str | bytes) -> Challenge:
+    data: dict[str, Any] = json.loads(raw)
+    return Challenge(
+        username=data["username"],
+        session=data["session"],
+        channel=Channel(data["channel"]),
+        masked_destination=data["masked_destination"],
+        expires_at=float(data["expires_at"]),
+        max_attempts=int(data["max_attempts"]),
+        attempts_used=int(data["attempts_used"]),
+        step_execution_id=data.get("step_execution_id", ""),
+        decoy=bool(data.get("decoy", False)),
+    )
+
+
+class RedisChallengeStore:
+    """ChallengeStore on Redis. Keys: `<prefix>challenge:<sha256>` and `<prefix>failures:<sha256>`."""
+
+    def __init__(
+        self, client: redis.Redis, prefix: str = "otp-steps:", clock: Callable[[], float] = time.time
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._clock = clock
+        self._begin = client.register_script(_BEGIN_ATTEMPT)
+        self._refund = client.register_script(_REFUND)
+        self._count = client.register_script(_COUNT_FAILURE)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisChallengeStore:
+        """A store for `redis://host:port/db` (or rediss://, unix://), with short socket timeouts."""
+        client = redis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
+        )
+        return cls(client)
+
+    def _key(self, key: ChallengeKey) -> str:
+        return self._prefix + key.storage_key()
+
+    def save(self, key: ChallengeKey, challenge: Challenge) -> None:
+        """SET with a TTL ending at the challenge's expiry."""
+        ttl_ms = max(1, int((challenge.expires_at - self._clock()) * 1000))
+        self._redis.set(self._key(key), _encode(challenge), px=ttl_ms)
+
+    def load(self, key: ChallengeKey) -> Challenge | None:
+        """The live challenge, if any."""
+        raw = self._redis.get(self._key(key))
+        if raw is None:
+            return None
+        challenge = _decode(raw)
+        return challenge if challenge.expires_at > self._clock() else None
+
+    def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
+        """Spend one attempt in one atomic script."""
+        verdict, raw = self._begin(keys=[self._key(key)], args=[now])
+        name = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        if name == "granted":
+            return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw))
+        return AttemptGrant(AttemptVerdict(name))
+
+    def refund_attempt(self, key: ChallengeKey) -> None:
+        """Give one attempt back."""
+        self._refund(keys=[self._key(key)])
+
+    def discard(self, key: ChallengeKey) -> None:
+        """DEL the challenge."""
+        self._redis.delete(self._key(key))
+
+    def count_failure(self, subject: str, window_seconds: int) -> int:
+        """INCR the identifier's failure counter within its window."""
+        return int(self._count(keys=[self._prefix + subject], args=[window_seconds]))
+
+    def failures(self, subject: str) -> int:
+        """The counter's value (0 when absent or expired)."""
+        raw = self._redis.get(self._prefix + subject)
+        return int(raw) if raw is not None else 0

@@ -1,0 +1,241 @@
+"""The gRPC surface: statuses for calls that cannot run, health, reflection, deadlines, limits, shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from otp_step_client import Journey, Step, StepExecutorClient, StepExecutorError
+from otp_step_service.service import Service
+from stepexecutor.v1 import step_executor_pb2 as pb
+from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
+
+from .conftest import build_service
+from .harness import Emulator, Journeys
+
+
+def _valid_generate() -> pb.GenerateOtpRequest:
+    return pb.GenerateOtpRequest(
+        journey=pb.JourneyContext(journey_id="j", journey_run_id="r", step_id="s"),
+        step=pb.StepConfiguration(
+            connection="demo", user_identifier="ada@example.com", otp_channel=pb.OTP_CHANNEL_EMAIL
+        ),
+    )
+
+
+def _without(field: str) -> pb.GenerateOtpRequest:
+    request = _valid_generate()
+    message, _, name = field.rpartition(".")
+    getattr(request, message).ClearField(name) if message else request.ClearField(name)
+    return request
+
+
+@pytest.fixture
+def stub(service: Service) -> pb_grpc.StepExecutorStub:
+    return pb_grpc.StepExecutorStub(grpc.insecure_channel(f"127.0.0.1:{service.server.port}"))
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "journey",
+        "step",
+        "journey.journey_id",
+        "journey.journey_run_id",
+        "journey.step_id",
+        "step.connection",
+        "step.user_identifier",
+        "step.otp_channel",
+    ],
+)
+def test_each_required_field_missing_is_invalid_argument_naming_it(
+    stub: pb_grpc.StepExecutorStub, field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GenerateOtp(_without(field), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(raised.value)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    fields = {violation.field for violation in bad.field_violations}
+    assert field in fields or (field in {"journey", "step"} and any(f.startswith(field) for f in fields))
+
+
+def test_validate_without_a_code_is_invalid_argument(client: StepExecutorClient) -> None:
+    with pytest.raises(StepExecutorError) as raised:
+        client.validate_otp(Journey("j", "r", "s"), Step("demo", "ada@example.com"), "")
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("otp_code", "required") in raised.value.field_violations
+
+
+def test_garbage_values_are_rejected_field_by_field(stub: pb_grpc.StepExecutorStub) -> None:
+    request = _valid_generate()
+    request.step.output_variable = "not a variable!"
+    request.step.scopes.append("bad scope")
+    request.step.failure_behavior = 99  # type: ignore[assignment]
+    request.journey.end_user.ip_address = "999.1.1.1"
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GenerateOtp(request, timeout=5)
+    status = rpc_status.from_call(raised.value)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    status.details[0].Unpack(bad)
+    assert {v.field for v in bad.field_violations} == {
+        "step.output_variable",
+        "step.scopes[0]",
+        "step.failure_behavior",
+        "journey.end_user.ip_address",
+    }
+
+
+def test_an_unknown_connection_is_not_found_with_error_info(stub: pb_grpc.StepExecutorStub) -> None:
+    request = _valid_generate()
+    request.step.connection = "nope"
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GenerateOtp(request, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    status = rpc_status.from_call(raised.value)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert info.reason == "CONNECTION_NOT_FOUND"
+    assert info.metadata["connection"] == "nope"
+
+
+def test_health_reports_serving_for_the_server_and_the_service(service: Service) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.server.port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", "stepexecutor.v1.StepExecutor"):
+        response = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_step_executor(service: Service) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.server.port}")
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"stepexecutor.v1.StepExecutor", "grpc.health.v1.Health"} <= names
+
+
+def test_a_deadline_shorter_than_cognito_answers_in_time_with_a_retryable_timeout(
+    journeys: Journeys, emulator: Emulator
+) -> None:
+    # Every Cognito call is bounded by the remaining deadline, so the step answers before the caller gives
+    # up, with a typed, retryable failure instead of a bare DEADLINE_EXCEEDED.
+    emulator.inject(operation="InitiateAuth", latency_ms=1500, count=1)
+    started = time.monotonic()
+    response = journeys.client.generate_otp(
+        journeys.journey(), Step("demo", "grace@example.com", channel="EMAIL"), timeout=0.6
+    )
+    assert time.monotonic() - started < 0.6
+    assert response.failure.code == pb.FAILURE_CODE_COGNITO_TIMEOUT
+    assert response.failure.category == pb.ERROR_CATEGORY_SYSTEM
+    assert response.failure.retryable
+    again, _ = journeys.generate("grace@example.com")
+    assert again.WhichOneof("outcome") == "success"
+
+
+def test_a_deadline_that_expires_in_the_step_is_deadline_exceeded(
+    journeys: Journeys, emulator: Emulator
+) -> None:
+    emulator.inject(operation="InitiateAuth", latency_ms=1500, count=1)
+    with pytest.raises(StepExecutorError) as raised:
+        journeys.client.generate_otp(
+            journeys.journey(), Step("demo", "grace@example.com", channel="EMAIL"), timeout=0.03
+        )
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_the_connection_self_test_passes_a_good_connection_and_names_the_fix_otherwise(
+    client: StepExecutorClient,
+) -> None:
+    good = client.check_connection("demo")
+    assert good.ok, good
+    assert {c.name for c in good.checks} >= {
+        "user_auth_flow",
+        "app_client_allows_user_auth",
+        "pool_offers_email_otp",
+    }
+    bad = client.check_connection("no-user-auth")
+    assert not bad.ok
+    failed = {c.name: c.detail for c in bad.checks if c.status == pb.CONNECTION_CHECK_STATUS_FAILED}
+    assert "ALLOW_USER_AUTH" in failed["user_auth_flow"]
+    wrong = client.check_connection("wrong-secret")
+    assert not wrong.ok
+    assert any("secret" in c.detail for c in wrong.checks if c.status == pb.CONNECTION_CHECK_STATUS_FAILED)
+
+
+def _slow_generate(client: StepExecutorClient, journeys: Journeys, results: list[object]) -> None:
+    try:
+        results.append(
+            client.generate_otp(journeys.journey(), Step("demo", "grace@example.com", channel="EMAIL"))
+        )
+    except StepExecutorError as exc:
+        results.append(exc)
+
+
+def test_beyond_the_concurrency_bound_calls_get_resource_exhausted(
+    connections_file: Path, journeys: Journeys, emulator: Emulator
+) -> None:
+    service = build_service(connections_file, workers="1", max_concurrent_steps="1")
+    service.server.start()
+    try:
+        emulator.inject(operation="InitiateAuth", latency_ms=800, count=1)
+        with StepExecutorClient(f"127.0.0.1:{service.server.port}") as client:
+            results: list[object] = []
+            first = threading.Thread(target=_slow_generate, args=(client, journeys, results))
+            first.start()
+            deadline = time.monotonic() + 5
+            while not emulator_busy(emulator) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with pytest.raises(StepExecutorError) as raised:
+                client.generate_otp(journeys.journey(), Step("demo", "ada@example.com", channel="EMAIL"))
+            first.join()
+        assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert isinstance(results[0], pb.GenerateOtpResponse)
+    finally:
+        service.server.stop(grace=1)
+
+
+def emulator_busy(emulator: Emulator) -> bool:
+    """True once the injected latency fault has been picked up by a call (its count is used)."""
+    from .harness import http_json
+
+    faults = http_json("GET", f"{emulator.endpoint_url}/_faults")
+    return not any(f.get("remaining", f.get("count")) for f in faults.get("faults", []))
+
+
+def test_shutdown_drains_in_flight_steps_and_refuses_new_ones(
+    connections_file: Path, journeys: Journeys, emulator: Emulator
+) -> None:
+    service = build_service(connections_file)
+    service.server.start()
+    client = StepExecutorClient(f"127.0.0.1:{service.server.port}")
+    emulator.inject(operation="InitiateAuth", latency_ms=600, count=1)
+    results: list[object] = []
+    in_flight = threading.Thread(target=_slow_generate, args=(client, journeys, results))
+    in_flight.start()
+    deadline = time.monotonic() + 5
+    while not emulator_busy(emulator) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stopper = threading.Thread(target=service.server.stop, args=(5,))
+    stopper.start()
+    in_flight.join()
+    stopper.join()
+    assert isinstance(results[0], pb.GenerateOtpResponse)
+    assert results[0].WhichOneof("outcome") == "success"
+    with pytest.raises(StepExecutorError) as raised:
+        client.health(timeout=1)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    client.close()
