@@ -452,3 +452,27 @@ def test_two_emulators_share_moto_state_but_not_outboxes(demo: Demo) -> None:
     with EmulatorServer(port=0) as other:
         Demo(other.endpoint_url, demo.seed, make_client(other.endpoint_url)).start("ada", "EMAIL_OTP")
         assert demo.outbox() == []
+
+
+def test_preferred_password_with_the_password_signs_in_directly(demo: Demo) -> None:
+    demo.client.admin_set_user_password(
+        UserPoolId=demo.seed.user_pool_id, Username="ada", Password="Known-passw0rd!", Permanent=True
+    )
+    done = demo.start("ada", "PASSWORD", PASSWORD="Known-passw0rd!")
+    assert "IdToken" in done["AuthenticationResult"]
+    with pytest.raises(ClientError) as excinfo:
+        demo.start("ada", "PASSWORD", PASSWORD="Wrong-passw0rd!")
+    assert error_of(excinfo)[0] == "NotAuthorizedException"
+
+
+def test_a_single_otp_factor_can_be_sent_without_select_challenge(demo: Demo, emulator: Any) -> None:
+    demo.client.admin_create_user(
+        UserPoolId=demo.seed.user_pool_id,
+        Username="barbara",
+        MessageAction="SUPPRESS",  # no password: EMAIL_OTP is her only factor
+        UserAttributes=[{"Name": "email", "Value": "barbara@example.com"}],
+    )
+    assert demo.start("barbara")["ChallengeName"] == "SELECT_CHALLENGE"  # documented default
+
+    emulator.runtime.update_settings({"auto_select_single_factor": True})
+    assert demo.start("barbara")["ChallengeName"] == "EMAIL_OTP"
