@@ -59,6 +59,7 @@ class StepRunner:
 
     def __init__(self, connections: Mapping[str, Connection], store: ChallengeStore) -> None:
         self._connections = dict(connections)
+        self.store = store
         self._generate = GenerateOtpStep(store)
         self._validate = ValidateOtpStep(store)
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from cognito_emulator import EmulatorServer, EmulatorSettings, seed_demo
 from otp_step_client import StepExecutorClient
 from otp_step_service.service import Service
@@ -85,3 +90,42 @@ def journeys(client: StepExecutorClient, emulator: Emulator) -> Iterator[Journey
     """Journeys against the service; faults are cleared after each test."""
     yield Journeys(client, emulator)
     emulator.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port (installed by `make tools`), stopped after the session."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: run `make tools` (apt-get install redis-server)"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)

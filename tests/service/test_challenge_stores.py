@@ -1,0 +1,121 @@
+"""Both challenge stores keep the same promises; with Redis, instances share challenges."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from otp_step_client import StepExecutorClient
+from otp_step_service.adapters.memory_store import InMemoryChallengeStore
+from otp_step_service.adapters.redis_store import RedisChallengeStore
+from otp_step_service.steps.challenges import AttemptVerdict, Challenge, ChallengeKey, ChallengeStore
+from otp_step_service.steps.outcomes import Channel
+from stepexecutor.v1 import step_executor_pb2 as pb
+
+from .conftest import build_service
+from .harness import Emulator, Journeys
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[ChallengeStore]:
+    if request.param == "memory":
+        yield InMemoryChallengeStore()
+        return
+    url = request.getfixturevalue("redis_url")
+    redis.Redis.from_url(url).flushdb()
+    yield RedisChallengeStore.from_url(url)
+
+
+def _challenge(ttl: float = 60, max_attempts: int = 3) -> Challenge:
+    return Challenge("ada", "session-xyz", Channel.EMAIL, "a***@e***", time.time() + ttl, max_attempts)
+
+
+KEY = ChallengeKey("demo", "run-1", "ada@example.com")
+
+
+def test_attempts_are_spent_one_by_one_then_the_challenge_is_gone(store: ChallengeStore) -> None:
+    store.save(KEY, _challenge(max_attempts=2))
+    first = store.begin_attempt(KEY, time.time())
+    second = store.begin_attempt(KEY, time.time())
+    assert first.verdict is second.verdict is AttemptVerdict.GRANTED
+    assert first.challenge is not None and first.challenge.attempts_remaining == 1
+    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.EXHAUSTED
+    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.NOT_FOUND
+
+
+def test_a_refunded_attempt_can_be_spent_again(store: ChallengeStore) -> None:
+    store.save(KEY, _challenge(max_attempts=1))
+    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.GRANTED
+    store.refund_attempt(KEY)
+    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.GRANTED
+
+
+def test_an_expired_challenge_is_reported_once_and_removed(store: ChallengeStore) -> None:
+    store.save(KEY, _challenge(ttl=60))
+    assert store.begin_attempt(KEY, time.time() + 61).verdict is AttemptVerdict.EXPIRED
+    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.NOT_FOUND
+
+
+def test_failures_count_within_a_window(store: ChallengeStore) -> None:
+    assert store.failures("failures:x") == 0
+    assert [store.count_failure("failures:x", 60) for _ in range(3)] == [1, 2, 3]
+    assert store.failures("failures:x") == 3
+
+
+def test_a_discarded_challenge_is_not_found(store: ChallengeStore) -> None:
+    store.save(KEY, _challenge())
+    assert store.load(KEY) is not None
+    store.discard(KEY)
+    assert store.load(KEY) is None
+
+
+def test_the_memory_store_forgets_expired_challenges_by_itself() -> None:
+    now = [1000.0]
+    store = InMemoryChallengeStore(clock=lambda: now[0])
+    for i in range(100):
+        store.save(
+            ChallengeKey("demo", f"run-{i}", "ada@example.com"),
+            Challenge("ada", "s", Channel.EMAIL, "m", 1010.0, 3),
+        )
+    store.count_failure("failures:x", 5)
+    assert len(store) == 101
+    now[0] = 1011.0
+    assert len(store) == 0
+
+
+def test_instances_sharing_redis_validate_each_others_challenges(
+    connections_file: Path, redis_url: str, emulator: Emulator
+) -> None:
+    first = build_service(connections_file, challenge_store=redis_url)
+    second = build_service(connections_file, challenge_store=redis_url)
+    first.server.start()
+    second.server.start()
+    try:
+        with (
+            StepExecutorClient(f"127.0.0.1:{first.server.port}") as a,
+            StepExecutorClient(f"127.0.0.1:{second.server.port}") as b,
+        ):
+            on_a, on_b = Journeys(a, emulator), Journeys(b, emulator)
+            before = len(emulator.outbox("ada@example.com"))
+            sent, journey = on_a.generate("ada@example.com")
+            assert sent.WhichOneof("outcome") == "success"
+            code = emulator.latest_code("ada@example.com", after=before)
+            wrong = on_b.validate(
+                journey, "ada@example.com", "12345678" if code != "12345678" else "87654321"
+            )
+            assert wrong.failure.attempts_remaining == 2
+            again = on_a.validate(
+                journey, "ada@example.com", "12345678" if code != "12345678" else "87654321"
+            )
+            assert again.failure.attempts_remaining == 1
+            assert on_b.validate(journey, "ada@example.com", code).WhichOneof("outcome") == "success"
+            assert (
+                on_a.validate(journey, "ada@example.com", code).failure.code
+                == pb.FAILURE_CODE_CHALLENGE_NOT_FOUND
+            )
+    finally:
+        first.server.stop(1)
+        second.server.stop(1)

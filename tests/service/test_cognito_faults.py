@@ -1,0 +1,84 @@
+"""Cognito faults injected over a real socket: typed failures, safe retries, attempts given back."""
+
+from __future__ import annotations
+
+from stepexecutor.v1 import step_executor_pb2 as pb
+
+from .harness import Emulator, Journeys
+
+
+def test_lasting_throttling_is_a_retryable_system_failure(journeys: Journeys, emulator: Emulator) -> None:
+    emulator.inject(operation="InitiateAuth", error="TooManyRequestsException", count=10)
+    response, _ = journeys.generate("grace@example.com")
+    failure = response.failure
+    assert failure.code == pb.FAILURE_CODE_THROTTLED
+    assert failure.category == pb.ERROR_CATEGORY_SYSTEM
+    assert failure.retryable
+    assert failure.cognito_error == "TooManyRequestsException"
+
+
+def test_brief_throttling_is_retried_because_cognito_acted_on_nothing(
+    journeys: Journeys, emulator: Emulator
+) -> None:
+    before = len(emulator.outbox("grace@example.com"))
+    emulator.inject(operation="InitiateAuth", error="TooManyRequestsException", count=1)
+    response, _ = journeys.generate("grace@example.com")
+    assert response.WhichOneof("outcome") == "success"
+    assert len(emulator.outbox("grace@example.com")) == before + 1
+
+
+def test_a_cognito_5xx_is_retryable_but_never_resent(journeys: Journeys, emulator: Emulator) -> None:
+    # A 5xx on InitiateAuth may come after the code was sent: the service must not send another one.
+    emulator.inject(operation="InitiateAuth", error="InternalErrorException", count=2)
+    response, _ = journeys.generate("grace@example.com")
+    assert response.failure.code == pb.FAILURE_CODE_COGNITO_UNAVAILABLE
+    assert response.failure.retryable
+    remaining = [f for f in emulator_faults(emulator) if f.get("operation") == "InitiateAuth"]
+    assert remaining and remaining[0]["remaining"] == 1, remaining
+
+
+def emulator_faults(emulator: Emulator) -> list[dict[str, object]]:
+    from .harness import http_json
+
+    return list(http_json("GET", f"{emulator.endpoint_url}/_faults")["faults"])
+
+
+def test_a_dropped_connection_is_cognito_unavailable(journeys: Journeys, emulator: Emulator) -> None:
+    emulator.inject(operation="InitiateAuth", error="DropConnection", count=1)
+    response, _ = journeys.generate("grace@example.com")
+    assert response.failure.code == pb.FAILURE_CODE_COGNITO_UNAVAILABLE
+    assert response.failure.retryable
+
+
+def test_a_slow_cognito_hits_the_connections_call_timeout(journeys: Journeys, emulator: Emulator) -> None:
+    emulator.inject(operation="InitiateAuth", latency_ms=1500, count=1)
+    response, _ = journeys.generate("grace@example.com", connection="slow")
+    assert response.failure.code == pb.FAILURE_CODE_COGNITO_TIMEOUT
+    assert response.failure.retryable
+
+
+def test_throttling_at_validate_gives_the_attempt_back(journeys: Journeys, emulator: Emulator) -> None:
+    before = len(emulator.outbox("grace@example.com"))
+    sent, journey = journeys.generate("grace@example.com")
+    assert sent.WhichOneof("outcome") == "success"
+    code = emulator.latest_code("grace@example.com", after=before)
+    emulator.inject(operation="RespondToAuthChallenge", error="TooManyRequestsException", count=10)
+    throttled = journeys.validate(journey, "grace@example.com", code)
+    assert throttled.failure.code == pb.FAILURE_CODE_THROTTLED
+    emulator.clear_faults()
+    wrong = journeys.validate(journey, "grace@example.com", "12345678" if code != "12345678" else "87654321")
+    assert wrong.failure.attempts_remaining == 2  # the throttled try did not count
+    assert journeys.validate(journey, "grace@example.com", code).WhichOneof("outcome") == "success"
+
+
+def test_when_get_user_fails_the_verified_id_token_supplies_the_attributes(
+    journeys: Journeys, emulator: Emulator
+) -> None:
+    before = len(emulator.outbox("ada@example.com"))
+    _, journey = journeys.generate("ada@example.com")
+    code = emulator.latest_code("ada@example.com", after=before)
+    emulator.inject(operation="GetUser", error="InternalErrorException", count=5)
+    response = journeys.validate(journey, "ada@example.com", code)
+    assert response.WhichOneof("outcome") == "success"
+    assert response.success.attributes["email"] == "ada@example.com"
+    assert response.success.attributes["given_name"] == "Ada"

@@ -1,0 +1,175 @@
+"""The service as a process: JSON logs, one line per step, graceful SIGTERM — and no secret anywhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from otp_step_client import Step, StepExecutorClient
+from otp_step_service.service import Service
+from otp_step_service.step_log import JsonFormatter, configure_logging
+
+from .harness import Emulator, Journeys
+
+
+def _run_journeys(journeys: Journeys, emulator: Emulator) -> list[str]:
+    """Success, wrong code, abort and enumeration-protected journeys; returns every secret they involved."""
+    secrets = [emulator.seed.client_secret]
+    for identifier, destination, channel in (
+        ("ada@example.com", "ada@example.com", "EMAIL"),
+        ("+15555550101", "+15555550101", "SMS"),
+    ):
+        before = len(emulator.outbox(destination))
+        _, journey = journeys.generate(
+            identifier, channel=channel, connection="tokens", event_data="STEP_INPUT_OUTPUT"
+        )
+        code = emulator.latest_code(destination, after=before)
+        secrets.append(code)
+        wrong = "12345678" if code != "12345678" else "87654321"
+        journeys.validate(journey, identifier, wrong, connection="tokens", event_data="STEP_INPUT_OUTPUT")
+        response = journeys.validate(
+            journey, identifier, code, connection="tokens", event_data="STEP_INPUT_OUTPUT"
+        )
+        assert response.WhichOneof("outcome") == "success", response
+        tokens = response.success.tokens
+        secrets += [tokens.id_token, tokens.access_token, tokens.refresh_token]
+    journeys.generate("nobody@example.com", abort_on_failure=True)
+    journeys.generate("bad identifier", abort_on_failure=True, event_data="STEP_INPUT_OUTPUT")
+    return secrets
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[list[str]]:
+    """Every log line the service's own logging set-up would write, at DEBUG."""
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging("DEBUG")
+    handler = Capture()
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    yield lines
+    root.handlers[:], _ = saved
+    root.setLevel(saved[1])
+
+
+def test_no_code_session_token_or_secret_reaches_the_logs(
+    journeys: Journeys, emulator: Emulator, service: Service, captured_logs: list[str]
+) -> None:
+    store = service.runner.store
+    sessions: list[str] = []
+    original_save = store.save
+
+    def remember(key, challenge):  # type: ignore[no-untyped-def]
+        sessions.append(challenge.session)
+        original_save(key, challenge)
+
+    store.save = remember  # type: ignore[method-assign]
+    try:
+        secrets = _run_journeys(journeys, emulator)
+    finally:
+        del store.save
+    secrets += [s for s in sessions if s]
+    assert len(sessions) >= 2
+    text = "\n".join(captured_logs)
+    assert "step.completed" in text
+    for secret in secrets:
+        assert secret not in text
+    assert "ada@example.com" not in text  # identifiers are masked unless the connection reveals them
+
+
+def test_the_service_process_logs_json_steps_and_stops_gracefully_on_sigterm(
+    connections_file: Path, emulator: Emulator, tmp_path: Path
+) -> None:
+    log_file = tmp_path / "service.log"
+    env = {**os.environ, "OTP_STEP_LOG_LEVEL": "DEBUG", "OTP_STEP_SELF_TEST": "warn"}
+    with log_file.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "otp_step_service",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--connections",
+                str(connections_file),
+            ],
+            stderr=sink,
+            env=env,
+        )
+    try:
+        port = _wait_for_port(log_file, process)
+        with StepExecutorClient(f"127.0.0.1:{port}") as client:
+            assert client.health() == "SERVING"
+            secrets = _run_journeys(Journeys(client, emulator), emulator)
+            client.generate_otp(Journeys(client, emulator).journey(), Step("demo", "x", channel="EMAIL"))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    lines = log_file.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    steps = [r for r in records if r["message"] == "step.completed"]
+    assert len(steps) >= 9
+    assert {"journey_id", "journey_run_id", "step_id", "connection", "outcome", "duration_ms"} <= set(
+        steps[0]
+    )
+    assert any(r.get("failure_code") == "INVALID_CODE" and r.get("attempts_remaining") == 2 for r in steps)
+    assert any("self-test" in r["message"] or "user_auth_flow" in r["message"] for r in records)
+    assert records[-1]["message"] == "stopped"
+    text = log_file.read_text()
+    for secret in secrets:
+        assert secret not in text
+
+
+def _wait_for_port(log_file: Path, process: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        match = re.search(r"\(port (\d+);", log_file.read_text())
+        if match:
+            return int(match.group(1))
+        assert process.poll() is None, log_file.read_text()
+        time.sleep(0.05)
+    raise AssertionError("the service did not start: " + log_file.read_text())
+
+
+def test_a_broken_connections_file_stops_start_up_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "connections.toml"
+    bad.write_text(
+        '[connections.demo]\nregion = "mars"\nuser_pool_id = "x"\nclient_id = "abc"\nmax_attempts = 99\n'
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "otp_step_service",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--connections",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "connections.demo.region" in result.stderr
+    assert "connections.demo.max_attempts" in result.stderr
+    assert "connections.demo.user_pool_id" in result.stderr
