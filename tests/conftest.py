@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import os
 
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from cognito_emulator import EmulatorServer, EmulatorSettings, seed_demo
+from harness import Emulator, Journeys, build_service, write_connections
+from otp_step_client import StepExecutorClient
+from otp_step_service.service import Service
+
 # Set before any boto3 client exists. moto accepts any credentials; real ones must never be used here.
 os.environ.update(
     {
@@ -17,3 +31,107 @@ os.environ.update(
 )
 for variable in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
     os.environ.pop(variable, None)
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """The seeded emulator, plus app clients for the LEGACY and no-USER_AUTH cases."""
+    with EmulatorServer(host="127.0.0.1", port=0, settings=EmulatorSettings()) as server:
+        seed = seed_demo(server.endpoint_url)
+        yield Emulator(server.endpoint_url, seed)
+
+
+@pytest.fixture(scope="session")
+def connections_file(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A connections file with one connection per behaviour under test."""
+    folder = tmp_path_factory.mktemp("connections")
+    admin = emulator.admin()
+    legacy = admin.create_user_pool_client(
+        UserPoolId=emulator.seed.user_pool_id,
+        ClientName="legacy",
+        GenerateSecret=True,
+        ExplicitAuthFlows=["ALLOW_USER_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        PreventUserExistenceErrors="LEGACY",
+    )["UserPoolClient"]
+    no_user_auth = admin.create_user_pool_client(
+        UserPoolId=emulator.seed.user_pool_id,
+        ClientName="no-user-auth",
+        GenerateSecret=False,
+        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+    )["UserPoolClient"]
+    secret_file = folder / "demo.secret"
+    secret_file.write_text(emulator.seed.client_secret)
+    path = folder / "connections.toml"
+    write_connections(
+        path,
+        emulator.seed,
+        secret_file,
+        {
+            "legacy": legacy["ClientId"],
+            "legacy_secret": legacy["ClientSecret"],
+            "no_user_auth": no_user_auth["ClientId"],
+        },
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def service(connections_file: Path) -> Iterator[Service]:
+    """The real server, started once for the session."""
+    service = build_service(connections_file)
+    service.server.start()
+    yield service
+    service.server.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def client(service: Service) -> Iterator[StepExecutorClient]:
+    """A client of the running server."""
+    with StepExecutorClient(f"127.0.0.1:{service.server.port}", timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def journeys(client: StepExecutorClient, emulator: Emulator) -> Iterator[Journeys]:
+    """Journeys against the service; faults are cleared after each test."""
+    yield Journeys(client, emulator)
+    emulator.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port (installed by `make tools`), stopped after the session."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: run `make tools` (apt-get install redis-server)"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)

@@ -15,8 +15,8 @@ from otp_step_service.steps.challenges import AttemptVerdict, Challenge, Challen
 from otp_step_service.steps.outcomes import Channel
 from stepexecutor.v1 import step_executor_pb2 as pb
 
-from .conftest import build_service
-from .harness import Emulator, Journeys
+from harness import build_service
+from harness import Emulator, Journeys
 
 
 @pytest.fixture(params=["memory", "redis"])

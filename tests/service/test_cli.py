@@ -8,7 +8,7 @@ import pytest
 from otp_step_client.cli import main
 from otp_step_service.service import Service
 
-from .harness import Emulator
+from harness import Emulator
 
 
 def test_a_whole_journey_runs_from_the_command_line(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stepexecutor.v1 import step_executor_pb2 as pb
 
-from .harness import Emulator, Journeys
+from harness import Emulator, Journeys
 
 
 def test_lasting_throttling_is_a_retryable_system_failure(journeys: Journeys, emulator: Emulator) -> None:
@@ -38,7 +38,7 @@ def test_a_cognito_5xx_is_retryable_but_never_resent(journeys: Journeys, emulato
 
 
 def emulator_faults(emulator: Emulator) -> list[dict[str, object]]:
-    from .harness import http_json
+    from harness import http_json
 
     return list(http_json("GET", f"{emulator.endpoint_url}/_faults")["faults"])
 

@@ -18,33 +18,7 @@ from otp_step_client import Step, StepExecutorClient
 from otp_step_service.service import Service
 from otp_step_service.step_log import JsonFormatter, configure_logging
 
-from .harness import Emulator, Journeys
-
-
-def _run_journeys(journeys: Journeys, emulator: Emulator) -> list[str]:
-    """Success, wrong code, abort and enumeration-protected journeys; returns every secret they involved."""
-    secrets = [emulator.seed.client_secret]
-    for identifier, destination, channel in (
-        ("ada@example.com", "ada@example.com", "EMAIL"),
-        ("+15555550101", "+15555550101", "SMS"),
-    ):
-        before = len(emulator.outbox(destination))
-        _, journey = journeys.generate(
-            identifier, channel=channel, connection="tokens", event_data="STEP_INPUT_OUTPUT"
-        )
-        code = emulator.latest_code(destination, after=before)
-        secrets.append(code)
-        wrong = "12345678" if code != "12345678" else "87654321"
-        journeys.validate(journey, identifier, wrong, connection="tokens", event_data="STEP_INPUT_OUTPUT")
-        response = journeys.validate(
-            journey, identifier, code, connection="tokens", event_data="STEP_INPUT_OUTPUT"
-        )
-        assert response.WhichOneof("outcome") == "success", response
-        tokens = response.success.tokens
-        secrets += [tokens.id_token, tokens.access_token, tokens.refresh_token]
-    journeys.generate("nobody@example.com", abort_on_failure=True)
-    journeys.generate("bad identifier", abort_on_failure=True, event_data="STEP_INPUT_OUTPUT")
-    return secrets
+from harness import Emulator, Journeys, run_sample_journeys
 
 
 @pytest.fixture
@@ -80,7 +54,7 @@ def test_no_code_session_token_or_secret_reaches_the_logs(
 
     store.save = remember  # type: ignore[method-assign]
     try:
-        secrets = _run_journeys(journeys, emulator)
+        secrets = run_sample_journeys(journeys, emulator)
     finally:
         del store.save
     secrets += [s for s in sessions if s]
@@ -116,7 +90,7 @@ def test_the_service_process_logs_json_steps_and_stops_gracefully_on_sigterm(
         port = _wait_for_port(log_file, process)
         with StepExecutorClient(f"127.0.0.1:{port}") as client:
             assert client.health() == "SERVING"
-            secrets = _run_journeys(Journeys(client, emulator), emulator)
+            secrets = run_sample_journeys(Journeys(client, emulator), emulator)
             client.generate_otp(Journeys(client, emulator).journey(), Step("demo", "x", channel="EMAIL"))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0

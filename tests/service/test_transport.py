@@ -17,8 +17,8 @@ from otp_step_service.service import Service
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
-from .conftest import build_service
-from .harness import Emulator, Journeys
+from harness import build_service
+from harness import Emulator, Journeys
 
 
 def _valid_generate() -> pb.GenerateOtpRequest:
@@ -210,7 +210,7 @@ def test_beyond_the_concurrency_bound_calls_get_resource_exhausted(
 
 def emulator_busy(emulator: Emulator) -> bool:
     """True once the injected latency fault has been picked up by a call (its count is used)."""
-    from .harness import http_json
+    from harness import http_json
 
     faults = http_json("GET", f"{emulator.endpoint_url}/_faults")
     return not any(f.get("remaining", f.get("count")) for f in faults.get("faults", []))

@@ -8,7 +8,7 @@ import jwt
 import pytest
 from stepexecutor.v1 import step_executor_pb2 as pb
 
-from .harness import Journeys
+from harness import Journeys
 
 
 def _send(journeys: Journeys, identifier: str, destination: str, channel: str = "EMAIL", **kwargs: object):

@@ -71,9 +71,12 @@ class StepExecutorServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
-        self.port = self._server.add_insecure_port(listen)
+        try:
+            self.port = self._server.add_insecure_port(listen)
+        except RuntimeError:  # grpcio reports a failed bind this way
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind {listen}")
+            raise OSError(f"cannot listen on {listen}: address in use or not available (OTP_STEP_LISTEN)")
         self.listen = listen
 
     def start(self) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 from cognito_emulator import SeedResult
 from cognito_emulator.seed import cognito_client
 from otp_step_client import Journey, Step, StepExecutorClient
+from otp_step_service.service import Service
+from otp_step_service.settings import ServiceSettings
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 
@@ -166,3 +168,37 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
 def iter_outcome(response: Any) -> Iterator[str]:
     """The outcome name of a response (for readable assertions)."""
     yield str(response.WhichOneof("outcome"))
+
+
+def build_service(connections_file: Path, **overrides: str) -> Service:
+    """A service on 127.0.0.1 and a free port, self-test off (tests call it explicitly)."""
+    settings = ServiceSettings.from_env(
+        listen="127.0.0.1:0", connections_path=str(connections_file), self_test="off", **overrides
+    )
+    return Service.build(settings)
+
+
+def run_sample_journeys(journeys: Journeys, emulator: Emulator) -> list[str]:
+    """Success, wrong code, abort and enumeration-protected journeys; returns every secret they involved."""
+    secrets = [emulator.seed.client_secret]
+    for identifier, destination, channel in (
+        ("ada@example.com", "ada@example.com", "EMAIL"),
+        ("+15555550101", "+15555550101", "SMS"),
+    ):
+        before = len(emulator.outbox(destination))
+        _, journey = journeys.generate(
+            identifier, channel=channel, connection="tokens", event_data="STEP_INPUT_OUTPUT"
+        )
+        code = emulator.latest_code(destination, after=before)
+        secrets.append(code)
+        wrong = "12345678" if code != "12345678" else "87654321"
+        journeys.validate(journey, identifier, wrong, connection="tokens", event_data="STEP_INPUT_OUTPUT")
+        response = journeys.validate(
+            journey, identifier, code, connection="tokens", event_data="STEP_INPUT_OUTPUT"
+        )
+        assert response.WhichOneof("outcome") == "success", response
+        tokens = response.success.tokens
+        secrets += [tokens.id_token, tokens.access_token, tokens.refresh_token]
+    journeys.generate("nobody@example.com", abort_on_failure=True)
+    journeys.generate("bad identifier", abort_on_failure=True, event_data="STEP_INPUT_OUTPUT")
+    return secrets

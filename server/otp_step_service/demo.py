@@ -1,0 +1,127 @@
+"""`make run`: the local emulator (seeded), optionally Jaeger, and the service — one command, Ctrl-C stops all.
+
+The emulator and Jaeger run as child processes; the service runs in this process in the foreground, exactly
+as `python -m otp_step_service serve` would, reading the connections file the seed wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from otp_step_service.__main__ import main as serve
+
+ROOT = Path(__file__).resolve().parents[2]
+JAEGER_UI = "http://127.0.0.1:16686"
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with code {process.returncode} (is its port already in use?)")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not answer {url} within {timeout:.0f} s")
+
+
+def _banner(listen: str, emulator: str, jaeger: bool) -> str:
+    venv_bin = Path(sys.executable).parent
+    step = f"{venv_bin}/otp-step --target {listen}"
+    return f"""
+================================================================================================
+ Cognito OTP steps are running.
+   StepExecutor (gRPC, health, reflection): {listen}
+   Local Cognito emulator:                  {emulator}   (outbox: {emulator}/_outbox)
+   {"Jaeger UI:                               " + JAEGER_UI if jaeger else "Tracing: off (make run JAEGER=1 starts Jaeger and traces into it)"}
+
+ Try a whole journey (another terminal):
+   {step} generate --identifier ada@example.com --channel email --run demo-1
+   curl -s '{emulator}/_outbox?destination=ada@example.com'        # read the code ("code")
+   {step} validate --identifier ada@example.com --run demo-1 --code <8 digits>
+
+ SMS: --identifier +15555550101 --channel sms (user alan). Other demo users: grace@example.com,
+ hedy@example.com (unconfirmed), edsger@example.com (disabled), nobody@example.com (does not exist).
+ Connection self-test: {step} check-connection demo   ·   ghz: see README "Load testing".
+ Ctrl-C stops everything.
+================================================================================================
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the emulator (and Jaeger), then serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__)
+    parser.add_argument("--emulator-port", type=int, default=4566)
+    parser.add_argument("--listen", default="127.0.0.1:50051")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / "var" / "run")
+    parser.add_argument("--jaeger", action="store_true", help="start a local Jaeger and export traces to it")
+    args = parser.parse_args(argv)
+
+    # The emulator accepts any credentials; dummies let the admin API and the self-test's Describe calls work
+    # without touching (or needing) real AWS credentials.
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        os.environ.setdefault(name, value)
+    run_dir = args.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    connections = run_dir / "connections.toml"
+    connections.unlink(missing_ok=True)
+    emulator_url = f"http://127.0.0.1:{args.emulator_port}"
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        emulator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cognito_emulator",
+                "--port",
+                str(args.emulator_port),
+                "--seed",
+                "--connections",
+                str(connections),
+                "--secret-file",
+                str(run_dir / "demo.secret"),
+            ],
+            stdout=(run_dir / "emulator.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        children.append(emulator)
+        _wait_http(f"{emulator_url}/_health", emulator, "the emulator")
+        deadline = time.monotonic() + 30
+        while not connections.exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("the emulator did not write the connections file")
+            time.sleep(0.05)
+        if args.jaeger:
+            jaeger_bin = shutil.which("jaeger", path=str(ROOT / ".bin")) or shutil.which("jaeger")
+            if not jaeger_bin:
+                raise SystemExit("Jaeger is not installed: run `make tools` (or `make run JAEGER=1`)")
+            jaeger = subprocess.Popen(
+                [jaeger_bin], stdout=(run_dir / "jaeger.log").open("wb"), stderr=subprocess.STDOUT
+            )
+            children.append(jaeger)
+            _wait_http(JAEGER_UI, jaeger, "Jaeger")
+            os.environ.setdefault("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+            os.environ.setdefault("OTEL_SERVICE_NAME", "otp-step-service")
+        print(_banner(args.listen, emulator_url, args.jaeger), file=sys.stderr, flush=True)
+        return serve(["serve", "--listen", args.listen, "--connections", str(connections)])
+    finally:
+        for child in reversed(children):
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
