@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from harness import Emulator, Journeys, build_service
 from otp_step_client import StepExecutorClient
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.adapters.redis_store import RedisChallengeStore
 from otp_step_service.steps.challenges import AttemptVerdict, Challenge, ChallengeKey, ChallengeStore
 from otp_step_service.steps.outcomes import Channel
 from stepexecutor.v1 import step_executor_pb2 as pb
-
-from harness import build_service
-from harness import Emulator, Journeys
 
 
 @pytest.fixture(params=["memory", "redis"])

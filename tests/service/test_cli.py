@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from harness import Emulator
 from otp_step_client.cli import main
 from otp_step_service.service import Service
-
-from harness import Emulator
 
 
 def test_a_whole_journey_runs_from_the_command_line(

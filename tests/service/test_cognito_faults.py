@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from stepexecutor.v1 import step_executor_pb2 as pb
-
 from harness import Emulator, Journeys
+from stepexecutor.v1 import step_executor_pb2 as pb
 
 
 def test_lasting_throttling_is_a_retryable_system_failure(journeys: Journeys, emulator: Emulator) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from stepexecutor.v1 import step_executor_pb2 as pb
-
 from harness import Journeys
+from stepexecutor.v1 import step_executor_pb2 as pb
 
 
 def test_email_code_is_sent_and_the_challenge_described(journeys: Journeys) -> None:

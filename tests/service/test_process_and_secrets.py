@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import Emulator, Journeys, run_sample_journeys
 from otp_step_client import Step, StepExecutorClient
 from otp_step_service.service import Service
 from otp_step_service.step_log import JsonFormatter, configure_logging
-
-from harness import Emulator, Journeys, run_sample_journeys
 
 
 @pytest.fixture

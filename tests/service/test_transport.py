@@ -12,13 +12,11 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from harness import Emulator, Journeys, build_service
 from otp_step_client import Journey, Step, StepExecutorClient, StepExecutorError
 from otp_step_service.service import Service
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
-
-from harness import build_service
-from harness import Emulator, Journeys
 
 
 def _valid_generate() -> pb.GenerateOtpRequest:

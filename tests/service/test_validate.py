@@ -6,9 +6,8 @@ import time
 
 import jwt
 import pytest
-from stepexecutor.v1 import step_executor_pb2 as pb
-
 from harness import Journeys
+from stepexecutor.v1 import step_executor_pb2 as pb
 
 
 def _send(journeys: Journeys, identifier: str, destination: str, channel: str = "EMAIL", **kwargs: object):

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import Emulator, Journeys, build_service
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -14,8 +15,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otp_step_client import StepExecutorClient
 from otp_step_service.service import Service
 from otp_step_service.telemetry import instrument_botocore
-
-from harness import Emulator, Journeys, build_service
 from otp_step_service.transport.server import StepExecutorServer
 
 _EXPORTER = InMemorySpanExporter()
