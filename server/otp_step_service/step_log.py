@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any
 
 # Fields a record may carry through `extra={"step": {...}}`.
@@ -51,7 +52,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # The exception type and where it happened; not its message, which could quote Cognito's input.
             entry["exception"] = record.exc_info[0].__name__
-            entry["stack"] = self.formatStack(self.formatException(record.exc_info))
+            entry["stack"] = "".join(traceback.format_tb(record.exc_info[2]))
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 TRACER_NAME = "otp_step_service"
 STEP_COMPLETED_EVENT = "journey.step.completed"
+# A proxy until a provider is installed, then it delegates: safe to take once at import.
+_tracer = trace.get_tracer(TRACER_NAME)
 
 
 def tracing_configured() -> bool:
@@ -98,8 +100,7 @@ def step_attributes(
 @contextmanager
 def step_span(step_type: str, attributes: Mapping[str, str]) -> Iterator[Span]:
     """The span of one step execution, a child of the gRPC server span."""
-    tracer = trace.get_tracer(TRACER_NAME)
-    with tracer.start_as_current_span(
+    with _tracer.start_as_current_span(
         step_type, kind=SpanKind.INTERNAL, attributes=dict(attributes), record_exception=False
     ) as span:
         yield span
