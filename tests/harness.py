@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,3 +207,51 @@ def run_sample_journeys(journeys: Journeys, emulator: Emulator) -> list[str]:
     journeys.generate("nobody@example.com", abort_on_failure=True)
     journeys.generate("bad identifier", abort_on_failure=True, event_data="STEP_INPUT_OUTPUT")
     return secrets
+
+
+def start_service_process(
+    connections_file: Path, log: Path, env: Mapping[str, str] = {}
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`python -m otp_step_service serve` on a free port, stderr to `log`; returns the process and its port."""
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "otp_step_service",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--connections",
+                str(connections_file),
+            ],
+            env={**os.environ, **env},
+            stderr=sink,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        match = re.search(r"\(port (\d+);", log.read_text())
+        if match:
+            return process, int(match.group(1))
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.05)
+    raise AssertionError("the service did not start: " + log.read_text())
+
+
+@contextmanager
+def captured_sessions(service: Service) -> Iterator[list[str]]:
+    """The Cognito sessions the service stores while the block runs (to prove they never leak)."""
+    store = service.runner.store
+    sessions: list[str] = []
+    original_save = store.save
+
+    def remember(key: Any, challenge: Any) -> None:
+        if challenge.session:
+            sessions.append(challenge.session)
+        original_save(key, challenge)
+
+    store.save = remember  # type: ignore[method-assign]
+    try:
+        yield sessions
+    finally:
+        del store.save

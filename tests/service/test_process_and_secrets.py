@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Emulator, Journeys, run_sample_journeys
+from harness import Emulator, Journeys, captured_sessions, run_sample_journeys, start_service_process
 from otp_step_client import Step, StepExecutorClient
 from otp_step_service.service import Service
 from otp_step_service.step_log import JsonFormatter, configure_logging
@@ -43,20 +40,9 @@ def captured_logs() -> Iterator[list[str]]:
 def test_no_code_session_token_or_secret_reaches_the_logs(
     journeys: Journeys, emulator: Emulator, service: Service, captured_logs: list[str]
 ) -> None:
-    store = service.runner.store
-    sessions: list[str] = []
-    original_save = store.save
-
-    def remember(key, challenge):  # type: ignore[no-untyped-def]
-        sessions.append(challenge.session)
-        original_save(key, challenge)
-
-    store.save = remember  # type: ignore[method-assign]
-    try:
+    with captured_sessions(service) as sessions:
         secrets = run_sample_journeys(journeys, emulator)
-    finally:
-        del store.save
-    secrets += [s for s in sessions if s]
+    secrets += sessions
     assert len(sessions) >= 2
     text = "\n".join(captured_logs)
     assert "step.completed" in text
@@ -69,24 +55,10 @@ def test_the_service_process_logs_json_steps_and_stops_gracefully_on_sigterm(
     connections_file: Path, emulator: Emulator, tmp_path: Path
 ) -> None:
     log_file = tmp_path / "service.log"
-    env = {**os.environ, "OTP_STEP_LOG_LEVEL": "DEBUG", "OTP_STEP_SELF_TEST": "warn"}
-    with log_file.open("w") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "otp_step_service",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--connections",
-                str(connections_file),
-            ],
-            stderr=sink,
-            env=env,
-        )
+    process, port = start_service_process(
+        connections_file, log_file, {"OTP_STEP_LOG_LEVEL": "DEBUG", "OTP_STEP_SELF_TEST": "warn"}
+    )
     try:
-        port = _wait_for_port(log_file, process)
         with StepExecutorClient(f"127.0.0.1:{port}") as client:
             assert client.health() == "SERVING"
             secrets = run_sample_journeys(Journeys(client, emulator), emulator)
@@ -109,17 +81,6 @@ def test_the_service_process_logs_json_steps_and_stops_gracefully_on_sigterm(
     text = log_file.read_text()
     for secret in secrets:
         assert secret not in text
-
-
-def _wait_for_port(log_file: Path, process: subprocess.Popen[bytes]) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        match = re.search(r"\(port (\d+);", log_file.read_text())
-        if match:
-            return int(match.group(1))
-        assert process.poll() is None, log_file.read_text()
-        time.sleep(0.05)
-    raise AssertionError("the service did not start: " + log_file.read_text())
 
 
 def test_a_broken_connections_file_stops_start_up_naming_the_field(tmp_path: Path) -> None:

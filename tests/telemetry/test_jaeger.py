@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Emulator, Journeys
+from harness import Emulator, Journeys, start_service_process
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -79,34 +78,6 @@ def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]
     process.wait(timeout=15)
 
 
-def _start_service(
-    connections_file: Path, log: Path, env: dict[str, str]
-) -> tuple[subprocess.Popen[bytes], int]:
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "otp_step_service",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--connections",
-                str(connections_file),
-            ],
-            env={**os.environ, "OTP_STEP_SELF_TEST": "off", **env},
-            stderr=sink,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        match = re.search(r"\(port (\d+);", log.read_text())
-        if match:
-            return process, int(match.group(1))
-        assert process.poll() is None, log.read_text()
-        time.sleep(0.05)
-    raise AssertionError("the service did not start: " + log.read_text())
-
-
 def _hex_id(value: str) -> str:
     if re.fullmatch(r"[0-9a-f]{16}|[0-9a-f]{32}", value):
         return value
@@ -132,10 +103,11 @@ def test_a_journey_is_one_trace_in_jaeger(
     jaeger: dict[str, int], connections_file: Path, emulator: Emulator, tmp_path: Path
 ) -> None:
     otlp = f"http://127.0.0.1:{jaeger['JAEGER_OTLP_GRPC_PORT']}"
-    process, port = _start_service(
+    process, port = start_service_process(
         connections_file,
         tmp_path / "service.log",
         {
+            "OTP_STEP_SELF_TEST": "off",
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
             "OTEL_SERVICE_NAME": "otp-step-service",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
@@ -216,10 +188,11 @@ def test_a_journey_is_one_trace_in_jaeger(
 def test_an_unreachable_collector_and_a_full_queue_cost_spans_not_journeys(
     connections_file: Path, emulator: Emulator, tmp_path: Path
 ) -> None:
-    process, port = _start_service(
+    process, port = start_service_process(
         connections_file,
         tmp_path / "service.log",
         {
+            "OTP_STEP_SELF_TEST": "off",
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{_free_port()}",  # nothing listens there
             "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
             "OTEL_BSP_MAX_QUEUE_SIZE": "4",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from harness import Journeys, run_sample_journeys
+from harness import Journeys, captured_sessions, run_sample_journeys
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -210,20 +210,9 @@ def test_health_checks_are_not_traced(traced: Journeys, span_exporter: InMemoryS
 def test_no_code_session_token_or_secret_reaches_any_span(
     traced: Journeys, traced_service: Service, span_exporter: InMemorySpanExporter
 ) -> None:
-    store = traced_service.runner.store
-    sessions: list[str] = []
-    original_save = store.save
-
-    def remember(key, challenge):  # type: ignore[no-untyped-def]
-        sessions.append(challenge.session)
-        original_save(key, challenge)
-
-    store.save = remember  # type: ignore[method-assign]
-    try:
+    with captured_sessions(traced_service) as sessions:
         secrets = run_sample_journeys(traced, traced.emulator)
-    finally:
-        del store.save
-    secrets += [s for s in sessions if s]
+    secrets += sessions
     spans = span_exporter.get_finished_spans()
     assert len(spans) > 10
     exported = "\n".join(span.to_json() for span in spans)

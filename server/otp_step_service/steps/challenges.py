@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from .outcomes import Channel
+from .outcomes import Channel, FailureCode, StepFailure
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +110,19 @@ class ChallengeStore(Protocol):
 
     def failures(self, subject: str) -> int:
         """Failed codes for `subject` within the current window."""
+
+
+def lockout(
+    store: ChallengeStore, connection: str, identifier: str, threshold: int, window: int
+) -> StepFailure | None:
+    """IDENTIFIER_LOCKED when the identifier has too many wrong codes across journeys, else None.
+
+    Checked by Generate too: no code is sent to a locked identifier, or an attacker could keep guessing across
+    fresh challenges (a per-challenge cap alone is defeated by opening many journeys).
+    """
+    if store.failures(identifier_subject(connection, identifier)) < threshold:
+        return None
+    return StepFailure(
+        FailureCode.IDENTIFIER_LOCKED,
+        f"too many wrong codes for this identifier; locked for up to {window} s",
+    )

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .branching import fail, succeed
-from .challenges import Challenge, ChallengeKey, ChallengeStore, identifier_subject
+from .challenges import Challenge, ChallengeKey, ChallengeStore, lockout
 from .cognito_failures import failure_for
 from .deadline import Deadline
 from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier
@@ -45,19 +45,15 @@ class GenerateOtpStep:
             return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
 
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
-        if (
-            self._store.failures(identifier_subject(policy.name, identifier.value))
-            >= policy.lockout_threshold
-        ):
-            # No code is sent to a locked identifier: sending one would let an attacker keep guessing across
-            # fresh challenges (the per-challenge cap alone is defeated by opening many journeys).
-            return failed(
-                StepFailure(
-                    FailureCode.IDENTIFIER_LOCKED,
-                    f"too many wrong codes for this identifier; locked for up to "
-                    f"{policy.lockout_window_seconds} s",
-                )
-            )
+        locked = lockout(
+            self._store,
+            policy.name,
+            identifier.value,
+            policy.lockout_threshold,
+            policy.lockout_window_seconds,
+        )
+        if locked is not None:
+            return failed(locked)
 
         execution_id = request.journey.step_execution_id
         if execution_id:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .branching import fail, succeed
-from .challenges import AttemptVerdict, Challenge, ChallengeKey, ChallengeStore, identifier_subject
+from .challenges import AttemptVerdict, Challenge, ChallengeKey, ChallengeStore, identifier_subject, lockout
 from .claims import release_claims
 from .cognito_failures import failure_for
 from .deadline import Deadline
@@ -67,14 +67,15 @@ class ValidateOtpStep:
             return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
 
         subject = identifier_subject(policy.name, identifier.value)
-        if self._store.failures(subject) >= policy.lockout_threshold:
-            return failed(
-                StepFailure(
-                    FailureCode.IDENTIFIER_LOCKED,
-                    f"too many wrong codes for this identifier; locked for up to "
-                    f"{policy.lockout_window_seconds} s",
-                )
-            )
+        locked = lockout(
+            self._store,
+            policy.name,
+            identifier.value,
+            policy.lockout_threshold,
+            policy.lockout_window_seconds,
+        )
+        if locked is not None:
+            return failed(locked)
 
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
         grant = self._store.begin_attempt(key, self._clock())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -12,13 +13,15 @@ from grpc_status import rpc_status
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
-from otp_step_service.execution import StepRunner, UnknownConnectionError
+from otp_step_service.execution import Executed, StepRunner, UnknownConnectionError
 from otp_step_service.steps.deadline import Deadline
+from otp_step_service.steps.outcomes import S
 from otp_step_service.transport import messages
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "stepexecutor.v1"
+R = TypeVar("R")
 
 
 def _abort(context: grpc.ServicerContext, code: int, message: str, *details: Any) -> NoReturn:
@@ -52,29 +55,37 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
         self, request: pb.GenerateOtpRequest, context: grpc.ServicerContext
     ) -> pb.GenerateOtpResponse:
         """Run Cognito OTP Generate."""
-        try:
-            step_request = messages.generate_request(request)
-            executed = self._runner.generate(step_request, _deadline(context))
-        except messages.InvalidRequestError as exc:
-            self._invalid(context, exc)
-        except UnknownConnectionError as exc:
-            self._unknown_connection(context, exc)
-        self._deadline_check(context)
-        return messages.generate_response(executed)
+        return self._execute(
+            context,
+            lambda: self._runner.generate(messages.generate_request(request), _deadline(context)),
+            messages.generate_response,
+        )
 
     def ValidateOtp(
         self, request: pb.ValidateOtpRequest, context: grpc.ServicerContext
     ) -> pb.ValidateOtpResponse:
         """Run Cognito OTP Validate."""
+        return self._execute(
+            context,
+            lambda: self._runner.validate(messages.validate_request(request), _deadline(context)),
+            messages.validate_response,
+        )
+
+    def _execute(
+        self,
+        context: grpc.ServicerContext,
+        run: Callable[[], Executed[S]],
+        respond: Callable[[Executed[S]], R],
+    ) -> R:
+        """Run a step; statuses for calls that cannot run, the response for steps that ran."""
         try:
-            step_request = messages.validate_request(request)
-            executed = self._runner.validate(step_request, _deadline(context))
+            executed = run()
         except messages.InvalidRequestError as exc:
             self._invalid(context, exc)
         except UnknownConnectionError as exc:
             self._unknown_connection(context, exc)
         self._deadline_check(context)
-        return messages.validate_response(executed)
+        return respond(executed)
 
     def CheckConnection(
         self, request: pb.CheckConnectionRequest, context: grpc.ServicerContext
