@@ -53,6 +53,7 @@ class ConnectionConfig(BaseModel):
     reveal_identifiers: bool = False
     lockout_threshold: Annotated[int, Field(ge=1, le=100)] = 10
     lockout_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
+    resend_cooldown_seconds: Annotated[int, Field(ge=0, le=600)] = 30
     call_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 5.0
     connect_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
     throttle_retries: Annotated[int, Field(ge=0, le=5)] = 2
@@ -180,6 +181,7 @@ def connection_from_config(
         reveal_identifiers=config.reveal_identifiers,
         lockout_threshold=config.lockout_threshold,
         lockout_window_seconds=config.lockout_window_seconds,
+        resend_cooldown_seconds=config.resend_cooldown_seconds,
     )
     verifier = JwksIdTokenVerifier(
         issuer=issuer_for(config.region, config.user_pool_id),

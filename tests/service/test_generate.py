@@ -128,3 +128,18 @@ def test_a_retried_execution_answers_again_without_a_second_code(journeys: Journ
     again, _ = journeys.generate("grace@example.com", journey=journey)
     assert first.success == again.success
     assert len(journeys.emulator.outbox("grace@example.com")) == before + 1
+
+
+def test_generate_again_within_the_cooldown_sends_nothing_and_says_when(journeys: Journeys) -> None:
+    journey = journeys.journey()
+    before = len(journeys.emulator.outbox("grace@example.com"))
+    first, _ = journeys.generate("grace@example.com", journey=journey)
+    again, _ = journeys.generate("grace@example.com", journey=journey)
+    assert first.WhichOneof("outcome") == "success"
+    assert again.failure.code == pb.FAILURE_CODE_RESEND_TOO_SOON
+    assert again.failure.retryable
+    assert 0 < again.failure.retry_after_seconds <= 30
+    assert again.variables["otp_error"]["retry_after_seconds"] == again.failure.retry_after_seconds
+    assert len(journeys.emulator.outbox("grace@example.com")) == before + 1
+    aborted, _ = journeys.generate("grace@example.com", journey=journey, abort_on_failure=True)
+    assert aborted.abort.client_error.code == "TRY_AGAIN_LATER"

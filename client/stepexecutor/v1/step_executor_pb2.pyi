@@ -202,6 +202,10 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     """Flow logic: Cognito refused to sign this user in (a NotAuthorizedException that is not a disabled user,
     a wrong secret or a dead session).
     """
+    FAILURE_CODE_RESEND_TOO_SOON: _FailureCode.ValueType  # 18
+    """Flow logic: Generate ran again for the same journey run and identifier within the connection's resend
+    cooldown; no code was sent. StepFailure.retry_after_seconds says when a resend is allowed. Retryable.
+    """
 
 class FailureCode(_FailureCode, metaclass=_FailureCodeEnumTypeWrapper):
     """Stable failure codes. Journeys branch on them, so a code never changes meaning."""
@@ -255,6 +259,10 @@ bug. Not retryable.
 FAILURE_CODE_NOT_AUTHORIZED: FailureCode.ValueType  # 17
 """Flow logic: Cognito refused to sign this user in (a NotAuthorizedException that is not a disabled user,
 a wrong secret or a dead session).
+"""
+FAILURE_CODE_RESEND_TOO_SOON: FailureCode.ValueType  # 18
+"""Flow logic: Generate ran again for the same journey run and identifier within the connection's resend
+cooldown; no code was sent. StepFailure.retry_after_seconds says when a resend is allowed. Retryable.
 """
 Global___FailureCode: _TypeAlias = FailureCode  # noqa: Y015
 
@@ -744,6 +752,7 @@ class StepFailure(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_REMAINING_FIELD_NUMBER: _builtins.int
     COGNITO_ERROR_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     code: Global___FailureCode.ValueType
     """Stable, branchable code."""
     category: Global___ErrorCategory.ValueType
@@ -758,6 +767,8 @@ class StepFailure(_message.Message):
     """For FAILURE_CODE_INVALID_CODE: how many more codes Validate will accept for this challenge."""
     cognito_error: _builtins.str
     """The Cognito exception behind the failure, if any (e.g. "TooManyRequestsException"), for diagnostics."""
+    retry_after_seconds: _builtins.int
+    """For FAILURE_CODE_RESEND_TOO_SOON: seconds until Generate may send a new code."""
     def __init__(
         self,
         *,
@@ -767,14 +778,20 @@ class StepFailure(_message.Message):
         message: _builtins.str = ...,
         attempts_remaining: _builtins.int | None = ...,
         cognito_error: _builtins.str = ...,
+        retry_after_seconds: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_attempts_remaining", b"_attempts_remaining", "attempts_remaining", b"attempts_remaining"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_attempts_remaining", b"_attempts_remaining", "_retry_after_seconds", b"_retry_after_seconds", "attempts_remaining", b"attempts_remaining", "retry_after_seconds", b"retry_after_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_attempts_remaining", b"_attempts_remaining", "attempts_remaining", b"attempts_remaining", "category", b"category", "code", b"code", "cognito_error", b"cognito_error", "message", b"message", "retryable", b"retryable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_attempts_remaining", b"_attempts_remaining", "_retry_after_seconds", b"_retry_after_seconds", "attempts_remaining", b"attempts_remaining", "category", b"category", "code", b"code", "cognito_error", b"cognito_error", "message", b"message", "retry_after_seconds", b"retry_after_seconds", "retryable", b"retryable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__attempts_remaining: _TypeAlias = _typing.Literal["attempts_remaining"]  # noqa: Y015
     _WhichOneofArgType__attempts_remaining: _TypeAlias = _typing.Literal["_attempts_remaining", b"_attempts_remaining"]  # noqa: Y015
+    _WhichOneofReturnType__retry_after_seconds: _TypeAlias = _typing.Literal["retry_after_seconds"]  # noqa: Y015
+    _WhichOneofArgType__retry_after_seconds: _TypeAlias = _typing.Literal["_retry_after_seconds", b"_retry_after_seconds"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__attempts_remaining) -> _WhichOneofReturnType__attempts_remaining | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retry_after_seconds) -> _WhichOneofReturnType__retry_after_seconds | None: ...
 
 Global___StepFailure: _TypeAlias = StepFailure  # noqa: Y015
 

@@ -60,6 +60,7 @@ def _encode(challenge: Challenge) -> str:
             "max_attempts": challenge.max_attempts,
             "attempts_used": challenge.attempts_used,
             "step_execution_id": challenge.step_execution_id,
+            "sent_at": challenge.sent_at,
             "decoy": challenge.decoy,
         }
     )
@@ -76,6 +77,7 @@ def _decode(raw: str | bytes) -> Challenge:
         max_attempts=int(data["max_attempts"]),
         attempts_used=int(data["attempts_used"]),
         step_execution_id=data.get("step_execution_id", ""),
+        sent_at=float(data.get("sent_at", 0.0)),
         decoy=bool(data.get("decoy", False)),
     )
 

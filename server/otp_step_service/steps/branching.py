@@ -25,13 +25,15 @@ from .outcomes import (
 
 _TRY_LATER = ClientError("TRY_AGAIN_LATER", "Something went wrong on our side. Please try again in a moment.")
 _NOT_SENT = ClientError("OTP_NOT_SENT", "We could not send a code. Please check your details and try again.")
+# Flow failures where the honest answer to the end user is "wait", whoever they are.
+_WAIT = frozenset({FailureCode.IDENTIFIER_LOCKED, FailureCode.RESEND_TOO_SOON})
 _NOT_VERIFIED = ClientError("OTP_NOT_VERIFIED", "The code could not be verified. Please request a new code.")
 
 
 def client_error_for(failure: StepFailure, *, validating: bool) -> ClientError:
     """The stranger-safe error for an aborted step. Flow failures collapse into one message per step so an
     attacker cannot tell an unknown user from a wrong code or a missing phone number."""
-    if failure.category is not ErrorCategory.FLOW_LOGIC or failure.code is FailureCode.IDENTIFIER_LOCKED:
+    if failure.category is not ErrorCategory.FLOW_LOGIC or failure.code in _WAIT:
         return _TRY_LATER
     return _NOT_VERIFIED if validating else _NOT_SENT
 

@@ -49,6 +49,7 @@ class Challenge:
     max_attempts: int
     attempts_used: int = 0
     step_execution_id: str = ""
+    sent_at: float = 0.0  # wall-clock epoch seconds, for the resend cooldown
     # Enumeration protection for a pool that reports unknown users: Generate pretends a code was sent and
     # Validate rejects every code, so an unknown user is indistinguishable from a known one.
     decoy: bool = False

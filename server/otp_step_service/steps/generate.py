@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -56,12 +57,22 @@ class GenerateOtpStep:
             return failed(locked)
 
         execution_id = request.journey.step_execution_id
-        if execution_id:
-            existing = self._store.load(key)
-            if existing is not None and existing.step_execution_id == execution_id:
+        existing = self._store.load(key)
+        if existing is not None:
+            if execution_id and existing.step_execution_id == execution_id:
                 # A retry of the same execution (the caller timed out, say): answer as the first time did,
                 # instead of sending the user a second code.
                 return succeed(step, self._success(existing))
+            wait = existing.sent_at + policy.resend_cooldown_seconds - self._clock()
+            if wait > 0:
+                # A journey looping back to Generate ("resend") must not turn into an SMS pump.
+                return failed(
+                    StepFailure(
+                        FailureCode.RESEND_TOO_SOON,
+                        f"a code was sent moments ago; a new one can be sent in {math.ceil(wait)} s",
+                        retry_after_seconds=math.ceil(wait),
+                    )
+                )
 
         try:
             challenge = self._start(identifier, channel, request, connection, deadline)
@@ -82,6 +93,7 @@ class GenerateOtpStep:
             expires_at=self._clock() + policy.session_validity_seconds,
             max_attempts=policy.max_attempts,
             step_execution_id=execution_id,
+            sent_at=self._clock(),
         )
         self._store.save(key, saved)
         return succeed(step, self._success(saved))
@@ -128,6 +140,7 @@ class GenerateOtpStep:
             expires_at=self._clock() + policy.session_validity_seconds,
             max_attempts=policy.max_attempts,
             step_execution_id=execution_id,
+            sent_at=self._clock(),
             decoy=True,
         )
 

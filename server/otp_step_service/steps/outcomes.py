@@ -60,6 +60,7 @@ class FailureCode(enum.StrEnum):
     TRIGGER_FAILED = "TRIGGER_FAILED"
     INTERNAL = "INTERNAL"
     NOT_AUTHORIZED = "NOT_AUTHORIZED"
+    RESEND_TOO_SOON = "RESEND_TOO_SOON"
 
     @property
     def category(self) -> ErrorCategory:
@@ -92,6 +93,7 @@ _SPECS: Mapping[FailureCode, tuple[ErrorCategory, bool]] = {
     FailureCode.TRIGGER_FAILED: (_S, False),
     FailureCode.INTERNAL: (_S, False),
     FailureCode.NOT_AUTHORIZED: (_F, False),
+    FailureCode.RESEND_TOO_SOON: (_F, True),
 }
 
 
@@ -103,6 +105,7 @@ class StepFailure:
     message: str
     attempts_remaining: int | None = None
     cognito_error: str = ""
+    retry_after_seconds: int | None = None
 
     @property
     def category(self) -> ErrorCategory:
@@ -126,6 +129,8 @@ class StepFailure:
             error["attempts_remaining"] = self.attempts_remaining
         if self.cognito_error:
             error["cognito_error"] = self.cognito_error
+        if self.retry_after_seconds is not None:
+            error["retry_after_seconds"] = self.retry_after_seconds
         return error
 
 

@@ -135,6 +135,7 @@ class ConnectionPolicy:
     reveal_identifiers: bool = False
     lockout_threshold: int = 10
     lockout_window_seconds: int = 900
+    resend_cooldown_seconds: int = 30
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,6 +208,8 @@ def failure_message(failure: StepFailure) -> pb.StepFailure:
     )
     if failure.attempts_remaining is not None:
         message.attempts_remaining = failure.attempts_remaining
+    if failure.retry_after_seconds is not None:
+        message.retry_after_seconds = failure.retry_after_seconds
     return message
 
 
