@@ -1,0 +1,189 @@
+"""Results: the targets judged on ratios from this run, the JSON file and the Markdown summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.scenarios import LITTLE_DELAY_MS, Plan, ScenarioResult
+
+# Process columns of the summary, in this order; any other process goes after them.
+_PROCESS_ORDER = ("service", "stand-in", "emulator", "jaeger", "ghz", "boto3 loop")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One target: what was measured against what was wanted."""
+
+    target: str
+    measured: str
+    wanted: str
+    passed: bool | None  # None: not judged in this run (quick mode, or a scenario that did not run)
+
+
+def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
+    """Each target of docs/load-testing.md, from the medians of this run."""
+    by_key = {r.key: r for r in results}
+    verdicts: list[Verdict] = []
+    judged = None if plan.quick else True  # quick runs report figures, never pass/fail
+
+    def verdict(target: str, measured: str, wanted: str, ok: bool) -> None:
+        verdicts.append(Verdict(target, measured, wanted, ok if judged else None))
+
+    floor1, cost, floor3 = (
+        by_key.get("1-transport-floor"),
+        by_key.get("2-service-cost"),
+        by_key.get("3-boto3-floor"),
+    )
+    if floor1 and cost and floor3:
+        f1, f3, s2 = floor1.median("rps"), floor3.median("rps"), cost.median("rps")
+        combined = 1 / (1 / f1 + 1 / f3) if f1 and f3 else 0.0
+        ratio = s2 / combined if combined else 0.0
+        verdict(
+            "Service cost: scenario 2 ≥ 0.85 / (1/floor₁ + 1/floor₃)",
+            f"{s2:,.0f} req/s = {ratio:.2f} x {combined:,.0f} (floors {f1:,.0f} and {f3:,.0f})",
+            "≥ 0.85",
+            ratio >= 0.85,
+        )
+    hiding = by_key.get("4-latency-hiding")
+    if hiding:
+        bound = 50 / (LITTLE_DELAY_MS / 1000)
+        rps, p99 = hiding.median("rps"), hiding.median("p99_ms")
+        verdict(
+            "Latency hiding: ≥ 0.9 x Little's-law bound, p99 ≤ 150 ms",
+            f"{rps:,.0f} req/s = {rps / bound:.2f} x {bound:,.0f}; p99 {p99:.0f} ms",
+            "≥ 0.90, ≤ 150 ms",
+            rps / bound >= 0.9 and p99 <= 150,
+        )
+    through, direct = by_key.get("5-journeys"), by_key.get("5d-direct")
+    if through and direct and direct.median("rps"):
+        ratio = through.median("rps") / direct.median("rps")
+        verdict(
+            "End to end: ≥ 0.9 x direct boto3 against the emulator",
+            f"{through.median('rps'):,.1f} vs {direct.median('rps'):,.1f} journeys/s = {ratio:.2f}",
+            "≥ 0.90",
+            ratio >= 0.9,
+        )
+    mem = by_key.get("m-memory")
+    if mem and mem.extra.get("rss_early_bytes"):
+        ratio = float(mem.extra["rss_ratio"])
+        verdict(
+            "Memory: RSS after the sustained load within 10% of RSS at 20 s",
+            f"{mem.extra['rss_early_bytes'] / 2**20:,.1f} → {mem.extra['rss_end_bytes'] / 2**20:,.1f} MiB "
+            f"(x {ratio:.3f})",
+            "≤ 1.10",
+            ratio <= 1.10,
+        )
+    off, on = by_key.get("t-tracing-off"), by_key.get("t-tracing-on")
+    if off and on and off.median("rps"):
+        ratio = on.median("rps") / off.median("rps")
+        verdict(
+            "Tracing costs at most 10% (on / off, scenario 2)",
+            f"{on.median('rps'):,.0f} vs {off.median('rps'):,.0f} req/s = {ratio:.2f}",
+            "≥ 0.90",
+            ratio >= 0.9,
+        )
+    errors = {r.key: sum(r.errors.values()) for r in results}
+    failing = {k: v for k, v in errors.items() if v}
+    verdicts.append(
+        Verdict(
+            "Zero errors in every scenario",
+            "none" if not failing else ", ".join(f"{k}: {v}" for k, v in failing.items()),
+            "0",
+            not failing,  # judged in quick mode too: the smoke's one real check
+        )
+    )
+    return verdicts
+
+
+def to_json(
+    results: Sequence[ScenarioResult], verdicts: Sequence[Verdict], plan: Plan, machine: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Everything measured, as plain JSON."""
+    scenarios = []
+    for result in results:
+        scenarios.append(
+            {
+                "key": result.key,
+                "title": result.title,
+                "unit": result.unit,
+                "median": {
+                    "rps": result.median("rps"),
+                    "p50_ms": result.median("p50_ms"),
+                    "p95_ms": result.median("p95_ms"),
+                    "p99_ms": result.median("p99_ms"),
+                    "cpu_cores": result.median_cpu(),
+                },
+                "errors": result.errors,
+                "runs": [dataclasses.asdict(run) for run in result.runs],
+                "notes": result.notes,
+                "extra": result.extra,
+            }
+        )
+    return {
+        "machine": dict(machine),
+        "plan": dataclasses.asdict(plan),
+        "scenarios": scenarios,
+        "targets": [dataclasses.asdict(v) for v in verdicts],
+    }
+
+
+def _mark(passed: bool | None) -> str:
+    return "n/a (quick)" if passed is None else ("PASS" if passed else "FAIL")
+
+
+def to_markdown(
+    results: Sequence[ScenarioResult], verdicts: Sequence[Verdict], plan: Plan, machine: Mapping[str, Any]
+) -> str:
+    """The short summary: one line per scenario, then the targets."""
+    names = [n for n in _PROCESS_ORDER if any(n in r.median_cpu() for r in results)]
+    names += sorted({n for r in results for n in r.median_cpu()} - set(names))
+    mode = (
+        "quick smoke (figures meaningless)"
+        if plan.quick
+        else f"median of {plan.repetitions} interleaved runs"
+    )
+    lines = [
+        "# Load test summary",
+        "",
+        f"Machine: {machine.get('cpus')} CPUs ({machine.get('cpu_model')}), Python {machine.get('python')}. "
+        f"{mode}; {plan.seconds:g} s per run, {plan.concurrency} in flight, service log level {plan.log_level}.",
+        "CPU columns: cores used by each process during the run (1.00 = one core busy).",
+        "",
+        "| Scenario | Throughput | p50 ms | p95 ms | p99 ms | Errors | "
+        + " | ".join(f"CPU {n}" for n in names)
+        + " |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
+    ]
+    for result in results:
+        cpu = result.median_cpu()
+        lines.append(
+            f"| {result.key} {result.title} | {result.median('rps'):,.1f} {result.unit} "
+            f"| {result.median('p50_ms'):.1f} | {result.median('p95_ms'):.1f} | {result.median('p99_ms'):.1f} "
+            f"| {sum(result.errors.values())} | "
+            + " | ".join(f"{cpu[n]:.2f}" if n in cpu else "-" for n in names)
+            + " |"
+        )
+    lines += ["", "| Target | Measured | Wanted | Result |", "| --- | --- | --- | --- |"]
+    lines += [f"| {v.target} | {v.measured} | {v.wanted} | {_mark(v.passed)} |" for v in verdicts]
+    notes = [f"- {r.key}: {note}" for r in results for note in r.notes]
+    errors = [f"- {r.key}: {json.dumps(r.errors)}" for r in results if r.errors]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    if errors:
+        lines += ["", "Errors by kind:", *errors]
+    return "\n".join(lines) + "\n"
+
+
+def write(folder: Path, document: Mapping[str, Any], summary: str) -> None:
+    """results.json and summary.md in `folder`, and `latest` pointing at it."""
+    (folder / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    (folder / "summary.md").write_text(summary)
+    latest = folder.parent / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(folder.name, target_is_directory=True)

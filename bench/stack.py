@@ -1,0 +1,217 @@
+"""The processes a scenario needs: the service, the canned stand-in, the emulator, Jaeger — each its own process.
+
+Everything listens on 127.0.0.1 on a free port. Each process logs to `<results>/logs/<name>.log`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.processes import ManagedProcess, free_port
+
+REGION = "us-east-1"
+ROOT = Path(__file__).resolve().parent.parent
+# Dummy credentials and no shared config: nothing started here can ever reach real AWS.
+SAFE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+_OTEL_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+)
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The harness's environment, made safe (dummy AWS credentials, no tracing), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in _OTEL_VARIABLES}
+    env.update(SAFE_AWS_ENV)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env.update(extra or {})
+    return env
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback URL built here
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class CognitoApp:
+    """An app client a connection points at."""
+
+    endpoint_url: str
+    user_pool_id: str
+    client_id: str
+    client_secret: str
+
+
+def write_connections(
+    folder: Path, name: str, app: CognitoApp, options: Mapping[str, Any] | None = None
+) -> Path:
+    """A connections file with one `[connections.<name>]` table (secret in its own 0600 file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = folder / f"{name}.secret"
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(app.client_secret)
+    values: dict[str, Any] = {
+        "region": REGION,
+        "user_pool_id": app.user_pool_id,
+        "client_id": app.client_id,
+        "client_secret_file": str(secret),
+        "endpoint_url": app.endpoint_url,
+        "api": "public",
+        **(options or {}),
+    }
+    # json.dumps writes valid TOML for strings, numbers and booleans (same escapes, lower-case true/false).
+    lines = [f"[connections.{name}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
+    path = folder / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class Standin:
+    """The canned Cognito responder."""
+
+    process: ManagedProcess
+    url: str
+
+    def initiate_auth_count(self) -> int:
+        """InitiateAuth calls answered so far."""
+        with urllib.request.urlopen(f"{self.url}/_stats", timeout=5) as answer:  # noqa: S310 - loopback
+            return int(json.load(answer)["initiate_auth"])
+
+
+def start_standin(logs: Path, name: str, delay_ms: float = 0.0) -> Standin:
+    """`python -m bench.cognito_standin` on a free port."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "bench.cognito_standin",
+        "--port",
+        str(port),
+        "--delay-ms",
+        str(delay_ms),
+    ]
+    process = ManagedProcess.start(name, command, logs / f"{name}.log", child_env())
+    url = f"http://127.0.0.1:{port}"
+    process.wait_ready(lambda: _http_ok(f"{url}/_stats"), timeout=30)
+    return Standin(process, url)
+
+
+STANDIN_APP = CognitoApp("", "us-east-1_Bench0001", "benchstandinclient0000000001", "bench-standin-secret")
+
+
+@dataclass
+class ServiceProcess:
+    """The StepExecutor service, run by `bench.counted_service` (the real entry point plus a counter)."""
+
+    process: ManagedProcess
+    address: str
+    outcomes_path: Path
+    log_level: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def outcomes(self) -> dict[str, int]:
+        """Step outcomes counted by the service (available once it has stopped)."""
+        try:
+            return {k: int(v) for k, v in json.loads(self.outcomes_path.read_text()).items()}
+        except (OSError, ValueError):
+            return {}
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def start_service(
+    logs: Path,
+    name: str,
+    connections: Path,
+    log_level: str,
+    extra_env: Mapping[str, str] | None = None,
+) -> ServiceProcess:
+    """The service on a free port, self-test off, logging at `log_level` to its log file."""
+    address = f"127.0.0.1:{free_port()}"
+    outcomes = logs / f"{name}.outcomes.json"
+    outcomes.unlink(missing_ok=True)
+    env = {
+        "OTP_STEP_SELF_TEST": "off",
+        "OTP_STEP_LOG_LEVEL": log_level,
+        "OTP_STEP_GRACE_SECONDS": "2",
+        "OTEL_SERVICE_NAME": f"otp-step-service-{name}",
+        "BENCH_OUTCOMES_FILE": str(outcomes),
+        **(extra_env or {}),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "bench.counted_service",
+        "serve",
+        "--listen",
+        address,
+        "--connections",
+        str(connections),
+    ]
+    process = ManagedProcess.start(name, command, logs / f"{name}.log", child_env(env))
+    process.wait_ready(lambda: _serving(address), timeout=60)
+    return ServiceProcess(process, address, outcomes, log_level, env)
+
+
+def start_emulator(logs: Path) -> tuple[ManagedProcess, str]:
+    """`python -m cognito_emulator` on a free port (unseeded: the scenario creates its own pool)."""
+    port = free_port()
+    command = [sys.executable, "-m", "cognito_emulator", "--host", "127.0.0.1", "--port", str(port)]
+    process = ManagedProcess.start("emulator", command, logs / "emulator.log", child_env())
+    url = f"http://127.0.0.1:{port}"
+    process.wait_ready(lambda: _http_ok(f"{url}/_health"), timeout=60)
+    return process, url
+
+
+JAEGER_CONFIG = Path(__file__).with_name("jaeger.yaml")
+
+
+def _tcp_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def start_jaeger(logs: Path, binary: str) -> tuple[ManagedProcess, str, str]:
+    """Jaeger v2 all-in-one, in-memory, on free ports (bench/jaeger.yaml): (process, OTLP gRPC URL, UI URL)."""
+    ports = {name: free_port() for name in ("OTLP_GRPC", "QUERY_HTTP", "QUERY_GRPC", "HEALTH")}
+    env = child_env({f"BENCH_JAEGER_{name}": str(port) for name, port in ports.items()})
+    command = [binary, "--config", f"file:{JAEGER_CONFIG}"]
+    process = ManagedProcess.start("jaeger", command, logs / "jaeger.log", env)
+    ui = f"http://127.0.0.1:{ports['QUERY_HTTP']}"
+    process.wait_ready(lambda: _tcp_open(ports["OTLP_GRPC"]) and _http_ok(ui), timeout=60)
+    return process, f"http://127.0.0.1:{ports['OTLP_GRPC']}", ui
