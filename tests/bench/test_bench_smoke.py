@@ -1,0 +1,76 @@
+"""The load-test harness keeps working: `python -m bench --quick` runs every scenario and reports no errors.
+
+A smoke, not a benchmark: nothing here judges a figure (a shared CI machine cannot), only that each scenario
+produced results, the JSON and Markdown exist, and no request or step failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = {
+    "1-transport-floor",
+    "2-service-cost",
+    "2i-service-cost-info",
+    "3-boto3-floor",
+    "4-latency-hiding",
+    "5-journeys",
+    "5d-direct",
+    "5g-direct-getuser",
+    "m-memory",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `python -m bench --quick` into a temporary results folder; the folder `latest` points at."""
+    path = os.pathsep.join([str(ROOT / ".bin"), os.environ.get("PATH", "")])
+    if shutil.which("ghz", path=path) is None:
+        pytest.fail("ghz is missing: `make bench` (or `make tools`) installs it into .bin/")
+    results = tmp_path_factory.mktemp("bench-results")
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--results", str(results)],
+        cwd=ROOT,
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, (
+        f"bench failed ({finished.returncode}):\n{finished.stdout}\n{finished.stderr}"
+    )
+    latest = results / "latest"
+    assert latest.is_symlink()
+    return latest.resolve()
+
+
+def test_every_scenario_reports_results_without_errors(quick_run: Path) -> None:
+    document = json.loads((quick_run / "results.json").read_text())
+    by_key = {s["key"]: s for s in document["scenarios"]}
+    assert set(by_key) == SCENARIOS
+    for key, scenario in by_key.items():
+        assert scenario["runs"], key
+        assert scenario["median"]["rps"] > 0, key
+        assert scenario["errors"] == {}, (key, scenario["errors"])
+        assert scenario["median"]["cpu_cores"], key
+
+
+def test_quick_run_judges_errors_but_no_figures(quick_run: Path) -> None:
+    targets = json.loads((quick_run / "results.json").read_text())["targets"]
+    judged = {t["target"]: t["passed"] for t in targets}
+    assert judged.pop("Zero errors in every scenario") is True
+    assert set(judged.values()) == {None}
+
+
+def test_markdown_summary_lists_every_scenario(quick_run: Path) -> None:
+    summary = (quick_run / "summary.md").read_text()
+    for key in SCENARIOS:
+        assert f"| {key} " in summary
