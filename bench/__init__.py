@@ -5,14 +5,14 @@ emulator and, for the telemetry variant, Jaeger run as their own processes too. 
 throughput, latency percentiles, errors and the CPU each process used; targets are judged on ratios measured
 side by side in one run (medians of interleaved repetitions). See docs/load-testing.md.
 
-Modules, in the order a run uses them:
+Modules:
 
-- `plan`: what a run does (durations, counts, concurrency) for the full and the quick run.
-- `processes`: starting, probing and stopping child processes; CPU and RSS from /proc.
+- `scenarios`: the plan (full / quick) and the scenarios; `__main__` runs them, `report` judges the targets
+  and writes results.json / summary.md.
+- `stack`: the service, stand-in, emulator and Jaeger (`jaeger.yaml`) as started for a scenario.
+- `counted_service`: the service's own entry point plus a counter of step outcomes.
 - `cognito_standin`: the canned cognito-idp responder (not an emulator), run as its own process.
-- `stack`: the service, stand-in, emulator and Jaeger as started for a scenario.
-- `ghz`: ghz command lines and reports.
+- `ghz`: ghz command lines and reports; descriptors from the server's reflection (`python -m bench.ghz protoset`).
 - `boto_load`: the direct boto3 load loop (its own process), the floor the service is compared with.
-- `scenarios`: the scenarios themselves.
-- `report`: results as JSON and Markdown, targets judged.
+- `processes`: starting, probing and stopping child processes; CPU and RSS from /proc.
 """

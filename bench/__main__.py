@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Callable[[scenarios.Bench], None]] = {
     "journeys": scenarios.journeys,
     "memory": scenarios.memory,
 }
+TRACING = "tracing"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke run: seconds, not minutes")
     parser.add_argument("--tracing", action="store_true", help="add the tracing on/off comparison (Jaeger)")
     parser.add_argument(
-        "--only", action="append", choices=sorted(SCENARIOS), help="run only these scenario groups"
+        "--only",
+        action="append",
+        choices=[*SCENARIOS, TRACING],
+        help="run only these scenario groups (repeatable; `tracing` implies --tracing)",
     )
     parser.add_argument(
         "--log-level", default="WARNING", help="service OTP_STEP_LOG_LEVEL (INFO is measured as a variant)"
@@ -49,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.update(SAFE_AWS_ENV)  # the harness seeds the emulator with boto3: dummy credentials only
     make_plan = scenarios.Plan.smoke if args.quick else scenarios.Plan.full
-    plan = make_plan(tracing=args.tracing, log_level=args.log_level.upper())
+    tracing = args.tracing or TRACING in (args.only or [])
+    plan = make_plan(tracing=tracing, log_level=args.log_level.upper())
     try:
         find_ghz()
     except GhzError as exc:

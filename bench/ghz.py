@@ -202,3 +202,22 @@ def result_from_report(report: Mapping[str, Any], cpu_seconds: float) -> LoadRes
         generator_cpu_seconds=cpu_seconds,
         extra={"end_reason": report.get("endReason", "")},
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.ghz protoset ADDRESS FILE`: write the server's descriptors for `ghz --protoset`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.ghz")
+    sub = parser.add_subparsers(dest="command", required=True)
+    protoset = sub.add_parser("protoset", help="fetch descriptors from a running server's reflection")
+    protoset.add_argument("address", help="host:port of the StepExecutor service, e.g. 127.0.0.1:50051")
+    protoset.add_argument("file", type=Path, help="where to write the FileDescriptorSet")
+    args = parser.parse_args(argv)
+    args.file.write_bytes(protoset_from_reflection(args.address))
+    print(f"wrote {args.file}: use it with ghz --protoset {args.file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

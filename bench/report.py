@@ -87,6 +87,28 @@ def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
             "≥ 0.90",
             ratio >= 0.9,
         )
+    sampled = by_key.get("t-tracing-10pct")
+    if off and sampled and off.median("rps"):
+        ratio = sampled.median("rps") / off.median("rps")
+        verdicts.append(
+            Verdict(
+                "(variant, not a target) tracing with 10% sampling, on / off",
+                f"{sampled.median('rps'):,.0f} vs {off.median('rps'):,.0f} req/s = {ratio:.2f}",
+                "report",
+                None,
+            )
+        )
+    info, cost = by_key.get("2i-service-cost-info"), by_key.get("2-service-cost")
+    if info and cost and cost.median("rps"):
+        ratio = info.median("rps") / cost.median("rps")
+        verdicts.append(
+            Verdict(
+                f"(variant, not a target) INFO logging vs {plan.log_level}",
+                f"{info.median('rps'):,.0f} vs {cost.median('rps'):,.0f} req/s = {ratio:.2f}",
+                "report",
+                None,
+            )
+        )
     errors = {r.key: sum(r.errors.values()) for r in results}
     failing = {k: v for k, v in errors.items() if v}
     verdicts.append(
@@ -132,8 +154,10 @@ def to_json(
     }
 
 
-def _mark(passed: bool | None) -> str:
-    return "n/a (quick)" if passed is None else ("PASS" if passed else "FAIL")
+def _mark(verdict: Verdict, quick: bool) -> str:
+    if verdict.passed is None:
+        return "n/a (quick)" if quick and verdict.wanted != "report" else "-"
+    return "PASS" if verdict.passed else "FAIL"
 
 
 def to_markdown(
@@ -169,7 +193,7 @@ def to_markdown(
             + " |"
         )
     lines += ["", "| Target | Measured | Wanted | Result |", "| --- | --- | --- | --- |"]
-    lines += [f"| {v.target} | {v.measured} | {v.wanted} | {_mark(v.passed)} |" for v in verdicts]
+    lines += [f"| {v.target} | {v.measured} | {v.wanted} | {_mark(v, plan.quick)} |" for v in verdicts]
     notes = [f"- {r.key}: {note}" for r in results for note in r.notes]
     errors = [f"- {r.key}: {json.dumps(r.errors)}" for r in results if r.errors]
     if notes:

@@ -661,21 +661,35 @@ def tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
         connections,
         env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_TRACES_EXPORTER": "otlp"},
     )
+    sampled = bench.service(
+        "service-tracing-sampled",
+        connections,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+    )
     off_result = ScenarioResult("t-tracing-off", "Service cost, tracing off", "req/s")
+    sampled_result = ScenarioResult(
+        "t-tracing-10pct", "Service cost, tracing on, 10% of traces sampled", "req/s"
+    )
     on_result = ScenarioResult("t-tracing-on", f"Service cost, tracing on (OTLP to Jaeger, {ui})", "req/s")
-    with bench.running(jaeger, standin.process, off.process, on.process):
-        for service in (off, on):
+    with bench.running(jaeger, standin.process, off.process, on.process, sampled.process):
+        for service in (off, on, sampled):
             bench.ghz(service, bench.generate_load(plan.warmup_seconds), {"service": service.process})
         for rep in range(plan.repetitions):
             bench.say(f"tracing: repetition {rep + 1}/{plan.repetitions}")
-            for service, scenario in ((off, off_result), (on, on_result)):
+            for service, scenario in ((off, off_result), (on, on_result), (sampled, sampled_result)):
                 watched = {"service": service.process, "stand-in": standin.process, "jaeger": jaeger}
                 scenario.runs.append(bench.ghz(service, bench.generate_load(plan.seconds), watched))
         on_result.extra["jaeger_ui"] = ui
         on_result.extra["traces_seen"] = jaeger_trace_count(ui, "otp-step-service-service-tracing-on")
     off_result.step_errors = bench.step_errors(off)
     on_result.step_errors = bench.step_errors(on)
-    bench.results += [off_result, on_result]
+    sampled_result.step_errors = bench.step_errors(sampled)
+    bench.results += [off_result, on_result, sampled_result]
 
 
 def jaeger_trace_count(ui: str, service_name: str) -> int:
