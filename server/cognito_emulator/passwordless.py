@@ -221,6 +221,22 @@ class PasswordlessBackend(CognitoIdpBackend):
         self.user_pools[user_pool.id] = user_pool
         return user_pool
 
+    def get_user(self, access_token: str) -> CognitoIdpUser:
+        """GetUser: a live access token of an enabled user is enough.
+
+        [inferred] moto also demands status CONFIRMED, so a user created by AdminCreateUser (status
+        FORCE_CHANGE_PASSWORD, typical of migrated users) who signs in with a code could not read their own
+        attributes. Cognito authorizes GetUser by the token; a disabled user's tokens stop working.
+        """
+        for user_pool in self.user_pools.values():
+            if access_token in user_pool.access_tokens:
+                _, username = user_pool.access_tokens[access_token]
+                user: CognitoIdpUser = self.admin_get_user(user_pool.id, username)
+                if not user.enabled:
+                    raise NotAuthorizedError("User is disabled.")
+                return user
+        raise NotAuthorizedError("Invalid Access Token")
+
     # ---- the four auth operations --------------------------------------------------------------------
     def initiate_auth(
         self, client_id: str, auth_flow: str, auth_parameters: dict[str, str]

@@ -75,6 +75,26 @@ def test_the_access_token_works_for_get_user(demo: Demo) -> None:
     assert user["Username"] == "grace"
 
 
+def test_get_user_works_for_a_user_created_by_an_admin_who_signed_in_with_a_code(demo: Demo) -> None:
+    pool = demo.seed.user_pool_id
+    demo.client.admin_create_user(
+        UserPoolId=pool,
+        Username="margaret",
+        MessageAction="SUPPRESS",
+        UserAttributes=[
+            {"Name": "email", "Value": "margaret@example.com"},
+            {"Name": "email_verified", "Value": "true"},
+        ],
+    )
+    assert demo.user("margaret")["UserStatus"] == "FORCE_CHANGE_PASSWORD"
+    started = demo.start("margaret", preferred="EMAIL_OTP")
+    tokens = demo.answer(
+        "EMAIL_OTP", started["Session"], "margaret", EMAIL_OTP_CODE=demo.last_code("margaret@example.com")
+    )["AuthenticationResult"]
+    user = demo.client.get_user(AccessToken=tokens["AccessToken"])
+    assert {a["Name"]: a["Value"] for a in user["UserAttributes"]}["email"] == "margaret@example.com"
+
+
 def test_the_refresh_token_works_with_the_secret_hash(demo: Demo) -> None:
     tokens = sign_in(demo)
     refreshed = demo.client.initiate_auth(
