@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -237,3 +240,58 @@ def test_shutdown_drains_in_flight_steps_and_refuses_new_ones(
         client.health(timeout=1)
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
     client.close()
+
+
+def test_reflection_resolves_method_symbols_as_ghz_and_grpcurl_ask(service: Service) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.server.port}")
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="stepexecutor.v1.StepExecutor.GenerateOtp"
+    )
+    (response,) = list(reflection.ServerReflectionInfo(iter([request])))
+    assert response.WhichOneof("message_response") == "file_descriptor_response"
+    unknown = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="stepexecutor.v1.StepExecutor.Nope"
+    )
+    (missing,) = list(reflection.ServerReflectionInfo(iter([unknown])))
+    assert missing.WhichOneof("message_response") == "error_response"
+
+
+def test_ghz_drives_the_service_through_reflection_alone(service: Service, emulator: Emulator) -> None:
+    ghz = shutil.which("ghz", path=str(Path(__file__).resolve().parents[2] / ".bin")) or shutil.which("ghz")
+    assert ghz, "ghz is missing: run `make tools`"
+    data = {
+        "journey": {"journey_id": "ghz", "journey_run_id": "ghz-{{.RequestNumber}}", "step_id": "send"},
+        "step": {
+            "connection": "demo",
+            "user_identifier": "grace@example.com",
+            "otp_channel": "OTP_CHANNEL_EMAIL",
+        },
+    }
+    result = subprocess.run(
+        [
+            ghz,
+            "--insecure",
+            "--call",
+            "stepexecutor.v1.StepExecutor/GenerateOtp",
+            "--data",
+            json.dumps(data),
+            "-n",
+            "20",
+            "-c",
+            "4",
+            "--timeout",
+            "5s",
+            "--format",
+            "json",
+            f"127.0.0.1:{service.server.port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["count"] == 20
+    assert report["statusCodeDistribution"] == {"OK": 20}
+    assert len(emulator.outbox("grace@example.com")) >= 20

@@ -17,7 +17,7 @@ from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
@@ -27,6 +27,28 @@ from otp_step_service.transport.servicer import StepExecutorServicer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StepExecutor"].full_name
+
+
+class MethodAwareReflection(reflection.ReflectionServicer):  # type: ignore[misc]
+    """Server reflection that also resolves method symbols ("stepexecutor.v1.StepExecutor.GenerateOtp").
+
+    ghz and grpcurl ask for the file containing the *method*; protobuf's upb descriptor pool indexes only
+    services, so the stock servicer answers NOT_FOUND and `ghz --call` fails without a .proto (bojand/ghz#419).
+    """
+
+    def _file_containing_symbol(
+        self, request: reflection_pb2.ServerReflectionRequest, fully_qualified_name: str
+    ) -> reflection_pb2.ServerReflectionResponse:
+        response = super()._file_containing_symbol(request, fully_qualified_name)
+        if response.HasField("error_response"):
+            service_name, _, method = fully_qualified_name.rpartition(".")
+            try:
+                service = self._pool.FindServiceByName(service_name)
+            except KeyError:
+                return response
+            if method in service.methods_by_name:
+                return super()._file_containing_symbol(request, service_name)
+        return response
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +90,8 @@ class StepExecutorServer:
         pb_grpc.add_StepExecutorServicer_to_server(StepExecutorServicer(runner), self._server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            MethodAwareReflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)), self._server
         )
         try:
             self.port = self._server.add_insecure_port(listen)
