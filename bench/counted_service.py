@@ -23,6 +23,8 @@ from otp_step_service.settings import env
 
 STEP_LOGGER = "otp_step_service.steps"
 OUTCOMES_FILE = "BENCH_OUTCOMES_FILE"
+# "aio": run the grpc.aio variant (bench/aio_variant.py) instead of the real server, for scenario 2a.
+SERVER_VARIANT = "BENCH_SERVER"
 
 
 class OutcomeCounter(logging.Handler):
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     step_log.propagate = False
     step_log.addHandler(counter)
     try:
+        if os.environ.get(SERVER_VARIANT) == "aio":
+            from bench.aio_variant import main as serve_aio
+
+            return serve_aio(argv)
         return serve(argv)
     finally:
         target = os.environ.get(OUTCOMES_FILE)

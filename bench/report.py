@@ -109,6 +109,17 @@ def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
                 None,
             )
         )
+    aio = by_key.get("2a-service-cost-aio")
+    if aio and cost and cost.median("rps"):
+        ratio = aio.median("rps") / cost.median("rps")
+        verdicts.append(
+            Verdict(
+                "(variant, not a target) grpc.aio vs the sync server",
+                f"{aio.median('rps'):,.0f} vs {cost.median('rps'):,.0f} req/s = {ratio:.2f}",
+                "report",
+                None,
+            )
+        )
     errors = {r.key: sum(r.errors.values()) for r in results}
     failing = {k: v for k, v in errors.items() if v}
     verdicts.append(

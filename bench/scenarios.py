@@ -246,13 +246,19 @@ def floors_and_service_cost(bench: Bench) -> None:
     bench.say("scenarios 1-3: starting the stand-in and the service")
     service = bench.service("service", connections)
     info = bench.service("service-info", connections, log_level="INFO") if plan.log_level != "INFO" else None
+    aio = bench.service("service-aio", connections, env={"BENCH_SERVER": "aio"})
     floor1 = ScenarioResult("1-transport-floor", "Transport floor: Health/Check", "req/s")
     cost = ScenarioResult(
         "2-service-cost", f"Service cost: GenerateOtp, stand-in, log {plan.log_level}", "req/s"
     )
     floor3 = ScenarioResult("3-boto3-floor", "boto3 floor: InitiateAuth, same stand-in, threads", "req/s")
     cost_info = ScenarioResult("2i-service-cost-info", "Service cost at OTP_STEP_LOG_LEVEL=INFO", "req/s")
-    processes = [p for p in (info.process if info else None, service.process, standin.process) if p]
+    cost_aio = ScenarioResult(
+        "2a-service-cost-aio", "Service cost with grpc.aio (bench/aio_variant.py)", "req/s"
+    )
+    processes = [
+        p for p in (info.process if info else None, aio.process, service.process, standin.process) if p
+    ]
     with bench.running(*processes):
         watched = {"service": service.process, "stand-in": standin.process}
         health = GhzLoad(ghz.HEALTH_CHECK, plan.concurrency, seconds=plan.seconds, data={})
@@ -261,6 +267,7 @@ def floors_and_service_cost(bench: Bench) -> None:
         bench.ghz(service, bench.generate_load(plan.warmup_seconds), watched)
         if info:
             bench.ghz(info, bench.generate_load(plan.warmup_seconds), {"service": info.process})
+        bench.ghz(aio, bench.generate_load(plan.warmup_seconds), {"service": aio.process})
         secret = bench.work / "standin" / "standin.secret"
         for rep in range(plan.repetitions):
             bench.say(f"scenarios 1-3: repetition {rep + 1}/{plan.repetitions}")
@@ -270,10 +277,13 @@ def floors_and_service_cost(bench: Bench) -> None:
             if info:
                 watched_info = {"service": info.process, "stand-in": standin.process}
                 cost_info.runs.append(bench.ghz(info, bench.generate_load(plan.seconds), watched_info))
+            watched_aio = {"service": aio.process, "stand-in": standin.process}
+            cost_aio.runs.append(bench.ghz(aio, bench.generate_load(plan.seconds), watched_aio))
     cost.step_errors = bench.step_errors(service)
     if info:
         cost_info.step_errors = bench.step_errors(info)
-    bench.results += [floor1, cost, floor3] + ([cost_info] if info else [])
+    cost_aio.step_errors = bench.step_errors(aio)
+    bench.results += [floor1, cost, floor3] + ([cost_info] if info else []) + [cost_aio]
 
 
 def boto_floor(bench: Bench, standin: Standin, secret: Path) -> LoadResult:

@@ -121,7 +121,7 @@ class StepRunner:
         }
         channel = step.channel.value if step.channel else ""
         with telemetry.step_span(
-            step_type, telemetry.step_attributes(step_type, journey_fields, step.connection, channel)
+            step_type, lambda: telemetry.step_attributes(step_type, journey_fields, step.connection, channel)
         ) as span:
             try:
                 outcome: StepOutcome[Any] = run()
@@ -159,6 +159,8 @@ class StepRunner:
         started: float,
         trace_id: str,
     ) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # the fields below cost more than the rest of the log call
         failure = outcome.failed
         identifier = step.user_identifier.strip()
         fields: dict[str, Any] = {

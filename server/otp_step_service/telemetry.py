@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -98,10 +98,14 @@ def step_attributes(
 
 
 @contextmanager
-def step_span(step_type: str, attributes: Mapping[str, str]) -> Iterator[Span]:
-    """The span of one step execution, a child of the gRPC server span."""
+def step_span(step_type: str, attributes: Callable[[], Mapping[str, str]]) -> Iterator[Span]:
+    """The span of one step execution, a child of the gRPC server span (nothing at all when tracing is off)."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # No provider installed: skip even the no-op span's context switching, on every step.
+        yield trace.INVALID_SPAN
+        return
     with _tracer.start_as_current_span(
-        step_type, kind=SpanKind.INTERNAL, attributes=dict(attributes), record_exception=False
+        step_type, kind=SpanKind.INTERNAL, attributes=dict(attributes()), record_exception=False
     ) as span:
         yield span
 

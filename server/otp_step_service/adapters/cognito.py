@@ -321,6 +321,9 @@ class BotoCognitoGateway:
                 else {"mode": "standard", "total_max_attempts": 3}
             ),
             tcp_keepalive=True,
+            # The requests are built here from validated values; botocore's per-call model validation
+            # would only re-check them, at a measurable share of each step's CPU (see README, Load testing).
+            parameter_validation=False,
         )
         return self._session.client("cognito-idp", endpoint_url=t.endpoint_url, config=config)
 

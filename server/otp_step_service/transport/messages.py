@@ -40,6 +40,7 @@ MAX_IDENTIFIER = 320
 MAX_CODE = 32
 MAX_SCOPES = 32
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+_CONTROL = re.compile(r"[\x00-\x1f]")
 _SCOPE = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,128}$")  # RFC 6749 scope-token
 
 _CHANNELS = {pb.OTP_CHANNEL_EMAIL: Channel.EMAIL, pb.OTP_CHANNEL_SMS: Channel.SMS}
@@ -84,7 +85,7 @@ class _Checker:
             self.violations.append((field, "required"))
         elif len(value) > limit:
             self.violations.append((field, f"longer than {limit} characters"))
-        elif any(ord(ch) < 0x20 for ch in value):
+        elif _CONTROL.search(value):
             self.violations.append((field, "contains control characters"))
         return value.strip()
 
