@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
+from types import FrameType
 
 from otp_step_service.connections import ConfigurationError, build_connections
 from otp_step_service.service import SelfTestFailedError, Service, report_self_test, self_test_all
@@ -31,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "serve":
             command.add_argument("--listen", help="bind address (OTP_STEP_LISTEN)")
             command.add_argument("--workers", help="worker threads (OTP_STEP_WORKERS)")
+            command.add_argument("--processes", help="server processes sharing the port (OTP_STEP_PROCESSES)")
             command.add_argument(
                 "--max-concurrent-steps", help="in-flight bound (OTP_STEP_MAX_CONCURRENT_STEPS)"
             )
@@ -57,9 +62,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "self-test":
             connections = build_connections(settings.connections_path, max_connections=4)
             return 0 if report_self_test(self_test_all(connections)) else 1
+    except (ConfigurationError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    if settings.processes > 1:
+        return _serve_processes(settings)
+    return _serve(settings)
+
+
+def _serve(settings: ServiceSettings, self_test: bool = True) -> int:
+    """Build, prepare and run one server process until SIGTERM / SIGINT."""
+    try:
         provider = configure_tracing()
         service = Service.build(settings, tracing=provider is not None)
-        service.prepare()
+        service.prepare(self_test=self_test)
     except (ConfigurationError, SelfTestFailedError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 2
@@ -77,6 +93,45 @@ def main(argv: list[str] | None = None) -> int:
         provider.shutdown()  # type: ignore[attr-defined]
     log.info("stopped")
     return 0
+
+
+def _serve_processes(settings: ServiceSettings) -> int:
+    """Fork OTP_STEP_PROCESSES servers sharing the port (SO_REUSEPORT), and pass signals on to them.
+
+    One Python process runs steps on one core at a time (the GIL); this is how the service uses more. The
+    kernel spreads incoming connections over the processes, so it pays off with several client connections
+    (several orchestrator instances, or clients opening more than one channel). The parent creates no gRPC
+    object before forking: gRPC's core does not survive fork.
+    """
+    try:
+        build_connections(settings.connections_path, max_connections=1)  # report config errors once
+    except ConfigurationError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    children: list[int] = []
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    # Installed before forking so a signal arriving meanwhile is not lost; each child resets it at once.
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for index in range(settings.processes):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = _serve(settings, self_test=index == 0)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
+    log.info("all %d server processes stopped (exit codes %s)", len(codes), codes)
+    return max(codes)
 
 
 if __name__ == "__main__":

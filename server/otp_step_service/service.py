@@ -66,13 +66,14 @@ class Service:
             workers=settings.workers,
             max_concurrent_steps=settings.max_concurrent_steps,
             max_message_bytes=settings.max_message_bytes,
+            reuse_port=settings.processes > 1,
         )
         server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing)
         return cls(server, runner, settings)
 
-    def prepare(self) -> None:
+    def prepare(self, self_test: bool = True) -> None:
         """Self-test the connections (per OTP_STEP_SELF_TEST) and warm their clients and keys."""
-        if self.settings.self_test != "off":
+        if self_test and self.settings.self_test != "off":
             ok = report_self_test(self_test_all(self.runner.connections))
             if not ok and self.settings.self_test == "strict":
                 raise SelfTestFailedError("a connection failed its self-test (OTP_STEP_SELF_TEST=strict)")

@@ -15,6 +15,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "OTP_STEP_LISTEN": ("127.0.0.1:50051", "gRPC bind address (host:port; [::1]:port for IPv6)"),
     "OTP_STEP_CONNECTIONS": ("connections.toml", "path of the connections file"),
     "OTP_STEP_WORKERS": ("64", "worker threads executing steps (each may wait on one Cognito call)"),
+    "OTP_STEP_PROCESSES": (
+        "1",
+        "server processes sharing the port (SO_REUSEPORT); >1 needs a redis:// store",
+    ),
     "OTP_STEP_MAX_CONCURRENT_STEPS": ("256", "in-flight RPCs before new ones get RESOURCE_EXHAUSTED"),
     "OTP_STEP_MAX_MESSAGE_BYTES": ("1048576", "largest request or response message"),
     "OTP_STEP_GRACE_SECONDS": ("10", "on SIGTERM/SIGINT, how long in-flight steps may finish"),
@@ -43,6 +47,7 @@ class ServiceSettings:
     listen: str
     connections_path: Path
     workers: int
+    processes: int
     max_concurrent_steps: int
     max_message_bytes: int
     grace_seconds: float
@@ -84,10 +89,21 @@ class ServiceSettings:
         store = pick("challenge_store", "OTP_STEP_CHALLENGE_STORE")
         if store != "memory" and not store.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"OTP_STEP_CHALLENGE_STORE={store!r}: use 'memory' or a redis:// URL")
+        processes = int(number("processes", "OTP_STEP_PROCESSES", 1, 64))
+        if processes > 1 and store == "memory":
+            raise SettingsError(
+                f"OTP_STEP_PROCESSES={processes} needs OTP_STEP_CHALLENGE_STORE=redis://...: a journey's "
+                "Validate may reach another process than its Generate did"
+            )
+        if processes > 1 and listen.rsplit(":", 1)[-1] == "0":
+            raise SettingsError(
+                f"OTP_STEP_PROCESSES={processes} needs a fixed port in OTP_STEP_LISTEN, not 0"
+            )
         return cls(
             listen=listen,
             connections_path=Path(pick("connections_path", "OTP_STEP_CONNECTIONS")),
             workers=workers,
+            processes=processes,
             max_concurrent_steps=max_steps,
             max_message_bytes=int(number("max_message_bytes", "OTP_STEP_MAX_MESSAGE_BYTES", 4096, 64 << 20)),
             grace_seconds=number("grace_seconds", "OTP_STEP_GRACE_SECONDS", 0, 600),

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from harness import Emulator, Journeys, captured_sessions, run_sample_journeys, start_service_process
 from otp_step_client import Step, StepExecutorClient
@@ -107,3 +111,92 @@ def test_a_broken_connections_file_stops_start_up_naming_the_field(tmp_path: Pat
     assert "connections.demo.region" in result.stderr
     assert "connections.demo.max_attempts" in result.stderr
     assert "connections.demo.user_pool_id" in result.stderr
+
+
+def test_several_processes_share_the_port_and_the_challenges(
+    connections_file: Path, emulator: Emulator, redis_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_file = tmp_path / "service.log"
+    env = {
+        **os.environ,
+        "OTP_STEP_PROCESSES": "2",
+        "OTP_STEP_CHALLENGE_STORE": redis_url,
+        "OTP_STEP_SELF_TEST": "off",
+    }
+    with log_file.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "otp_step_service",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--connections",
+                str(connections_file),
+            ],
+            stderr=sink,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while log_file.read_text().count("serving StepExecutor") < 2:
+            assert process.poll() is None, log_file.read_text()
+            assert time.monotonic() < deadline, log_file.read_text()
+            time.sleep(0.05)
+        # One client connection each: the kernel spreads connections over the processes.
+        # grpc shares one TCP connection between channels to the same target unless told otherwise.
+        clients = [
+            StepExecutorClient(
+                "",
+                channel=grpc.insecure_channel(f"127.0.0.1:{port}", [("grpc.use_local_subchannel_pool", 1)]),
+            )
+            for _ in range(16)
+        ]
+        try:
+            for generate_with, validate_with in zip(clients, reversed(clients), strict=True):
+                journeys = Journeys(generate_with, emulator)
+                before = len(emulator.outbox("grace@example.com"))
+                sent, journey = journeys.generate("grace@example.com")
+                assert sent.WhichOneof("outcome") == "success"
+                code = emulator.latest_code("grace@example.com", after=before)
+                validated = Journeys(validate_with, emulator).validate(journey, "grace@example.com", code)
+                assert validated.WhichOneof("outcome") == "success", validated
+        finally:
+            for client in clients:
+                client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    serving = {r["pid"] for r in records if r["message"].startswith("serving StepExecutor")}
+    steps = {r["pid"] for r in records if r["message"] == "step.completed"}
+    assert len(serving) == 2
+    assert steps == serving  # both processes ran steps (16 connections: all on one is a 1-in-32768 chance)
+
+
+def test_several_processes_refuse_the_in_memory_store(connections_file: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "otp_step_service",
+            "serve",
+            "--listen",
+            "127.0.0.1:50999",
+            "--processes",
+            "2",
+            "--connections",
+            str(connections_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "OTP_STEP_CHALLENGE_STORE=redis://" in result.stderr

@@ -58,6 +58,7 @@ class ServerLimits:
     workers: int = 64
     max_concurrent_steps: int = 256
     max_message_bytes: int = 1 << 20
+    reuse_port: bool = False  # several server processes share the port (OTP_STEP_PROCESSES)
 
 
 class StepExecutorServer:
@@ -82,7 +83,9 @@ class StepExecutorServer:
             options=[
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
                 ("grpc.max_send_message_length", limits.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Off unless several processes share the port on purpose: a second instance started by
+                # mistake must fail to bind, not silently split the traffic.
+                ("grpc.so_reuseport", 1 if limits.reuse_port else 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
