@@ -24,6 +24,7 @@ from bench.stack import ROOT, SAFE_AWS_ENV
 
 SCENARIOS: dict[str, Callable[[scenarios.Bench], None]] = {
     "floors": scenarios.floors_and_service_cost,
+    "scaling": scenarios.scaling,
     "latency": scenarios.latency_hiding,
     "journeys": scenarios.journeys,
     "memory": scenarios.memory,

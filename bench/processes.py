@@ -7,6 +7,7 @@ with os.wait4, whose rusage covers the whole life of the child.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -29,12 +30,25 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by every thread of `pid`."""
+    """User + system CPU seconds used so far by every thread of `pid` and of its live descendants
+    (a service run with OTP_STEP_PROCESSES forks its servers)."""
     with open(f"/proc/{pid}/stat", "rb") as stat:
         raw = stat.read()
     # The command name (field 2) may contain spaces; fields after its closing parenthesis are fixed.
     fields = raw[raw.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    total = (int(fields[11]) + int(fields[12])) / _TICKS
+    for child in _children(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(child)
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as listing:
+            return [int(child) for child in listing.read().split()]
+    except OSError:
+        return []
 
 
 def rss_bytes(pid: int) -> int:

@@ -112,6 +112,17 @@ def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
                 None,
             )
         )
+    one, two = by_key.get("s1-one-process"), by_key.get("s2-two-processes")
+    if one and two and one.median("rps"):
+        ratio = two.median("rps") / one.median("rps")
+        verdicts.append(
+            Verdict(
+                "(variant, not a target) OTP_STEP_PROCESSES=2 vs 1, 4 client connections",
+                f"{two.median('rps'):,.0f} vs {one.median('rps'):,.0f} req/s = {ratio:.2f}",
+                "report",
+                None,
+            )
+        )
     aio = by_key.get("2a-service-cost-aio")
     if aio and cost and cost.median("rps"):
         ratio = aio.median("rps") / cost.median("rps")

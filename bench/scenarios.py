@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 from bench import ghz
 from bench.boto_load import clear_outbox, outbox_codes
 from bench.ghz import GhzLoad, LoadResult
-from bench.processes import ManagedProcess, rss_bytes, run_to_completion
+from bench.processes import ManagedProcess, free_port, rss_bytes, run_to_completion
 from bench.stack import (
     REGION,
     STANDIN_APP,
@@ -37,6 +38,7 @@ from bench.stack import (
     start_jaeger,
     start_service,
     start_standin,
+    tcp_open,
     write_connections,
 )
 
@@ -344,6 +346,48 @@ def boto_result(
     result.cpu_cores = {name: round(float(report["watched_cpu_seconds"][name]) / wall, 3) for name in watched}
     result.cpu_cores[generator] = round(cpu / seconds, 3) if seconds else 0.0
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scaling: the fix for a GIL-bound process is more processes. One process against OTP_STEP_PROCESSES=2 (Redis
+# challenge store), ghz spreading its requests over 4 connections for both (the kernel balances connections).
+def scaling(bench: Bench) -> None:
+    """Scenario 2's load on one process and on two."""
+    redis_binary = shutil.which("redis-server")
+    if not redis_binary:
+        bench.say("scaling: skipped, no redis-server (`make tools` installs it)")
+        return
+    plan = bench.plan
+    port = free_port()
+    redis = ManagedProcess.start(
+        "redis",
+        [redis_binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        bench.logs / "redis.log",
+    )
+    redis.wait_ready(lambda: tcp_open(port), timeout=30)
+    standin = start_standin(bench.logs, "standin-scale")
+    connections = bench.standin_connection(standin, name="standin-scale")
+    store = {"OTP_STEP_CHALLENGE_STORE": f"redis://127.0.0.1:{port}/0"}
+    one = bench.service("service-1p", connections, env=store)
+    two = bench.service("service-2p", connections, env={**store, "OTP_STEP_PROCESSES": "2"})
+    single = ScenarioResult("s1-one-process", "Scaling: GenerateOtp, 1 process, 4 connections", "req/s")
+    double = ScenarioResult(
+        "s2-two-processes", "Scaling: GenerateOtp, OTP_STEP_PROCESSES=2, 4 connections", "req/s"
+    )
+    double.notes.append("step outcomes of forked servers are not counted: errors here are gRPC statuses only")
+    with bench.running(redis, standin.process, one.process, two.process):
+        for service in (one, two):
+            watched = {"service": service.process, "stand-in": standin.process}
+            warm = dataclasses.replace(bench.generate_load(plan.warmup_seconds), connections=4)
+            bench.ghz(service, warm, watched)
+        for rep in range(plan.repetitions):
+            bench.say(f"scaling: repetition {rep + 1}/{plan.repetitions}")
+            for service, result in ((one, single), (two, double)):
+                watched = {"service": service.process, "stand-in": standin.process}
+                load = dataclasses.replace(bench.generate_load(plan.seconds), connections=4)
+                result.runs.append(bench.ghz(service, load, watched))
+    single.step_errors = bench.step_errors(one)
+    bench.results += [single, double]
 
 
 # ---------------------------------------------------------------------------------------------------------

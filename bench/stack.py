@@ -198,7 +198,7 @@ def start_emulator(logs: Path) -> tuple[ManagedProcess, str]:
 JAEGER_CONFIG = Path(__file__).with_name("jaeger.yaml")
 
 
-def _tcp_open(port: int) -> bool:
+def tcp_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
@@ -213,5 +213,5 @@ def start_jaeger(logs: Path, binary: str) -> tuple[ManagedProcess, str, str]:
     command = [binary, "--config", f"file:{JAEGER_CONFIG}"]
     process = ManagedProcess.start("jaeger", command, logs / "jaeger.log", env)
     ui = f"http://127.0.0.1:{ports['QUERY_HTTP']}"
-    process.wait_ready(lambda: _tcp_open(ports["OTLP_GRPC"]) and _http_ok(ui), timeout=60)
+    process.wait_ready(lambda: tcp_open(ports["OTLP_GRPC"]) and _http_ok(ui), timeout=60)
     return process, f"http://127.0.0.1:{ports['OTLP_GRPC']}", ui
