@@ -90,50 +90,25 @@ def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
             "≥ 0.90",
             ratio >= 0.9,
         )
-    sampled = by_key.get("t-tracing-10pct")
-    if off and sampled and off.median("rps"):
-        ratio = sampled.median("rps") / off.median("rps")
-        verdicts.append(
-            Verdict(
-                "(variant, not a target) tracing with 10% sampling, on / off",
-                f"{sampled.median('rps'):,.0f} vs {off.median('rps'):,.0f} req/s = {ratio:.2f}",
-                "report",
-                None,
+    # Variants: reported as a ratio to their reference, never judged.
+    variants = (
+        ("tracing with 10% sampling, on / off", "t-tracing-10pct", "t-tracing-off"),
+        (f"INFO logging vs {plan.log_level}", "2i-service-cost-info", "2-service-cost"),
+        ("OTP_STEP_PROCESSES=2 vs 1, 4 client connections", "s2-two-processes", "s1-one-process"),
+        ("grpc.aio vs the sync server", "2a-service-cost-aio", "2-service-cost"),
+    )
+    for title, variant_key, reference_key in variants:
+        variant, reference = by_key.get(variant_key), by_key.get(reference_key)
+        if variant and reference and reference.median("rps"):
+            ratio = variant.median("rps") / reference.median("rps")
+            verdicts.append(
+                Verdict(
+                    f"(variant, not a target) {title}",
+                    f"{variant.median('rps'):,.0f} vs {reference.median('rps'):,.0f} req/s = {ratio:.2f}",
+                    "report",
+                    None,
+                )
             )
-        )
-    info, cost = by_key.get("2i-service-cost-info"), by_key.get("2-service-cost")
-    if info and cost and cost.median("rps"):
-        ratio = info.median("rps") / cost.median("rps")
-        verdicts.append(
-            Verdict(
-                f"(variant, not a target) INFO logging vs {plan.log_level}",
-                f"{info.median('rps'):,.0f} vs {cost.median('rps'):,.0f} req/s = {ratio:.2f}",
-                "report",
-                None,
-            )
-        )
-    one, two = by_key.get("s1-one-process"), by_key.get("s2-two-processes")
-    if one and two and one.median("rps"):
-        ratio = two.median("rps") / one.median("rps")
-        verdicts.append(
-            Verdict(
-                "(variant, not a target) OTP_STEP_PROCESSES=2 vs 1, 4 client connections",
-                f"{two.median('rps'):,.0f} vs {one.median('rps'):,.0f} req/s = {ratio:.2f}",
-                "report",
-                None,
-            )
-        )
-    aio = by_key.get("2a-service-cost-aio")
-    if aio and cost and cost.median("rps"):
-        ratio = aio.median("rps") / cost.median("rps")
-        verdicts.append(
-            Verdict(
-                "(variant, not a target) grpc.aio vs the sync server",
-                f"{aio.median('rps'):,.0f} vs {cost.median('rps'):,.0f} req/s = {ratio:.2f}",
-                "report",
-                None,
-            )
-        )
     errors = {r.key: sum(r.errors.values()) for r in results}
     failing = {k: v for k, v in errors.items() if v}
     verdicts.append(

@@ -210,29 +210,24 @@ def run_sample_journeys(journeys: Journeys, emulator: Emulator) -> list[str]:
 
 
 def start_service_process(
-    connections_file: Path, log: Path, env: Mapping[str, str] = {}
+    connections_file: Path,
+    log: Path,
+    env: Mapping[str, str] = {},
+    listen: str = "127.0.0.1:0",
+    servers: int = 1,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """`python -m otp_step_service serve` on a free port, stderr to `log`; returns the process and its port."""
+    """`python -m otp_step_service serve`, stderr to `log`; returns once `servers` processes serve, with the
+    process and its port."""
+    command = [sys.executable, "-m", "otp_step_service", "serve", "--listen", listen]
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "otp_step_service",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--connections",
-                str(connections_file),
-            ],
-            env={**os.environ, **env},
-            stderr=sink,
+            [*command, "--connections", str(connections_file)], env={**os.environ, **env}, stderr=sink
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        match = re.search(r"\(port (\d+);", log.read_text())
-        if match:
-            return process, int(match.group(1))
+        ports = re.findall(r"\(port (\d+);", log.read_text())
+        if len(ports) >= servers:
+            return process, int(ports[0])
         assert process.poll() is None, log.read_text()
         time.sleep(0.05)
     raise AssertionError("the service did not start: " + log.read_text())

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,34 +118,9 @@ def test_several_processes_share_the_port_and_the_challenges(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     log_file = tmp_path / "service.log"
-    env = {
-        **os.environ,
-        "OTP_STEP_PROCESSES": "2",
-        "OTP_STEP_CHALLENGE_STORE": redis_url,
-        "OTP_STEP_SELF_TEST": "off",
-    }
-    with log_file.open("w") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "otp_step_service",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--connections",
-                str(connections_file),
-            ],
-            stderr=sink,
-            env=env,
-        )
+    env = {"OTP_STEP_PROCESSES": "2", "OTP_STEP_CHALLENGE_STORE": redis_url, "OTP_STEP_SELF_TEST": "off"}
+    process, _ = start_service_process(connections_file, log_file, env, listen=f"127.0.0.1:{port}", servers=2)
     try:
-        deadline = time.monotonic() + 30
-        while log_file.read_text().count("serving StepExecutor") < 2:
-            assert process.poll() is None, log_file.read_text()
-            assert time.monotonic() < deadline, log_file.read_text()
-            time.sleep(0.05)
-        # One client connection each: the kernel spreads connections over the processes.
         # grpc shares one TCP connection between channels to the same target unless told otherwise.
         clients = [
             StepExecutorClient(

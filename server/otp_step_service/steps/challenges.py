@@ -13,7 +13,9 @@ import hashlib
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from .identifiers import InvalidIdentifierError, UserIdentifier, parse_identifier
 from .outcomes import Channel, FailureCode, StepFailure
+from .ports import ConnectionPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +115,21 @@ class ChallengeStore(Protocol):
         """Failed codes for `subject` within the current window."""
 
 
-def lockout(
-    store: ChallengeStore, connection: str, identifier: str, threshold: int, window: int
-) -> StepFailure | None:
-    """IDENTIFIER_LOCKED when the identifier has too many wrong codes across journeys, else None.
+def admit(
+    store: ChallengeStore, policy: ConnectionPolicy, raw_identifier: str
+) -> UserIdentifier | StepFailure:
+    """What both steps check before Cognito is asked: a well-formed identifier that is not locked out.
 
-    Checked by Generate too: no code is sent to a locked identifier, or an attacker could keep guessing across
-    fresh challenges (a per-challenge cap alone is defeated by opening many journeys).
+    Generate checks the lockout too: no code is sent to a locked identifier, or an attacker could keep
+    guessing across fresh challenges (a per-challenge cap alone is defeated by opening many journeys).
     """
-    if store.failures(identifier_subject(connection, identifier)) < threshold:
-        return None
-    return StepFailure(
-        FailureCode.IDENTIFIER_LOCKED,
-        f"too many wrong codes for this identifier; locked for up to {window} s",
-    )
+    try:
+        identifier = parse_identifier(raw_identifier, policy.default_phone_region)
+    except InvalidIdentifierError as exc:
+        return StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc))
+    if store.failures(identifier_subject(policy.name, identifier.value)) >= policy.lockout_threshold:
+        return StepFailure(
+            FailureCode.IDENTIFIER_LOCKED,
+            f"too many wrong codes for this identifier; locked for up to {policy.lockout_window_seconds} s",
+        )
+    return identifier

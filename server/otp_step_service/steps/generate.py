@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .branching import fail, succeed
-from .challenges import Challenge, ChallengeKey, ChallengeStore, lockout
+from .challenges import Challenge, ChallengeKey, ChallengeStore, admit
 from .cognito_failures import failure_for
 from .deadline import Deadline
-from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier
+from .identifiers import IdentifierKind, UserIdentifier
 from .journey import GenerateRequest
 from .outcomes import Channel, FailureCode, GenerateSuccess, StepFailure, StepOutcome
 from .ports import AuthChallenge, CognitoError, CognitoErrorKind, Connection
@@ -33,28 +33,17 @@ class GenerateOtpStep:
     ) -> StepOutcome[GenerateSuccess]:
         """Execute the step; every failure becomes an outcome, never an exception."""
         step, policy = request.step, connection.policy
-        channel = (
-            step.channel or Channel.EMAIL
-        )  # the transport rejects a missing channel; this keeps mypy calm
+        # The transport rejects a Generate without a channel; the default only keeps the type exact.
+        channel = step.channel or Channel.EMAIL
 
         def failed(failure: StepFailure) -> StepOutcome[Any]:
             return fail(step, failure, validating=False)
 
-        try:
-            identifier = parse_identifier(step.user_identifier, policy.default_phone_region)
-        except InvalidIdentifierError as exc:
-            return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
-
+        admitted = admit(self._store, policy, step.user_identifier)
+        if isinstance(admitted, StepFailure):
+            return failed(admitted)
+        identifier = admitted
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
-        locked = lockout(
-            self._store,
-            policy.name,
-            identifier.value,
-            policy.lockout_threshold,
-            policy.lockout_window_seconds,
-        )
-        if locked is not None:
-            return failed(locked)
 
         execution_id = request.journey.step_execution_id
         existing = self._store.load(key)

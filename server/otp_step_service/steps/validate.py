@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .branching import fail, succeed
-from .challenges import AttemptVerdict, Challenge, ChallengeKey, ChallengeStore, identifier_subject, lockout
+from .challenges import AttemptVerdict, Challenge, ChallengeKey, ChallengeStore, admit, identifier_subject
 from .claims import release_claims
 from .cognito_failures import failure_for
 from .deadline import Deadline
-from .identifiers import InvalidIdentifierError, parse_identifier
 from .journey import ValidateRequest
 from .outcomes import CognitoTokens, FailureCode, StepFailure, StepOutcome, ValidateSuccess
 from .ports import CognitoError, CognitoErrorKind, Connection, TokenVerificationError
@@ -61,21 +60,11 @@ class ValidateOtpStep:
         def failed(failure: StepFailure) -> StepOutcome[Any]:
             return fail(step, failure, validating=True)
 
-        try:
-            identifier = parse_identifier(step.user_identifier, policy.default_phone_region)
-        except InvalidIdentifierError as exc:
-            return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
-
+        admitted = admit(self._store, policy, step.user_identifier)
+        if isinstance(admitted, StepFailure):
+            return failed(admitted)
+        identifier = admitted
         subject = identifier_subject(policy.name, identifier.value)
-        locked = lockout(
-            self._store,
-            policy.name,
-            identifier.value,
-            policy.lockout_threshold,
-            policy.lockout_window_seconds,
-        )
-        if locked is not None:
-            return failed(locked)
 
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
         grant = self._store.begin_attempt(key, self._clock())
