@@ -160,6 +160,11 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "user_enumeration_protection": False,
         },
         "no-user-auth": {"client_id": extra_clients["no_user_auth"]},
+        "reveal": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "reveal_identifiers": True,
+        },
     }
     lines = []
     for name, values in connections.items():

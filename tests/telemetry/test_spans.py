@@ -219,3 +219,11 @@ def test_no_code_session_token_or_secret_reaches_any_span(
     assert "journey.step.completed" in exported
     for secret in secrets:
         assert secret not in exported
+
+
+def test_a_connection_may_report_identifiers_in_clear(
+    traced: Journeys, span_exporter: InMemorySpanExporter
+) -> None:
+    traced.generate("ada@example.com", connection="reveal", event_data="STEP_INPUT_OUTPUT")
+    event = _completed_event(_by_name(span_exporter.get_finished_spans(), "cognito_otp_generate"))
+    assert json.loads(event["journey.event_data.input"])["user_identifier"] == "ada@example.com"
