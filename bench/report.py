@@ -26,7 +26,7 @@ class Verdict:
 
 
 def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
-    """Each target of docs/load-testing.md, from the medians of this run."""
+    """Each target of the README's "Load testing", from the medians of this run."""
     by_key = {r.key: r for r in results}
     verdicts: list[Verdict] = []
     judged = None if plan.quick else True  # quick runs report figures, never pass/fail
