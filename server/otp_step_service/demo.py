@@ -46,8 +46,9 @@ def _banner(listen: str, emulator: str, jaeger: bool) -> str:
 
  Try a whole journey (another terminal):
    {step} generate --identifier ada@example.com --channel email --run demo-1
-   curl -s '{emulator}/_outbox?destination=ada@example.com'        # read the code ("code")
-   {step} validate --identifier ada@example.com --run demo-1 --code <8 digits>
+   CODE=$(curl -s '{emulator}/_outbox?destination=ada@example.com' \\
+          | python3 -c 'import json, sys; print(json.load(sys.stdin)["messages"][-1]["code"])')
+   {step} validate --identifier ada@example.com --run demo-1 --code "$CODE"
 
  SMS: --identifier +15555550101 --channel sms (user alan). Other demo users: grace@example.com,
  hedy@example.com (unconfirmed), edsger@example.com (disabled), nobody@example.com (does not exist).
