@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +34,17 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout: f
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"{what} did not answer {url} within {timeout:.0f} s")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        # As the servers themselves bind: connections lingering in TIME_WAIT do not make a port busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _banner(listen: str, emulator: str, jaeger: bool) -> str:
@@ -67,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jaeger", action="store_true", help="start a local Jaeger and export traces to it")
     args = parser.parse_args(argv)
 
+    # A SIGTERM before the service takes over signal handling must still stop the children (finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    for port, what in (
+        (args.emulator_port, "EMULATOR_PORT"),
+        (int(args.listen.rsplit(":", 1)[1]), "SERVICE_ADDR"),
+    ):
+        if not _port_free(port):
+            raise SystemExit(
+                f"port {port} is in use (an earlier `make run`?); stop it or choose another {what}=..."
+            )
     # The emulator accepts any credentials; dummies let the admin API and the self-test's Describe calls work
     # without touching (or needing) real AWS credentials.
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
