@@ -295,3 +295,18 @@ def test_ghz_drives_the_service_through_reflection_alone(service: Service, emula
     assert report["count"] == 20
     assert report["statusCodeDistribution"] == {"OK": 20}
     assert len(emulator.outbox("grace@example.com")) >= 20
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"), [({"n": float("nan")}, "JSON"), ({"big": "x" * 70_000}, "larger than")]
+)
+def test_a_custom_payload_that_cannot_be_reported_is_invalid_argument(
+    stub: pb_grpc.StepExecutorStub, payload: dict[str, object], why: str
+) -> None:
+    request = _valid_generate()
+    request.step.event_data.mode = pb.EVENT_DATA_MODE_CUSTOM_PAYLOAD
+    request.step.event_data.custom_payload.update(payload)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GenerateOtp(request, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert why in (raised.value.details() or "")

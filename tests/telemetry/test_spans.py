@@ -172,6 +172,8 @@ def test_a_custom_payload_is_reported_redacted_and_bounded(
     payload = {
         "campaign": "spring-migration",
         "typed": code,  # a journey that (wrongly) copies the code into its payload
+        "as_number": int(code),
+        code: "as a key",
         "session_token": "abc",
         "contact": "grace@example.com",
         "huge": "x" * 20000,
@@ -184,6 +186,8 @@ def test_a_custom_payload_is_reported_redacted_and_bounded(
     assert event["journey.event_data.mode"] == "CUSTOM_PAYLOAD"
     assert event["journey.event_data.campaign"] == "spring-migration"
     assert event["journey.event_data.typed"] == "[REDACTED]"
+    assert event["journey.event_data.as_number"] == "[REDACTED]"
+    assert code not in json.dumps(event)
     assert event["journey.event_data.session_token"] == "[REDACTED]"
     assert event["journey.event_data.contact"] == "g***@e***"
     assert len(event["journey.event_data.huge"]) <= 1025

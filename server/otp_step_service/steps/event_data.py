@@ -24,7 +24,9 @@ MAX_STRING_CHARS = 1024
 
 _SECRET_KEY = re.compile(r"(?i)(session|token|secret|password|passcode|otp_?code|authorization|secret_hash)")
 _JWT = re.compile(r"^eyJ[\w-]+\.[\w-]+\.[\w-]*$")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+# Bounded quantifiers: an unbounded local part backtracks from every position of a long run of word
+# characters (quadratic time on a hostile payload).
+_EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
@@ -44,23 +46,38 @@ class Redactor:
         self, secrets: Iterable[str], reveal_identifiers: bool, identifiers: Iterable[str] = ()
     ) -> None:
         self._secrets = frozenset(s for s in secrets if s)
+        self._longest = max((len(s) for s in self._secrets), default=0)
         self._reveal = reveal_identifiers
         # The identifier as typed may be in no standard shape ("(555) 555-0100"); it is masked wherever it occurs.
         self._identifiers = frozenset(i for i in identifiers if len(i) >= 3)
 
     def __call__(self, value: Any, key: str = "") -> Any:
-        """A redacted copy of `value`."""
+        """A redacted copy of `value` (keys are redacted like values: a code can be a key too)."""
         if key and _SECRET_KEY.search(key):
             return REDACTED
         if isinstance(value, Mapping):
-            return {str(k): self(v, str(k)) for k, v in value.items()}
+            return {self._text(str(k)): self(v, str(k)) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self(v) for v in value]
         if isinstance(value, str):
             return self._text(value)
+        # JSON has no integers: an 8-digit code typed into a payload arrives as 12345678.0 (leading zeros lost).
+        if isinstance(value, int | float) and not isinstance(value, bool) and self._numeric_secret(value):
+            return REDACTED
         return value
 
+    def _numeric_secret(self, value: float) -> bool:
+        if value != value or abs(value) >= 1e16 or not float(value).is_integer():
+            return False
+        digits = str(int(abs(value)))
+        return any(len(s) >= 6 and (s in digits or s.lstrip("0") == digits) for s in self._secrets)
+
     def _text(self, text: str) -> str:
+        # Cut first, so every check below is bounded whatever the payload holds, but keep enough past the
+        # limit that a secret straddling it is still found whole (then cut to the limit at the end).
+        cut = len(text) > MAX_STRING_CHARS
+        if cut:
+            text = text[: MAX_STRING_CHARS + self._longest]
         if text in self._secrets or _JWT.match(text):
             return REDACTED
         for secret in self._secrets:
@@ -73,9 +90,7 @@ class Redactor:
             if _PHONE.match(text):
                 return mask_destination(text)
             text = _EMAIL.sub(lambda m: mask_destination(m.group(0)), text)
-        if len(text) > MAX_STRING_CHARS:
-            return text[:MAX_STRING_CHARS] + "…"
-        return text
+        return text[:MAX_STRING_CHARS] + "…" if cut else text
 
 
 def step_event_data(

@@ -39,6 +39,8 @@ MAX_ID = 256
 MAX_IDENTIFIER = 320
 MAX_CODE = 32
 MAX_SCOPES = 32
+# The reported event data is cut to 8 KiB anyway; a larger payload is a mistake, refused before any work.
+MAX_CUSTOM_PAYLOAD = 64 * 1024
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _SCOPE = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,128}$")  # RFC 6749 scope-token
@@ -147,7 +149,18 @@ def _step(
         check.violations.append(("step.event_data.mode", f"unknown value {message.event_data.mode}"))
     payload: dict[str, Any] = {}
     if mode is EventDataMode.CUSTOM_PAYLOAD:
-        payload = json_format.MessageToDict(message.event_data.custom_payload)
+        custom = message.event_data.custom_payload
+        if custom.ByteSize() > MAX_CUSTOM_PAYLOAD:
+            check.violations.append(
+                ("step.event_data.custom_payload", f"larger than {MAX_CUSTOM_PAYLOAD} bytes")
+            )
+        else:
+            try:
+                payload = json_format.MessageToDict(custom)
+            except ValueError:  # NaN and Infinity have no JSON form
+                check.violations.append(
+                    ("step.event_data.custom_payload", "holds a number JSON cannot carry")
+                )
     return StepConfiguration(
         connection=check.required("step.connection", message.connection, 64),
         user_identifier=check.required("step.user_identifier", message.user_identifier, MAX_IDENTIFIER),
