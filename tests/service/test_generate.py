@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from harness import Journeys
 from stepexecutor.v1 import step_executor_pb2 as pb
 
@@ -94,10 +95,28 @@ def test_enumeration_protection_hides_an_unknown_user_of_a_legacy_pool(journeys:
 
 
 def test_sms_for_a_user_without_a_phone_is_channel_not_available(journeys: Journeys) -> None:
-    response, _ = journeys.generate("grace@example.com", channel="SMS")
+    response, _ = journeys.generate("grace@example.com", channel="SMS", connection="legacy-open")
     assert response.failure.code == pb.FAILURE_CODE_CHANNEL_NOT_AVAILABLE
     assert response.failure.category == pb.ERROR_CATEGORY_FLOW_LOGIC
     assert "SMS_OTP" in response.failure.message
+
+
+@pytest.mark.parametrize("abort", [False, True])
+@pytest.mark.parametrize(
+    ("identifier", "channel"),
+    [("grace@example.com", "SMS"), ("edsger@example.com", "EMAIL"), ("hedy@example.com", "SMS")],
+    ids=["no phone", "disabled", "unconfirmed, no phone"],
+)
+def test_enumeration_protection_makes_any_user_state_look_like_an_unknown_user(
+    journeys: Journeys, identifier: str, channel: str, abort: bool
+) -> None:
+    known, journey = journeys.generate(identifier, channel=channel, abort_on_failure=abort)
+    unknown, _ = journeys.generate("nobody@example.com", channel=channel, abort_on_failure=abort)
+    assert known.WhichOneof("outcome") == unknown.WhichOneof("outcome") == "success"
+    assert known.success.delivery_medium == unknown.success.delivery_medium
+    validated = journeys.validate(journey, identifier, "12345678", abort_on_failure=abort)
+    failure = validated.abort.failure if abort else validated.failure
+    assert failure.code == pb.FAILURE_CODE_INVALID_CODE
 
 
 def test_a_disabled_user_is_a_flow_failure(journeys: Journeys) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -16,9 +17,21 @@ from .deadline import Deadline
 from .identifiers import IdentifierKind, UserIdentifier
 from .journey import GenerateRequest
 from .outcomes import Channel, FailureCode, GenerateSuccess, StepFailure, StepOutcome
-from .ports import AuthChallenge, CognitoError, CognitoErrorKind, Connection
+from .ports import AuthChallenge, CognitoError, Connection
 
 SELECT_CHALLENGE = "SELECT_CHALLENGE"
+log = logging.getLogger(__name__)
+
+# Failures that tell an outsider something about the account; enumeration protection hides them.
+_USER_STATE = frozenset(
+    {
+        FailureCode.USER_NOT_FOUND,
+        FailureCode.USER_DISABLED,
+        FailureCode.USER_NOT_READY,
+        FailureCode.NOT_AUTHORIZED,
+        FailureCode.CHANNEL_NOT_AVAILABLE,
+    }
+)
 
 
 class GenerateOtpStep:
@@ -63,16 +76,22 @@ class GenerateOtpStep:
                     )
                 )
 
+        failure: StepFailure | None = None
         try:
             challenge = self._start(identifier, channel, request, connection, deadline)
         except CognitoError as error:
-            if error.kind is CognitoErrorKind.USER_NOT_FOUND and policy.user_enumeration_protection:
+            failure = failure_for(error)
+        except ChannelNotAvailableError as exc:
+            failure = StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc))
+        if failure is not None:
+            if failure.code in _USER_STATE and policy.user_enumeration_protection:
+                # Whatever is wrong with this user (none, disabled, unconfirmed, no phone), an outsider sees
+                # what every user gets: a code "sent" to a plausible destination, and no code that works.
+                log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
                 decoy = self._decoy(identifier, channel, connection, execution_id)
                 self._store.save(key, decoy)
                 return succeed(step, self._success(decoy))
-            return failed(failure_for(error))
-        except ChannelNotAvailableError as exc:
-            return failed(StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc)))
+            return failed(failure)
 
         saved = Challenge(
             username=challenge.username or identifier.value,

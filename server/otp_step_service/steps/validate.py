@@ -96,7 +96,11 @@ class ValidateOtpStep:
                 deadline,
             )
         except CognitoError as error:
-            if error.kind is CognitoErrorKind.CODE_MISMATCH:
+            if error.kind is CognitoErrorKind.CODE_MISMATCH or (
+                # The user vanished between the steps: with protection on, that is just a wrong code.
+                error.kind is CognitoErrorKind.USER_NOT_FOUND
+                and connection.policy.user_enumeration_protection
+            ):
                 return failed(self._wrong_code(key, subject, challenge, connection, error.cognito_error))
             if error.kind in _UNJUDGED:
                 self._store.refund_attempt(key)
