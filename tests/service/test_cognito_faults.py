@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from harness import Emulator, Journeys
 from stepexecutor.v1 import step_executor_pb2 as pb
 
@@ -81,3 +83,45 @@ def test_when_get_user_fails_the_verified_id_token_supplies_the_attributes(
     assert response.WhichOneof("outcome") == "success"
     assert response.success.attributes["email"] == "ada@example.com"
     assert response.success.attributes["given_name"] == "Ada"
+
+
+def test_a_timed_out_code_still_counts_because_cognito_may_have_judged_it(
+    journeys: Journeys, emulator: Emulator
+) -> None:
+    before = len(emulator.outbox("grace@example.com"))
+    _, journey = journeys.generate("grace@example.com", connection="slow")
+    code = emulator.latest_code("grace@example.com", after=before)
+    emulator.inject(operation="RespondToAuthChallenge", latency_ms=1000, count=1)
+    timed_out = journeys.validate(journey, "grace@example.com", code, connection="slow")
+    assert timed_out.failure.code == pb.FAILURE_CODE_COGNITO_TIMEOUT
+    wrong = journeys.validate(
+        journey, "grace@example.com", "12345678" if code != "12345678" else "87654321", connection="slow"
+    )
+    assert wrong.failure.attempts_remaining == 1
+
+
+def test_concurrent_wrong_codes_cannot_outrun_the_identifier_lockout(
+    journeys: Journeys, emulator: Emulator
+) -> None:
+    # lockout_threshold = 4 on this connection; Cognito answers slowly so all Validates overlap.
+    runs = []
+    for _ in range(3):
+        sent, journey = journeys.generate("+15555550101", channel="SMS", connection="lockout")
+        assert sent.WhichOneof("outcome") == "success"
+        runs.append(journey)
+    emulator.inject(operation="RespondToAuthChallenge", latency_ms=300)
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        results = list(
+            pool.map(
+                lambda journey: journeys.validate(journey, "+15555550101", "12345678", connection="lockout"),
+                [journey for journey in runs for _ in range(3)],
+            )
+        )
+    judged = [
+        r
+        for r in results
+        if r.failure.code in (pb.FAILURE_CODE_INVALID_CODE, pb.FAILURE_CODE_ATTEMPTS_EXHAUSTED)
+    ]
+    locked = [r for r in results if r.failure.code == pb.FAILURE_CODE_IDENTIFIER_LOCKED]
+    assert len(judged) <= 4
+    assert len(judged) + len(locked) == 9

@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 
 # Read-timeout buckets (seconds). A call gets the largest bucket that fits in its usable budget.
 _TIMEOUT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
-# Below this budget a call cannot usefully start.
-_MIN_BUDGET = 0.05
 # Kept back from the deadline so a timed-out call still leaves time to answer the caller with an outcome.
 _ANSWER_MARGIN = 0.05
 
@@ -98,7 +96,21 @@ def classify(exc: Exception) -> CognitoError:
         if kind is None:
             kind = CognitoErrorKind.UNAVAILABLE if status >= 500 else CognitoErrorKind.UNEXPECTED
         return CognitoError(kind, name, message)
-    if isinstance(exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError):
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
+        return CognitoError(
+            CognitoErrorKind.TIMEOUT,
+            type(exc).__name__,
+            "no connection within the time budget",
+            reached_cognito=False,
+        )
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        return CognitoError(
+            CognitoErrorKind.UNAVAILABLE,
+            type(exc).__name__,
+            "Cognito could not be reached",
+            reached_cognito=False,
+        )
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError):
         return CognitoError(CognitoErrorKind.TIMEOUT, type(exc).__name__, "no answer within the time budget")
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return CognitoError(
@@ -278,7 +290,7 @@ class BotoCognitoGateway:
                     raise error from None
                 pause = random.uniform(0, min(1.0, 0.05 * 2**attempt))
                 left = deadline.remaining()
-                if left is not None and left <= pause + _MIN_BUDGET:
+                if left is not None and left <= pause + _TIMEOUT_BUCKETS[0] * 1.25:
                     raise error from None
                 time.sleep(pause)
 
@@ -293,11 +305,16 @@ class BotoCognitoGateway:
         budget = self._target.call_timeout
         if left is not None:
             budget = min(budget, left * 0.9 - _ANSWER_MARGIN)
-        if budget < _MIN_BUDGET:
+        # Connecting may take up to a quarter of the bucket on top of the read timeout: both fit the budget.
+        budget /= 1.25
+        if budget < _TIMEOUT_BUCKETS[0]:
             raise CognitoError(
-                CognitoErrorKind.TIMEOUT, "DeadlineExceeded", "no time left for the Cognito call"
+                CognitoErrorKind.TIMEOUT,
+                "DeadlineExceeded",
+                "no time left for the Cognito call",
+                reached_cognito=False,
             )
-        bucket = max((b for b in _TIMEOUT_BUCKETS if b <= budget), default=_TIMEOUT_BUCKETS[0])
+        bucket = max(b for b in _TIMEOUT_BUCKETS if b <= budget)
         key = (bucket, retries)
         client = self._clients.get(key)
         if client is None:
@@ -313,7 +330,7 @@ class BotoCognitoGateway:
         config = botocore.config.Config(
             region_name=t.region,
             max_pool_connections=t.max_connections,
-            connect_timeout=min(t.connect_timeout, read_timeout),
+            connect_timeout=min(t.connect_timeout, read_timeout / 4),
             read_timeout=read_timeout,
             retries=(
                 {"mode": "standard", "total_max_attempts": 1}

@@ -12,7 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from otp_step_service.steps.challenges import AttemptGrant, AttemptVerdict, Challenge, ChallengeKey
+from otp_step_service.steps.challenges import (
+    EXPIRED_GRACE_SECONDS,
+    AttemptGrant,
+    AttemptVerdict,
+    Challenge,
+    ChallengeKey,
+)
 
 
 class InMemoryChallengeStore:
@@ -31,7 +37,7 @@ class InMemoryChallengeStore:
         with self._lock:
             self._sweep(self._clock())
             self._challenges[skey] = challenge
-            heapq.heappush(self._expiry, (challenge.expires_at, skey))
+            heapq.heappush(self._expiry, (challenge.expires_at + EXPIRED_GRACE_SECONDS, skey))
 
     def load(self, key: ChallengeKey) -> Challenge | None:
         """The live challenge, if any."""
@@ -82,6 +88,13 @@ class InMemoryChallengeStore:
             self._failures[subject] = (count + 1, ends)
             return count + 1
 
+    def forgive_failure(self, subject: str) -> None:
+        """Take one failure back."""
+        with self._lock:
+            count, ends = self._failures.get(subject, (0, 0.0))
+            if count > 0:
+                self._failures[subject] = (count - 1, ends)
+
     def failures(self, subject: str) -> int:
         """Failed codes in the current window."""
         with self._lock:
@@ -100,7 +113,7 @@ class InMemoryChallengeStore:
         while self._expiry and self._expiry[0][0] <= now:
             _, skey = heapq.heappop(self._expiry)
             challenge = self._challenges.get(skey)
-            if challenge is not None and challenge.expires_at <= now:
+            if challenge is not None and challenge.expires_at + EXPIRED_GRACE_SECONDS <= now:
                 del self._challenges[skey]
             window = self._failures.get(skey)
             if window is not None and window[1] <= now:

@@ -14,7 +14,13 @@ from typing import Any
 
 import redis
 
-from otp_step_service.steps.challenges import AttemptGrant, AttemptVerdict, Challenge, ChallengeKey
+from otp_step_service.steps.challenges import (
+    EXPIRED_GRACE_SECONDS,
+    AttemptGrant,
+    AttemptVerdict,
+    Challenge,
+    ChallengeKey,
+)
 from otp_step_service.steps.outcomes import Channel
 
 # KEYS[1] = challenge key; ARGV[1] = now (epoch seconds). Returns {verdict, json-or-nil}.
@@ -45,6 +51,13 @@ return 1
 _COUNT_FAILURE = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
+return n
+"""
+
+
+_FORGIVE_FAILURE = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then redis.call('DECR', KEYS[1]) end
 return n
 """
 
@@ -94,6 +107,7 @@ class RedisChallengeStore:
         self._begin = client.register_script(_BEGIN_ATTEMPT)
         self._refund = client.register_script(_REFUND)
         self._count = client.register_script(_COUNT_FAILURE)
+        self._forgive = client.register_script(_FORGIVE_FAILURE)
 
     @classmethod
     def from_url(cls, url: str) -> RedisChallengeStore:
@@ -108,7 +122,7 @@ class RedisChallengeStore:
 
     def save(self, key: ChallengeKey, challenge: Challenge) -> None:
         """SET with a TTL ending at the challenge's expiry."""
-        ttl_ms = max(1, int((challenge.expires_at - self._clock()) * 1000))
+        ttl_ms = max(1, int((challenge.expires_at + EXPIRED_GRACE_SECONDS - self._clock()) * 1000))
         self._redis.set(self._key(key), _encode(challenge), px=ttl_ms)
 
     def load(self, key: ChallengeKey) -> Challenge | None:
@@ -138,6 +152,10 @@ class RedisChallengeStore:
     def count_failure(self, subject: str, window_seconds: int) -> int:
         """INCR the identifier's failure counter within its window."""
         return int(self._count(keys=[self._prefix + subject], args=[window_seconds]))
+
+    def forgive_failure(self, subject: str) -> None:
+        """DECR the counter if it is above zero."""
+        self._forgive(keys=[self._prefix + subject])
 
     def failures(self, subject: str) -> int:
         """The counter's value (0 when absent or expired)."""

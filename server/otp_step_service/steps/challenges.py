@@ -72,6 +72,11 @@ class Challenge:
         )
 
 
+# Stores keep a challenge this long past its expiry, so Validate can still say CHALLENGE_EXPIRED (a journey
+# branches differently on "expired" than on "never generated") before it is forgotten.
+EXPIRED_GRACE_SECONDS = 300
+
+
 class AttemptVerdict(enum.Enum):
     """What a store says when Validate asks to spend one attempt."""
 
@@ -110,6 +115,9 @@ class ChallengeStore(Protocol):
 
     def count_failure(self, subject: str, window_seconds: int) -> int:
         """Add one failed code for `subject` and return the count within the current window."""
+
+    def forgive_failure(self, subject: str) -> None:
+        """Take back one counted failure (the code turned out right, or was never judged)."""
 
     def failures(self, subject: str) -> int:
         """Failed codes for `subject` within the current window."""

@@ -61,11 +61,16 @@ class CognitoErrorKind(enum.Enum):
 class CognitoError(Exception):
     """A Cognito call failed. `detail` is safe to return: Cognito's message, minus anything secret."""
 
-    def __init__(self, kind: CognitoErrorKind, cognito_error: str, detail: str) -> None:
+    def __init__(
+        self, kind: CognitoErrorKind, cognito_error: str, detail: str, reached_cognito: bool = True
+    ) -> None:
         super().__init__(f"{cognito_error}: {detail}")
         self.kind = kind
         self.cognito_error = cognito_error
         self.detail = detail
+        # False only when the request certainly never reached Cognito (no connection, no time left): only
+        # then is it certain that no code was sent or judged.
+        self.reached_cognito = reached_cognito
 
 
 class CheckStatus(enum.Enum):

@@ -24,15 +24,9 @@ log = logging.getLogger(__name__)
 # judged here without a Cognito round trip (it still spends an attempt, like any wrong code).
 _CODE_SHAPE = re.compile(r"[0-9]{6,8}")
 
-# Faults after which Cognito never judged the code: the attempt is given back.
+# Errors Cognito answers before judging the code: the attempt is given back.
 _UNJUDGED = frozenset(
-    {
-        CognitoErrorKind.THROTTLED,
-        CognitoErrorKind.UNAVAILABLE,
-        CognitoErrorKind.TIMEOUT,
-        CognitoErrorKind.SECRET_INVALID,
-        CognitoErrorKind.MISCONFIGURED,
-    }
+    {CognitoErrorKind.THROTTLED, CognitoErrorKind.SECRET_INVALID, CognitoErrorKind.MISCONFIGURED}
 )
 # Errors after which the Cognito session is certainly unusable.
 _SESSION_DEAD = frozenset(
@@ -83,8 +77,21 @@ class ValidateOtpStep:
                 )
             )
 
+        # The identifier's failure counter goes up *before* Cognito judges the code, atomically, so concurrent
+        # Validates can never judge more codes than the lockout allows; a right or unjudged code is forgiven.
+        window = policy.lockout_window_seconds
+        if self._store.count_failure(subject, window) > policy.lockout_threshold:
+            self._store.forgive_failure(subject)
+            self._store.refund_attempt(key)
+            return failed(
+                StepFailure(
+                    FailureCode.IDENTIFIER_LOCKED,
+                    f"too many wrong codes for this identifier; locked for up to {window} s",
+                )
+            )
+
         if challenge.decoy or not _CODE_SHAPE.fullmatch(request.otp_code.strip()):
-            return failed(self._wrong_code(key, subject, challenge, connection, cognito_error=""))
+            return failed(self._wrong_code(key, challenge, cognito_error=""))
 
         try:
             tokens = connection.gateway.answer_otp(
@@ -98,16 +105,20 @@ class ValidateOtpStep:
         except CognitoError as error:
             if error.kind is CognitoErrorKind.CODE_MISMATCH or (
                 # The user vanished between the steps: with protection on, that is just a wrong code.
-                error.kind is CognitoErrorKind.USER_NOT_FOUND
-                and connection.policy.user_enumeration_protection
+                error.kind is CognitoErrorKind.USER_NOT_FOUND and policy.user_enumeration_protection
             ):
-                return failed(self._wrong_code(key, subject, challenge, connection, error.cognito_error))
-            if error.kind in _UNJUDGED:
+                return failed(self._wrong_code(key, challenge, error.cognito_error))
+            if error.kind in _UNJUDGED or not error.reached_cognito:
+                self._store.forgive_failure(subject)
                 self._store.refund_attempt(key)
             elif error.kind in _SESSION_DEAD:
+                self._store.forgive_failure(subject)
                 self._store.discard(key)
+            # Otherwise (a read timeout, a 5xx, a dropped connection) Cognito may have judged the code: the
+            # attempt and the failure stay counted, or an attacker could learn the code from later answers.
             return failed(failure_for(error))
 
+        self._store.forgive_failure(subject)
         # The session is spent at Cognito: whatever happens next, the challenge is consumed.
         self._store.discard(key)
         try:
@@ -128,16 +139,8 @@ class ValidateOtpStep:
         )
         return succeed(step, success)
 
-    def _wrong_code(
-        self,
-        key: ChallengeKey,
-        subject: str,
-        challenge: Challenge,
-        connection: Connection,
-        cognito_error: str,
-    ) -> StepFailure:
-        policy = connection.policy
-        self._store.count_failure(subject, policy.lockout_window_seconds)
+    def _wrong_code(self, key: ChallengeKey, challenge: Challenge, cognito_error: str) -> StepFailure:
+        # The failure is already counted (before Cognito was asked); the attempt too.
         remaining = challenge.attempts_remaining
         if remaining <= 0:
             self._store.discard(key)
