@@ -15,7 +15,7 @@ from typing import Any, Generic
 
 from otp_step_service import telemetry
 from otp_step_service.steps.branching import fail
-from otp_step_service.steps.challenges import ChallengeStore
+from otp_step_service.steps.challenges import ChallengeStore, ChallengeStoreError
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.event_data import EventData, step_event_data
 from otp_step_service.steps.generate import GenerateOtpStep
@@ -125,6 +125,15 @@ class StepRunner:
         ) as span:
             try:
                 outcome: StepOutcome[Any] = run()
+            except ChallengeStoreError as exc:
+                log.warning("challenge store unavailable: %s", type(exc.__cause__ or exc).__name__)
+                outcome = fail(
+                    step,
+                    StepFailure(
+                        FailureCode.CHALLENGE_STORE_UNAVAILABLE, "the challenge store could not be reached"
+                    ),
+                    validating=step_type == VALIDATE,
+                )
             except Exception:
                 log.exception(
                     "step failed unexpectedly", extra={"step": {"step_type": step_type, **journey_fields}}

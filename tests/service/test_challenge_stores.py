@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +140,21 @@ def test_instances_sharing_redis_validate_each_others_challenges(
     finally:
         first.server.stop(1)
         second.server.stop(1)
+
+
+def test_an_unreachable_store_is_a_retryable_system_failure(
+    connections_file: Path, emulator: Emulator
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    service = build_service(connections_file, challenge_store=f"redis://127.0.0.1:{closed}/0")
+    service.server.start()
+    try:
+        with StepExecutorClient(f"127.0.0.1:{service.server.port}") as client:
+            response, _ = Journeys(client, emulator).generate("ada@example.com")
+    finally:
+        service.server.stop(1)
+    assert response.failure.code == pb.FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE
+    assert response.failure.category == pb.ERROR_CATEGORY_SYSTEM
+    assert response.failure.retryable

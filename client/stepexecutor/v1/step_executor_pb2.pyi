@@ -206,6 +206,8 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     """Flow logic: Generate ran again for the same journey run and identifier within the connection's resend
     cooldown; no code was sent. StepFailure.retry_after_seconds says when a resend is allowed. Retryable.
     """
+    FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE: _FailureCode.ValueType  # 19
+    """System: the shared challenge store (Redis) failed or could not be reached. Retryable."""
 
 class FailureCode(_FailureCode, metaclass=_FailureCodeEnumTypeWrapper):
     """Stable failure codes. Journeys branch on them, so a code never changes meaning."""
@@ -264,6 +266,8 @@ FAILURE_CODE_RESEND_TOO_SOON: FailureCode.ValueType  # 18
 """Flow logic: Generate ran again for the same journey run and identifier within the connection's resend
 cooldown; no code was sent. StepFailure.retry_after_seconds says when a resend is allowed. Retryable.
 """
+FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE: FailureCode.ValueType  # 19
+"""System: the shared challenge store (Redis) failed or could not be reached. Retryable."""
 Global___FailureCode: _TypeAlias = FailureCode  # noqa: Y015
 
 class _ErrorCategory:

@@ -7,10 +7,11 @@ attempt twice; keys carry a TTL, so expired challenges leave Redis by themselves
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 
@@ -20,8 +21,12 @@ from otp_step_service.steps.challenges import (
     AttemptVerdict,
     Challenge,
     ChallengeKey,
+    ChallengeStoreError,
 )
 from otp_step_service.steps.outcomes import Channel
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # KEYS[1] = challenge key; ARGV[1] = now (epoch seconds). Returns {verdict, json-or-nil}.
 _BEGIN_ATTEMPT = """
@@ -95,6 +100,19 @@ def _decode(raw: str | bytes) -> Challenge:
     )
 
 
+def _store_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Redis failures leave as ChallengeStoreError: a retryable step failure, not a crashed RPC."""
+
+    @functools.wraps(method)
+    def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise ChallengeStoreError(type(exc).__name__) from exc
+
+    return translated
+
+
 class RedisChallengeStore:
     """ChallengeStore on Redis. Keys: `<prefix>challenge:<sha256>` and `<prefix>failures:<sha256>`."""
 
@@ -120,11 +138,13 @@ class RedisChallengeStore:
     def _key(self, key: ChallengeKey) -> str:
         return self._prefix + key.storage_key()
 
+    @_store_errors
     def save(self, key: ChallengeKey, challenge: Challenge) -> None:
         """SET with a TTL ending at the challenge's expiry."""
         ttl_ms = max(1, int((challenge.expires_at + EXPIRED_GRACE_SECONDS - self._clock()) * 1000))
         self._redis.set(self._key(key), _encode(challenge), px=ttl_ms)
 
+    @_store_errors
     def load(self, key: ChallengeKey) -> Challenge | None:
         """The live challenge, if any."""
         raw = self._redis.get(self._key(key))
@@ -133,6 +153,7 @@ class RedisChallengeStore:
         challenge = _decode(raw)
         return challenge if challenge.expires_at > self._clock() else None
 
+    @_store_errors
     def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
         """Spend one attempt in one atomic script."""
         verdict, raw = self._begin(keys=[self._key(key)], args=[now])
@@ -141,22 +162,27 @@ class RedisChallengeStore:
             return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw))
         return AttemptGrant(AttemptVerdict(name))
 
+    @_store_errors
     def refund_attempt(self, key: ChallengeKey) -> None:
         """Give one attempt back."""
         self._refund(keys=[self._key(key)])
 
+    @_store_errors
     def discard(self, key: ChallengeKey) -> None:
         """DEL the challenge."""
         self._redis.delete(self._key(key))
 
+    @_store_errors
     def count_failure(self, subject: str, window_seconds: int) -> int:
         """INCR the identifier's failure counter within its window."""
         return int(self._count(keys=[self._prefix + subject], args=[window_seconds]))
 
+    @_store_errors
     def forgive_failure(self, subject: str) -> None:
         """DECR the counter if it is above zero."""
         self._forgive(keys=[self._prefix + subject])
 
+    @_store_errors
     def failures(self, subject: str) -> int:
         """The counter's value (0 when absent or expired)."""
         raw = self._redis.get(self._prefix + subject)

@@ -77,6 +77,10 @@ class Challenge:
 EXPIRED_GRACE_SECONDS = 300
 
 
+class ChallengeStoreError(Exception):
+    """The store failed or could not be reached (a shared store's network, say)."""
+
+
 class AttemptVerdict(enum.Enum):
     """What a store says when Validate asks to spend one attempt."""
 

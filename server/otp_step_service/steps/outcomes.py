@@ -61,6 +61,7 @@ class FailureCode(enum.StrEnum):
     INTERNAL = "INTERNAL"
     NOT_AUTHORIZED = "NOT_AUTHORIZED"
     RESEND_TOO_SOON = "RESEND_TOO_SOON"
+    CHALLENGE_STORE_UNAVAILABLE = "CHALLENGE_STORE_UNAVAILABLE"
 
     @property
     def category(self) -> ErrorCategory:
@@ -94,6 +95,7 @@ _SPECS: Mapping[FailureCode, tuple[ErrorCategory, bool]] = {
     FailureCode.INTERNAL: (_S, False),
     FailureCode.NOT_AUTHORIZED: (_F, False),
     FailureCode.RESEND_TOO_SOON: (_F, True),
+    FailureCode.CHALLENGE_STORE_UNAVAILABLE: (_S, True),
 }
 
 

@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .branching import fail, succeed
-from .challenges import AttemptVerdict, Challenge, ChallengeKey, ChallengeStore, admit, identifier_subject
+from .challenges import (
+    AttemptVerdict,
+    Challenge,
+    ChallengeKey,
+    ChallengeStore,
+    ChallengeStoreError,
+    admit,
+    identifier_subject,
+)
 from .claims import release_claims
 from .cognito_failures import failure_for
 from .deadline import Deadline
@@ -118,9 +126,14 @@ class ValidateOtpStep:
             # attempt and the failure stay counted, or an attacker could learn the code from later answers.
             return failed(failure_for(error))
 
-        self._store.forgive_failure(subject)
-        # The session is spent at Cognito: whatever happens next, the challenge is consumed.
-        self._store.discard(key)
+        # The session is spent at Cognito: whatever happens next, the challenge is consumed. The user has
+        # signed in, so a store failure here must not turn the success into an error: the entry expires anyway
+        # and Cognito's session is single-use.
+        try:
+            self._store.forgive_failure(subject)
+            self._store.discard(key)
+        except ChallengeStoreError as exc:
+            log.warning("could not clear a used challenge (%s); it expires on its own", exc)
         try:
             claims = connection.verifier.verify(tokens.id_token)
         except TokenVerificationError as exc:
