@@ -104,8 +104,13 @@ def _serve_processes(settings: ServiceSettings) -> int:
     object before forking: gRPC's core does not survive fork.
     """
     try:
-        build_connections(settings.connections_path, max_connections=1)  # report config errors once
-    except ConfigurationError as exc:
+        # Configuration and the self-test are checked once, here: both use boto3 only, no gRPC.
+        connections = build_connections(settings.connections_path, max_connections=1)
+        if settings.self_test != "off":
+            ok = report_self_test(self_test_all(connections))
+            if not ok and settings.self_test == "strict":
+                raise SelfTestFailedError("a connection failed its self-test (OTP_STEP_SELF_TEST=strict)")
+    except (ConfigurationError, SelfTestFailedError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     children: list[int] = []
@@ -118,20 +123,27 @@ def _serve_processes(settings: ServiceSettings) -> int:
     # Installed before forking so a signal arriving meanwhile is not lost; each child resets it at once.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for index in range(settings.processes):
+    for _ in range(settings.processes):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 1
             try:
-                code = _serve(settings, self_test=index == 0)
+                code = _serve(settings, self_test=False)
             finally:
                 os._exit(code)
         children.append(pid)
-    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
-    log.info("all %d server processes stopped (exit codes %s)", len(codes), codes)
-    return max(codes)
+    codes: dict[int, int] = {}
+    while len(codes) < len(children):
+        pid, status = os.wait()
+        codes[pid] = os.waitstatus_to_exitcode(status)
+        if codes[pid] != 0 and len(codes) < len(children):
+            # One server failed (a port it could not bind, say): stop the rest rather than run short-handed.
+            log.error("server process %d exited with %d; stopping the others", pid, codes[pid])
+            forward(signal.SIGTERM, None)
+    log.info("all %d server processes stopped (exit codes %s)", len(codes), sorted(codes.values()))
+    return max(codes.values())
 
 
 if __name__ == "__main__":
