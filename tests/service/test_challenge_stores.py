@@ -19,6 +19,7 @@ from otp_step_service.steps.challenges import (
     Challenge,
     ChallengeKey,
     ChallengeStore,
+    ReservationVerdict,
 )
 from otp_step_service.steps.outcomes import Channel
 from stepexecutor.v1 import step_executor_pb2 as pb
@@ -34,8 +35,17 @@ def store(request: pytest.FixtureRequest) -> Iterator[ChallengeStore]:
     yield RedisChallengeStore.from_url(url)
 
 
-def _challenge(ttl: float = 60, max_attempts: int = 3) -> Challenge:
-    return Challenge("ada", "session-xyz", Channel.EMAIL, "a***@e***", time.time() + ttl, max_attempts)
+def _challenge(ttl: float = 60, max_attempts: int = 3, nonce: str = "n1", **extra: object) -> Challenge:
+    return Challenge(
+        "ada",
+        "session-xyz",
+        Channel.EMAIL,
+        "a***@e***",
+        time.time() + ttl,
+        max_attempts,
+        nonce=nonce,
+        **extra,
+    )
 
 
 KEY = ChallengeKey("demo", "run-1", "ada@example.com")
@@ -54,7 +64,7 @@ def test_attempts_are_spent_one_by_one_then_the_challenge_is_gone(store: Challen
 def test_a_refunded_attempt_can_be_spent_again(store: ChallengeStore) -> None:
     store.save(KEY, _challenge(max_attempts=1))
     assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.GRANTED
-    store.refund_attempt(KEY)
+    store.refund_attempt(KEY, "n1")
     assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.GRANTED
 
 
@@ -84,10 +94,49 @@ def test_an_expired_challenge_outlives_other_writes_long_enough_to_be_reported(s
     assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.EXPIRED
 
 
+def test_a_stale_nonce_touches_nothing(store: ChallengeStore) -> None:
+    store.save(KEY, _challenge(nonce="new"))
+    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.GRANTED
+    store.refund_attempt(KEY, "old")
+    store.discard(KEY, "old")
+    grant = store.begin_attempt(KEY, time.time())
+    assert grant.challenge is not None
+    assert grant.challenge.attempts_used == 2
+
+
+def test_a_reservation_holds_the_key_against_resends_and_replays_its_execution(store: ChallengeStore) -> None:
+    now = time.time()
+    first = store.reserve(
+        KEY, _challenge(nonce="a", pending=True, step_execution_id="x", sent_at=now), now, 30
+    )
+    assert first.verdict is ReservationVerdict.RESERVED
+    assert store.begin_attempt(KEY, now).verdict is AttemptVerdict.NOT_FOUND  # pending: no challenge yet
+    again = store.reserve(
+        KEY, _challenge(nonce="b", pending=True, step_execution_id="x", sent_at=now), now, 30
+    )
+    assert again.verdict is ReservationVerdict.TOO_SOON  # same execution, still being sent
+    store.save(KEY, _challenge(nonce="a", step_execution_id="x", sent_at=now))
+    replay = store.reserve(
+        KEY, _challenge(nonce="c", pending=True, step_execution_id="x", sent_at=now), now, 30
+    )
+    assert replay.verdict is ReservationVerdict.REPLAY
+    assert replay.challenge is not None
+    assert replay.challenge.nonce == "a"
+    other = store.reserve(
+        KEY, _challenge(nonce="d", pending=True, step_execution_id="y", sent_at=now), now + 5, 30
+    )
+    assert other.verdict is ReservationVerdict.TOO_SOON
+    assert 24 <= other.wait_seconds <= 25
+    later = store.reserve(
+        KEY, _challenge(nonce="e", pending=True, step_execution_id="y", sent_at=now), now + 31, 30
+    )
+    assert later.verdict is ReservationVerdict.RESERVED
+
+
 def test_a_discarded_challenge_is_not_found(store: ChallengeStore) -> None:
     store.save(KEY, _challenge())
     assert store.load(KEY) is not None
-    store.discard(KEY)
+    store.discard(KEY, "n1")
     assert store.load(KEY) is None
 
 

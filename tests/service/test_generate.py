@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -162,3 +163,15 @@ def test_generate_again_within_the_cooldown_sends_nothing_and_says_when(journeys
     assert len(journeys.emulator.outbox("grace@example.com")) == before + 1
     aborted, _ = journeys.generate("grace@example.com", journey=journey, abort_on_failure=True)
     assert aborted.abort.client_error.code == "TRY_AGAIN_LATER"
+
+
+def test_concurrent_retries_of_one_execution_send_one_code(journeys: Journeys) -> None:
+    journey = journeys.journey(step_execution_id="exec-concurrent")
+    before = len(journeys.emulator.outbox("ada@example.com"))
+    journeys.emulator.inject(operation="InitiateAuth", latency_ms=300, count=6)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda _: journeys.generate("ada@example.com", journey=journey)[0], range(6)))
+    outcomes = sorted(r.WhichOneof("outcome") for r in results)
+    assert outcomes.count("success") >= 1
+    assert all(r.failure.code == pb.FAILURE_CODE_RESEND_TOO_SOON for r in results if r.HasField("failure"))
+    assert len(journeys.emulator.outbox("ada@example.com")) == before + 1

@@ -18,6 +18,8 @@ from otp_step_service.steps.challenges import (
     AttemptVerdict,
     Challenge,
     ChallengeKey,
+    Reservation,
+    ReservationVerdict,
 )
 
 
@@ -43,16 +45,37 @@ class InMemoryChallengeStore:
         """The live challenge, if any."""
         with self._lock:
             challenge = self._challenges.get(key.storage_key())
-        if challenge is None or challenge.expires_at <= self._clock():
+        if challenge is None or challenge.pending or challenge.expires_at <= self._clock():
             return None
         return challenge
+
+    def reserve(
+        self, key: ChallengeKey, placeholder: Challenge, now: float, cooldown_seconds: float
+    ) -> Reservation:
+        """Decide and hold the key, atomically."""
+        skey = key.storage_key()
+        with self._lock:
+            existing = self._challenges.get(skey)
+            if existing is not None and existing.expires_at > now:
+                same_execution = bool(placeholder.step_execution_id) and (
+                    existing.step_execution_id == placeholder.step_execution_id
+                )
+                if same_execution and not existing.pending:
+                    return Reservation(ReservationVerdict.REPLAY, existing)
+                wait = existing.sent_at + cooldown_seconds - now
+                if same_execution or wait > 0:
+                    return Reservation(ReservationVerdict.TOO_SOON, wait_seconds=max(wait, 1.0))
+            self._sweep(now)
+            self._challenges[skey] = placeholder
+            heapq.heappush(self._expiry, (placeholder.expires_at + EXPIRED_GRACE_SECONDS, skey))
+            return Reservation(ReservationVerdict.RESERVED)
 
     def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
         """Spend one attempt atomically."""
         skey = key.storage_key()
         with self._lock:
             challenge = self._challenges.get(skey)
-            if challenge is None:
+            if challenge is None or challenge.pending:
                 return AttemptGrant(AttemptVerdict.NOT_FOUND)
             if challenge.expires_at <= now:
                 del self._challenges[skey]
@@ -64,18 +87,21 @@ class InMemoryChallengeStore:
             self._challenges[skey] = spent
             return AttemptGrant(AttemptVerdict.GRANTED, spent)
 
-    def refund_attempt(self, key: ChallengeKey) -> None:
-        """Give one attempt back."""
+    def refund_attempt(self, key: ChallengeKey, nonce: str) -> None:
+        """Give one attempt back to the challenge `nonce`."""
         skey = key.storage_key()
         with self._lock:
             challenge = self._challenges.get(skey)
-            if challenge is not None and challenge.attempts_used > 0:
+            if challenge is not None and challenge.nonce == nonce and challenge.attempts_used > 0:
                 self._challenges[skey] = replace(challenge, attempts_used=challenge.attempts_used - 1)
 
-    def discard(self, key: ChallengeKey) -> None:
-        """Remove the challenge."""
+    def discard(self, key: ChallengeKey, nonce: str) -> None:
+        """Remove the challenge `nonce`."""
+        skey = key.storage_key()
         with self._lock:
-            self._challenges.pop(key.storage_key(), None)
+            challenge = self._challenges.get(skey)
+            if challenge is not None and challenge.nonce == nonce:
+                del self._challenges[skey]
 
     def count_failure(self, subject: str, window_seconds: int) -> int:
         """Count a failed code in a fixed window that starts with the first failure."""

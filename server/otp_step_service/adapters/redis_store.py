@@ -22,6 +22,8 @@ from otp_step_service.steps.challenges import (
     Challenge,
     ChallengeKey,
     ChallengeStoreError,
+    Reservation,
+    ReservationVerdict,
 )
 from otp_step_service.steps.outcomes import Channel
 
@@ -33,6 +35,7 @@ _BEGIN_ATTEMPT = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'not_found', false} end
 local c = cjson.decode(raw)
+if c.pending then return {'not_found', false} end
 if c.expires_at <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return {'expired', false} end
 if c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]); return {'exhausted', false} end
 c.attempts_used = c.attempts_used + 1
@@ -41,11 +44,12 @@ redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
 return {'granted', encoded}
 """
 
+# KEYS[1] = challenge key; ARGV[1] = the challenge's nonce (refund and discard touch only that challenge).
 _REFUND = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local c = cjson.decode(raw)
-if c.attempts_used > 0 then
+if c.nonce == ARGV[1] and c.attempts_used > 0 then
   c.attempts_used = c.attempts_used - 1
   redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
 end
@@ -59,6 +63,29 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
 return n
 """
 
+
+_DISCARD = """
+local raw = redis.call('GET', KEYS[1])
+if raw and cjson.decode(raw).nonce == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# KEYS[1] = challenge key; ARGV = placeholder json, now, execution id, cooldown seconds, TTL in ms.
+_RESERVE = """
+local raw = redis.call('GET', KEYS[1])
+local now = tonumber(ARGV[2])
+if raw then
+  local c = cjson.decode(raw)
+  if c.expires_at > now then
+    local same = ARGV[3] ~= '' and c.step_execution_id == ARGV[3]
+    if same and not c.pending then return {'replay', raw} end
+    local wait = c.sent_at + tonumber(ARGV[4]) - now
+    if same or wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
+return {'reserved', false}
+"""
 
 _FORGIVE_FAILURE = """
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -79,6 +106,8 @@ def _encode(challenge: Challenge) -> str:
             "attempts_used": challenge.attempts_used,
             "step_execution_id": challenge.step_execution_id,
             "sent_at": challenge.sent_at,
+            "nonce": challenge.nonce,
+            "pending": challenge.pending,
             "decoy": challenge.decoy,
         }
     )
@@ -96,6 +125,8 @@ def _decode(raw: str | bytes) -> Challenge:
         attempts_used=int(data["attempts_used"]),
         step_execution_id=data.get("step_execution_id", ""),
         sent_at=float(data.get("sent_at", 0.0)),
+        nonce=str(data.get("nonce", "")),
+        pending=bool(data.get("pending", False)),
         decoy=bool(data.get("decoy", False)),
     )
 
@@ -124,6 +155,8 @@ class RedisChallengeStore:
         self._clock = clock
         self._begin = client.register_script(_BEGIN_ATTEMPT)
         self._refund = client.register_script(_REFUND)
+        self._discard = client.register_script(_DISCARD)
+        self._reserve = client.register_script(_RESERVE)
         self._count = client.register_script(_COUNT_FAILURE)
         self._forgive = client.register_script(_FORGIVE_FAILURE)
 
@@ -151,7 +184,24 @@ class RedisChallengeStore:
         if raw is None:
             return None
         challenge = _decode(raw)
-        return challenge if challenge.expires_at > self._clock() else None
+        return challenge if challenge.expires_at > self._clock() and not challenge.pending else None
+
+    @_store_errors
+    def reserve(
+        self, key: ChallengeKey, placeholder: Challenge, now: float, cooldown_seconds: float
+    ) -> Reservation:
+        """Decide and hold the key in one atomic script."""
+        ttl_ms = max(1, int((placeholder.expires_at + EXPIRED_GRACE_SECONDS - now) * 1000))
+        verdict, value = self._reserve(
+            keys=[self._key(key)],
+            args=[_encode(placeholder), now, placeholder.step_execution_id, cooldown_seconds, ttl_ms],
+        )
+        name = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        if name == "replay":
+            return Reservation(ReservationVerdict.REPLAY, _decode(value))
+        if name == "too_soon":
+            return Reservation(ReservationVerdict.TOO_SOON, wait_seconds=float(value))
+        return Reservation(ReservationVerdict.RESERVED)
 
     @_store_errors
     def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
@@ -163,14 +213,14 @@ class RedisChallengeStore:
         return AttemptGrant(AttemptVerdict(name))
 
     @_store_errors
-    def refund_attempt(self, key: ChallengeKey) -> None:
-        """Give one attempt back."""
-        self._refund(keys=[self._key(key)])
+    def refund_attempt(self, key: ChallengeKey, nonce: str) -> None:
+        """Give one attempt back to the challenge `nonce`."""
+        self._refund(keys=[self._key(key)], args=[nonce])
 
     @_store_errors
-    def discard(self, key: ChallengeKey) -> None:
-        """DEL the challenge."""
-        self._redis.delete(self._key(key))
+    def discard(self, key: ChallengeKey, nonce: str) -> None:
+        """DEL the challenge `nonce`."""
+        self._discard(keys=[self._key(key)], args=[nonce])
 
     @_store_errors
     def count_failure(self, subject: str, window_seconds: int) -> int:

@@ -52,6 +52,12 @@ class Challenge:
     attempts_used: int = 0
     step_execution_id: str = ""
     sent_at: float = 0.0  # wall-clock epoch seconds, for the resend cooldown
+    # Identifies this challenge among the ones a key holds over time: a slow Validate of an old challenge must
+    # not discard or refund the one a resend put in its place.
+    nonce: str = ""
+    # A reservation: Generate is asking Cognito right now. Holds the key against concurrent Generates (one code
+    # per cooldown, one per retried execution); Validate treats it as no challenge yet.
+    pending: bool = False
     # Enumeration protection for a pool that reports unknown users: Generate pretends a code was sent and
     # Validate rejects every code, so an unknown user is indistinguishable from a known one.
     decoy: bool = False
@@ -81,6 +87,23 @@ class ChallengeStoreError(Exception):
     """The store failed or could not be reached (a shared store's network, say)."""
 
 
+class ReservationVerdict(enum.Enum):
+    """What a store says when Generate asks to send a code for a key."""
+
+    RESERVED = "reserved"  # go ahead: the placeholder holds the key
+    REPLAY = "replay"  # the same execution already sent a code: answer with its challenge
+    TOO_SOON = "too_soon"  # a code went out within the cooldown (or is being sent right now)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The verdict; the earlier challenge on REPLAY; seconds to wait on TOO_SOON."""
+
+    verdict: ReservationVerdict
+    challenge: Challenge | None = None
+    wait_seconds: float = 0.0
+
+
 class AttemptVerdict(enum.Enum):
     """What a store says when Validate asks to spend one attempt."""
 
@@ -107,15 +130,21 @@ class ChallengeStore(Protocol):
     def load(self, key: ChallengeKey) -> Challenge | None:
         """The live challenge, or None (missing or expired)."""
 
+    def reserve(
+        self, key: ChallengeKey, placeholder: Challenge, now: float, cooldown_seconds: float
+    ) -> Reservation:
+        """Atomically decide whether Generate may send a code for `key`, and if so hold the key with
+        `placeholder` (pending) until `save` replaces it or `discard` releases it."""
+
     def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
         """Atomically spend one attempt: counted before Cognito is asked, so concurrent Validates of one
         challenge can never try more codes than the cap. Expired or exhausted challenges are removed."""
 
-    def refund_attempt(self, key: ChallengeKey) -> None:
-        """Give back an attempt Cognito never judged (throttled, unavailable)."""
+    def refund_attempt(self, key: ChallengeKey, nonce: str) -> None:
+        """Give back an attempt Cognito never judged, if `key` still holds the challenge `nonce`."""
 
-    def discard(self, key: ChallengeKey) -> None:
-        """Remove the challenge (used, exhausted or dead at Cognito)."""
+    def discard(self, key: ChallengeKey, nonce: str) -> None:
+        """Remove the challenge `nonce` (used, exhausted, dead at Cognito, or a released reservation)."""
 
     def count_failure(self, subject: str, window_seconds: int) -> int:
         """Add one failed code for `subject` and return the count within the current window."""

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from .branching import fail, succeed
-from .challenges import Challenge, ChallengeKey, ChallengeStore, admit
+from .challenges import Challenge, ChallengeKey, ChallengeStore, ReservationVerdict, admit
 from .cognito_failures import failure_for
 from .deadline import Deadline
 from .identifiers import IdentifierKind, UserIdentifier
@@ -59,22 +61,35 @@ class GenerateOtpStep:
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
 
         execution_id = request.journey.step_execution_id
-        existing = self._store.load(key)
-        if existing is not None:
-            if execution_id and existing.step_execution_id == execution_id:
-                # A retry of the same execution (the caller timed out, say): answer as the first time did,
-                # instead of sending the user a second code.
-                return succeed(step, self._success(existing))
-            wait = existing.sent_at + policy.resend_cooldown_seconds - self._clock()
-            if wait > 0:
-                # A journey looping back to Generate ("resend") must not turn into an SMS pump.
-                return failed(
-                    StepFailure(
-                        FailureCode.RESEND_TOO_SOON,
-                        f"a code was sent moments ago; a new one can be sent in {math.ceil(wait)} s",
-                        retry_after_seconds=math.ceil(wait),
-                    )
+        now = self._clock()
+        nonce = secrets.token_hex(8)
+        # Held atomically before Cognito is asked, so neither concurrent retries of one execution nor a
+        # journey looping back to Generate ("resend") can make Cognito send more than one code.
+        placeholder = Challenge(
+            username=identifier.value,
+            session="",
+            channel=channel,
+            masked_destination="",
+            expires_at=now + policy.session_validity_seconds,
+            max_attempts=policy.max_attempts,
+            step_execution_id=execution_id,
+            sent_at=now,
+            nonce=nonce,
+            pending=True,
+        )
+        reservation = self._store.reserve(key, placeholder, now, policy.resend_cooldown_seconds)
+        if reservation.verdict is ReservationVerdict.REPLAY and reservation.challenge is not None:
+            # A retry of the same execution (the caller timed out, say): answer as the first time did.
+            return succeed(step, self._success(reservation.challenge))
+        if reservation.verdict is ReservationVerdict.TOO_SOON:
+            wait = math.ceil(reservation.wait_seconds)
+            return failed(
+                StepFailure(
+                    FailureCode.RESEND_TOO_SOON,
+                    f"a code was sent moments ago; a new one can be sent in {wait} s",
+                    retry_after_seconds=wait,
                 )
+            )
 
         failure: StepFailure | None = None
         try:
@@ -88,9 +103,10 @@ class GenerateOtpStep:
                 # Whatever is wrong with this user (none, disabled, unconfirmed, no phone), an outsider sees
                 # what every user gets: a code "sent" to a plausible destination, and no code that works.
                 log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
-                decoy = self._decoy(identifier, channel, connection, execution_id)
+                decoy = self._decoy(identifier, channel, placeholder)
                 self._store.save(key, decoy)
                 return succeed(step, self._success(decoy))
+            self._store.discard(key, nonce)  # release the reservation: nothing was sent
             return failed(failure)
 
         saved = Challenge(
@@ -101,7 +117,8 @@ class GenerateOtpStep:
             expires_at=self._clock() + policy.session_validity_seconds,
             max_attempts=policy.max_attempts,
             step_execution_id=execution_id,
-            sent_at=self._clock(),
+            sent_at=now,
+            nonce=nonce,
         )
         self._store.save(key, saved)
         return succeed(step, self._success(saved))
@@ -136,19 +153,12 @@ class GenerateOtpStep:
             )
         return challenge
 
-    def _decoy(
-        self, identifier: UserIdentifier, channel: Channel, connection: Connection, execution_id: str
-    ) -> Challenge:
-        policy = connection.policy
-        return Challenge(
-            username=identifier.value,
-            session="",
-            channel=channel,
+    @staticmethod
+    def _decoy(identifier: UserIdentifier, channel: Channel, placeholder: Challenge) -> Challenge:
+        return replace(
+            placeholder,
             masked_destination=_plausible_destination(identifier, channel),
-            expires_at=self._clock() + policy.session_validity_seconds,
-            max_attempts=policy.max_attempts,
-            step_execution_id=execution_id,
-            sent_at=self._clock(),
+            pending=False,
             decoy=True,
         )
 

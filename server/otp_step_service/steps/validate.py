@@ -90,7 +90,7 @@ class ValidateOtpStep:
         window = policy.lockout_window_seconds
         if self._store.count_failure(subject, window) > policy.lockout_threshold:
             self._store.forgive_failure(subject)
-            self._store.refund_attempt(key)
+            self._store.refund_attempt(key, challenge.nonce)
             return failed(
                 StepFailure(
                     FailureCode.IDENTIFIER_LOCKED,
@@ -118,10 +118,10 @@ class ValidateOtpStep:
                 return failed(self._wrong_code(key, challenge, error.cognito_error))
             if error.kind in _UNJUDGED or not error.reached_cognito:
                 self._store.forgive_failure(subject)
-                self._store.refund_attempt(key)
+                self._store.refund_attempt(key, challenge.nonce)
             elif error.kind in _SESSION_DEAD:
                 self._store.forgive_failure(subject)
-                self._store.discard(key)
+                self._store.discard(key, challenge.nonce)
             # Otherwise (a read timeout, a 5xx, a dropped connection) Cognito may have judged the code: the
             # attempt and the failure stay counted, or an attacker could learn the code from later answers.
             return failed(failure_for(error))
@@ -131,7 +131,7 @@ class ValidateOtpStep:
         # and Cognito's session is single-use.
         try:
             self._store.forgive_failure(subject)
-            self._store.discard(key)
+            self._store.discard(key, challenge.nonce)
         except ChallengeStoreError as exc:
             log.warning("could not clear a used challenge (%s); it expires on its own", exc)
         try:
@@ -156,7 +156,7 @@ class ValidateOtpStep:
         # The failure is already counted (before Cognito was asked); the attempt too.
         remaining = challenge.attempts_remaining
         if remaining <= 0:
-            self._store.discard(key)
+            self._store.discard(key, challenge.nonce)
             return StepFailure(
                 FailureCode.ATTEMPTS_EXHAUSTED,
                 "the code is wrong and no attempts are left; run Generate again",
