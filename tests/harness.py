@@ -114,6 +114,8 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
         "region": seed.region,
         "user_pool_id": seed.user_pool_id,
         "endpoint_url": seed.endpoint_url,
+        # The suite sends many codes to a handful of demo users; the per-identifier cap has its own connection.
+        "send_limit": 1000,
     }
     wrong_secret = secret_file.with_name("wrong.secret")
     wrong_secret.write_text("not-the-secret")
@@ -160,6 +162,13 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "user_enumeration_protection": False,
         },
         "no-user-auth": {"client_id": extra_clients["no_user_auth"]},
+        "send-cap": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "send_limit": 2,
+            "resend_cooldown_seconds": 0,
+            "send_window_seconds": 60,
+        },
         "reveal": {
             "client_id": seed.client_id,
             "client_secret_file": str(secret_file),

@@ -54,6 +54,8 @@ class ConnectionConfig(BaseModel):
     lockout_threshold: Annotated[int, Field(ge=1, le=100)] = 10
     lockout_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
     resend_cooldown_seconds: Annotated[int, Field(ge=0, le=600)] = 30
+    send_limit: Annotated[int, Field(ge=1, le=1000)] = 10
+    send_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
     call_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 5.0
     connect_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
     throttle_retries: Annotated[int, Field(ge=0, le=5)] = 2
@@ -182,6 +184,8 @@ def connection_from_config(
         lockout_threshold=config.lockout_threshold,
         lockout_window_seconds=config.lockout_window_seconds,
         resend_cooldown_seconds=config.resend_cooldown_seconds,
+        send_limit=config.send_limit,
+        send_window_seconds=config.send_window_seconds,
     )
     verifier = JwksIdTokenVerifier(
         issuer=issuer_for(config.region, config.user_pool_id),

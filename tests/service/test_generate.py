@@ -175,3 +175,12 @@ def test_concurrent_retries_of_one_execution_send_one_code(journeys: Journeys) -
     assert outcomes.count("success") >= 1
     assert all(r.failure.code == pb.FAILURE_CODE_RESEND_TOO_SOON for r in results if r.HasField("failure"))
     assert len(journeys.emulator.outbox("ada@example.com")) == before + 1
+
+
+def test_codes_per_identifier_are_capped_across_journey_runs(journeys: Journeys) -> None:
+    before = len(journeys.emulator.outbox("+15555550100"))
+    results = [journeys.generate("+15555550100", channel="SMS", connection="send-cap")[0] for _ in range(3)]
+    assert [r.WhichOneof("outcome") for r in results] == ["success", "success", "failure"]
+    assert results[2].failure.code == pb.FAILURE_CODE_RESEND_TOO_SOON
+    assert results[2].failure.retry_after_seconds == 60
+    assert len(journeys.emulator.outbox("+15555550100")) == before + 2

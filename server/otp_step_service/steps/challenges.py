@@ -34,6 +34,11 @@ class ChallengeKey:
         return f"challenge:{digest}"
 
 
+def sends_subject(connection: str, identifier: str) -> str:
+    """The key under which codes sent to one identifier are counted across all journeys."""
+    return "sends:" + hashlib.sha256(f"{connection}\x00{identifier}".encode()).hexdigest()
+
+
 def identifier_subject(connection: str, identifier: str) -> str:
     """The key under which failed codes are counted for one identifier across all journeys."""
     return "failures:" + hashlib.sha256(f"{connection}\x00{identifier}".encode()).hexdigest()

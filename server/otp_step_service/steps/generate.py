@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .branching import fail, succeed
-from .challenges import Challenge, ChallengeKey, ChallengeStore, ReservationVerdict, admit
+from .challenges import Challenge, ChallengeKey, ChallengeStore, ReservationVerdict, admit, sends_subject
 from .cognito_failures import failure_for
 from .deadline import Deadline
 from .identifiers import IdentifierKind, UserIdentifier
@@ -91,6 +91,21 @@ class GenerateOtpStep:
                 )
             )
 
+        # Codes per identifier across journey runs (the cooldown is per run): the defence against SMS pumping
+        # and inbox flooding by opening journey after journey. Counted with the windowed failure counter.
+        sends = sends_subject(policy.name, identifier.value)
+        if self._store.count_failure(sends, policy.send_window_seconds) > policy.send_limit:
+            self._store.forgive_failure(sends)
+            self._store.discard(key, nonce)
+            return failed(
+                StepFailure(
+                    FailureCode.RESEND_TOO_SOON,
+                    f"more than {policy.send_limit} codes for this identifier within "
+                    f"{policy.send_window_seconds} s; try again later",
+                    retry_after_seconds=policy.send_window_seconds,
+                )
+            )
+
         failure: StepFailure | None = None
         try:
             challenge = self._start(identifier, channel, request, connection, deadline)
@@ -106,7 +121,10 @@ class GenerateOtpStep:
                 decoy = self._decoy(identifier, channel, placeholder)
                 self._store.save(key, decoy)
                 return succeed(step, self._success(decoy))
-            self._store.discard(key, nonce)  # release the reservation: nothing was sent
+            # Release the reservation and the send: no code went out (or, on a timeout, Cognito's own limits
+            # apply; a timed-out send is not counted against the user).
+            self._store.discard(key, nonce)
+            self._store.forgive_failure(sends)
             return failed(failure)
 
         saved = Challenge(

@@ -141,6 +141,8 @@ class ConnectionPolicy:
     lockout_threshold: int = 10
     lockout_window_seconds: int = 900
     resend_cooldown_seconds: int = 30
+    send_limit: int = 10
+    send_window_seconds: int = 900
 
 
 @dataclass(frozen=True, slots=True)
