@@ -55,7 +55,7 @@ class ConnectionConfig(BaseModel):
     lockout_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
     resend_cooldown_seconds: Annotated[int, Field(ge=0, le=600)] = 30
     send_limit: Annotated[int, Field(ge=1, le=1000)] = 10
-    send_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
+    send_window_seconds: Annotated[int, Field(ge=10, le=86400)] = 900
     call_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 5.0
     connect_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
     throttle_retries: Annotated[int, Field(ge=0, le=5)] = 2

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from otp_step_service.steps.challenges import (
-    EXPIRED_GRACE_SECONDS,
     AttemptGrant,
     AttemptVerdict,
     Challenge,
@@ -39,7 +38,7 @@ class InMemoryChallengeStore:
         with self._lock:
             self._sweep(self._clock())
             self._challenges[skey] = challenge
-            heapq.heappush(self._expiry, (challenge.expires_at + EXPIRED_GRACE_SECONDS, skey))
+            heapq.heappush(self._expiry, (challenge.forget_at, skey))
 
     def load(self, key: ChallengeKey) -> Challenge | None:
         """The live challenge, if any."""
@@ -67,7 +66,7 @@ class InMemoryChallengeStore:
                     return Reservation(ReservationVerdict.TOO_SOON, wait_seconds=max(wait, 1.0))
             self._sweep(now)
             self._challenges[skey] = placeholder
-            heapq.heappush(self._expiry, (placeholder.expires_at + EXPIRED_GRACE_SECONDS, skey))
+            heapq.heappush(self._expiry, (placeholder.forget_at, skey))
             return Reservation(ReservationVerdict.RESERVED)
 
     def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
@@ -139,7 +138,7 @@ class InMemoryChallengeStore:
         while self._expiry and self._expiry[0][0] <= now:
             _, skey = heapq.heappop(self._expiry)
             challenge = self._challenges.get(skey)
-            if challenge is not None and challenge.expires_at + EXPIRED_GRACE_SECONDS <= now:
+            if challenge is not None and challenge.forget_at <= now:
                 del self._challenges[skey]
             window = self._failures.get(skey)
             if window is not None and window[1] <= now:

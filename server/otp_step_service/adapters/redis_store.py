@@ -16,7 +16,6 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 
 from otp_step_service.steps.challenges import (
-    EXPIRED_GRACE_SECONDS,
     AttemptGrant,
     AttemptVerdict,
     Challenge,
@@ -174,7 +173,7 @@ class RedisChallengeStore:
     @_store_errors
     def save(self, key: ChallengeKey, challenge: Challenge) -> None:
         """SET with a TTL ending at the challenge's expiry."""
-        ttl_ms = max(1, int((challenge.expires_at + EXPIRED_GRACE_SECONDS - self._clock()) * 1000))
+        ttl_ms = max(1, int((challenge.forget_at - self._clock()) * 1000))
         self._redis.set(self._key(key), _encode(challenge), px=ttl_ms)
 
     @_store_errors
@@ -191,7 +190,7 @@ class RedisChallengeStore:
         self, key: ChallengeKey, placeholder: Challenge, now: float, cooldown_seconds: float
     ) -> Reservation:
         """Decide and hold the key in one atomic script."""
-        ttl_ms = max(1, int((placeholder.expires_at + EXPIRED_GRACE_SECONDS - now) * 1000))
+        ttl_ms = max(1, int((placeholder.forget_at - now) * 1000))
         verdict, value = self._reserve(
             keys=[self._key(key)],
             args=[_encode(placeholder), now, placeholder.step_execution_id, cooldown_seconds, ttl_ms],

@@ -72,6 +72,12 @@ class Challenge:
         """Codes Validate still accepts."""
         return max(self.max_attempts - self.attempts_used, 0)
 
+    @property
+    def forget_at(self) -> float:
+        """When a store may drop this challenge (expiry plus the grace period)."""
+        lifetime = self.expires_at - self.sent_at if self.sent_at else EXPIRED_GRACE_SECONDS
+        return self.expires_at + min(max(lifetime, 0.0), EXPIRED_GRACE_SECONDS)
+
     def with_attempt(self) -> Challenge:
         """This challenge with one more attempt used."""
         return replace(self, attempts_used=self.attempts_used + 1)
@@ -83,8 +89,9 @@ class Challenge:
         )
 
 
-# Stores keep a challenge this long past its expiry, so Validate can still say CHALLENGE_EXPIRED (a journey
-# branches differently on "expired" than on "never generated") before it is forgotten.
+# Stores keep a challenge past its expiry, so Validate can still say CHALLENGE_EXPIRED (a journey branches
+# differently on "expired" than on "never generated"): as long again as it lived, at most this long. The store
+# then holds at most twice rate x lifetime entries, steady after two lifetimes.
 EXPIRED_GRACE_SECONDS = 300
 
 
