@@ -235,7 +235,10 @@ def start_service_process(
     command = [sys.executable, "-m", "otp_step_service", "serve", "--listen", listen]
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [*command, "--connections", str(connections_file)], env={**os.environ, **env}, stderr=sink
+            [*command, "--connections", str(connections_file)],
+            env={**os.environ, **env},
+            stderr=sink,
+            start_new_session=True,  # its own process group: a test can stop forked servers too
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

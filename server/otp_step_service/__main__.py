@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -95,6 +97,18 @@ def _serve(settings: ServiceSettings, self_test: bool = True) -> int:
     return 0
 
 
+def _stop_with_parent() -> None:
+    """Linux: have the kernel send this child SIGTERM when the parent dies, even by SIGKILL, so a killed
+    supervisor never leaves servers holding the port. Elsewhere nothing is done."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _serve_processes(settings: ServiceSettings) -> int:
     """Fork OTP_STEP_PROCESSES servers sharing the port (SO_REUSEPORT), and pass signals on to them.
 
@@ -128,6 +142,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
         if pid == 0:  # pragma: no cover - runs in the child
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _stop_with_parent()
             code = 1
             try:
                 code = _serve(settings, self_test=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -69,7 +70,7 @@ def test_the_service_process_logs_json_steps_and_stops_gracefully_on_sigterm(
         assert process.wait(timeout=15) == 0
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the whole group, forked servers included
     lines = log_file.read_text().splitlines()
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     steps = [r for r in records if r["message"] == "step.completed"]
@@ -145,7 +146,7 @@ def test_several_processes_share_the_port_and_the_challenges(
         assert process.wait(timeout=20) == 0
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the whole group, forked servers included
     records = [json.loads(line) for line in log_file.read_text().splitlines()]
     serving = {r["pid"] for r in records if r["message"].startswith("serving StepExecutor")}
     steps = {r["pid"] for r in records if r["message"] == "step.completed"}
