@@ -39,6 +39,7 @@ $(BIN)/ghz:
 # Jaeger's own go.mod has replace directives, so `go install ...@version` refuses it; a tool module of ours
 # (tools/jaeger, committed with its go.sum) pins it instead.
 $(BIN)/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
+	mkdir -p $(BIN)
 	cd tools/jaeger && go build -o $(BIN)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
 $(BIN)/buf:

@@ -184,11 +184,6 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
     path.write_text("\n".join(lines))
 
 
-def iter_outcome(response: Any) -> Iterator[str]:
-    """The outcome name of a response (for readable assertions)."""
-    yield str(response.WhichOneof("outcome"))
-
-
 def build_service(connections_file: Path, **overrides: str) -> Service:
     """A service on 127.0.0.1 and a free port, self-test off (tests call it explicitly)."""
     settings = ServiceSettings.from_env(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -194,8 +193,3 @@ def connection_from_config(
         fetch_timeout=config.call_timeout_seconds,
     )
     return Connection(policy=policy, gateway=BotoCognitoGateway(target), verifier=verifier)
-
-
-def describe(connections: Mapping[str, Connection]) -> str:
-    """A one-line, secret-free summary for the start-up log."""
-    return ", ".join(sorted(connections))

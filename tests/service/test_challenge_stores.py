@@ -75,12 +75,12 @@ def test_an_expired_challenge_is_reported_once_and_removed(store: ChallengeStore
 
 
 def test_failures_count_within_a_window_and_can_be_forgiven(store: ChallengeStore) -> None:
-    assert store.failures("failures:x") == 0
-    assert [store.count_failure("failures:x", 60) for _ in range(3)] == [1, 2, 3]
-    store.forgive_failure("failures:x")
-    assert store.failures("failures:x") == 2
-    store.forgive_failure("failures:none")
-    assert store.failures("failures:none") == 0
+    assert store.events("failures:x") == 0
+    assert [store.count_event("failures:x", 60) for _ in range(3)] == [1, 2, 3]
+    store.uncount_event("failures:x")
+    assert store.events("failures:x") == 2
+    store.uncount_event("failures:none")
+    assert store.events("failures:none") == 0
 
 
 def test_an_expired_challenge_outlives_other_writes_long_enough_to_be_reported(store: ChallengeStore) -> None:
@@ -148,7 +148,7 @@ def test_the_memory_store_forgets_expired_challenges_by_itself() -> None:
             ChallengeKey("demo", f"run-{i}", "ada@example.com"),
             Challenge("ada", "s", Channel.EMAIL, "m", 1010.0, 3),
         )
-    store.count_failure("failures:x", 5)
+    store.count_event("failures:x", 5)
     assert len(store) == 101
     now[0] = 1011.0
     assert len(store) == 100  # expired, but kept a grace period so Validate can still say "expired"

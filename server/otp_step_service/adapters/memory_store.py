@@ -102,7 +102,7 @@ class InMemoryChallengeStore:
             if challenge is not None and challenge.nonce == nonce:
                 del self._challenges[skey]
 
-    def count_failure(self, subject: str, window_seconds: int) -> int:
+    def count_event(self, subject: str, window_seconds: int) -> int:
         """Count a failed code in a fixed window that starts with the first failure."""
         now = self._clock()
         with self._lock:
@@ -113,14 +113,14 @@ class InMemoryChallengeStore:
             self._failures[subject] = (count + 1, ends)
             return count + 1
 
-    def forgive_failure(self, subject: str) -> None:
+    def uncount_event(self, subject: str) -> None:
         """Take one failure back."""
         with self._lock:
             count, ends = self._failures.get(subject, (0, 0.0))
             if count > 0:
                 self._failures[subject] = (count - 1, ends)
 
-    def failures(self, subject: str) -> int:
+    def events(self, subject: str) -> int:
         """Failed codes in the current window."""
         with self._lock:
             count, ends = self._failures.get(subject, (0, 0.0))

@@ -222,17 +222,17 @@ class RedisChallengeStore:
         self._discard(keys=[self._key(key)], args=[nonce])
 
     @_store_errors
-    def count_failure(self, subject: str, window_seconds: int) -> int:
+    def count_event(self, subject: str, window_seconds: int) -> int:
         """INCR the identifier's failure counter within its window."""
         return int(self._count(keys=[self._prefix + subject], args=[window_seconds]))
 
     @_store_errors
-    def forgive_failure(self, subject: str) -> None:
+    def uncount_event(self, subject: str) -> None:
         """DECR the counter if it is above zero."""
         self._forgive(keys=[self._prefix + subject])
 
     @_store_errors
-    def failures(self, subject: str) -> int:
+    def events(self, subject: str) -> int:
         """The counter's value (0 when absent or expired)."""
         raw = self._redis.get(self._prefix + subject)
         return int(raw) if raw is not None else 0

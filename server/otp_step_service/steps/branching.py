@@ -15,12 +15,10 @@ from .outcomes import (
     ErrorCategory,
     FailureBehavior,
     FailureCode,
-    GenerateSuccess,
     S,
     StepAbort,
     StepFailure,
     StepOutcome,
-    ValidateSuccess,
 )
 
 _TRY_LATER = ClientError("TRY_AGAIN_LATER", "Something went wrong on our side. Please try again in a moment.")
@@ -55,6 +53,3 @@ def fail(step: StepConfiguration, failure: StepFailure, *, validating: bool) -> 
         abort = StepAbort(client_error_for(failure, validating=validating), failure)
         return StepOutcome(abort=abort, variables=variables)
     return StepOutcome(failure=failure, variables=variables)
-
-
-__all__ = ["GenerateSuccess", "ValidateSuccess", "client_error_for", "fail", "succeed"]

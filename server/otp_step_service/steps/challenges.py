@@ -158,14 +158,17 @@ class ChallengeStore(Protocol):
     def discard(self, key: ChallengeKey, nonce: str) -> None:
         """Remove the challenge `nonce` (used, exhausted, dead at Cognito, or a released reservation)."""
 
-    def count_failure(self, subject: str, window_seconds: int) -> int:
-        """Add one failed code for `subject` and return the count within the current window."""
+    # A windowed counter per subject: wrong codes per identifier (lockout), codes sent per identifier (cap).
 
-    def forgive_failure(self, subject: str) -> None:
-        """Take back one counted failure (the code turned out right, or was never judged)."""
+    def count_event(self, subject: str, window_seconds: int) -> int:
+        """Add one event for `subject` and return the count within the current window (which starts with the
+        first event)."""
 
-    def failures(self, subject: str) -> int:
-        """Failed codes for `subject` within the current window."""
+    def uncount_event(self, subject: str) -> None:
+        """Take one counted event back (a code turned out right or was never judged; a send did not happen)."""
+
+    def events(self, subject: str) -> int:
+        """Events for `subject` within the current window."""
 
 
 def admit(
@@ -180,7 +183,7 @@ def admit(
         identifier = parse_identifier(raw_identifier, policy.default_phone_region)
     except InvalidIdentifierError as exc:
         return StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc))
-    if store.failures(identifier_subject(policy.name, identifier.value)) >= policy.lockout_threshold:
+    if store.events(identifier_subject(policy.name, identifier.value)) >= policy.lockout_threshold:
         return StepFailure(
             FailureCode.IDENTIFIER_LOCKED,
             f"too many wrong codes for this identifier; locked for up to {policy.lockout_window_seconds} s",

@@ -20,9 +20,3 @@ class Deadline:
     def remaining(self) -> float | None:
         """Seconds left (never negative), or None when unbounded."""
         return None if self.at is None else max(0.0, self.at - time.monotonic())
-
-    @property
-    def expired(self) -> bool:
-        """True once no time is left."""
-        left = self.remaining()
-        return left is not None and left <= 0.0

@@ -92,10 +92,10 @@ class GenerateOtpStep:
             )
 
         # Codes per identifier across journey runs (the cooldown is per run): the defence against SMS pumping
-        # and inbox flooding by opening journey after journey. Counted with the windowed failure counter.
+        # and inbox flooding by opening journey after journey. Counted by the store's windowed counter.
         sends = sends_subject(policy.name, identifier.value)
-        if self._store.count_failure(sends, policy.send_window_seconds) > policy.send_limit:
-            self._store.forgive_failure(sends)
+        if self._store.count_event(sends, policy.send_window_seconds) > policy.send_limit:
+            self._store.uncount_event(sends)
             self._store.discard(key, nonce)
             return failed(
                 StepFailure(
@@ -124,7 +124,7 @@ class GenerateOtpStep:
             # Release the reservation and the send: no code went out (or, on a timeout, Cognito's own limits
             # apply; a timed-out send is not counted against the user).
             self._store.discard(key, nonce)
-            self._store.forgive_failure(sends)
+            self._store.uncount_event(sends)
             return failed(failure)
 
         saved = Challenge(

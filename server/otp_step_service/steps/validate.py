@@ -88,8 +88,8 @@ class ValidateOtpStep:
         # The identifier's failure counter goes up *before* Cognito judges the code, atomically, so concurrent
         # Validates can never judge more codes than the lockout allows; a right or unjudged code is forgiven.
         window = policy.lockout_window_seconds
-        if self._store.count_failure(subject, window) > policy.lockout_threshold:
-            self._store.forgive_failure(subject)
+        if self._store.count_event(subject, window) > policy.lockout_threshold:
+            self._store.uncount_event(subject)
             self._store.refund_attempt(key, challenge.nonce)
             return failed(
                 StepFailure(
@@ -117,10 +117,10 @@ class ValidateOtpStep:
             ):
                 return failed(self._wrong_code(key, challenge, error.cognito_error))
             if error.kind in _UNJUDGED or not error.reached_cognito:
-                self._store.forgive_failure(subject)
+                self._store.uncount_event(subject)
                 self._store.refund_attempt(key, challenge.nonce)
             elif error.kind in _SESSION_DEAD:
-                self._store.forgive_failure(subject)
+                self._store.uncount_event(subject)
                 self._store.discard(key, challenge.nonce)
             # Otherwise (a read timeout, a 5xx, a dropped connection) Cognito may have judged the code: the
             # attempt and the failure stay counted, or an attacker could learn the code from later answers.
@@ -130,7 +130,7 @@ class ValidateOtpStep:
         # signed in, so a store failure here must not turn the success into an error: the entry expires anyway
         # and Cognito's session is single-use.
         try:
-            self._store.forgive_failure(subject)
+            self._store.uncount_event(subject)
             self._store.discard(key, challenge.nonce)
         except ChallengeStoreError as exc:
             log.warning("could not clear a used challenge (%s); it expires on its own", exc)

@@ -116,10 +116,6 @@ class StepExecutorServer:
         self._server.stop(grace).wait()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def wait(self) -> None:
-        """Block until the server stops."""
-        self._server.wait_for_termination()
-
     def stop_on_signals(self, grace: float) -> threading.Event:
         """Stop gracefully on SIGTERM / SIGINT (main thread only); the event is set once stopped."""
         stopped = threading.Event()
