@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.connections is not None and args.secret_file is not None:
                 write_connection_files(result, args.connections, args.secret_file, name=args.connection_name)
                 print(f"wrote {args.connections} and {args.secret_file}", flush=True)
-        stop.wait()
+        # Polled, not a bare wait(): a signal delivered to another thread only runs its Python handler when the
+        # main thread next executes bytecode, which a wait() without timeout may never do.
+        while not stop.wait(0.5):
+            pass
     finally:
         server.stop()
     return 0

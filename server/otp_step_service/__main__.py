@@ -90,7 +90,10 @@ def _serve(settings: ServiceSettings, self_test: bool = True) -> int:
         settings.workers,
         settings.max_concurrent_steps,
     )
-    stopped.wait()
+    # Polled, not a bare wait(): a signal delivered to another thread only runs its Python handler when the
+    # main thread next executes bytecode, which a wait() without timeout may never do.
+    while not stopped.wait(0.5):
+        pass
     if provider is not None:
         provider.shutdown()  # type: ignore[attr-defined]
     log.info("stopped")
