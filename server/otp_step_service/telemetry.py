@@ -1,7 +1,7 @@
 """OpenTelemetry: tracing set up from the standard OTEL_* variables, and the step span.
 
 Telemetry never breaks a step: with no exporter configured nothing is exported; an unreachable collector or a
-full queue drops spans in the SDK's background thread (BatchSpanProcessor), never in a request.
+full queue drops spans in the exporter (a child process by default, see span_export.py), never in a request.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otp_step_service.steps.event_data import EventData
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 TRACER_NAME = "otp_step_service"
 STEP_COMPLETED_EVENT = "journey.step.completed"
+SPAN_EXPORT_VARIABLE = "OTP_STEP_SPAN_EXPORT"
 # A proxy until a provider is installed, then it delegates: safe to take once at import.
 _tracer = trace.get_tracer(TRACER_NAME)
 
@@ -42,47 +45,126 @@ def configure_tracing() -> trace.TracerProvider | None:
 
     Service name, resource attributes, sampler, endpoint, protocol and headers all come from the standard
     variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER[_ARG],
-    OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / PROTOCOL / HEADERS), read by the SDK itself.
+    OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / PROTOCOL / HEADERS, OTEL_BSP_*), read by the SDK itself.
+    OTP_STEP_SPAN_EXPORT says where spans are encoded and sent: 'process' (default; span_export.py says why)
+    or 'thread' (the SDK's BatchSpanProcessor in this process).
     """
     if not tracing_configured():
         return None
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-    protocol = os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    )
-    exporter: SpanExporter
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    where = os.environ.get(SPAN_EXPORT_VARIABLE, "process")
+    processor: SpanProcessor
+    if where == "thread":
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        exporter = OTLPSpanExporter()
+        processor = BatchSpanProcessor(otlp_exporter())
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+        if where != "process":
+            log.warning("%s=%r: expected 'process' or 'thread'; using 'process'", SPAN_EXPORT_VARIABLE, where)
+        from otp_step_service.span_export import SpanShipper
 
-        exporter = HttpExporter()
-    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES itself; the default name applies
-    # only when neither names the service.
-    named = "OTEL_SERVICE_NAME" in os.environ or "service.name=" in os.environ.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
-    )
-    resource = Resource.create({} if named else {"service.name": "otp-step-service"})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+        processor = SpanShipper()
+    provider = TracerProvider(resource=tracing_resource())
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    instrument_botocore()
-    log.info("tracing: exporting OTLP/%s", protocol)
+    log.info(
+        "tracing: exporting OTLP/%s from %s",
+        _otlp_protocol(),
+        "this process" if where == "thread" else "a child process",
+    )
     return provider
 
 
-def instrument_botocore() -> None:
-    """Each Cognito call becomes a client span under the step span."""
-    from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+def _otlp_protocol() -> str:
+    return os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    )
 
-    instrumentor = BotocoreInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
+
+def otlp_exporter() -> SpanExporter:
+    """The SDK's OTLP span exporter for the configured protocol (grpc, or http/protobuf)."""
+    if _otlp_protocol() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter()
+
+
+def tracing_resource() -> Resource:
+    """The service's resource: OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, else service.name otp-step-service."""
+    # Resource.create reads both variables itself; the default name applies only when neither names the service.
+    named = "OTEL_SERVICE_NAME" in os.environ or "service.name=" in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    return Resource.create({} if named else {"service.name": "otp-step-service"})
+
+
+class CognitoCallSpan:
+    """The client span of one Cognito API call, a child of the step span (no span at all when tracing is off).
+
+    Recorded here rather than by opentelemetry-instrumentation-botocore: that instrumentation hooks every
+    botocore call and cost ~4x as much per call (README, "Tracing overhead"), for attributes this span sets
+    itself. Status ERROR only when the call failed for a system reason (throttled, unavailable, timed out,
+    misconfigured); a wrong code or an unknown user is Cognito answering, not failing.
+    """
+
+    __slots__ = ("_span",)
+
+    def __init__(self, operation: str, region: str, server_address: str) -> None:
+        self._span: Span | None = None
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            return
+        self._span = _tracer.start_span(
+            f"CognitoIdentityProvider.{operation}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "aws-api",
+                "rpc.service": "CognitoIdentityProvider",
+                "rpc.method": operation,
+                "cloud.region": region,
+                "server.address": server_address,
+            },
+            record_exception=False,
+        )
+
+    def answered(self, metadata: Mapping[str, Any] | None) -> None:
+        """Cognito answered with success."""
+        if self._span is not None:
+            self._span.set_attributes(_response_attributes(metadata))
+            self._span.end()
+            self._span = None
+
+    def failed(self, error_type: str, system: bool, metadata: Mapping[str, Any] | None) -> None:
+        """The call failed: Cognito's error code (or the transport error's name) as `error.type`."""
+        if self._span is not None:
+            self._span.set_attributes({**_response_attributes(metadata), "error.type": error_type})
+            if system:
+                self._span.set_status(Status(StatusCode.ERROR, error_type))
+            self._span.end()
+            self._span = None
+
+    def __enter__(self) -> CognitoCallSpan:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if self._span is not None:  # neither answered nor failed: an exception the adapter did not expect
+            self.failed(kind.__name__ if kind is not None else "Unfinished", True, None)
+
+
+def _response_attributes(metadata: Mapping[str, Any] | None) -> dict[str, str | int]:
+    if not metadata:
+        return {}
+    attributes: dict[str, str | int] = {}
+    if metadata.get("RequestId"):
+        attributes["aws.request_id"] = str(metadata["RequestId"])
+    if metadata.get("HTTPStatusCode"):
+        attributes["http.response.status_code"] = int(metadata["HTTPStatusCode"])
+    if metadata.get("RetryAttempts"):
+        attributes["aws.retry_attempts"] = int(metadata["RetryAttempts"])
+    return attributes
 
 
 def step_attributes(

@@ -14,7 +14,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otp_step_client import StepExecutorClient
 from otp_step_service.service import Service
-from otp_step_service.telemetry import instrument_botocore
 from otp_step_service.transport.server import StepExecutorServer
 
 _EXPORTER = InMemorySpanExporter()
@@ -27,7 +26,6 @@ def span_exporter() -> InMemorySpanExporter:
         provider = TracerProvider(resource=Resource.create({"service.name": "otp-step-service"}))
         provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
         trace.set_tracer_provider(provider)
-        instrument_botocore()
     return _EXPORTER
 
 

@@ -24,6 +24,10 @@ def _by_name(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
     return found[0]
 
 
+def _cognito_span(spans: Sequence[ReadableSpan], operation: str) -> ReadableSpan:
+    return _by_name(spans, f"CognitoIdentityProvider.{operation}")
+
+
 def _completed_event(span: ReadableSpan) -> dict[str, Any]:
     events = [e for e in span.events if e.name == "journey.step.completed"]
     assert len(events) == 1
@@ -93,6 +97,36 @@ def test_a_wrong_code_is_a_failure_branch_not_an_error(
     assert step.attributes["journey.step.failure.retryable"] is False
     assert step.attributes["otp.attempts_remaining"] == 2
     assert step.status.status_code is StatusCode.UNSET
+    # Cognito answered (the code is wrong): its client span says so, without marking an error.
+    answer = _cognito_span(span_exporter.get_finished_spans(), "RespondToAuthChallenge")
+    assert answer.attributes is not None
+    assert answer.attributes["error.type"] == "CodeMismatchException"
+    assert answer.attributes["http.response.status_code"] == 400
+    assert answer.status.status_code is StatusCode.UNSET
+
+
+def test_a_cognito_call_is_a_client_span_with_the_aws_attributes(
+    traced: Journeys, span_exporter: InMemorySpanExporter
+) -> None:
+    traced.generate("ada@example.com")
+    call = _cognito_span(span_exporter.get_finished_spans(), "InitiateAuth")
+    assert call.name == "CognitoIdentityProvider.InitiateAuth"
+    assert call.kind is SpanKind.CLIENT
+    assert call.attributes is not None
+    assert (
+        dict(call.attributes).items()
+        >= {
+            "rpc.system": "aws-api",
+            "rpc.service": "CognitoIdentityProvider",
+            "rpc.method": "InitiateAuth",
+            "cloud.region": "us-east-1",
+            "server.address": "127.0.0.1",
+            "http.response.status_code": 200,
+        }.items()
+    )
+    assert call.attributes["aws.request_id"]
+    assert "error.type" not in call.attributes
+    assert call.status.status_code is StatusCode.UNSET
 
 
 def test_a_user_caused_abort_is_not_an_error(traced: Journeys, span_exporter: InMemorySpanExporter) -> None:
@@ -124,6 +158,22 @@ def test_a_system_failure_marks_the_step_span_as_error(
     assert step.status.description == "COGNITO_UNAVAILABLE"
     assert step.attributes is not None
     assert step.attributes["journey.step.failure.retryable"] is True
+    call = _cognito_span(span_exporter.get_finished_spans(), "InitiateAuth")
+    assert call.status.status_code is StatusCode.ERROR
+    assert call.attributes is not None
+    assert call.attributes["error.type"] == "InternalErrorException"
+
+
+def test_a_cognito_call_that_gets_no_answer_is_an_error_span_without_response_attributes(
+    traced: Journeys, span_exporter: InMemorySpanExporter
+) -> None:
+    traced.emulator.inject(operation="InitiateAuth", latency_ms=1500, count=1)
+    traced.generate("grace@example.com", connection="slow")
+    call = _cognito_span(span_exporter.get_finished_spans(), "InitiateAuth")
+    assert call.status.status_code is StatusCode.ERROR
+    assert call.attributes is not None
+    assert call.attributes["error.type"] == "ReadTimeoutError"
+    assert "http.response.status_code" not in call.attributes
 
 
 def test_step_input_and_output_are_reported_masked_on_the_span_and_in_the_response(

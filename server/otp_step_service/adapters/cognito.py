@@ -20,7 +20,8 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,9 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from otp_step_service.steps.cognito_failures import failure_for
 from otp_step_service.steps.deadline import Deadline
-from otp_step_service.steps.outcomes import Channel, CognitoTokens
+from otp_step_service.steps.outcomes import Channel, CognitoTokens, ErrorCategory
 from otp_step_service.steps.ports import (
     AuthChallenge,
     CheckStatus,
@@ -38,6 +40,7 @@ from otp_step_service.steps.ports import (
     ConnectionCheck,
     EndUser,
 )
+from otp_step_service.telemetry import CognitoCallSpan
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,12 @@ class BotoCognitoGateway:
         self._session = session or boto3.session.Session()
         self._clients: dict[tuple[float, str], Any] = {}
         self._lock = threading.Lock()  # boto3 client creation is not thread-safe; calls on clients are
+        self._server_address = (
+            urllib.parse.urlsplit(
+                target.endpoint_url or f"https://cognito-idp.{target.region}.amazonaws.com"
+            ).hostname
+            or ""
+        )
 
     # -- CognitoGateway ---------------------------------------------------------------------------------
     def start_user_auth(
@@ -219,12 +228,10 @@ class BotoCognitoGateway:
         """GetUser with the access token (public API) or AdminGetUser (admin API)."""
         t = self._target
         if t.admin_api:
-            response = self._read(
-                deadline, lambda c: c.admin_get_user(UserPoolId=t.user_pool_id, Username=username)
-            )
+            response = self._read(deadline, "admin_get_user", UserPoolId=t.user_pool_id, Username=username)
             attributes = response.get("UserAttributes", [])
         else:
-            response = self._read(deadline, lambda c: c.get_user(AccessToken=tokens.access_token))
+            response = self._read(deadline, "get_user", AccessToken=tokens.access_token)
             attributes = response.get("UserAttributes", [])
         return {a["Name"]: a.get("Value", "") for a in attributes}
 
@@ -280,11 +287,8 @@ class BotoCognitoGateway:
         attempt = 0
         while True:
             try:
-                client = self._client(deadline, retries="none")
-                response: dict[str, Any] = getattr(client, operation)(**request)
-                return response
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                error = classify(exc)
+                return self._send(self._client(deadline, retries="none"), operation, request)
+            except CognitoError as error:
                 attempt += 1
                 if error.kind is not CognitoErrorKind.THROTTLED or attempt > self._target.throttle_retries:
                     raise error from None
@@ -294,11 +298,28 @@ class BotoCognitoGateway:
                     raise error from None
                 time.sleep(pause)
 
-    def _read(self, deadline: Deadline, call: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-        try:
-            return call(self._client(deadline, retries="standard"))
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise classify(exc) from None
+    def _read(self, deadline: Deadline, operation: str, **request: Any) -> dict[str, Any]:
+        return self._send(self._client(deadline, retries="standard"), operation, request)
+
+    def _send(self, client: Any, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """One API call (botocore's own retries included) in its client span; failures as CognitoError."""
+        with CognitoCallSpan(
+            client.meta.method_to_api_mapping[operation], self._target.region, self._server_address
+        ) as span:
+            try:
+                response: dict[str, Any] = getattr(client, operation)(**request)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                error = classify(exc)
+                system = failure_for(error).category is ErrorCategory.SYSTEM
+                answer = getattr(exc, "response", None)  # a dict from Cognito; None or absent otherwise
+                span.failed(
+                    error.cognito_error,
+                    system,
+                    answer.get("ResponseMetadata") if isinstance(answer, dict) else None,
+                )
+                raise error from None
+            span.answered(response.get("ResponseMetadata"))
+            return response
 
     def _client(self, deadline: Deadline, retries: str) -> Any:
         left = deadline.remaining()
@@ -419,10 +440,9 @@ class BotoCognitoGateway:
         t = self._target
         try:
             client = self._read(
-                deadline,
-                lambda c: c.describe_user_pool_client(UserPoolId=t.user_pool_id, ClientId=t.client_id),
+                deadline, "describe_user_pool_client", UserPoolId=t.user_pool_id, ClientId=t.client_id
             )["UserPoolClient"]
-            pool = self._read(deadline, lambda c: c.describe_user_pool(UserPoolId=t.user_pool_id))["UserPool"]
+            pool = self._read(deadline, "describe_user_pool", UserPoolId=t.user_pool_id)["UserPool"]
         except CognitoError as error:
             return [
                 ConnectionCheck(
