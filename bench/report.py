@@ -169,7 +169,7 @@ def to_markdown(
     mode = (
         "quick smoke (figures meaningless)"
         if plan.quick
-        else f"median of {plan.repetitions} interleaved runs"
+        else f"median of {plan.repetitions} interleaved runs (tracing group: {max(plan.repetitions, 5)})"
     )
     lines = [
         "# Load test summary",
