@@ -93,6 +93,7 @@ def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
     # Variants: reported as a ratio to their reference, never judged.
     variants = (
         ("tracing with 10% sampling, on / off", "t-tracing-10pct", "t-tracing-off"),
+        ("tracing on with nothing sampled, on / off", "t-tracing-unsampled", "t-tracing-off"),
         (f"INFO logging vs {plan.log_level}", "2i-service-cost-info", "2-service-cost"),
         ("OTP_STEP_PROCESSES=2 vs 1, 4 client connections", "s2-two-processes", "s1-one-process"),
         ("grpc.aio vs the sync server", "2a-service-cost-aio", "2-service-cost"),

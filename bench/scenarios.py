@@ -711,7 +711,7 @@ def memory(bench: Bench) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Telemetry overhead: scenario 2 with tracing off and on (OTLP to a local Jaeger), interleaved.
 def tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
-    """Throughput with tracing off and on (default sampler; and 10% sampled), same stand-in, same load.
+    """Throughput with tracing off and on (default sampler; 10% sampled; nothing sampled), same load.
 
     This group runs more repetitions than the others: run-to-run noise on this machine is ±10%.
     """
@@ -732,12 +732,25 @@ def tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
             "OTEL_TRACES_SAMPLER_ARG": "0.1",
         },
     )
+    unsampled = bench.service(
+        "service-tracing-unsampled",
+        connections,
+        env={**otlp_env, "OTEL_TRACES_SAMPLER": "parentbased_always_off"},
+    )
     off_result = ScenarioResult("t-tracing-off", "Service cost, tracing off", "req/s")
     on_result = ScenarioResult("t-tracing-on", f"Service cost, tracing on (OTLP to Jaeger, {ui})", "req/s")
     sampled_result = ScenarioResult(
         "t-tracing-10pct", "Service cost, tracing on, 10% of traces sampled", "req/s"
     )
-    pairs = ((off, off_result), (on, on_result), (sampled, sampled_result))
+    unsampled_result = ScenarioResult(
+        "t-tracing-unsampled", "Service cost, tracing on, nothing sampled (parentbased_always_off)", "req/s"
+    )
+    pairs = (
+        (off, off_result),
+        (on, on_result),
+        (sampled, sampled_result),
+        (unsampled, unsampled_result),
+    )
     with bench.running(jaeger, standin.process, *(service.process for service, _ in pairs)):
         for service, _ in pairs:
             bench.ghz(service, bench.generate_load(plan.warmup_seconds), {"service": service.process})
