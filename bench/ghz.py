@@ -103,6 +103,8 @@ class GhzLoad:
     # ghz is Go and cheap, but on 2 cores it must not take the service's core: one OS thread of Go code.
     cpus: int = 1
     timeout_seconds: float = 10.0
+    # A fixed request rate (ghz --rps) instead of as fast as the service answers: for CPU per request.
+    rate: int | None = None
 
     def command(self, ghz: str, protoset: Path, address: str, output: Path) -> list[str]:
         """The ghz command line (JSON report to `output`)."""
@@ -126,6 +128,8 @@ class GhzLoad:
             "--output",
             str(output),
         ]
+        if self.rate is not None:
+            command += ["--rps", str(self.rate)]
         if self.total is not None:
             command += ["--total", str(self.total)]
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,25 @@ def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
             "≥ 0.90",
             ratio >= 0.9,
         )
+    # The tracing variants' CPU per step at a fixed rate, against tracing off.
+    if off and off.extra.get("cpu_ms_per_step_at_fixed_rate"):
+        base = statistics.median(off.extra["cpu_ms_per_step_at_fixed_rate"])
+        for key, title in (
+            ("t-tracing-on", "tracing on"),
+            ("t-tracing-10pct", "tracing 10% sampled"),
+            ("t-tracing-unsampled", "tracing on, nothing sampled"),
+        ):
+            variant = by_key.get(key)
+            if variant and variant.extra.get("cpu_ms_per_step_at_fixed_rate") and base:
+                cost = statistics.median(variant.extra["cpu_ms_per_step_at_fixed_rate"])
+                verdicts.append(
+                    Verdict(
+                        f"(variant, not a target) CPU per step at {off.extra['fixed_rate']} req/s, {title} / off",
+                        f"{cost:.2f} vs {base:.2f} ms = x {cost / base:.2f}",
+                        "report",
+                        None,
+                    )
+                )
     # Variants: reported as a ratio to their reference, never judged.
     variants = (
         ("tracing with 10% sampling, on / off", "t-tracing-10pct", "t-tracing-off"),

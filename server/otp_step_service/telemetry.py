@@ -11,15 +11,17 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otp_step_service.steps.event_data import EventData
 from otp_step_service.steps.outcomes import ErrorCategory, StepOutcome
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is configured
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ def otlp_exporter() -> SpanExporter:
 
 def tracing_resource() -> Resource:
     """The service's resource: OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, else service.name otp-step-service."""
+    from opentelemetry.sdk.resources import Resource
+
     # Resource.create reads both variables itself; the default name applies only when neither names the service.
     named = "OTEL_SERVICE_NAME" in os.environ or "service.name=" in os.environ.get(
         "OTEL_RESOURCE_ATTRIBUTES", ""
