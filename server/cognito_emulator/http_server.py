@@ -188,6 +188,12 @@ class WSGIServer(ThreadingMixIn, HTTPServer):
             self._connections.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away, or a connection ended by ``stop``, is not an error worth a traceback."""
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
     def close_all_connections(self) -> None:
         """End every open keep-alive connection (their threads then exit)."""
         with self._connections_lock:
