@@ -85,7 +85,7 @@ test: $(STAMP) tools ## Lint, then the whole test suite against real parts
 	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: $(STAMP) $(BIN)/ghz ## Load test with ghz (QUICK=1 for a smoke run); results under bench-results/
+bench: $(STAMP) $(BIN)/ghz redis ## Load test with ghz (QUICK=1 for a smoke run); results under bench-results/
 	PATH=$(BIN):$$PATH $(PY) -m bench $(if $(QUICK),--quick)
 
 .PHONY: clean

@@ -1,11 +1,9 @@
 """ghz runs: the descriptors from the server's reflection, the command line, and the report as a LoadResult.
 
-Why a protoset and not `ghz` reflection: ghz (v0.121.0) asks reflection for the file containing the *method*
-symbol (`stepexecutor.v1.StepExecutor.GenerateOtp`), and grpcio-reflection answers NOT_FOUND for method names
-(protobuf's descriptor pool resolves services and messages only; bojand/ghz#419). Asking the same reflection
-service by *service* name works, so the harness fetches the descriptors from the running server that way,
-writes them as a FileDescriptorSet and passes it with `--protoset`: the calls are still described by what the
-server itself serves.
+Why a protoset and not `ghz` reflection: the service's own reflection resolves method symbols
+(MethodAwareReflection), but the grpc.aio variant of scenario 2a serves no reflection at all, and one
+FileDescriptorSet fetched once from the real server (by service name) describes every run the same way,
+without a reflection round trip per run. The calls are still described by what the server itself serves.
 """
 
 from __future__ import annotations
@@ -34,11 +32,14 @@ class GhzError(RuntimeError):
     """ghz could not run (not a failed request: those are counted in the result)."""
 
 
+_PROJECT_BIN = Path(__file__).resolve().parents[1] / ".bin"
+
+
 def find_ghz() -> str:
-    """The ghz binary on PATH (`make bench` puts `.bin` first)."""
-    found = shutil.which("ghz")
+    """The pinned ghz in the project's .bin/ (`make tools`), else ghz on PATH."""
+    found = shutil.which("ghz", path=str(_PROJECT_BIN)) or shutil.which("ghz")
     if not found:
-        raise GhzError("ghz is not on PATH: run `make bench` (it installs the pinned ghz into .bin/)")
+        raise GhzError("ghz is not installed: run `make tools` (it installs the pinned ghz into .bin/)")
     return found
 
 
