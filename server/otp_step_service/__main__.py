@@ -13,7 +13,13 @@ import sys
 from types import FrameType
 
 from otp_step_service.connections import ConfigurationError, build_connections
-from otp_step_service.service import SelfTestFailedError, Service, report_self_test, self_test_all
+from otp_step_service.service import (
+    SelfTestFailedError,
+    Service,
+    check_connections,
+    report_self_test,
+    self_test_all,
+)
 from otp_step_service.settings import ENVIRONMENT, ServiceSettings, SettingsError
 from otp_step_service.step_log import configure_logging
 from otp_step_service.telemetry import configure_tracing
@@ -123,10 +129,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
     try:
         # Configuration and the self-test are checked once, here: both use boto3 only, no gRPC.
         connections = build_connections(settings.connections_path, max_connections=1)
-        if settings.self_test != "off":
-            ok = report_self_test(self_test_all(connections))
-            if not ok and settings.self_test == "strict":
-                raise SelfTestFailedError("a connection failed its self-test (OTP_STEP_SELF_TEST=strict)")
+        check_connections(connections, settings.self_test)
     except (ConfigurationError, SelfTestFailedError) as exc:
         log.error("cannot start: %s", exc)
         return 2

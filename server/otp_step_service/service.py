@@ -49,6 +49,14 @@ def report_self_test(results: Mapping[str, Sequence[ConnectionCheck]]) -> bool:
     return ok
 
 
+def check_connections(connections: Mapping[str, Connection], mode: str) -> None:
+    """The start-up self-test per OTP_STEP_SELF_TEST: 'warn' logs, 'strict' raises, 'off' skips it."""
+    if mode == "off":
+        return
+    if not report_self_test(self_test_all(connections)) and mode == "strict":
+        raise SelfTestFailedError("a connection failed its self-test (OTP_STEP_SELF_TEST=strict)")
+
+
 @dataclass
 class Service:
     """A built service, ready to start."""
@@ -73,13 +81,11 @@ class Service:
 
     def prepare(self, self_test: bool = True) -> None:
         """Self-test the connections (per OTP_STEP_SELF_TEST) and warm their clients and keys."""
-        if self_test and self.settings.self_test != "off":
-            ok = report_self_test(self_test_all(self.runner.connections))
-            if not ok and self.settings.self_test == "strict":
-                raise SelfTestFailedError("a connection failed its self-test (OTP_STEP_SELF_TEST=strict)")
+        if self_test:
+            check_connections(self.runner.connections, self.settings.self_test)
         for name, connection in self.runner.connections.items():
             try:
-                connection.gateway.warm_up()  # type: ignore[attr-defined]
-                connection.verifier.warm_up()  # type: ignore[attr-defined]
+                connection.gateway.warm_up()
+                connection.verifier.warm_up()
             except Exception as exc:  # warming is an optimisation; the first step will retry it
                 log.warning("connection %s: could not warm up (%s)", name, type(exc).__name__)

@@ -88,7 +88,10 @@ class ServiceSettings:
             raise SettingsError(f"OTP_STEP_SELF_TEST={self_test!r}: use warn, strict or off")
         store = pick("challenge_store", "OTP_STEP_CHALLENGE_STORE")
         if store != "memory" and not store.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(f"OTP_STEP_CHALLENGE_STORE={store!r}: use 'memory' or a redis:// URL")
+            # The value is not echoed: a mistyped URL may carry a Redis password.
+            raise SettingsError(
+                "OTP_STEP_CHALLENGE_STORE: use 'memory' or a redis://, rediss:// or unix:// URL"
+            )
         processes = int(number("processes", "OTP_STEP_PROCESSES", 1, 64))
         if processes > 1 and store == "memory":
             raise SettingsError(

@@ -31,6 +31,11 @@ STEP_COMPLETED_EVENT = "journey.step.completed"
 _tracer = trace.get_tracer(TRACER_NAME)
 
 
+def _tracing_off() -> bool:
+    # No SDK provider installed: even a no-op span would cost its context switching, on every step.
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def tracing_configured() -> bool:
     """True when the OTEL_* environment asks for an exporter (OTLP)."""
     exporter = os.environ.get("OTEL_TRACES_EXPORTER", "")
@@ -101,7 +106,7 @@ class CognitoCallSpan:
 
     def __init__(self, operation: str, region: str, server_address: str) -> None:
         self._span: Span | None = None
-        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        if _tracing_off():
             return
         self._span = _tracer.start_span(
             f"CognitoIdentityProvider.{operation}",
@@ -173,8 +178,7 @@ def step_attributes(
 @contextmanager
 def step_span(step_type: str, attributes: Callable[[], Mapping[str, str]]) -> Iterator[Span]:
     """The span of one step execution, a child of the gRPC server span (nothing at all when tracing is off)."""
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        # No provider installed: skip even the no-op span's context switching, on every step.
+    if _tracing_off():
         yield trace.INVALID_SPAN
         return
     with _tracer.start_as_current_span(

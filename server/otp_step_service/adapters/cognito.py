@@ -229,11 +229,9 @@ class BotoCognitoGateway:
         t = self._target
         if t.admin_api:
             response = self._read(deadline, "admin_get_user", UserPoolId=t.user_pool_id, Username=username)
-            attributes = response.get("UserAttributes", [])
         else:
             response = self._read(deadline, "get_user", AccessToken=tokens.access_token)
-            attributes = response.get("UserAttributes", [])
-        return {a["Name"]: a.get("Value", "") for a in attributes}
+        return {a["Name"]: a.get("Value", "") for a in response.get("UserAttributes", [])}
 
     def self_test(self, deadline: Deadline) -> Sequence[ConnectionCheck]:
         """Probe USER_AUTH with a made-up user (no code is ever sent), then read the pool's settings."""
@@ -254,8 +252,7 @@ class BotoCognitoGateway:
         session: str = "",
     ) -> dict[str, Any]:
         t = self._target
-        if t.client_secret is not None:
-            parameters = {**parameters, "SECRET_HASH": secret_hash(t.client_secret, username, t.client_id)}
+        parameters = self._with_secret_hash(parameters, username)
         request: dict[str, Any] = {"ClientId": t.client_id}
         if kind == "initiate":
             request |= {"AuthFlow": "USER_AUTH", "AuthParameters": parameters}
@@ -297,6 +294,13 @@ class BotoCognitoGateway:
                 if left is not None and left <= pause + _TIMEOUT_BUCKETS[0] * 1.25:
                     raise error from None
                 time.sleep(pause)
+
+    def _with_secret_hash(self, parameters: dict[str, str], username: str) -> dict[str, str]:
+        """`parameters` plus SECRET_HASH when the app client has a secret."""
+        t = self._target
+        if t.client_secret is None:
+            return parameters
+        return {**parameters, "SECRET_HASH": secret_hash(t.client_secret, username, t.client_id)}
 
     def _read(self, deadline: Deadline, operation: str, **request: Any) -> dict[str, Any]:
         return self._send(self._client(deadline, retries="standard"), operation, request)
@@ -386,7 +390,6 @@ class BotoCognitoGateway:
             session=str(response.get("Session", "")),
             # With alias sign-in Cognito names the real username; follow-up calls (and SECRET_HASH) use it.
             username=str(parameters.get("USERNAME", "") or username),
-            medium=str(parameters.get("CODE_DELIVERY_DELIVERY_MEDIUM", "")),
             destination=str(parameters.get("CODE_DELIVERY_DESTINATION", "")),
             available=tuple(response.get("AvailableChallenges", []) or ()),
         )
@@ -402,18 +405,7 @@ class BotoCognitoGateway:
                 {
                     "ClientId": self._target.client_id,
                     "AuthFlow": "USER_AUTH",
-                    "AuthParameters": {
-                        "USERNAME": probe,
-                        **(
-                            {
-                                "SECRET_HASH": secret_hash(
-                                    self._target.client_secret, probe, self._target.client_id
-                                )
-                            }
-                            if self._target.client_secret is not None
-                            else {}
-                        ),
-                    },
+                    "AuthParameters": self._with_secret_hash({"USERNAME": probe}, probe),
                 },
             )
         except CognitoError as error:

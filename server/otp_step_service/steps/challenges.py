@@ -184,8 +184,13 @@ def admit(
     except InvalidIdentifierError as exc:
         return StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc))
     if store.events(identifier_subject(policy.name, identifier.value)) >= policy.lockout_threshold:
-        return StepFailure(
-            FailureCode.IDENTIFIER_LOCKED,
-            f"too many wrong codes for this identifier; locked for up to {policy.lockout_window_seconds} s",
-        )
+        return locked_failure(policy.lockout_window_seconds)
     return identifier
+
+
+def locked_failure(window_seconds: int) -> StepFailure:
+    """The failure of a step whose identifier is locked out (too many wrong codes in the window)."""
+    return StepFailure(
+        FailureCode.IDENTIFIER_LOCKED,
+        f"too many wrong codes for this identifier; locked for up to {window_seconds} s",
+    )

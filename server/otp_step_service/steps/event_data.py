@@ -1,7 +1,8 @@
 """Journey event data: what a step reports for its step-completed event, redacted and bounded.
 
 Redaction is not optional and does not trust key names alone: every value equal to one of the run's known
-secrets (the code, the Cognito session, tokens, the client secret) is replaced, JWT-shaped strings are
+secrets (the code and the tokens the step received; the Cognito session and the client secret never reach an
+outcome or a payload the service builds) is replaced, JWT-shaped strings are
 replaced, and email addresses and phone numbers are masked the way Cognito masks destinations unless the
 connection allows identifiers in clear.
 """
@@ -103,9 +104,9 @@ def step_event_data(
     identifiers: Iterable[str] = (),
 ) -> EventData | None:
     """The event data for the step's reporting choice, or None when it reports nothing."""
-    redact = Redactor(secrets, reveal_identifiers, identifiers)
     if step.event_data_mode is EventDataMode.NONE:
-        return None
+        return None  # the default: nothing to build, on every step
+    redact = Redactor(secrets, reveal_identifiers, identifiers)
     if step.event_data_mode is EventDataMode.CUSTOM_PAYLOAD:
         return _bounded(EventDataMode.CUSTOM_PAYLOAD, redact(dict(step.custom_payload)))
     output: dict[str, Any] = {"outcome": outcome.kind}

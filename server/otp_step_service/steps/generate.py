@@ -127,16 +127,13 @@ class GenerateOtpStep:
             self._store.uncount_event(sends)
             return failed(failure)
 
-        saved = Challenge(
+        saved = replace(
+            placeholder,
             username=challenge.username or identifier.value,
             session=challenge.session,
-            channel=channel,
             masked_destination=challenge.destination or identifier.masked,
             expires_at=self._clock() + policy.session_validity_seconds,
-            max_attempts=policy.max_attempts,
-            step_execution_id=execution_id,
-            sent_at=now,
-            nonce=nonce,
+            pending=False,
         )
         self._store.save(key, saved)
         return succeed(step, self._success(saved))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .deadline import Deadline
@@ -31,12 +31,11 @@ class AuthChallenge:
     name: str
     session: str
     username: str
-    medium: str = ""
     destination: str = ""
     available: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
-        return f"AuthChallenge({self.name}, medium={self.medium}, session=<redacted>)"
+        return f"AuthChallenge({self.name}, session=<redacted>)"
 
 
 class CognitoErrorKind(enum.Enum):
@@ -59,7 +58,8 @@ class CognitoErrorKind(enum.Enum):
 
 
 class CognitoError(Exception):
-    """A Cognito call failed. `detail` is safe to return: Cognito's message, minus anything secret."""
+    """A Cognito call failed. `detail` is returned to the orchestrator: Cognito's own error message (Cognito
+    does not echo codes, sessions or secrets in it) or a fixed text for a transport failure."""
 
     def __init__(
         self, kind: CognitoErrorKind, cognito_error: str, detail: str, reached_cognito: bool = True
@@ -114,6 +114,9 @@ class CognitoGateway(Protocol):
     def self_test(self, deadline: Deadline) -> Sequence[ConnectionCheck]:
         """Check that the connection can run the steps, without sending any code."""
 
+    def warm_up(self) -> None:
+        """Prepare what the first step would otherwise pay for (clients, connections)."""
+
 
 class TokenVerificationError(Exception):
     """An ID token failed verification (signature, exp, aud, iss or token_use)."""
@@ -124,6 +127,9 @@ class IdTokenVerifier(Protocol):
 
     def verify(self, id_token: str) -> Mapping[str, Any]:
         """The verified claims, or TokenVerificationError."""
+
+    def warm_up(self) -> None:
+        """Fetch the pool's signing keys ahead of the first Validate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,4 +158,3 @@ class Connection:
     policy: ConnectionPolicy
     gateway: CognitoGateway
     verifier: IdTokenVerifier
-    extra: Mapping[str, Any] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from .challenges import (
     ChallengeStoreError,
     admit,
     identifier_subject,
+    locked_failure,
 )
 from .claims import release_claims
 from .cognito_failures import failure_for
@@ -91,12 +92,7 @@ class ValidateOtpStep:
         if self._store.count_event(subject, window) > policy.lockout_threshold:
             self._store.uncount_event(subject)
             self._store.refund_attempt(key, challenge.nonce)
-            return failed(
-                StepFailure(
-                    FailureCode.IDENTIFIER_LOCKED,
-                    f"too many wrong codes for this identifier; locked for up to {window} s",
-                )
-            )
+            return failed(locked_failure(window))
 
         if challenge.decoy or not _CODE_SHAPE.fullmatch(request.otp_code.strip()):
             return failed(self._wrong_code(key, challenge, cognito_error=""))

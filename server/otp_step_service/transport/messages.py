@@ -27,10 +27,10 @@ from otp_step_service.steps.outcomes import (
     Channel,
     ErrorCategory,
     FailureBehavior,
+    FailureCode,
     GenerateSuccess,
     StepAbort,
     StepFailure,
-    StepOutcome,
     ValidateSuccess,
 )
 from otp_step_service.steps.ports import CheckStatus, ConnectionCheck, EndUser
@@ -63,6 +63,8 @@ _CATEGORIES = {
     ErrorCategory.CONFIGURATION: pb.ERROR_CATEGORY_CONFIGURATION,
     ErrorCategory.SYSTEM: pb.ERROR_CATEGORY_SYSTEM,
 }
+_FAILURE_CODES = {code: pb.FailureCode.Value(f"FAILURE_CODE_{code.value}") for code in FailureCode}
+_EVENT_DATA_MODES = {mode: pb.EventDataMode.Value(f"EVENT_DATA_MODE_{mode.value}") for mode in EventDataMode}
 _CHECKS = {
     CheckStatus.PASSED: pb.CONNECTION_CHECK_STATUS_PASSED,
     CheckStatus.FAILED: pb.CONNECTION_CHECK_STATUS_FAILED,
@@ -214,7 +216,7 @@ def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
 def failure_message(failure: StepFailure) -> pb.StepFailure:
     """The proto StepFailure."""
     message = pb.StepFailure(
-        code=getattr(pb, f"FAILURE_CODE_{failure.code.value}"),
+        code=_FAILURE_CODES[failure.code],
         category=_CATEGORIES[failure.category],
         retryable=failure.retryable,
         message=failure.message,
@@ -238,13 +240,14 @@ def _event_data(event_data: EventData | None) -> pb.StepEventData | None:
     if event_data is None:
         return None
     return pb.StepEventData(
-        mode=getattr(pb, f"EVENT_DATA_MODE_{event_data.mode.value}"),
+        mode=_EVENT_DATA_MODES[event_data.mode],
         data=_struct(event_data.data),
         truncated=event_data.truncated,
     )
 
 
-def _common(outcome: StepOutcome[Any], executed: Executed[Any]) -> dict[str, Any]:
+def _common(executed: Executed[Any]) -> dict[str, Any]:
+    outcome = executed.outcome
     fields: dict[str, Any] = {
         "variables": {name: _struct(value) for name, value in outcome.variables.items()},
     }
@@ -261,7 +264,7 @@ def _common(outcome: StepOutcome[Any], executed: Executed[Any]) -> dict[str, Any
 def generate_response(executed: Executed[GenerateSuccess]) -> pb.GenerateOtpResponse:
     """The proto response for a finished Generate."""
     outcome = executed.outcome
-    fields = _common(outcome, executed)
+    fields = _common(executed)
     if outcome.success is not None:
         s = outcome.success
         fields["success"] = pb.GenerateOtpSuccess(
@@ -276,7 +279,7 @@ def generate_response(executed: Executed[GenerateSuccess]) -> pb.GenerateOtpResp
 def validate_response(executed: Executed[ValidateSuccess]) -> pb.ValidateOtpResponse:
     """The proto response for a finished Validate."""
     outcome = executed.outcome
-    fields = _common(outcome, executed)
+    fields = _common(executed)
     if outcome.success is not None:
         s = outcome.success
         success = pb.ValidateOtpSuccess(

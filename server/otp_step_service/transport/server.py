@@ -102,7 +102,6 @@ class StepExecutorServer:
             self.port = 0
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}: address in use or not available (OTP_STEP_LISTEN)")
-        self.listen = listen
 
     def start(self) -> None:
         """Start serving and report SERVING."""
