@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import signal
 import sys
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             "attempt_cap": args.attempt_cap,
             "code_lifetime_seconds": args.code_lifetime_seconds,
         }
-        settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        settings = settings.updated({k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
         print(f"invalid setting: {exc}", file=sys.stderr)
         return 2

@@ -132,9 +132,7 @@ class EmulatorApp:
             messages = [m.to_json() for m in outbox.messages(destination)]
             return _json(start_response, 200, {"messages": messages})
         if method == "DELETE":
-            deleted = len(outbox.messages())
-            outbox.clear()
-            return _json(start_response, 200, {"deleted": deleted})
+            return _json(start_response, 200, {"deleted": outbox.clear()})
         return _json(start_response, 405, {"error": "use GET or DELETE"})
 
     def _faults(self, method: str, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -145,9 +143,7 @@ class EmulatorApp:
             fault = faults.add(_read_json(environ))
             return _json(start_response, 201, fault.to_json())
         if method == "DELETE":
-            deleted = len(faults.list())
-            faults.clear()
-            return _json(start_response, 200, {"deleted": deleted})
+            return _json(start_response, 200, {"deleted": faults.clear()})
         return _json(start_response, 405, {"error": "use GET, POST or DELETE"})
 
     def _settings(self, method: str, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from .seed import cognito_client
 
 REGION = "us-east-1"
 PASSWORD = "Bench-Passw0rd!"
@@ -112,14 +113,8 @@ def _server_process(kind: str) -> Iterator[str]:
 
 
 def _client(endpoint_url: str, threads: int) -> Any:
-    return boto3.client(
-        "cognito-idp",
-        endpoint_url=endpoint_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}, max_pool_connections=threads * 2),
-    )
+    config = Config(retries={"total_max_attempts": 1}, max_pool_connections=threads * 2)
+    return cognito_client(endpoint_url, REGION, config)
 
 
 def _seed(endpoint_url: str, users: int) -> tuple[str, str]:

@@ -18,7 +18,7 @@ import itertools
 import random
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 FaultError = Literal["TooManyRequestsException", "InternalErrorException", "DropConnection"]
@@ -53,15 +53,7 @@ class Fault:
 
     def to_json(self) -> dict[str, Any]:
         """The fault as returned by ``POST`` / ``GET /_faults``."""
-        return {
-            "id": self.id,
-            "operation": self.operation,
-            "latency_ms": self.latency_ms,
-            "error": self.error,
-            "rate": self.rate,
-            "count": self.count,
-            "remaining": self.remaining,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, fault_id: str, spec: Mapping[str, Any]) -> Fault:
@@ -136,10 +128,12 @@ class FaultRegistry:
             self._faults = [f for f in self._faults if f.id != fault_id]
             return len(self._faults) != before
 
-    def clear(self) -> None:
-        """Remove every fault."""
+    def clear(self) -> int:
+        """Remove every fault; how many there were."""
         with self._lock:
+            count = len(self._faults)
             self._faults.clear()
+            return count
 
     def outcome_for(self, operation: str) -> FaultOutcome | None:
         """Roll the matching faults for one call, consuming their counts; ``None`` if none hit."""

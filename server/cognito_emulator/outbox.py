@@ -89,10 +89,12 @@ class Outbox:
         wanted = _normalise(destination)
         return [m for m in items if _normalise(m.destination) == wanted]
 
-    def clear(self) -> None:
-        """Forget every message."""
+    def clear(self) -> int:
+        """Forget every message; how many there were."""
         with self._lock:
+            count = len(self._messages)
             self._messages.clear()
+            return count
 
     def resize(self, limit: int) -> None:
         """Change the bound, keeping the newest messages."""

@@ -353,7 +353,6 @@ class PasswordlessBackend(CognitoIdpBackend):
             challenge=challenge,
             lifetime_seconds=_lifetime_seconds(runtime, client),
             code=code,
-            medium=channel.medium,
         )
         return _otp_challenge_response(
             session, user.username, channel.medium, mask(channel.medium, destination)
@@ -407,7 +406,6 @@ class PasswordlessBackend(CognitoIdpBackend):
             username=None,
             challenge=challenge,
             lifetime_seconds=lifetime,
-            medium=medium,
         )
         return _otp_challenge_response(
             session, shown_username, medium, _phantom_destination(medium, username)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import boto3
+from botocore.config import Config
 
 DEMO_POOL_NAME = "demo-passwordless"
 DEMO_CLIENT_NAME = "otp-steps"
@@ -71,14 +72,15 @@ class SeedResult:
         )
 
 
-def cognito_client(endpoint_url: str, region: str = "us-east-1") -> Any:
-    """A boto3 cognito-idp client for the emulator, with dummy credentials."""
+def cognito_client(endpoint_url: str, region: str = "us-east-1", config: Config | None = None) -> Any:
+    """A boto3 cognito-idp client for the emulator, with dummy credentials (and botocore `config`)."""
     return boto3.client(
         "cognito-idp",
         endpoint_url=endpoint_url,
         region_name=region,
         aws_access_key_id=DUMMY_CREDENTIALS["aws_access_key_id"],
         aws_secret_access_key=DUMMY_CREDENTIALS["aws_secret_access_key"],
+        config=config,
     )
 
 

@@ -9,8 +9,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .outbox import DeliveryMedium
-
 #: ``secrets.token_urlsafe(96)`` is 128 characters: inside Cognito's documented 20-2048.
 _SESSION_BYTES = 96
 _SWEEP_INTERVAL_SECONDS = 5.0
@@ -32,7 +30,6 @@ class AuthSession:
     expires_at: float
     available_challenges: tuple[str, ...] = ()
     code: str | None = None
-    medium: DeliveryMedium | None = None
     attempts: int = 0
     lifetime_seconds: float = 0.0
     # Set once the cap is reached: the session stays known (so the answer is "dead session", not
@@ -67,7 +64,6 @@ class SessionStore:
         lifetime_seconds: float,
         available_challenges: tuple[str, ...] = (),
         code: str | None = None,
-        medium: DeliveryMedium | None = None,
     ) -> AuthSession:
         """Start a session that expires ``lifetime_seconds`` from now."""
         now = time.monotonic()
@@ -80,7 +76,6 @@ class SessionStore:
             expires_at=now + lifetime_seconds,
             available_challenges=available_challenges,
             code=code,
-            medium=medium,
             lifetime_seconds=lifetime_seconds,
         )
         with self._lock:
@@ -96,15 +91,18 @@ class SessionStore:
     def get_live(self, session_id: str) -> tuple[AuthSession | None, AnswerVerdict | None]:
         """The session if it can still be answered, else ``(None, EXPIRED | INVALID)``."""
         with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None:
-                return None, AnswerVerdict.INVALID
-            if time.monotonic() >= session.expires_at:
-                del self._sessions[session_id]
-                return None, AnswerVerdict.EXPIRED
-            if session.dead:
-                return None, AnswerVerdict.INVALID
-            return session, None
+            return self._live_locked(session_id)
+
+    def _live_locked(self, session_id: str) -> tuple[AuthSession | None, AnswerVerdict | None]:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None, AnswerVerdict.INVALID
+        if time.monotonic() >= session.expires_at:
+            del self._sessions[session_id]
+            return None, AnswerVerdict.EXPIRED
+        if session.dead:
+            return None, AnswerVerdict.INVALID
+        return session, None
 
     def consume(self, session_id: str) -> None:
         """End a session (answered, or replaced by the next step): it can never be used again."""
@@ -118,17 +116,14 @@ class SessionStore:
         after the last of them, so the next answer is refused whatever it is.
         """
         with self._lock:
-            session = self._sessions.get(session_id)
+            session, refused = self._live_locked(session_id)
             if session is None:
-                return AnswerVerdict.INVALID
-            if time.monotonic() >= session.expires_at:
-                del self._sessions[session_id]
-                return AnswerVerdict.EXPIRED
-            if session.dead:
-                return AnswerVerdict.INVALID
-            # A phantom session has no code: compare against a fresh random one so timing matches.
+                return refused or AnswerVerdict.INVALID
+            # A phantom session (unknown user) has no code: the answer is still compared, against a fresh
+            # random one, so a phantom's wrong answer takes as long as a real one's.
             expected = session.code if session.code is not None else secrets.token_hex(4)
-            if session.code is not None and hmac.compare_digest(expected.encode(), answer.encode()):
+            matched = hmac.compare_digest(expected.encode(), answer.encode())
+            if matched and session.code is not None:
                 del self._sessions[session_id]
                 return AnswerVerdict.ACCEPTED
             session.attempts += 1

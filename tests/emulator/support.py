@@ -11,24 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from cognito_emulator import SeedResult
 from cognito_emulator.passwordless import secret_hash
+from cognito_emulator.seed import cognito_client
 
 REGION = "us-east-1"
 
 
 def make_client(endpoint_url: str) -> Any:
     """boto3 cognito-idp client with dummy credentials and no retries (each call is one request)."""
-    return boto3.client(
-        "cognito-idp",
-        endpoint_url=endpoint_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10),
-    )
+    config = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10)
+    return cognito_client(endpoint_url, REGION, config)
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
