@@ -18,9 +18,6 @@ percentiles and the CPU this process used while timed.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
-import hmac
 import itertools
 import json
 import statistics
@@ -37,14 +34,9 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+from otp_step_service.adapters.cognito import secret_hash  # computed per call, as the service does
 
 REGION = "us-east-1"
-
-
-def secret_hash(secret: str, username: str, client_id: str) -> str:
-    """Cognito's SECRET_HASH, computed per call as the service does."""
-    digest = hmac.new(secret.encode(), (username + client_id).encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
 
 
 @dataclass

@@ -160,11 +160,6 @@ class LoadResult:
     cpu_cores: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def error_count(self) -> int:
-        """Failed requests (gRPC non-OK, or step failures added by the scenario)."""
-        return sum(self.errors.values())
-
 
 def run_ghz(load: GhzLoad, address: str, protoset: Path, workdir: Path) -> LoadResult:
     """Run ghz to completion and read its report."""

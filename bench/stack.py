@@ -97,11 +97,6 @@ class Standin:
     process: ManagedProcess
     url: str
 
-    def initiate_auth_count(self) -> int:
-        """InitiateAuth calls answered so far."""
-        with urllib.request.urlopen(f"{self.url}/_stats", timeout=5) as answer:  # noqa: S310 - loopback
-            return int(json.load(answer)["initiate_auth"])
-
 
 def start_standin(logs: Path, name: str, delay_ms: float = 0.0) -> Standin:
     """`python -m bench.cognito_standin` on a free port."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 from cognito_emulator import EmulatorServer, EmulatorSettings, seed_demo
-from harness import Emulator, Journeys, build_service, write_connections
+from harness import Emulator, Journeys, build_service, free_port, write_connections
 from otp_step_client import StepExecutorClient
 from otp_step_service.service import Service
 
@@ -102,9 +101,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free loopback port (installed by `make tools`), stopped after the session."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: run `make tools` (apt-get install redis-server)"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     folder = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
         [

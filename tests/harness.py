@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,18 @@ from otp_step_client import Journey, Step, StepExecutorClient
 from otp_step_service.service import Service
 from otp_step_service.settings import ServiceSettings
 from stepexecutor.v1 import step_executor_pb2 as pb
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the small race is accepted: nothing else binds loopback here)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wrong_code(code: str) -> str:
+    """A well-formed code that is not `code`."""
+    return "12345678" if code != "12345678" else "87654321"
 
 
 def http_json(method: str, url: str, body: Any = None) -> Any:
@@ -205,7 +218,7 @@ def run_sample_journeys(journeys: Journeys, emulator: Emulator) -> list[str]:
         )
         code = emulator.latest_code(destination, after=before)
         secrets.append(code)
-        wrong = "12345678" if code != "12345678" else "87654321"
+        wrong = wrong_code(code)
         journeys.validate(journey, identifier, wrong, connection="tokens", event_data="STEP_INPUT_OUTPUT")
         response = journeys.validate(
             journey, identifier, code, connection="tokens", event_data="STEP_INPUT_OUTPUT"

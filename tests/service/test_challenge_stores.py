@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from harness import Emulator, Journeys, build_service
+from harness import Emulator, Journeys, build_service, free_port, wrong_code
 from otp_step_client import StepExecutorClient
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.adapters.redis_store import RedisChallengeStore
@@ -173,13 +172,9 @@ def test_instances_sharing_redis_validate_each_others_challenges(
             sent, journey = on_a.generate("ada@example.com")
             assert sent.WhichOneof("outcome") == "success"
             code = emulator.latest_code("ada@example.com", after=before)
-            wrong = on_b.validate(
-                journey, "ada@example.com", "12345678" if code != "12345678" else "87654321"
-            )
+            wrong = on_b.validate(journey, "ada@example.com", wrong_code(code))
             assert wrong.failure.attempts_remaining == 2
-            again = on_a.validate(
-                journey, "ada@example.com", "12345678" if code != "12345678" else "87654321"
-            )
+            again = on_a.validate(journey, "ada@example.com", wrong_code(code))
             assert again.failure.attempts_remaining == 1
             assert on_b.validate(journey, "ada@example.com", code).WhichOneof("outcome") == "success"
             assert (
@@ -194,9 +189,7 @@ def test_instances_sharing_redis_validate_each_others_challenges(
 def test_an_unreachable_store_is_a_retryable_system_failure(
     connections_file: Path, emulator: Emulator
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()
     service = build_service(connections_file, challenge_store=f"redis://127.0.0.1:{closed}/0")
     service.server.start()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import Emulator, Journeys
+from harness import Emulator, Journeys, wrong_code
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 
@@ -67,7 +67,7 @@ def test_throttling_at_validate_gives_the_attempt_back(journeys: Journeys, emula
     throttled = journeys.validate(journey, "grace@example.com", code)
     assert throttled.failure.code == pb.FAILURE_CODE_THROTTLED
     emulator.clear_faults()
-    wrong = journeys.validate(journey, "grace@example.com", "12345678" if code != "12345678" else "87654321")
+    wrong = journeys.validate(journey, "grace@example.com", wrong_code(code))
     assert wrong.failure.attempts_remaining == 2  # the throttled try did not count
     assert journeys.validate(journey, "grace@example.com", code).WhichOneof("outcome") == "success"
 
@@ -94,9 +94,7 @@ def test_a_timed_out_code_still_counts_because_cognito_may_have_judged_it(
     emulator.inject(operation="RespondToAuthChallenge", latency_ms=1000, count=1)
     timed_out = journeys.validate(journey, "grace@example.com", code, connection="slow")
     assert timed_out.failure.code == pb.FAILURE_CODE_COGNITO_TIMEOUT
-    wrong = journeys.validate(
-        journey, "grace@example.com", "12345678" if code != "12345678" else "87654321", connection="slow"
-    )
+    wrong = journeys.validate(journey, "grace@example.com", wrong_code(code), connection="slow")
     assert wrong.failure.attempts_remaining == 1
 
 

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +13,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from harness import Emulator, Journeys, captured_sessions, run_sample_journeys, start_service_process
+from harness import (
+    Emulator,
+    Journeys,
+    captured_sessions,
+    free_port,
+    run_sample_journeys,
+    start_service_process,
+)
 from otp_step_client import Step, StepExecutorClient
 from otp_step_service.service import Service
 from otp_step_service.step_log import JsonFormatter, configure_logging
@@ -115,9 +121,7 @@ def test_a_broken_connections_file_stops_start_up_naming_the_field(tmp_path: Pat
 def test_several_processes_share_the_port_and_the_challenges(
     connections_file: Path, emulator: Emulator, redis_url: str, tmp_path: Path
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log_file = tmp_path / "service.log"
     env = {"OTP_STEP_PROCESSES": "2", "OTP_STEP_CHALLENGE_STORE": redis_url, "OTP_STEP_SELF_TEST": "off"}
     process, _ = start_service_process(connections_file, log_file, env, listen=f"127.0.0.1:{port}", servers=2)

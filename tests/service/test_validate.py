@@ -6,7 +6,7 @@ import time
 
 import jwt
 import pytest
-from harness import Journeys
+from harness import Journeys, wrong_code
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 
@@ -65,7 +65,7 @@ def test_a_wrong_code_leaves_two_attempts_and_the_right_one_still_works(journeys
 
 def test_the_last_wrong_code_exhausts_the_challenge(journeys: Journeys) -> None:
     journey, code = _send(journeys, "grace@example.com", "grace@example.com")
-    wrong = "12345678" if code != "12345678" else "87654321"
+    wrong = wrong_code(code)
     results = [journeys.validate(journey, "grace@example.com", wrong) for _ in range(3)]
     assert [r.failure.code for r in results] == [
         pb.FAILURE_CODE_INVALID_CODE,
@@ -78,7 +78,7 @@ def test_the_last_wrong_code_exhausts_the_challenge(journeys: Journeys) -> None:
 
 def test_the_connections_attempt_cap_applies(journeys: Journeys) -> None:
     journey, code = _send(journeys, "grace@example.com", "grace@example.com", connection="two-attempts")
-    wrong = "12345678" if code != "12345678" else "87654321"
+    wrong = wrong_code(code)
     first = journeys.validate(journey, "grace@example.com", wrong, connection="two-attempts")
     second = journeys.validate(journey, "grace@example.com", wrong, connection="two-attempts")
     assert first.failure.attempts_remaining == 1
@@ -154,7 +154,7 @@ def test_wrong_codes_across_journeys_lock_the_identifier(journeys: Journeys, abo
     channel = "EMAIL" if abort else "SMS"
     for _ in range(2):
         journey, code = _send(journeys, identifier, identifier, channel=channel, connection="lockout")
-        wrong = "12345678" if code != "12345678" else "87654321"
+        wrong = wrong_code(code)
         for _ in range(2):
             journeys.validate(journey, identifier, wrong, connection="lockout")
     response, _ = journeys.generate(identifier, channel=channel, connection="lockout", abort_on_failure=abort)

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Emulator, Journeys, start_service_process
+from harness import Emulator, Journeys, free_port, start_service_process
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -32,12 +31,6 @@ from otp_step_client import Step, StepExecutorClient
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).with_name("jaeger-test.yaml")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _get(url: str) -> Any:
@@ -51,10 +44,10 @@ def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]
     binary = shutil.which("jaeger", path=str(ROOT / ".bin")) or shutil.which("jaeger")
     assert binary, "Jaeger is missing: run `make tools`"
     ports = {
-        "JAEGER_OTLP_GRPC_PORT": _free_port(),
-        "JAEGER_QUERY_HTTP_PORT": _free_port(),
-        "JAEGER_QUERY_GRPC_PORT": _free_port(),
-        "JAEGER_HEALTH_PORT": _free_port(),
+        "JAEGER_OTLP_GRPC_PORT": free_port(),
+        "JAEGER_QUERY_HTTP_PORT": free_port(),
+        "JAEGER_QUERY_GRPC_PORT": free_port(),
+        "JAEGER_HEALTH_PORT": free_port(),
     }
     log = tmp_path_factory.mktemp("jaeger") / "jaeger.log"
     with log.open("w") as sink:
@@ -193,7 +186,7 @@ def test_an_unreachable_collector_and_a_full_queue_cost_spans_not_journeys(
         tmp_path / "service.log",
         {
             "OTP_STEP_SELF_TEST": "off",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{_free_port()}",  # nothing listens there
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens there
             "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
             "OTEL_BSP_MAX_QUEUE_SIZE": "4",
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from harness import Journeys, captured_sessions, run_sample_journeys
+from harness import Journeys, captured_sessions, run_sample_journeys, wrong_code
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -88,7 +88,7 @@ def test_a_wrong_code_is_a_failure_branch_not_an_error(
     _, journey = traced.generate("grace@example.com")
     code = traced.emulator.latest_code("grace@example.com", after=before)
     span_exporter.clear()
-    traced.validate(journey, "grace@example.com", "12345678" if code != "12345678" else "87654321")
+    traced.validate(journey, "grace@example.com", wrong_code(code))
     step = _by_name(span_exporter.get_finished_spans(), "cognito_otp_validate")
     assert step.attributes is not None
     assert step.attributes["journey.step.outcome"] == "failure"
