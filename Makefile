@@ -8,15 +8,21 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 BIN         := $(CURDIR)/.bin
 # Pinned tool versions: change them here only.
+UV_VERSION  := 0.13.8
 GHZ_VERSION := v0.121.0
 BUF_VERSION := 1.75.0
 # Jaeger v2 is pinned by tools/jaeger/go.mod (v1.76.0 of the module); see `$(BIN)/jaeger` below.
+UV          := $(BIN)/uv
+# uv uses the machine's python3 (never downloads an interpreter) and the lock file as it is.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(shell command -v $(PYTHON))
 
 EMULATOR_PORT ?= 4566
 SERVICE_ADDR  ?= 127.0.0.1:50051
 RUN_DIR       := var/run
 
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+MEMBERS := client/stepexecutor-proto client/otp-step-client server/otp-step-service server/cognito-emulator
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock $(addsuffix /pyproject.toml,$(MEMBERS)) | sha1sum | cut -c1-12)
 
 .PHONY: help
 help: ## List the targets
@@ -24,14 +30,18 @@ help: ## List the targets
 
 # ---------------------------------------------------------------------------------------------------------
 # Set-up
-$(STAMP): pyproject.toml constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+$(UV):
+	$(PYTHON) -m venv .cache/uv
+	.cache/uv/bin/pip install --quiet uv==$(UV_VERSION)
+	mkdir -p $(BIN) && ln -sf $(CURDIR)/.cache/uv/bin/uv $(UV)
+
+# Every workspace member editable, plus the dev group, exactly as uv.lock pins them.
+$(STAMP): pyproject.toml uv.lock $(addsuffix /pyproject.toml,$(MEMBERS)) | $(UV)
+	$(UV) sync --frozen --all-packages --quiet
 	@rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: venv
-venv: $(STAMP) ## Create the virtualenv with pinned dependencies
+venv: $(STAMP) ## Create the virtualenv with every workspace package (uv.lock)
 
 $(BIN)/ghz:
 	GOBIN=$(BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
@@ -50,6 +60,10 @@ $(BIN)/buf:
 .PHONY: redis
 redis: ## Install redis-server from apt when it is missing
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+
+.PHONY: lock
+lock: $(UV) ## Re-resolve uv.lock after changing a pyproject.toml
+	$(UV) lock
 
 .PHONY: tools
 tools: $(BIN)/ghz $(BIN)/jaeger $(BIN)/buf redis ## Install ghz, Jaeger, buf (pinned) and redis-server

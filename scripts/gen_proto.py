@@ -1,6 +1,7 @@
-"""Generate the Python code and type stubs for protos/ into client/ (the one way generated code is made).
+"""Generate the Python code and type stubs for protos/ into the stepexecutor-proto
+distribution (client/stepexecutor-proto/src: the one way generated code is made).
 
-Run through `make proto`. The generators are pinned in constraints.txt (grpcio-tools, mypy-protobuf), so the
+Run through `make proto`. The generators are pinned in the workspace pyproject.toml and uv.lock (grpcio-tools, mypy-protobuf), so the
 output is reproducible; tests/test_contract.py regenerates into a temporary folder and fails on any drift.
 """
 
@@ -16,7 +17,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-DEFAULT_OUT = ROOT / "client"
+DEFAULT_OUT = ROOT / "client" / "stepexecutor-proto" / "src"
 
 
 def proto_files() -> list[Path]:
@@ -50,6 +51,8 @@ def generate(out: Path) -> None:
         while pkg != out:
             (pkg / "__init__.py").touch()
             pkg = pkg.parent
+        # PEP 561: the stubs ship with the distribution, so callers type-check against the contract.
+        (out / proto.parts[0] / "py.typed").touch()
 
 
 def main() -> None:

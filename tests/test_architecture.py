@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-STEPS = Path(__file__).resolve().parent.parent / "server" / "otp_step_service" / "steps"
+STEPS = (
+    Path(__file__).resolve().parent.parent
+    / "server"
+    / "otp-step-service"
+    / "src"
+    / "otp_step_service"
+    / "steps"
+)
 FORBIDDEN = ("grpc", "google.protobuf", "stepexecutor", "boto3", "botocore", "opentelemetry", "redis", "jwt")
 
 

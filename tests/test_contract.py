@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+GENERATED = ROOT / "client" / "stepexecutor-proto" / "src"
 
 
 def test_generated_code_has_not_drifted_from_the_proto(tmp_path: Path) -> None:
@@ -16,14 +17,12 @@ def test_generated_code_has_not_drifted_from_the_proto(tmp_path: Path) -> None:
     )
     generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     committed = sorted(
-        p.relative_to(ROOT / "client")
-        for p in (ROOT / "client" / "stepexecutor").rglob("*")
+        p.relative_to(GENERATED)
+        for p in (GENERATED / "stepexecutor").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
     assert generated == committed, "run `make proto` and commit the result"
-    mismatched = [
-        str(p) for p in generated if not filecmp.cmp(tmp_path / p, ROOT / "client" / p, shallow=False)
-    ]
+    mismatched = [str(p) for p in generated if not filecmp.cmp(tmp_path / p, GENERATED / p, shallow=False)]
     assert not mismatched, f"stale generated code (run `make proto`): {mismatched}"
 
 

@@ -24,7 +24,7 @@ from cognito_emulator.bench import main as bench_main
 
 from .support import REGION, Demo, http, make_client, poll
 
-SERVER_DIR = Path(__file__).resolve().parents[2] / "server"
+SERVER_DIR = Path(__file__).resolve().parents[2] / "server" / "cognito-emulator" / "src"
 
 
 def sign_in(demo: Demo, username: str = "ada") -> dict[str, Any]:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from otp_step_service.__main__ import main as serve
 
-ROOT = Path(__file__).resolve().parents[2]
 JAEGER_UI = "http://127.0.0.1:16686"
 
 
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--emulator-port", type=int, default=4566)
     parser.add_argument("--listen", default="127.0.0.1:50051")
-    parser.add_argument("--run-dir", type=Path, default=ROOT / "var" / "run")
+    parser.add_argument("--run-dir", type=Path, default=Path("var") / "run")
     parser.add_argument("--jaeger", action="store_true", help="start a local Jaeger and export traces to it")
     args = parser.parse_args(argv)
 
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("the emulator did not write the connections file")
             time.sleep(0.05)
         if args.jaeger:
-            jaeger_bin = shutil.which("jaeger", path=str(ROOT / ".bin")) or shutil.which("jaeger")
+            jaeger_bin = shutil.which("jaeger", path=str(Path(".bin").resolve())) or shutil.which("jaeger")
             if not jaeger_bin:
                 raise SystemExit("Jaeger is not installed: run `make tools` (or `make run JAEGER=1`)")
             jaeger = subprocess.Popen(
