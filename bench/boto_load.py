@@ -129,7 +129,7 @@ def initiate(client: Any, client_id: str, secret: str, username: str) -> dict[st
         AuthParameters={
             "USERNAME": username,
             "PREFERRED_CHALLENGE": "EMAIL_OTP",
-            "SECRET_HASH": secret_hash(secret, username, client_id),
+            "SECRET_HASH": secret_hash(username=username, client_id=client_id, client_secret=secret),
         },
     )
     if answer.get("ChallengeName") != "EMAIL_OTP":
@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                 ChallengeResponses={
                     "USERNAME": username,
                     "EMAIL_OTP_CODE": codes[users[n]],
-                    "SECRET_HASH": secret_hash(secret, username, args.client_id),
+                    "SECRET_HASH": secret_hash(
+                        username=username, client_id=args.client_id, client_secret=secret
+                    ),
                 },
             )
             tokens = answer["AuthenticationResult"]

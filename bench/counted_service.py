@@ -19,12 +19,9 @@ from collections import Counter
 from pathlib import Path
 
 from otp_step_service.__main__ import main as serve
-from otp_step_service.settings import env
 
 STEP_LOGGER = "otp_step_service.steps"
 OUTCOMES_FILE = "BENCH_OUTCOMES_FILE"
-# "aio": run the grpc.aio variant (bench/aio_variant.py) instead of the real server, for scenario 2a.
-SERVER_VARIANT = "BENCH_SERVER"
 
 
 class OutcomeCounter(logging.Handler):
@@ -50,17 +47,13 @@ class OutcomeCounter(logging.Handler):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the service's main() with the counter installed; write the counts when it returns."""
-    level = logging.getLevelName(env("OTP_STEP_LOG_LEVEL").upper())
+    level = logging.getLevelName(os.environ.get("OTP_STEP_LOG_LEVEL", "INFO").upper())
     counter = OutcomeCounter(level if isinstance(level, int) else logging.INFO)
     step_log = logging.getLogger(STEP_LOGGER)
     step_log.setLevel(logging.INFO)
     step_log.propagate = False
     step_log.addHandler(counter)
     try:
-        if os.environ.get(SERVER_VARIANT) == "aio":
-            from bench.aio_variant import main as serve_aio
-
-            return serve_aio(argv)
         return serve(argv)
     finally:
         target = os.environ.get(OUTCOMES_FILE)

@@ -80,7 +80,12 @@ class ManagedProcess:
 
     @classmethod
     def start(
-        cls, name: str, command: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+        cls,
+        name: str,
+        command: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> ManagedProcess:
         """Start `command` with stdout and stderr appended to `log_path`."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +96,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(env) if env is not None else None,
+                cwd=cwd,
             )
         return cls(name, popen, log_path)
 

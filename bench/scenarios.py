@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ from bench.ghz import GhzLoad, LoadResult
 from bench.processes import ManagedProcess, free_port, rss_bytes, run_to_completion
 from bench.stack import (
     REGION,
+    ROOT,
     STANDIN_APP,
     CognitoApp,
     ServiceProcess,
@@ -43,6 +45,34 @@ from bench.stack import (
 )
 
 LITTLE_DELAY_MS = 100.0
+# The last commit of the synchronous (thread-per-step) service, measured beside the async one in one run.
+PREVIOUS_SYNC_SERVICE = "d26499f7"
+
+
+def previous_checkout(logs: Path) -> Path:
+    """A worktree of PREVIOUS_SYNC_SERVICE with its venv (`make venv` there), made once and kept in var/."""
+    folder = ROOT / "var" / "bench-previous"
+    if not (folder / ".venv" / "bin" / "python").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=True)
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(ROOT),
+                "worktree",
+                "add",
+                "--force",
+                "--detach",
+                str(folder),
+                PREVIOUS_SYNC_SERVICE,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        with (logs / "previous-setup.log").open("wb") as log:
+            subprocess.run(["make", "venv"], cwd=folder, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,12 +234,34 @@ class Bench:
         return report
 
     def service(
-        self, name: str, connections: Path, log_level: str | None = None, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        connections: Path,
+        log_level: str | None = None,
+        env: Mapping[str, str] | None = None,
+        module: str = "bench.counted_service",
     ) -> ServiceProcess:
         """Start a service process and make sure the protoset exists."""
-        service = start_service(self.logs, name, connections, log_level or self.plan.log_level, env)
-        self.ensure_protoset(service.address)
+        service = start_service(self.logs, name, connections, log_level or self.plan.log_level, env, module)
+        if module == "bench.counted_service":
+            self.ensure_protoset(service.address)
         return service
+
+    def previous_service(self, connections: Path) -> ServiceProcess | None:
+        """The sync service of PREVIOUS_SYNC_SERVICE, from a git worktree with its own venv (full runs only:
+        its first set-up takes a minute)."""
+        if self.plan.quick:
+            return None
+        checkout = previous_checkout(self.logs)
+        return start_service(
+            self.logs,
+            "previous-sync",
+            connections,
+            self.plan.log_level,
+            {"OTP_STEP_WORKERS": "64"},
+            python=str(checkout / ".venv" / "bin" / "python"),
+            cwd=checkout,
+        )
 
     def standin_connection(self, standin: Standin, name: str = "standin", **options: Any) -> Path:
         """A connections file pointing at the stand-in."""
@@ -248,18 +300,30 @@ def floors_and_service_cost(bench: Bench) -> None:
     bench.say("scenarios 1-3: starting the stand-in and the service")
     service = bench.service("service", connections)
     info = bench.service("service-info", connections, log_level="INFO") if plan.log_level != "INFO" else None
-    aio = bench.service("service-aio", connections, env={"BENCH_SERVER": "aio"})
+    floor = bench.service("aio-floor", connections, module="bench.aio_floor")
+    previous = bench.previous_service(connections)
     floor1 = ScenarioResult("1-transport-floor", "Transport floor: Health/Check", "req/s")
     cost = ScenarioResult(
         "2-service-cost", f"Service cost: GenerateOtp, stand-in, log {plan.log_level}", "req/s"
     )
     floor3 = ScenarioResult("3-boto3-floor", "boto3 floor: InitiateAuth, same stand-in, threads", "req/s")
     cost_info = ScenarioResult("2i-service-cost-info", "Service cost at OTP_STEP_LOG_LEVEL=INFO", "req/s")
-    cost_aio = ScenarioResult(
-        "2a-service-cost-aio", "Service cost with grpc.aio (bench/aio_variant.py)", "req/s"
+    floor2 = ScenarioResult(
+        "2f-aio-floor", "Stack floor: bare grpc.aio handler, one aiobotocore InitiateAuth", "req/s"
+    )
+    cost_previous = ScenarioResult(
+        "2s-previous-sync-service", f"Service cost, the sync service at {PREVIOUS_SYNC_SERVICE[:7]}", "req/s"
     )
     processes = [
-        p for p in (info.process if info else None, aio.process, service.process, standin.process) if p
+        p
+        for p in (
+            info.process if info else None,
+            previous.process if previous else None,
+            floor.process,
+            service.process,
+            standin.process,
+        )
+        if p
     ]
     with bench.running(*processes):
         watched = {"service": service.process, "stand-in": standin.process}
@@ -269,7 +333,9 @@ def floors_and_service_cost(bench: Bench) -> None:
         bench.ghz(service, bench.generate_load(plan.warmup_seconds), watched)
         if info:
             bench.ghz(info, bench.generate_load(plan.warmup_seconds), {"service": info.process})
-        bench.ghz(aio, bench.generate_load(plan.warmup_seconds), {"service": aio.process})
+        bench.ghz(floor, bench.generate_load(plan.warmup_seconds), {"service": floor.process})
+        if previous:
+            bench.ghz(previous, bench.generate_load(plan.warmup_seconds), {"service": previous.process})
         secret = bench.work / "standin" / "standin.secret"
         for rep in range(plan.repetitions):
             bench.say(f"scenarios 1-3: repetition {rep + 1}/{plan.repetitions}")
@@ -279,13 +345,37 @@ def floors_and_service_cost(bench: Bench) -> None:
             if info:
                 watched_info = {"service": info.process, "stand-in": standin.process}
                 cost_info.runs.append(bench.ghz(info, bench.generate_load(plan.seconds), watched_info))
-            watched_aio = {"service": aio.process, "stand-in": standin.process}
-            cost_aio.runs.append(bench.ghz(aio, bench.generate_load(plan.seconds), watched_aio))
+            watched_floor = {"service": floor.process, "stand-in": standin.process}
+            floor2.runs.append(bench.ghz(floor, bench.generate_load(plan.seconds), watched_floor))
+            if previous:
+                watched_previous = {"service": previous.process, "stand-in": standin.process}
+                cost_previous.runs.append(
+                    bench.ghz(previous, bench.generate_load(plan.seconds), watched_previous)
+                )
+        # Added latency: the service and the floor at the same fixed rate, half of what the service sustains,
+        # where queueing is not what the percentiles measure.
+        rate = max(10, int(cost.median("rps") / 2))
+        half_service = ScenarioResult("h-half-rate-service", "Service at half its saturating rate", "req/s")
+        half_floor = ScenarioResult("h-half-rate-floor", "Stack floor at the same rate", "req/s")
+        for scenario in (half_service, half_floor):
+            scenario.extra["rate"] = rate
+        for rep in range(plan.repetitions):
+            bench.say(f"half-rate latency: repetition {rep + 1}/{plan.repetitions} at {rate} req/s")
+            fixed = dataclasses.replace(bench.generate_load(plan.seconds), rate=rate)
+            half_service.runs.append(bench.ghz(service, fixed, watched))
+            half_floor.runs.append(
+                bench.ghz(floor, fixed, {"service": floor.process, "stand-in": standin.process})
+            )
     cost.step_errors = bench.step_errors(service)
     if info:
         cost_info.step_errors = bench.step_errors(info)
-    cost_aio.step_errors = bench.step_errors(aio)
-    bench.results += [floor1, cost, floor3] + ([cost_info] if info else []) + [cost_aio]
+    floor2.step_errors = bench.step_errors(floor)
+    bench.results += (
+        [floor1, cost, floor3] + ([cost_info] if info else []) + [floor2, half_service, half_floor]
+    )
+    if previous:
+        cost_previous.step_errors = bench.step_errors(previous)
+        bench.results.append(cost_previous)
 
 
 def boto_floor(bench: Bench, standin: Standin, secret: Path) -> LoadResult:

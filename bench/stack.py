@@ -38,11 +38,12 @@ _OTEL_VARIABLES = (
 )
 
 
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The harness's environment, made safe (dummy AWS credentials, no tracing), plus `extra`."""
+def child_env(extra: Mapping[str, str] | None = None, root: Path | None = None) -> dict[str, str]:
+    """The harness's environment, made safe (dummy AWS credentials, no tracing), plus `extra`; `root` is the
+    checkout whose `bench` package the child imports (this one by default)."""
     env = {k: v for k, v in os.environ.items() if k not in _OTEL_VARIABLES}
     env.update(SAFE_AWS_ENV)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root or ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env.update(extra or {})
     return env
 
@@ -152,8 +153,12 @@ def start_service(
     connections: Path,
     log_level: str,
     extra_env: Mapping[str, str] | None = None,
+    module: str = "bench.counted_service",
+    python: str = sys.executable,
+    cwd: Path | None = None,
 ) -> ServiceProcess:
-    """The service on a free port, self-test off, logging at `log_level` to its log file."""
+    """The service on a free port, self-test off, logging at `log_level` to its log file. `module` runs another
+    server the same way (the aio floor); `python` and `cwd` run another checkout's service (the sync one)."""
     address = f"127.0.0.1:{free_port()}"
     outcomes = logs / f"{name}.outcomes.json"
     outcomes.unlink(missing_ok=True)
@@ -166,16 +171,16 @@ def start_service(
         **(extra_env or {}),
     }
     command = [
-        sys.executable,
+        python,
         "-m",
-        "bench.counted_service",
+        module,
         "serve",
         "--listen",
         address,
         "--connections",
         str(connections),
     ]
-    process = ManagedProcess.start(name, command, logs / f"{name}.log", child_env(env))
+    process = ManagedProcess.start(name, command, logs / f"{name}.log", child_env(env, root=cwd), cwd=cwd)
     process.wait_ready(lambda: _serving(address), timeout=60)
     return ServiceProcess(process, address, outcomes, log_level, env)
 

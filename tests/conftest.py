@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 from cognito_emulator import EmulatorServer, EmulatorSettings, seed_demo
-from harness import Emulator, Journeys, build_service, free_port, write_connections
+from harness import Emulator, Journeys, RunningService, build_service, free_port, write_connections
 from otp_step_client import StepExecutorClient
-from otp_step_service.service import Service
 
 # Set before any boto3 client exists. moto accepts any credentials; real ones must never be used here.
 os.environ.update(
@@ -74,18 +73,18 @@ def connections_file(emulator: Emulator, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
-def service(connections_file: Path) -> Iterator[Service]:
+def service(connections_file: Path) -> Iterator[RunningService]:
     """The real server, started once for the session."""
     service = build_service(connections_file)
-    service.server.start()
+    service.start()
     yield service
-    service.server.stop(grace=1)
+    service.stop(grace=1)
 
 
 @pytest.fixture(scope="session")
-def client(service: Service) -> Iterator[StepExecutorClient]:
+def client(service: RunningService) -> Iterator[StepExecutorClient]:
     """A client of the running server."""
-    with StepExecutorClient(f"127.0.0.1:{service.server.port}", timeout=10) as client:
+    with StepExecutorClient(f"127.0.0.1:{service.port}", timeout=10) as client:
         yield client
 
 

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cognito_emulator import SeedResult
 from cognito_emulator.seed import cognito_client
 from otp_step_client import Journey, Step, StepExecutorClient
-from otp_step_service.service import Service
+from otp_step_service.execution import StepRunner
+from otp_step_service.service import Service, challenge_store
 from otp_step_service.settings import ServiceSettings
+from otp_step_service.steps.challenges import Challenge, ChallengeKey, SendResult
+from otp_step_service.steps.ports import ChallengeStore
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 
@@ -197,12 +201,98 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
     path.write_text("\n".join(lines))
 
 
-def build_service(connections_file: Path, **overrides: str) -> Service:
-    """A service on 127.0.0.1 and a free port, self-test off (tests call it explicitly)."""
+T = TypeVar("T")
+
+
+class FakeClock:
+    """A Clock the test moves by hand: `wall` for expiries, `mono` for deadlines."""
+
+    def __init__(self, wall: float = 1_000_000.0, mono: float = 100.0) -> None:
+        self.wall = wall
+        self.mono = mono
+
+    def now(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        """Move both clocks on."""
+        self.wall += seconds
+        self.mono += seconds
+
+
+class RecordingStore:
+    """A ChallengeStore that hands everything to the real one and remembers the Cognito sessions it stores,
+    so tests can prove sessions never leak (the seam `Service.build(store=...)`, no monkeypatching)."""
+
+    def __init__(self, inner: ChallengeStore) -> None:
+        self.inner = inner
+        self.sessions: list[str] = []
+
+    async def finish_send(
+        self,
+        key: ChallengeKey,
+        nonce: str,
+        result: SendResult,
+        challenge: Challenge | None,
+        sends_subject: str,
+    ) -> None:
+        if challenge is not None and challenge.session:
+            self.sessions.append(challenge.session)
+        await self.inner.finish_send(key, nonce, result, challenge, sends_subject)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class RunningService:
+    """The real service on its own event loop in a background thread, on 127.0.0.1 and a free port, so the
+    tests drive it with the synchronous client over a real socket."""
+
+    def __init__(self, settings: ServiceSettings, tracing: bool = False) -> None:
+        self.store = RecordingStore(challenge_store(settings.challenge_store))
+        self.service = Service.build(settings, tracing=tracing, store=self.store)  # type: ignore[arg-type]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="service-loop", daemon=True)
+
+    @property
+    def runner(self) -> StepRunner:
+        """The service's step runner."""
+        return self.service.runner
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return self.service.port
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Run `coroutine` on the service's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def start(self) -> None:
+        """Bind and serve (warm-up included, self-test off: tests call it explicitly)."""
+        self._thread.start()
+        self.run(self.service.prepare(self_test=False))
+        self.run(self.service.start())
+
+    def stop(self, grace: float = 1) -> None:
+        """Drain within `grace`, close everything, end the loop."""
+        if not self._thread.is_alive():
+            return
+        self.run(self.service.stop(grace))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def build_service(connections_file: Path, tracing: bool = False, **overrides: str) -> RunningService:
+    """A service on 127.0.0.1 and a free port, self-test off (tests call it explicitly); not yet started."""
     settings = ServiceSettings.from_env(
         listen="127.0.0.1:0", connections_path=str(connections_file), self_test="off", **overrides
     )
-    return Service.build(settings)
+    return RunningService(settings, tracing=tracing)
 
 
 def run_sample_journeys(journeys: Journeys, emulator: Emulator) -> list[str]:
@@ -256,22 +346,3 @@ def start_service_process(
         assert process.poll() is None, log.read_text()
         time.sleep(0.05)
     raise AssertionError("the service did not start: " + log.read_text())
-
-
-@contextmanager
-def captured_sessions(service: Service) -> Iterator[list[str]]:
-    """The Cognito sessions the service stores while the block runs (to prove they never leak)."""
-    store = service.runner.store
-    sessions: list[str] = []
-    original_save = store.save
-
-    def remember(key: Any, challenge: Any) -> None:
-        if challenge.session:
-            sessions.append(challenge.session)
-        original_save(key, challenge)
-
-    store.save = remember  # type: ignore[method-assign]
-    try:
-        yield sessions
-    finally:
-        del store.save

@@ -2,39 +2,59 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
-from harness import Emulator, Journeys, build_service, free_port, wrong_code
+from harness import Emulator, FakeClock, Journeys, build_service, free_port, wrong_code
 from otp_step_client import StepExecutorClient
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.adapters.redis_store import RedisChallengeStore
 from otp_step_service.steps.challenges import (
     EXPIRED_GRACE_SECONDS,
+    AttemptRequest,
     AttemptVerdict,
     Challenge,
     ChallengeKey,
-    ChallengeStore,
-    ReservationVerdict,
+    Judgement,
+    SendRequest,
+    SendResult,
+    SendVerdict,
 )
 from otp_step_service.steps.outcomes import Channel
+from otp_step_service.steps.ports import ChallengeStore
 from stepexecutor.v1 import step_executor_pb2 as pb
+
+StoreFactory = Callable[[], ChallengeStore]
 
 
 @pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> Iterator[ChallengeStore]:
+def make_store(request: pytest.FixtureRequest) -> StoreFactory:
+    """A factory: each contract test builds its store inside its own event loop (redis.asyncio binds to one)."""
     if request.param == "memory":
-        yield InMemoryChallengeStore()
-        return
+        return InMemoryChallengeStore
     url = request.getfixturevalue("redis_url")
     redis.Redis.from_url(url).flushdb()
-    yield RedisChallengeStore.from_url(url)
+    return lambda: RedisChallengeStore.from_url(url)
 
 
-def _challenge(ttl: float = 60, max_attempts: int = 3, nonce: str = "n1", **extra: object) -> Challenge:
+def run(make_store: StoreFactory, scenario: Callable[[ChallengeStore], Awaitable[None]]) -> None:
+    async def main() -> None:
+        store = make_store()
+        try:
+            await scenario(store)
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
+
+
+def _challenge(ttl: float = 60, max_attempts: int = 3, nonce: str = "n1", **extra: Any) -> Challenge:
     return Challenge(
         "ada",
         "session-xyz",
@@ -48,111 +68,212 @@ def _challenge(ttl: float = 60, max_attempts: int = 3, nonce: str = "n1", **extr
 
 
 KEY = ChallengeKey("demo", "run-1", "ada@example.com")
+SENDS = "sends:ada"
+FAILURES = "failures:ada"
 
 
-def test_attempts_are_spent_one_by_one_then_the_challenge_is_gone(store: ChallengeStore) -> None:
-    store.save(KEY, _challenge(max_attempts=2))
-    first = store.begin_attempt(KEY, time.time())
-    second = store.begin_attempt(KEY, time.time())
-    assert first.verdict is second.verdict is AttemptVerdict.GRANTED
-    assert first.challenge is not None and first.challenge.attempts_remaining == 1
-    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.EXHAUSTED
-    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.NOT_FOUND
-
-
-def test_a_refunded_attempt_can_be_spent_again(store: ChallengeStore) -> None:
-    store.save(KEY, _challenge(max_attempts=1))
-    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.GRANTED
-    store.refund_attempt(KEY, "n1")
-    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.GRANTED
-
-
-def test_an_expired_challenge_is_reported_once_and_removed(store: ChallengeStore) -> None:
-    store.save(KEY, _challenge(ttl=60))
-    assert store.begin_attempt(KEY, time.time() + 61).verdict is AttemptVerdict.EXPIRED
-    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.NOT_FOUND
-
-
-def test_failures_count_within_a_window_and_can_be_forgiven(store: ChallengeStore) -> None:
-    assert store.events("failures:x") == 0
-    assert [store.count_event("failures:x", 60) for _ in range(3)] == [1, 2, 3]
-    store.uncount_event("failures:x")
-    assert store.events("failures:x") == 2
-    store.uncount_event("failures:none")
-    assert store.events("failures:none") == 0
-
-
-def test_an_expired_challenge_outlives_other_writes_long_enough_to_be_reported(store: ChallengeStore) -> None:
-    store.save(KEY, _challenge(ttl=1))
-    other = ChallengeKey("demo", "run-2", "ada@example.com")
-    deadline = time.monotonic() + 5
-    while store.load(KEY) is not None:  # until it has expired
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    store.save(other, _challenge())  # a write sweeps expired entries in the memory store
-    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.EXPIRED
-
-
-def test_a_stale_nonce_touches_nothing(store: ChallengeStore) -> None:
-    store.save(KEY, _challenge(nonce="new"))
-    assert store.begin_attempt(KEY, time.time()).verdict is AttemptVerdict.GRANTED
-    store.refund_attempt(KEY, "old")
-    store.discard(KEY, "old")
-    grant = store.begin_attempt(KEY, time.time())
-    assert grant.challenge is not None
-    assert grant.challenge.attempts_used == 2
-
-
-def test_a_reservation_holds_the_key_against_resends_and_replays_its_execution(store: ChallengeStore) -> None:
-    now = time.time()
-    first = store.reserve(
-        KEY, _challenge(nonce="a", pending=True, step_execution_id="x", sent_at=now), now, 30
+def _send(
+    nonce: str, now: float | None = None, execution: str = "", limit: int = 10, **placeholder: Any
+) -> SendRequest:
+    now = time.time() if now is None else now
+    return SendRequest(
+        key=KEY,
+        placeholder=_challenge(
+            nonce=nonce, pending=True, step_execution_id=execution, sent_at=now, **placeholder
+        ),
+        now=now,
+        cooldown_seconds=30,
+        sends_subject=SENDS,
+        send_limit=limit,
+        send_window_seconds=60,
+        lockout_subject=FAILURES,
+        lockout_threshold=3,
     )
-    assert first.verdict is ReservationVerdict.RESERVED
-    assert store.begin_attempt(KEY, now).verdict is AttemptVerdict.NOT_FOUND  # pending: no challenge yet
-    again = store.reserve(
-        KEY, _challenge(nonce="b", pending=True, step_execution_id="x", sent_at=now), now, 30
-    )
-    assert again.verdict is ReservationVerdict.TOO_SOON  # same execution, still being sent
-    store.save(KEY, _challenge(nonce="a", step_execution_id="x", sent_at=now))
-    replay = store.reserve(
-        KEY, _challenge(nonce="c", pending=True, step_execution_id="x", sent_at=now), now, 30
-    )
-    assert replay.verdict is ReservationVerdict.REPLAY
-    assert replay.challenge is not None
-    assert replay.challenge.nonce == "a"
-    other = store.reserve(
-        KEY, _challenge(nonce="d", pending=True, step_execution_id="y", sent_at=now), now + 5, 30
-    )
-    assert other.verdict is ReservationVerdict.TOO_SOON
-    assert 24 <= other.wait_seconds <= 25
-    later = store.reserve(
-        KEY, _challenge(nonce="e", pending=True, step_execution_id="y", sent_at=now), now + 31, 30
-    )
-    assert later.verdict is ReservationVerdict.RESERVED
 
 
-def test_a_discarded_challenge_is_not_found(store: ChallengeStore) -> None:
-    store.save(KEY, _challenge())
-    assert store.load(KEY) is not None
-    store.discard(KEY, "n1")
-    assert store.load(KEY) is None
+def _attempt(now: float | None = None, threshold: int = 10) -> AttemptRequest:
+    return AttemptRequest(KEY, time.time() if now is None else now, FAILURES, threshold, 60)
+
+
+async def _saved(store: ChallengeStore, challenge: Challenge) -> None:
+    """A delivered challenge in KEY, the way Generate leaves one."""
+    reservation = await store.begin_send(_send(challenge.nonce, execution=challenge.step_execution_id))
+    assert reservation.verdict is SendVerdict.RESERVED
+    await store.finish_send(KEY, challenge.nonce, SendResult.SENT, challenge, SENDS)
+
+
+def test_attempts_are_spent_one_by_one_then_the_challenge_is_gone(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _saved(store, _challenge(max_attempts=2))
+        first = await store.begin_attempt(_attempt())
+        second = await store.begin_attempt(_attempt())
+        assert first.verdict is second.verdict is AttemptVerdict.GRANTED
+        assert first.challenge is not None and first.challenge.attempts_remaining == 1
+        assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.EXHAUSTED
+        assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.NOT_FOUND
+        assert await store.events(FAILURES) == 2  # each granted attempt counted one wrong code up front
+
+    run(make_store, scenario)
+
+
+def test_an_unjudged_attempt_is_given_back_with_its_wrong_code_count(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _saved(store, _challenge(max_attempts=1))
+        assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
+        await store.finish_attempt(KEY, "n1", Judgement.UNJUDGED, FAILURES)
+        assert await store.events(FAILURES) == 0
+        assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
+
+    run(make_store, scenario)
+
+
+def test_an_unknown_judgement_keeps_both_counts(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _saved(store, _challenge(max_attempts=2))
+        assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
+        await store.finish_attempt(KEY, "n1", Judgement.UNKNOWN, FAILURES)
+        assert await store.events(FAILURES) == 1
+        grant = await store.begin_attempt(_attempt())
+        assert grant.challenge is not None and grant.challenge.attempts_remaining == 0
+
+    run(make_store, scenario)
+
+
+def test_a_right_code_uses_the_challenge_and_forgives_its_count(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _saved(store, _challenge())
+        assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
+        await store.finish_attempt(KEY, "n1", Judgement.RIGHT, FAILURES)
+        assert await store.events(FAILURES) == 0
+        assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.NOT_FOUND
+
+    run(make_store, scenario)
+
+
+def test_a_locked_identifier_spends_nothing(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _saved(store, _challenge())
+        for _ in range(2):
+            assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
+        assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.LOCKED
+        assert await store.events(FAILURES) == 2
+
+    run(make_store, scenario)
+
+
+def test_an_expired_challenge_is_reported_once_and_removed(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _saved(store, _challenge(ttl=60))
+        assert (await store.begin_attempt(_attempt(now=time.time() + 61))).verdict is AttemptVerdict.EXPIRED
+        assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.NOT_FOUND
+
+    run(make_store, scenario)
+
+
+def test_a_stale_nonce_touches_nothing(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _saved(store, _challenge(nonce="new"))
+        assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
+        await store.finish_attempt(KEY, "old", Judgement.RIGHT, "failures:other")
+        await store.finish_send(KEY, "old", SendResult.SENT, _challenge(nonce="old"), SENDS)
+        grant = await store.begin_attempt(_attempt())
+        assert grant.challenge is not None
+        assert grant.challenge.nonce == "new" and grant.challenge.attempts_used == 2
+
+    run(make_store, scenario)
+
+
+def test_a_reservation_holds_the_key_against_resends_and_replays_its_execution(
+    make_store: StoreFactory,
+) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        assert (await store.begin_send(_send("a", now, execution="x"))).verdict is SendVerdict.RESERVED
+        assert (await store.begin_attempt(_attempt(now))).verdict is AttemptVerdict.NOT_FOUND  # pending
+        again = await store.begin_send(_send("b", now, execution="x"))
+        assert again.verdict is SendVerdict.TOO_SOON  # same execution, still being sent
+        await store.finish_send(
+            KEY, "a", SendResult.SENT, _challenge(nonce="a", step_execution_id="x", sent_at=now), SENDS
+        )
+        replay = await store.begin_send(_send("c", now, execution="x"))
+        assert replay.verdict is SendVerdict.REPLAY
+        assert replay.challenge is not None and replay.challenge.nonce == "a"
+        other = await store.begin_send(_send("d", now + 5, execution="y"))
+        assert other.verdict is SendVerdict.TOO_SOON
+        assert 24 <= other.wait_seconds <= 25
+        later = await store.begin_send(_send("e", now + 31, execution="y"))
+        assert later.verdict is SendVerdict.RESERVED
+        assert await store.events(SENDS) == 2  # only the reservations that went ahead were counted
+
+    run(make_store, scenario)
+
+
+def test_a_send_that_certainly_did_not_happen_is_given_back(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        assert (await store.begin_send(_send("a"))).verdict is SendVerdict.RESERVED
+        await store.finish_send(KEY, "a", SendResult.NOT_SENT, None, SENDS)
+        assert await store.events(SENDS) == 0
+        assert (await store.begin_send(_send("b"))).verdict is SendVerdict.RESERVED  # the key is free again
+
+    run(make_store, scenario)
+
+
+def test_a_send_that_may_have_happened_counts_and_holds_the_cooldown(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        assert (await store.begin_send(_send("a", now, execution="x"))).verdict is SendVerdict.RESERVED
+        unusable = _challenge(nonce="a", sent_at=now, unusable=True)
+        await store.finish_send(KEY, "a", SendResult.MAYBE_SENT, unusable, SENDS)
+        assert await store.events(SENDS) == 1
+        assert (await store.begin_attempt(_attempt(now))).verdict is AttemptVerdict.NOT_FOUND
+        assert (await store.begin_send(_send("b", now + 1, execution="x"))).verdict is SendVerdict.TOO_SOON
+        assert (await store.begin_send(_send("c", now + 31))).verdict is SendVerdict.RESERVED
+
+    run(make_store, scenario)
+
+
+def test_the_send_budget_is_spent_across_journeys(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        verdicts = []
+        for i in range(4):
+            request = replace(_send(f"n{i}", now, limit=3), key=ChallengeKey("demo", f"run-{i}", "ada"))
+            verdicts.append((await store.begin_send(request)).verdict)
+        assert verdicts == [SendVerdict.RESERVED] * 3 + [SendVerdict.OVER_BUDGET]
+
+    run(make_store, scenario)
+
+
+def test_a_locked_identifier_gets_no_code(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _saved(store, _challenge())
+        for _ in range(3):
+            await store.begin_attempt(_attempt())
+        assert (await store.begin_send(_send("late", time.time() + 1))).verdict is SendVerdict.LOCKED
+
+    run(make_store, scenario)
 
 
 def test_the_memory_store_forgets_expired_challenges_by_itself() -> None:
-    now = [1000.0]
-    store = InMemoryChallengeStore(clock=lambda: now[0])
-    for i in range(100):
-        store.save(
-            ChallengeKey("demo", f"run-{i}", "ada@example.com"),
-            Challenge("ada", "s", Channel.EMAIL, "m", 1010.0, 3),
-        )
-    store.count_event("failures:x", 5)
-    assert len(store) == 101
-    now[0] = 1011.0
-    assert len(store) == 100  # expired, but kept a grace period so Validate can still say "expired"
-    now[0] = 1011.0 + EXPIRED_GRACE_SECONDS
-    assert len(store) == 0
+    clock = FakeClock(1000.0)
+
+    async def scenario() -> None:
+        store = InMemoryChallengeStore(clock)
+        for i in range(100):
+            key = ChallengeKey("demo", f"run-{i}", "ada@example.com")
+            challenge = Challenge("ada", "s", Channel.EMAIL, "m", 1010.0, 3, nonce=f"n{i}", sent_at=1000.0)
+            request = replace(
+                _send(f"n{i}", 1000.0, limit=1000), key=key, placeholder=replace(challenge, pending=True)
+            )
+            assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+            await store.finish_send(key, f"n{i}", SendResult.SENT, challenge, SENDS)
+        assert len(store) == 101  # the challenges and the send counter
+        clock.wall = 1011.0
+        assert len(store) == 101  # expired, but kept a grace period so Validate can still say "expired"
+        clock.wall = 1011.0 + EXPIRED_GRACE_SECONDS
+        assert len(store) == 0
+
+    asyncio.run(scenario())
 
 
 def test_instances_sharing_redis_validate_each_others_challenges(
@@ -160,12 +281,12 @@ def test_instances_sharing_redis_validate_each_others_challenges(
 ) -> None:
     first = build_service(connections_file, challenge_store=redis_url)
     second = build_service(connections_file, challenge_store=redis_url)
-    first.server.start()
-    second.server.start()
+    first.start()
+    second.start()
     try:
         with (
-            StepExecutorClient(f"127.0.0.1:{first.server.port}") as a,
-            StepExecutorClient(f"127.0.0.1:{second.server.port}") as b,
+            StepExecutorClient(f"127.0.0.1:{first.port}") as a,
+            StepExecutorClient(f"127.0.0.1:{second.port}") as b,
         ):
             on_a, on_b = Journeys(a, emulator), Journeys(b, emulator)
             before = len(emulator.outbox("ada@example.com"))
@@ -182,8 +303,8 @@ def test_instances_sharing_redis_validate_each_others_challenges(
                 == pb.FAILURE_CODE_CHALLENGE_NOT_FOUND
             )
     finally:
-        first.server.stop(1)
-        second.server.stop(1)
+        first.stop(1)
+        second.stop(1)
 
 
 def test_an_unreachable_store_is_a_retryable_system_failure(
@@ -191,12 +312,12 @@ def test_an_unreachable_store_is_a_retryable_system_failure(
 ) -> None:
     closed = free_port()
     service = build_service(connections_file, challenge_store=f"redis://127.0.0.1:{closed}/0")
-    service.server.start()
+    service.start()
     try:
-        with StepExecutorClient(f"127.0.0.1:{service.server.port}") as client:
+        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
             response, _ = Journeys(client, emulator).generate("ada@example.com")
     finally:
-        service.server.stop(1)
+        service.stop(1)
     assert response.failure.code == pb.FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE
     assert response.failure.category == pb.ERROR_CATEGORY_SYSTEM
     assert response.failure.retryable

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import Emulator
+from harness import Emulator, RunningService
 from otp_step_client.cli import main
-from otp_step_service.service import Service
 
 
 def test_a_whole_journey_runs_from_the_command_line(
-    service: Service, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+    service: RunningService, emulator: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    target = f"127.0.0.1:{service.server.port}"
+    target = f"127.0.0.1:{service.port}"
     assert main(["--target", target, "health"]) == 0
     assert capsys.readouterr().out.strip() == "SERVING"
     before = len(emulator.outbox("grace@example.com"))
@@ -43,8 +42,10 @@ def test_a_whole_journey_runs_from_the_command_line(
     assert json.loads(capsys.readouterr().out)["success"]["username"] == "grace"
 
 
-def test_the_cli_reports_calls_that_cannot_run(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
-    target = f"127.0.0.1:{service.server.port}"
+def test_the_cli_reports_calls_that_cannot_run(
+    service: RunningService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{service.port}"
     assert (
         main(
             [

@@ -16,13 +16,12 @@ import pytest
 from harness import (
     Emulator,
     Journeys,
-    captured_sessions,
+    RunningService,
     free_port,
     run_sample_journeys,
     start_service_process,
 )
 from otp_step_client import Step, StepExecutorClient
-from otp_step_service.service import Service
 from otp_step_service.step_log import JsonFormatter, configure_logging
 
 
@@ -47,10 +46,11 @@ def captured_logs() -> Iterator[list[str]]:
 
 
 def test_no_code_session_token_or_secret_reaches_the_logs(
-    journeys: Journeys, emulator: Emulator, service: Service, captured_logs: list[str]
+    journeys: Journeys, emulator: Emulator, service: RunningService, captured_logs: list[str]
 ) -> None:
-    with captured_sessions(service) as sessions:
-        secrets = run_sample_journeys(journeys, emulator)
+    stored = len(service.store.sessions)
+    secrets = run_sample_journeys(journeys, emulator)
+    sessions = service.store.sessions[stored:]
     secrets += sessions
     assert len(sessions) >= 2
     text = "\n".join(captured_logs)

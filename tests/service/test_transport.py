@@ -15,9 +15,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from harness import Emulator, Journeys, build_service
+from harness import Emulator, Journeys, RunningService, build_service
 from otp_step_client import Journey, Step, StepExecutorClient, StepExecutorError
-from otp_step_service.service import Service
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
@@ -39,8 +38,8 @@ def _without(field: str) -> pb.GenerateOtpRequest:
 
 
 @pytest.fixture
-def stub(service: Service) -> pb_grpc.StepExecutorStub:
-    return pb_grpc.StepExecutorStub(grpc.insecure_channel(f"127.0.0.1:{service.server.port}"))
+def stub(service: RunningService) -> pb_grpc.StepExecutorStub:
+    return pb_grpc.StepExecutorStub(grpc.insecure_channel(f"127.0.0.1:{service.port}"))
 
 
 @pytest.mark.parametrize(
@@ -111,16 +110,16 @@ def test_an_unknown_connection_is_not_found_with_error_info(stub: pb_grpc.StepEx
     assert info.metadata["connection"] == "nope"
 
 
-def test_health_reports_serving_for_the_server_and_the_service(service: Service) -> None:
-    channel = grpc.insecure_channel(f"127.0.0.1:{service.server.port}")
+def test_health_reports_serving_for_the_server_and_the_service(service: RunningService) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
     health = health_pb2_grpc.HealthStub(channel)
     for name in ("", "stepexecutor.v1.StepExecutor"):
         response = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
         assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_reflection_lists_the_step_executor(service: Service) -> None:
-    channel = grpc.insecure_channel(f"127.0.0.1:{service.server.port}")
+def test_reflection_lists_the_step_executor(service: RunningService) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
     responses = reflection.ServerReflectionInfo(
         iter([reflection_pb2.ServerReflectionRequest(list_services="")])
@@ -189,11 +188,11 @@ def _slow_generate(client: StepExecutorClient, journeys: Journeys, results: list
 def test_beyond_the_concurrency_bound_calls_get_resource_exhausted(
     connections_file: Path, journeys: Journeys, emulator: Emulator
 ) -> None:
-    service = build_service(connections_file, workers="1", max_concurrent_steps="1")
-    service.server.start()
+    service = build_service(connections_file, max_concurrent_steps="1", max_steps_per_caller="1")
+    service.start()
     try:
         emulator.inject(operation="InitiateAuth", latency_ms=800, count=1)
-        with StepExecutorClient(f"127.0.0.1:{service.server.port}") as client:
+        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
             results: list[object] = []
             first = threading.Thread(target=_slow_generate, args=(client, journeys, results))
             first.start()
@@ -206,7 +205,7 @@ def test_beyond_the_concurrency_bound_calls_get_resource_exhausted(
         assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert isinstance(results[0], pb.GenerateOtpResponse)
     finally:
-        service.server.stop(grace=1)
+        service.stop(grace=1)
 
 
 def emulator_busy(emulator: Emulator) -> bool:
@@ -221,8 +220,8 @@ def test_shutdown_drains_in_flight_steps_and_refuses_new_ones(
     connections_file: Path, journeys: Journeys, emulator: Emulator
 ) -> None:
     service = build_service(connections_file)
-    service.server.start()
-    client = StepExecutorClient(f"127.0.0.1:{service.server.port}")
+    service.start()
+    client = StepExecutorClient(f"127.0.0.1:{service.port}")
     emulator.inject(operation="InitiateAuth", latency_ms=600, count=1)
     results: list[object] = []
     in_flight = threading.Thread(target=_slow_generate, args=(client, journeys, results))
@@ -230,7 +229,7 @@ def test_shutdown_drains_in_flight_steps_and_refuses_new_ones(
     deadline = time.monotonic() + 5
     while not emulator_busy(emulator) and time.monotonic() < deadline:
         time.sleep(0.01)
-    stopper = threading.Thread(target=service.server.stop, args=(5,))
+    stopper = threading.Thread(target=service.stop, args=(5,))
     stopper.start()
     in_flight.join()
     stopper.join()
@@ -242,8 +241,8 @@ def test_shutdown_drains_in_flight_steps_and_refuses_new_ones(
     client.close()
 
 
-def test_reflection_resolves_method_symbols_as_ghz_and_grpcurl_ask(service: Service) -> None:
-    channel = grpc.insecure_channel(f"127.0.0.1:{service.server.port}")
+def test_reflection_resolves_method_symbols_as_ghz_and_grpcurl_ask(service: RunningService) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(
         file_containing_symbol="stepexecutor.v1.StepExecutor.GenerateOtp"
@@ -257,7 +256,7 @@ def test_reflection_resolves_method_symbols_as_ghz_and_grpcurl_ask(service: Serv
     assert missing.WhichOneof("message_response") == "error_response"
 
 
-def test_ghz_drives_the_service_through_reflection_alone(service: Service, emulator: Emulator) -> None:
+def test_ghz_drives_the_service_through_reflection_alone(service: RunningService, emulator: Emulator) -> None:
     ghz = shutil.which("ghz", path=str(Path(__file__).resolve().parents[2] / ".bin")) or shutil.which("ghz")
     assert ghz, "ghz is missing: run `make tools`"
     data = {
@@ -284,7 +283,7 @@ def test_ghz_drives_the_service_through_reflection_alone(service: Service, emula
             "5s",
             "--format",
             "json",
-            f"127.0.0.1:{service.server.port}",
+            f"127.0.0.1:{service.port}",
         ],
         capture_output=True,
         text=True,

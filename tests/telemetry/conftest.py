@@ -6,15 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Emulator, Journeys, build_service
+from harness import Emulator, Journeys, RunningService, build_service
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otp_step_client import StepExecutorClient
-from otp_step_service.service import Service
-from otp_step_service.transport.server import StepExecutorServer
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -30,21 +28,20 @@ def span_exporter() -> InMemorySpanExporter:
 
 
 @pytest.fixture(scope="session")
-def traced_service(connections_file: Path, span_exporter: InMemorySpanExporter) -> Iterator[Service]:
+def traced_service(connections_file: Path, span_exporter: InMemorySpanExporter) -> Iterator[RunningService]:
     """A server with the gRPC server interceptor on, as when OTEL_* configures an exporter."""
-    service = build_service(connections_file)
-    service.server = StepExecutorServer(service.runner, "127.0.0.1:0", tracing=True)
-    service.server.start()
+    service = build_service(connections_file, tracing=True)
+    service.start()
     yield service
-    service.server.stop(1)
+    service.stop(1)
 
 
 @pytest.fixture
 def traced(
-    traced_service: Service, emulator: Emulator, span_exporter: InMemorySpanExporter
+    traced_service: RunningService, emulator: Emulator, span_exporter: InMemorySpanExporter
 ) -> Iterator[Journeys]:
     """Journeys against the traced server, with the exporter emptied first."""
     span_exporter.clear()
-    with StepExecutorClient(f"127.0.0.1:{traced_service.server.port}") as client:
+    with StepExecutorClient(f"127.0.0.1:{traced_service.port}") as client:
         yield Journeys(client, emulator)
     emulator.clear_faults()

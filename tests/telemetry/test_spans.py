@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from harness import Journeys, captured_sessions, run_sample_journeys, wrong_code
+from harness import Journeys, RunningService, run_sample_journeys, wrong_code
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from otp_step_client import Step
-from otp_step_service.service import Service
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 
@@ -262,10 +261,11 @@ def test_health_checks_are_not_traced(traced: Journeys, span_exporter: InMemoryS
 
 
 def test_no_code_session_token_or_secret_reaches_any_span(
-    traced: Journeys, traced_service: Service, span_exporter: InMemorySpanExporter
+    traced: Journeys, traced_service: RunningService, span_exporter: InMemorySpanExporter
 ) -> None:
-    with captured_sessions(traced_service) as sessions:
-        secrets = run_sample_journeys(traced, traced.emulator)
+    stored = len(traced_service.store.sessions)
+    secrets = run_sample_journeys(traced, traced.emulator)
+    sessions = traced_service.store.sessions[stored:]
     secrets += sessions
     spans = span_exporter.get_finished_spans()
     assert len(spans) > 10

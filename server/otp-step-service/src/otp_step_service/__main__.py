@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -12,16 +13,17 @@ import signal
 import sys
 from types import FrameType
 
-from otp_step_service.connections import ConfigurationError, build_connections
+from otp_step_service.connections import build_connections
 from otp_step_service.service import (
-    SelfTestFailedError,
     Service,
     check_connections,
+    close_connections,
     report_self_test,
     self_test_all,
 )
-from otp_step_service.settings import ENVIRONMENT, ServiceSettings, SettingsError
+from otp_step_service.settings import ServiceSettings, SettingsError, deprecated_variables, documented
 from otp_step_service.step_log import configure_logging
+from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.telemetry import configure_tracing
 
 log = logging.getLogger("otp_step_service")
@@ -32,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m otp_step_service",
         description="Cognito OTP Generate / Validate journey steps over gRPC (StepExecutor).",
         epilog="Environment: "
-        + "; ".join(f"{name} (default {default!r}): {what}" for name, (default, what) in ENVIRONMENT.items()),
+        + "; ".join(f"{name} (default {default!r}): {what}" for name, default, what in documented()),
     )
     sub = parser.add_subparsers(dest="command")
     for name in ("serve", "self-test"):
@@ -42,10 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "serve":
             command.add_argument("--listen", help="bind address (OTP_STEP_LISTEN)")
-            command.add_argument("--workers", help="worker threads (OTP_STEP_WORKERS)")
             command.add_argument("--processes", help="server processes sharing the port (OTP_STEP_PROCESSES)")
             command.add_argument(
-                "--max-concurrent-steps", help="in-flight bound (OTP_STEP_MAX_CONCURRENT_STEPS)"
+                "--max-concurrent-steps", help="steps in flight bound (OTP_STEP_MAX_CONCURRENT_STEPS)"
+            )
+            command.add_argument(
+                "--max-steps-per-caller", help="steps in flight per caller (OTP_STEP_MAX_STEPS_PER_CALLER)"
             )
             command.add_argument(
                 "--challenge-store", help="'memory' or redis:// URL (OTP_STEP_CHALLENGE_STORE)"
@@ -66,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    for name in deprecated_variables():
+        log.warning("%s no longer does anything: steps run on an event loop, not on worker threads", name)
     try:
         if args.command == "self-test":
-            connections = build_connections(settings.connections_path, max_connections=4)
-            return 0 if report_self_test(self_test_all(connections)) else 1
+            return asyncio.run(_self_test(settings))
     except (ConfigurationError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 2
@@ -78,31 +83,60 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(settings)
 
 
+async def _self_test(settings: ServiceSettings) -> int:
+    connections = build_connections(settings.connections_path, max_connections=4)
+    try:
+        return 0 if report_self_test(await self_test_all(connections)) else 1
+    finally:
+        await close_connections(connections)
+
+
 def _serve(settings: ServiceSettings, self_test: bool = True) -> int:
     """Build, prepare and run one server process until SIGTERM / SIGINT."""
+    provider = configure_tracing()
     try:
-        provider = configure_tracing()
-        service = Service.build(settings, tracing=provider is not None)
-        service.prepare(self_test=self_test)
-    except (ConfigurationError, SelfTestFailedError, OSError) as exc:
+        code = asyncio.run(_serve_async(settings, self_test, tracing=provider is not None))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # type: ignore[attr-defined]
+    if code == 0:
+        log.info("stopped")
+    return code
+
+
+async def _serve_async(settings: ServiceSettings, self_test: bool, tracing: bool) -> int:
+    try:
+        service = Service.build(settings, tracing=tracing)
+    except (ConfigurationError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 2
-    stopped = service.server.stop_on_signals(settings.grace_seconds)
-    service.server.start()
+    try:
+        await service.prepare(self_test=self_test)
+        await service.start()
+    except (ConfigurationError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        await service.stop(0)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
     log.info(
-        "serving StepExecutor on %s (port %d; workers %d, max %d concurrent steps)",
+        "serving StepExecutor on %s (port %d; max %d concurrent steps, %d per caller)",
         settings.listen,
-        service.server.port,
-        settings.workers,
+        service.port,
         settings.max_concurrent_steps,
+        settings.max_steps_per_caller,
     )
-    # Polled, not a bare wait(): a signal delivered to another thread only runs its Python handler when the
-    # main thread next executes bytecode, which a wait() without timeout may never do.
-    while not stopped.wait(0.5):
-        pass
-    if provider is not None:
-        provider.shutdown()  # type: ignore[attr-defined]
-    log.info("stopped")
+    await stop.wait()
+    log.info("%s: draining in-flight steps (grace %.0f s)", received[0], settings.grace_seconds)
+    await service.stop(settings.grace_seconds)
     return 0
 
 
@@ -121,16 +155,24 @@ def _stop_with_parent() -> None:
 def _serve_processes(settings: ServiceSettings) -> int:
     """Fork OTP_STEP_PROCESSES servers sharing the port (SO_REUSEPORT), and pass signals on to them.
 
-    One Python process runs steps on one core at a time (the GIL); this is how the service uses more. The
+    One Python process runs its event loop on one core; this is how the service uses more. The
     kernel spreads incoming connections over the processes, so it pays off with several client connections
     (several orchestrator instances, or clients opening more than one channel). The parent creates no gRPC
-    object before forking: gRPC's core does not survive fork.
+    object and no running event loop before forking: neither survives fork.
     """
     try:
-        # Configuration and the self-test are checked once, here: both use boto3 only, no gRPC.
+        # Configuration and the self-test are checked once, here, on an event loop that is closed again
+        # before forking: it uses aiobotocore only, no gRPC, and leaves no connection open.
         connections = build_connections(settings.connections_path, max_connections=1)
-        check_connections(connections, settings.self_test)
-    except (ConfigurationError, SelfTestFailedError) as exc:
+
+        async def checked() -> None:
+            try:
+                await check_connections(connections, settings.self_test)
+            finally:
+                await close_connections(connections)
+
+        asyncio.run(checked())
+    except ConfigurationError as exc:
         log.error("cannot start: %s", exc)
         return 2
     children: list[int] = []

@@ -15,20 +15,19 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from otp_step_service.adapters.cognito import BotoCognitoGateway, CognitoTarget
+from otp_step_service.adapters.cognito import AioCognitoGateway, CognitoTarget
 from otp_step_service.adapters.id_tokens import JwksIdTokenVerifier, issuer_for, jwks_url_for
+from otp_step_service.steps.errors import ConfigurationError
+from otp_step_service.steps.model import ConnectionPolicy
 from otp_step_service.steps.outcomes import Channel
-from otp_step_service.steps.ports import Connection, ConnectionPolicy
+from otp_step_service.steps.ports import Connection
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class ConfigurationError(Exception):
-    """The connections file is wrong; the message names each field and the fix."""
-
-
 class ConnectionConfig(BaseModel):
-    """One `[connections.<name>]` table. Field docs are the configuration reference (README)."""
+    """One `[connections.<name>]` table: the one place each connection setting and its default is defined.
+    Field docs are the configuration reference (README)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -138,7 +137,8 @@ def load_connections_file(path: Path) -> ConnectionsFile:
 
 
 def build_connections(path: Path, max_connections: int) -> dict[str, Connection]:
-    """Load the file and build each connection's adapters (no network yet)."""
+    """Load the file and build each connection's adapters (no network yet). `max_connections` sizes each
+    connection's HTTP pool to Cognito: one connection per step that may be waiting on it."""
     parsed = load_connections_file(path)
     built: dict[str, Connection] = {}
     problems: list[str] = []
@@ -192,4 +192,4 @@ def connection_from_config(
         jwks_url=jwks_url_for(config.region, config.user_pool_id, config.endpoint_url),
         fetch_timeout=config.call_timeout_seconds,
     )
-    return Connection(policy=policy, gateway=BotoCognitoGateway(target), verifier=verifier)
+    return Connection(policy=policy, gateway=AioCognitoGateway(target), verifier=verifier)

@@ -9,41 +9,36 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
 from otp_step_service import telemetry
 from otp_step_service.steps.branching import fail
-from otp_step_service.steps.challenges import ChallengeStore, ChallengeStoreError
+from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
+from otp_step_service.steps.errors import ChallengeStoreError, UnknownConnectionError
 from otp_step_service.steps.event_data import EventData, step_event_data
 from otp_step_service.steps.generate import GenerateOtpStep
 from otp_step_service.steps.identifiers import mask_destination
 from otp_step_service.steps.journey import GenerateRequest, JourneyContext, StepConfiguration, ValidateRequest
+from otp_step_service.steps.model import ConnectionCheck
 from otp_step_service.steps.outcomes import (
+    CodeSent,
+    CodeVerified,
     FailureCode,
-    GenerateSuccess,
     S,
     StepFailure,
     StepOutcome,
-    ValidateSuccess,
+    Success,
 )
-from otp_step_service.steps.ports import Connection, ConnectionCheck
+from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.validate import ValidateOtpStep
 
 log = logging.getLogger("otp_step_service.steps")
 
 GENERATE = "cognito_otp_generate"
 VALIDATE = "cognito_otp_validate"
-
-
-class UnknownConnectionError(LookupError):
-    """The step names a connection that is not configured."""
-
-    def __init__(self, name: str, known: Sequence[str]) -> None:
-        super().__init__(f"no connection named {name!r} is configured (known: {', '.join(known) or 'none'})")
-        self.name = name
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +52,14 @@ class Executed(Generic[S]):
 class StepRunner:
     """Executes Generate and Validate for the configured connections."""
 
-    def __init__(self, connections: Mapping[str, Connection], store: ChallengeStore) -> None:
+    def __init__(
+        self, connections: Mapping[str, Connection], store: ChallengeStore, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._connections = dict(connections)
         self.store = store
-        self._generate = GenerateOtpStep(store)
-        self._validate = ValidateOtpStep(store)
+        self.clock = clock
+        self._generate = GenerateOtpStep(store, clock)
+        self._validate = ValidateOtpStep(store, clock)
 
     @property
     def connections(self) -> Mapping[str, Connection]:
@@ -73,12 +71,12 @@ class StepRunner:
         try:
             return self._connections[name]
         except KeyError:
-            raise UnknownConnectionError(name, sorted(self._connections)) from None
+            raise UnknownConnectionError(name) from None
 
-    def generate(self, request: GenerateRequest, deadline: Deadline) -> Executed[GenerateSuccess]:
+    async def generate(self, request: GenerateRequest, deadline: Deadline) -> Executed[CodeSent]:
         """Run Cognito OTP Generate."""
         connection = self.connection(request.step.connection)
-        return self._execute(
+        return await self._execute(
             GENERATE,
             request.journey,
             request.step,
@@ -87,10 +85,10 @@ class StepRunner:
             secrets=(),
         )
 
-    def validate(self, request: ValidateRequest, deadline: Deadline) -> Executed[ValidateSuccess]:
+    async def validate(self, request: ValidateRequest, deadline: Deadline) -> Executed[CodeVerified]:
         """Run Cognito OTP Validate."""
         connection = self.connection(request.step.connection)
-        return self._execute(
+        return await self._execute(
             VALIDATE,
             request.journey,
             request.step,
@@ -99,17 +97,17 @@ class StepRunner:
             secrets=(request.otp_code.strip(), request.otp_code),
         )
 
-    def check_connection(self, name: str, deadline: Deadline) -> Sequence[ConnectionCheck]:
+    async def check_connection(self, name: str, deadline: Deadline) -> Sequence[ConnectionCheck]:
         """The connection self-test."""
-        return self.connection(name).gateway.self_test(deadline)
+        return await self.connection(name).gateway.self_test(deadline)
 
-    def _execute(
+    async def _execute(
         self,
         step_type: str,
         journey: JourneyContext,
         step: StepConfiguration,
         connection: Connection,
-        run: Any,
+        run: Callable[[], Awaitable[StepOutcome[Any]]],
         secrets: Sequence[str],
     ) -> Executed[Any]:
         started = time.perf_counter()
@@ -124,7 +122,7 @@ class StepRunner:
             step_type, lambda: telemetry.step_attributes(step_type, journey_fields, step.connection, channel)
         ) as span:
             try:
-                outcome: StepOutcome[Any] = run()
+                outcome: StepOutcome[Any] = await run()
             except ChallengeStoreError as exc:
                 log.warning("challenge store unavailable: %s", type(exc.__cause__ or exc).__name__)
                 outcome = fail(
@@ -196,8 +194,7 @@ class StepRunner:
 
 
 def _token_values(outcome: StepOutcome[Any]) -> list[str]:
-    success = outcome.success
-    if isinstance(success, ValidateSuccess) and success.tokens is not None:
-        t = success.tokens
-        return [t.id_token, t.access_token, t.refresh_token]
+    match outcome:
+        case Success(result=CodeVerified(tokens=tokens)) if tokens is not None:
+            return [tokens.id_token, tokens.access_token, tokens.refresh_token]
     return []

@@ -1,7 +1,12 @@
-"""Assembling the service from its settings: connections, challenge store, runner, server, self-test."""
+"""Assembling the service from its settings: connections, challenge store, runner, server, self-test.
+
+`Service.build(settings, store=..., clock=..., connections=...)` is the one seam: the entry point passes
+nothing and gets the real adapters; tests pass fakes (a fake Cognito, a fake clock) or a recording store.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,32 +15,40 @@ from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.connections import build_connections
 from otp_step_service.execution import StepRunner
 from otp_step_service.settings import ServiceSettings
-from otp_step_service.steps.challenges import ChallengeStore
+from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
-from otp_step_service.steps.ports import CheckStatus, Connection, ConnectionCheck
+from otp_step_service.steps.errors import ConfigurationError
+from otp_step_service.steps.model import CheckStatus, ConnectionCheck
+from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.transport.server import ServerLimits, StepExecutorServer
 
 log = logging.getLogger(__name__)
 
+SELF_TEST_SECONDS = 10.0
 
-class SelfTestFailedError(RuntimeError):
+
+class SelfTestFailedError(ConfigurationError):
     """A connection failed its self-test and OTP_STEP_SELF_TEST=strict."""
 
 
-def challenge_store(url: str) -> ChallengeStore:
+def challenge_store(url: str, clock: Clock = SYSTEM_CLOCK, max_connections: int = 256) -> ChallengeStore:
     """The store named by OTP_STEP_CHALLENGE_STORE."""
     if url == "memory":
-        return InMemoryChallengeStore()
+        return InMemoryChallengeStore(clock)
     from otp_step_service.adapters.redis_store import RedisChallengeStore
 
-    return RedisChallengeStore.from_url(url)
+    return RedisChallengeStore.from_url(url, max_connections=max_connections, clock=clock)
 
 
-def self_test_all(
-    connections: Mapping[str, Connection], timeout: float = 10.0
+async def self_test_all(
+    connections: Mapping[str, Connection], timeout: float = SELF_TEST_SECONDS
 ) -> dict[str, Sequence[ConnectionCheck]]:
-    """Run every connection's self-test (never sends a code)."""
-    return {name: c.gateway.self_test(Deadline.after(timeout)) for name, c in connections.items()}
+    """Run every connection's self-test concurrently (never sends a code)."""
+    names = list(connections)
+    results = await asyncio.gather(
+        *(connections[n].gateway.self_test(Deadline.after(timeout)) for n in names)
+    )
+    return dict(zip(names, results, strict=True))
 
 
 def report_self_test(results: Mapping[str, Sequence[ConnectionCheck]]) -> bool:
@@ -49,43 +62,81 @@ def report_self_test(results: Mapping[str, Sequence[ConnectionCheck]]) -> bool:
     return ok
 
 
-def check_connections(connections: Mapping[str, Connection], mode: str) -> None:
+async def check_connections(connections: Mapping[str, Connection], mode: str) -> None:
     """The start-up self-test per OTP_STEP_SELF_TEST: 'warn' logs, 'strict' raises, 'off' skips it."""
     if mode == "off":
         return
-    if not report_self_test(self_test_all(connections)) and mode == "strict":
+    if not report_self_test(await self_test_all(connections)) and mode == "strict":
         raise SelfTestFailedError("a connection failed its self-test (OTP_STEP_SELF_TEST=strict)")
+
+
+async def close_connections(connections: Mapping[str, Connection]) -> None:
+    """Close every connection's HTTP clients."""
+    for connection in connections.values():
+        await connection.gateway.aclose()
+        await connection.verifier.aclose()
 
 
 @dataclass
 class Service:
-    """A built service, ready to start."""
+    """A built service: connections, store, runner and server, ready to start on the running event loop."""
 
-    server: StepExecutorServer
-    runner: StepRunner
     settings: ServiceSettings
+    runner: StepRunner
+    server: StepExecutorServer
 
     @classmethod
-    def build(cls, settings: ServiceSettings, tracing: bool = False) -> Service:
-        """Validate the configuration and bind the port (configuration errors raise here, before serving)."""
-        connections = build_connections(settings.connections_path, max_connections=settings.workers)
-        runner = StepRunner(connections, challenge_store(settings.challenge_store))
+    def build(
+        cls,
+        settings: ServiceSettings,
+        *,
+        tracing: bool = False,
+        store: ChallengeStore | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        connections: Mapping[str, Connection] | None = None,
+    ) -> Service:
+        """Validate the configuration and assemble the parts (configuration errors raise here, before
+        serving). Pass `store`, `clock` or `connections` to replace the real ones (tests)."""
+        if connections is None:
+            connections = build_connections(
+                settings.connections_path, max_connections=settings.max_concurrent_steps
+            )
+        if store is None:
+            store = challenge_store(settings.challenge_store, clock, settings.max_concurrent_steps)
+        runner = StepRunner(connections, store, clock)
         limits = ServerLimits(
-            workers=settings.workers,
             max_concurrent_steps=settings.max_concurrent_steps,
+            max_steps_per_caller=settings.max_steps_per_caller,
+            max_streams_per_connection=settings.max_streams_per_connection,
+            max_open_rpcs=settings.max_open_rpcs,
+            idle_stream_seconds=settings.idle_stream_seconds,
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
         )
-        server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing)
-        return cls(server, runner, settings)
+        return cls(settings, runner, StepExecutorServer(runner, settings.listen, limits, tracing=tracing))
 
-    def prepare(self, self_test: bool = True) -> None:
+    async def prepare(self, self_test: bool = True) -> None:
         """Self-test the connections (per OTP_STEP_SELF_TEST) and warm their clients and keys."""
         if self_test:
-            check_connections(self.runner.connections, self.settings.self_test)
+            await check_connections(self.runner.connections, self.settings.self_test)
         for name, connection in self.runner.connections.items():
             try:
-                connection.gateway.warm_up()
-                connection.verifier.warm_up()
+                await connection.gateway.warm_up()
+                await connection.verifier.warm_up()
             except Exception as exc:  # warming is an optimisation; the first step will retry it
                 log.warning("connection %s: could not warm up (%s)", name, type(exc).__name__)
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        await self.server.start()
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return self.server.port
+
+    async def stop(self, grace: float) -> None:
+        """Drain in-flight steps within `grace` seconds, then close every connection and the store."""
+        await self.server.stop(grace)
+        await close_connections(self.runner.connections)
+        await self.runner.store.aclose()

@@ -1,116 +1,153 @@
-"""Service settings: each environment variable defined once here, with its default.
+"""Service settings: each environment variable defined once here (pydantic-settings), with its default.
 
 Flags on `python -m otp_step_service serve` override the environment; both are validated before anything
-starts listening.
+starts listening, and an error names the variable and the fix. The README's configuration table is this class.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-# name: (default, meaning) — the README's configuration table is this list.
-ENVIRONMENT: dict[str, tuple[str, str]] = {
-    "OTP_STEP_LISTEN": ("127.0.0.1:50051", "gRPC bind address (host:port; [::1]:port for IPv6)"),
-    "OTP_STEP_CONNECTIONS": ("connections.toml", "path of the connections file"),
-    "OTP_STEP_WORKERS": ("64", "worker threads executing steps (each may wait on one Cognito call)"),
-    "OTP_STEP_PROCESSES": (
-        "1",
-        "server processes sharing the port (SO_REUSEPORT); >1 needs a redis:// store",
-    ),
-    "OTP_STEP_MAX_CONCURRENT_STEPS": ("256", "in-flight RPCs before new ones get RESOURCE_EXHAUSTED"),
-    "OTP_STEP_MAX_MESSAGE_BYTES": ("1048576", "largest request or response message"),
-    "OTP_STEP_GRACE_SECONDS": ("10", "on SIGTERM/SIGINT, how long in-flight steps may finish"),
-    "OTP_STEP_CHALLENGE_STORE": ("memory", "'memory', or a redis:// URL shared by several instances"),
-    "OTP_STEP_SELF_TEST": (
-        "warn",
-        "connection self-test at start: 'warn', 'strict' (refuse to start), 'off'",
-    ),
-    "OTP_STEP_LOG_LEVEL": ("INFO", "Python log level"),
-}
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from otp_step_service.steps.errors import ConfigurationError
+
+PREFIX = "OTP_STEP_"
 
 
-def env(name: str) -> str:
-    """The variable's value, or its documented default."""
-    return os.environ.get(name, ENVIRONMENT[name][0])
-
-
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError, ValueError):
     """A setting is invalid; the message names the variable and the fix."""
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceSettings:
-    """Validated service settings."""
+class ServiceSettings(BaseSettings):
+    """Validated service settings, from OTP_STEP_* variables (and flags, which override them)."""
 
-    listen: str
-    connections_path: Path
-    workers: int
-    processes: int
-    max_concurrent_steps: int
-    max_message_bytes: int
-    grace_seconds: float
-    challenge_store: str
-    self_test: str
-    log_level: str
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid", populate_by_name=True)
 
+    listen: str = Field("127.0.0.1:50051", description="gRPC bind address (host:port; [::1]:port for IPv6)")
+    connections_path: Path = Field(
+        Path("connections.toml"),
+        validation_alias="OTP_STEP_CONNECTIONS",
+        description="path of the connections file",
+    )
+    processes: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="server processes sharing the port (SO_REUSEPORT); >1 needs a redis:// store"
+    )
+    max_concurrent_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        256, description="steps in flight per process before new ones get RESOURCE_EXHAUSTED"
+    )
+    max_steps_per_caller: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        128,
+        description="steps in flight per caller (connection until callers authenticate) before RESOURCE_EXHAUSTED",
+    )
+    max_streams_per_connection: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        100,
+        description="concurrent HTTP/2 streams one client connection may open (SETTINGS_MAX_CONCURRENT_STREAMS)",
+    )
+    max_open_rpcs: Annotated[int, Field(ge=16, le=1_000_000)] = Field(
+        4096,
+        description="open RPCs of any kind (idle streams included) before gRPC answers RESOURCE_EXHAUSTED",
+    )
+    idle_stream_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        5.0,
+        description="a stream that sends no request message within this long is ended (DEADLINE_EXCEEDED)",
+    )
+    max_message_bytes: Annotated[int, Field(ge=4096, le=64 << 20)] = Field(
+        1 << 20, description="largest request or response message"
+    )
+    grace_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
+        10.0, description="on SIGTERM/SIGINT, how long in-flight steps may finish"
+    )
+    challenge_store: str = Field(
+        "memory", description="'memory', or a redis://, rediss:// or unix:// URL shared by several instances"
+    )
+    self_test: Literal["warn", "strict", "off"] = Field(
+        "warn", description="connection self-test at start: 'warn', 'strict' (refuse to start), 'off'"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Python log level")
+
+    @field_validator("log_level", mode="before")
     @classmethod
-    def from_env(cls, **overrides: str | None) -> ServiceSettings:
-        """Settings from the environment, with non-None `overrides` (flag values, by field name) on top."""
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
-        def pick(field: str, var: str) -> str:
-            value = overrides.get(field)
-            return value if value is not None else env(var)
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("expected host:port, e.g. 127.0.0.1:50051")
+        return value
 
-        def number(field: str, var: str, low: float, high: float) -> float:
-            raw = pick(field, var)
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingsError(f"{var}={raw!r}: expected a number") from None
-            if not low <= value <= high:
-                raise SettingsError(f"{var}={raw}: must be between {low:g} and {high:g}")
-            return value
-
-        workers = int(number("workers", "OTP_STEP_WORKERS", 1, 1024))
-        max_steps = int(number("max_concurrent_steps", "OTP_STEP_MAX_CONCURRENT_STEPS", 1, 100_000))
-        if max_steps < workers:
-            raise SettingsError(
-                f"OTP_STEP_MAX_CONCURRENT_STEPS={max_steps} is below OTP_STEP_WORKERS={workers}: "
-                "raise it to at least the worker count"
-            )
-        listen = pick("listen", "OTP_STEP_LISTEN")
-        if ":" not in listen:
-            raise SettingsError(f"OTP_STEP_LISTEN={listen!r}: expected host:port, e.g. 127.0.0.1:50051")
-        self_test = pick("self_test", "OTP_STEP_SELF_TEST")
-        if self_test not in {"warn", "strict", "off"}:
-            raise SettingsError(f"OTP_STEP_SELF_TEST={self_test!r}: use warn, strict or off")
-        store = pick("challenge_store", "OTP_STEP_CHALLENGE_STORE")
-        if store != "memory" and not store.startswith(("redis://", "rediss://", "unix://")):
+    @field_validator("challenge_store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
             # The value is not echoed: a mistyped URL may carry a Redis password.
-            raise SettingsError(
-                "OTP_STEP_CHALLENGE_STORE: use 'memory' or a redis://, rediss:// or unix:// URL"
-            )
-        processes = int(number("processes", "OTP_STEP_PROCESSES", 1, 64))
-        if processes > 1 and store == "memory":
-            raise SettingsError(
-                f"OTP_STEP_PROCESSES={processes} needs OTP_STEP_CHALLENGE_STORE=redis://...: a journey's "
+            raise ValueError("use 'memory' or a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSettings:
+        if self.processes > 1 and self.challenge_store == "memory":
+            raise ValueError(
+                f"OTP_STEP_PROCESSES={self.processes} needs OTP_STEP_CHALLENGE_STORE=redis://...: a journey's "
                 "Validate may reach another process than its Generate did"
             )
-        if processes > 1 and listen.rsplit(":", 1)[-1] == "0":
-            raise SettingsError(
-                f"OTP_STEP_PROCESSES={processes} needs a fixed port in OTP_STEP_LISTEN, not 0"
+        if self.processes > 1 and self.listen.rsplit(":", 1)[-1] == "0":
+            raise ValueError(
+                f"OTP_STEP_PROCESSES={self.processes} needs a fixed port in OTP_STEP_LISTEN, not 0"
             )
-        return cls(
-            listen=listen,
-            connections_path=Path(pick("connections_path", "OTP_STEP_CONNECTIONS")),
-            workers=workers,
-            processes=processes,
-            max_concurrent_steps=max_steps,
-            max_message_bytes=int(number("max_message_bytes", "OTP_STEP_MAX_MESSAGE_BYTES", 4096, 64 << 20)),
-            grace_seconds=number("grace_seconds", "OTP_STEP_GRACE_SECONDS", 0, 600),
-            challenge_store=store,
-            self_test=self_test,
-            log_level=pick("log_level", "OTP_STEP_LOG_LEVEL").upper(),
-        )
+        if self.max_steps_per_caller > self.max_concurrent_steps:
+            raise ValueError(
+                "OTP_STEP_MAX_STEPS_PER_CALLER is above OTP_STEP_MAX_CONCURRENT_STEPS: lower it to at most that"
+            )
+        return self
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        """Whether only this machine can reach the port."""
+        host = self.listen.rpartition(":")[0].strip("[]")
+        return host in {"127.0.0.1", "localhost", "::1"} or host.startswith("127.")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServiceSettings:
+        """Settings from the environment, with non-None `overrides` (flag values, by field name) on top."""
+        given = {name: value for name, value in overrides.items() if value is not None}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
+
+
+def variable(field: str) -> str:
+    """The environment variable of a settings field."""
+    info = ServiceSettings.model_fields[field]
+    alias = info.validation_alias
+    return alias if isinstance(alias, str) else PREFIX + field.upper()
+
+
+def documented() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting: the README table and `--help`."""
+    rows = []
+    for name, info in ServiceSettings.model_fields.items():
+        rows.append((variable(name), str(info.default), info.description or ""))
+    return rows
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = error["loc"][0] if error["loc"] else ""
+        name = variable(str(where)) if where in ServiceSettings.model_fields else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {message}")
+    return "; ".join(problems)
+
+
+def deprecated_variables() -> list[str]:
+    """Variables of earlier versions that no longer do anything (reported at start-up)."""
+    return [name for name in ("OTP_STEP_WORKERS",) if name in os.environ]

@@ -1,53 +1,53 @@
-"""Cognito's passwordless sign-in through boto3: the CognitoGateway for one connection.
+"""Cognito's passwordless sign-in through aiobotocore: the CognitoGateway for one connection.
 
-Three things here are deliberate:
-- Every call is bounded by what is left of the step's deadline. botocore has no per-call timeout, so clients
-  are kept per timeout bucket (rounded *down*, so a call never outlives its deadline) and reused.
-- Retries are by operation. InitiateAuth and challenge answers are retried only on throttling, which Cognito
-  rejects before doing anything; a timeout or 5xx may already have sent a code (or judged one), so those are
-  never re-sent. Reads (GetUser, Describe*) use botocore's standard retry mode.
-- The worker pool and each client's connection pool are sized together (`max_pool_connections`), so 50
-  concurrent steps never queue behind botocore's default 10 connections.
+aiobotocore is botocore on asyncio: the same service model, serializers, exceptions and retry configuration
+boto3 uses, so the requests are exactly boto3's, without a thread per call. Three things here are deliberate:
+- Every call is bounded by `CallTimeout`: the connection's call timeout, shrunk to what the caller's deadline
+  leaves (asyncio.timeout cancels the HTTP request itself, so nothing outlives its step).
+- Retries are by operation (`RetryPolicy`): InitiateAuth and challenge answers are retried only on throttling,
+  which Cognito rejects before doing anything; a timeout or 5xx may already have sent a code (or judged one),
+  so those are never re-sent. Reads (GetUser, Describe*) retry transient faults too.
+- Each request is counted in the step's `CognitoRequests` as it leaves (botocore's `before-send` event), so a
+  step cancelled mid-call still knows whether Cognito may have acted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import contextvars
 import hashlib
 import hmac
 import logging
-import random
 import secrets
-import threading
-import time
+import socket
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-import botocore.config
+import aiohttp
 import botocore.exceptions
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
 
+from otp_step_service.adapters.call_policy import CallTimeout, RetryPolicy, read_retries, throttle_retries
 from otp_step_service.steps.cognito_failures import failure_for
 from otp_step_service.steps.deadline import Deadline
-from otp_step_service.steps.outcomes import Channel, CognitoTokens, ErrorCategory
-from otp_step_service.steps.ports import (
+from otp_step_service.steps.model import (
     AuthChallenge,
     CheckStatus,
     CognitoError,
     CognitoErrorKind,
+    CognitoRequests,
     ConnectionCheck,
     EndUser,
 )
+from otp_step_service.steps.outcomes import Channel, CognitoTokens, ErrorCategory
 from otp_step_service.telemetry import CognitoCallSpan
 
 log = logging.getLogger(__name__)
-
-# Read-timeout buckets (seconds). A call gets the largest bucket that fits in its usable budget.
-_TIMEOUT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
-# Kept back from the deadline so a timed-out call still leaves time to answer the caller with an outcome.
-_ANSWER_MARGIN = 0.05
 
 _CONFIGURATION_ERRORS = frozenset(
     {
@@ -80,10 +80,20 @@ _KINDS: Mapping[str, CognitoErrorKind] = {
 }
 
 
-def secret_hash(client_secret: str, username: str, client_id: str) -> str:
-    """Cognito's SECRET_HASH: base64(HMAC-SHA256(secret, USERNAME + client id)) [doc]."""
+def secret_hash(*, username: str, client_id: str, client_secret: str) -> str:
+    """Cognito's SECRET_HASH: base64(HMAC-SHA256(key=client secret, msg=USERNAME + client id)) [doc].
+
+    Keyword-only, in the order of the message: the emulator's twin takes the same arguments the same way.
+    """
     digest = hmac.new(client_secret.encode(), (username + client_id).encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
+
+
+def _never_connected(exc: botocore.exceptions.EndpointConnectionError) -> bool:
+    """aiobotocore reports a refused connect and a connection reset after sending alike; only the first
+    certainly kept the request from Cognito."""
+    cause = exc.kwargs.get("error")
+    return isinstance(cause, aiohttp.ClientConnectorError | socket.gaierror)
 
 
 def classify(exc: Exception) -> CognitoError:
@@ -111,7 +121,7 @@ def classify(exc: Exception) -> CognitoError:
             CognitoErrorKind.UNAVAILABLE,
             type(exc).__name__,
             "Cognito could not be reached",
-            reached_cognito=False,
+            reached_cognito=not _never_connected(exc),
         )
     if isinstance(exc, botocore.exceptions.ReadTimeoutError):
         return CognitoError(CognitoErrorKind.TIMEOUT, type(exc).__name__, "no answer within the time budget")
@@ -120,11 +130,24 @@ def classify(exc: Exception) -> CognitoError:
             CognitoErrorKind.MISCONFIGURED,
             "NoCredentialsError",
             "the admin API needs IAM credentials (standard AWS credential chain)",
+            reached_cognito=False,
         )
     if isinstance(exc, botocore.exceptions.BotoCoreError):
-        # Refused or dropped connections, DNS failures, broken responses: Cognito is out of reach.
+        # Dropped connections, broken responses: Cognito is out of reach, perhaps after acting.
         return CognitoError(CognitoErrorKind.UNAVAILABLE, type(exc).__name__, "Cognito could not be reached")
     raise exc
+
+
+# The step whose requests the `before-send` hook counts: one per asyncio task, so concurrent steps never mix.
+_step_requests: contextvars.ContextVar[CognitoRequests | None] = contextvars.ContextVar(
+    "cognito_step_requests", default=None
+)
+
+
+def _count_request(**_: Any) -> None:
+    requests = _step_requests.get()
+    if requests is not None:
+        requests.sent += 1
 
 
 def _not_authorized_kind(message: str) -> CognitoErrorKind:
@@ -150,24 +173,29 @@ class CognitoTarget:
     client_secret: str | None
     endpoint_url: str | None
     admin_api: bool
-    max_connections: int = 64
-    connect_timeout: float = 2.0
-    call_timeout: float = 5.0
-    throttle_retries: int = 2
-    channels: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS)
+    max_connections: int
+    connect_timeout: float
+    call_timeout: float
+    throttle_retries: int
+    channels: tuple[Channel, ...]
 
     def __repr__(self) -> str:
         return f"CognitoTarget({self.region}, {self.user_pool_id}, {self.client_id}, secret=<redacted>)"
 
 
-class BotoCognitoGateway:
-    """CognitoGateway over boto3 for one connection."""
+class AioCognitoGateway:
+    """CognitoGateway over aiobotocore for one connection: one client, its HTTP connection pool sized for the
+    service's concurrency, botocore's own retries off (the RetryPolicy decides per operation)."""
 
-    def __init__(self, target: CognitoTarget, session: boto3.session.Session | None = None) -> None:
+    def __init__(self, target: CognitoTarget, session: AioSession | None = None) -> None:
         self._target = target
-        self._session = session or boto3.session.Session()
-        self._clients: dict[tuple[float, str], Any] = {}
-        self._lock = threading.Lock()  # boto3 client creation is not thread-safe; calls on clients are
+        self._session = session or get_session()
+        self._client: Any = None
+        self._clients = contextlib.AsyncExitStack()
+        self._opening = asyncio.Lock()
+        self._timeout = CallTimeout(target.call_timeout)
+        self._auth_retries = throttle_retries(target.throttle_retries)
+        self._read_retries = read_retries()
         self._server_address = (
             urllib.parse.urlsplit(
                 target.endpoint_url or f"https://cognito-idp.{target.region}.amazonaws.com"
@@ -176,35 +204,61 @@ class BotoCognitoGateway:
         )
 
     # -- CognitoGateway ---------------------------------------------------------------------------------
-    def start_user_auth(
-        self, username: str, preferred: Channel, end_user: EndUser, deadline: Deadline
+    async def start_user_auth(
+        self,
+        username: str,
+        preferred: Channel,
+        end_user: EndUser,
+        deadline: Deadline,
+        requests: CognitoRequests,
     ) -> AuthChallenge:
         """InitiateAuth / AdminInitiateAuth with USER_AUTH and PREFERRED_CHALLENGE."""
         params = {"USERNAME": username, "PREFERRED_CHALLENGE": preferred.challenge_name}
-        response = self._auth_call("initiate", username, params, end_user, deadline)
+        response = await self._auth_call("initiate", username, params, end_user, deadline, requests)
         return self._challenge(response, username)
 
-    def select_challenge(
-        self, username: str, session: str, channel: Channel, end_user: EndUser, deadline: Deadline
+    async def select_challenge(
+        self,
+        username: str,
+        session: str,
+        channel: Channel,
+        end_user: EndUser,
+        deadline: Deadline,
+        requests: CognitoRequests,
     ) -> AuthChallenge:
         """Answer SELECT_CHALLENGE with EMAIL_OTP / SMS_OTP."""
         responses = {"USERNAME": username, "ANSWER": channel.challenge_name}
-        response = self._auth_call(
-            "respond", username, responses, end_user, deadline, challenge="SELECT_CHALLENGE", session=session
-        )
-        return self._challenge(response, username)
-
-    def answer_otp(
-        self, username: str, session: str, channel: Channel, code: str, end_user: EndUser, deadline: Deadline
-    ) -> CognitoTokens:
-        """Answer EMAIL_OTP / SMS_OTP with the code."""
-        responses = {"USERNAME": username, f"{channel.challenge_name}_CODE": code}
-        response = self._auth_call(
+        response = await self._auth_call(
             "respond",
             username,
             responses,
             end_user,
             deadline,
+            requests,
+            challenge="SELECT_CHALLENGE",
+            session=session,
+        )
+        return self._challenge(response, username)
+
+    async def answer_otp(
+        self,
+        username: str,
+        session: str,
+        channel: Channel,
+        code: str,
+        end_user: EndUser,
+        deadline: Deadline,
+        requests: CognitoRequests,
+    ) -> CognitoTokens:
+        """Answer EMAIL_OTP / SMS_OTP with the code."""
+        responses = {"USERNAME": username, f"{channel.challenge_name}_CODE": code}
+        response = await self._auth_call(
+            "respond",
+            username,
+            responses,
+            end_user,
+            deadline,
+            requests,
             challenge=channel.challenge_name,
             session=session,
         )
@@ -224,29 +278,43 @@ class BotoCognitoGateway:
             token_type=result.get("TokenType", "Bearer"),
         )
 
-    def user_attributes(self, username: str, tokens: CognitoTokens, deadline: Deadline) -> dict[str, str]:
+    async def user_attributes(
+        self, username: str, tokens: CognitoTokens, deadline: Deadline
+    ) -> dict[str, str]:
         """GetUser with the access token (public API) or AdminGetUser (admin API)."""
         t = self._target
         if t.admin_api:
-            response = self._read(deadline, "admin_get_user", UserPoolId=t.user_pool_id, Username=username)
+            response = await self._read(
+                deadline, "admin_get_user", UserPoolId=t.user_pool_id, Username=username
+            )
         else:
-            response = self._read(deadline, "get_user", AccessToken=tokens.access_token)
+            response = await self._read(deadline, "get_user", AccessToken=tokens.access_token)
         return {a["Name"]: a.get("Value", "") for a in response.get("UserAttributes", [])}
 
-    def self_test(self, deadline: Deadline) -> Sequence[ConnectionCheck]:
+    async def self_test(self, deadline: Deadline) -> Sequence[ConnectionCheck]:
         """Probe USER_AUTH with a made-up user (no code is ever sent), then read the pool's settings."""
-        checks = [self._probe_user_auth(deadline)]
-        checks.extend(self._describe_checks(deadline))
+        checks = [await self._probe_user_auth(deadline)]
+        checks.extend(await self._describe_checks(deadline))
         return checks
 
+    async def warm_up(self) -> None:
+        """Create the client now, so the first journeys do not pay for it."""
+        await self._ensure_client()
+
+    async def aclose(self) -> None:
+        """Close the client and its connection pool."""
+        await self._clients.aclose()
+        self._client = None
+
     # -- calls ------------------------------------------------------------------------------------------
-    def _auth_call(
+    async def _auth_call(
         self,
         kind: str,
         username: str,
         parameters: dict[str, str],
         end_user: EndUser,
         deadline: Deadline,
+        requests: CognitoRequests,
         *,
         challenge: str = "",
         session: str = "",
@@ -274,105 +342,118 @@ class BotoCognitoGateway:
             if any(context.values()):
                 request["UserContextData"] = {k: v for k, v in context.items() if v}
             operation = "initiate_auth" if kind == "initiate" else "respond_to_auth_challenge"
-        return self._call_retrying_throttles(deadline, operation, request)
-
-    def _call_retrying_throttles(
-        self, deadline: Deadline, operation: str, request: dict[str, Any]
-    ) -> dict[str, Any]:
-        # Throttling is the one fault Cognito answers before acting, so it is the one fault safe to retry for
-        # calls that send or judge codes. Backoff: full jitter, capped by the deadline.
-        attempt = 0
-        while True:
-            try:
-                return self._send(self._client(deadline, retries="none"), operation, request)
-            except CognitoError as error:
-                attempt += 1
-                if error.kind is not CognitoErrorKind.THROTTLED or attempt > self._target.throttle_retries:
-                    raise error from None
-                pause = random.uniform(0, min(1.0, 0.05 * 2**attempt))
-                left = deadline.remaining()
-                if left is not None and left <= pause + _TIMEOUT_BUCKETS[0] * 1.25:
-                    raise error from None
-                time.sleep(pause)
+        return await self._call(self._auth_retries, deadline, operation, request, requests)
 
     def _with_secret_hash(self, parameters: dict[str, str], username: str) -> dict[str, str]:
         """`parameters` plus SECRET_HASH when the app client has a secret."""
         t = self._target
         if t.client_secret is None:
             return parameters
-        return {**parameters, "SECRET_HASH": secret_hash(t.client_secret, username, t.client_id)}
+        return {
+            **parameters,
+            "SECRET_HASH": secret_hash(
+                username=username, client_id=t.client_id, client_secret=t.client_secret
+            ),
+        }
 
-    def _read(self, deadline: Deadline, operation: str, **request: Any) -> dict[str, Any]:
-        return self._send(self._client(deadline, retries="standard"), operation, request)
+    async def _read(self, deadline: Deadline, operation: str, **request: Any) -> dict[str, Any]:
+        return await self._call(self._read_retries, deadline, operation, request, CognitoRequests())
 
-    def _send(self, client: Any, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
-        """One API call (botocore's own retries included) in its client span; failures as CognitoError."""
-        with CognitoCallSpan(
-            client.meta.method_to_api_mapping[operation], self._target.region, self._server_address
-        ) as span:
+    async def _call(
+        self,
+        retries: RetryPolicy,
+        deadline: Deadline,
+        operation: str,
+        request: Mapping[str, Any],
+        requests: CognitoRequests,
+    ) -> dict[str, Any]:
+        retry = 0
+        while True:
             try:
-                response: dict[str, Any] = getattr(client, operation)(**request)
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                error = classify(exc)
-                system = failure_for(error).category is ErrorCategory.SYSTEM
-                answer = getattr(exc, "response", None)  # a dict from Cognito; None or absent otherwise
-                span.failed(
-                    error.cognito_error,
-                    system,
-                    answer.get("ResponseMetadata") if isinstance(answer, dict) else None,
-                )
-                raise error from None
-            span.answered(response.get("ResponseMetadata"))
-            return response
+                return await self._send(await self._ensure_client(), deadline, operation, request, requests)
+            except CognitoError as error:
+                pause = retries.pause(retry)
+                if not retries.should_retry(error.kind, retry, pause, self._timeout, deadline):
+                    raise
+                retry += 1
+                await asyncio.sleep(pause)
 
-    def _client(self, deadline: Deadline, retries: str) -> Any:
-        left = deadline.remaining()
-        budget = self._target.call_timeout
-        if left is not None:
-            budget = min(budget, left * 0.9 - _ANSWER_MARGIN)
-        # Connecting may take up to a quarter of the bucket on top of the read timeout: both fit the budget.
-        budget /= 1.25
-        if budget < _TIMEOUT_BUCKETS[0]:
+    async def _send(
+        self,
+        client: Any,
+        deadline: Deadline,
+        operation: str,
+        request: Mapping[str, Any],
+        requests: CognitoRequests,
+    ) -> dict[str, Any]:
+        """One API call in its client span, bounded by its budget; failures as CognitoError."""
+        budget = self._timeout.budget(deadline)
+        if budget is None:
             raise CognitoError(
                 CognitoErrorKind.TIMEOUT,
                 "DeadlineExceeded",
                 "no time left for the Cognito call",
                 reached_cognito=False,
             )
-        bucket = max(b for b in _TIMEOUT_BUCKETS if b <= budget)
-        key = (bucket, retries)
-        client = self._clients.get(key)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(key)
-                if client is None:
-                    client = self._new_client(bucket, retries)
-                    self._clients[key] = client
-        return client
+        sent_before = requests.sent
+        token = _step_requests.set(requests)
+        try:
+            with CognitoCallSpan(
+                client.meta.method_to_api_mapping[operation], self._target.region, self._server_address
+            ) as span:
+                try:
+                    async with asyncio.timeout(budget):
+                        response: dict[str, Any] = await getattr(client, operation)(**request)
+                except TimeoutError:
+                    error = CognitoError(
+                        CognitoErrorKind.TIMEOUT,
+                        "ReadTimeoutError" if requests.sent > sent_before else "ConnectTimeoutError",
+                        "no answer within the time budget",
+                        reached_cognito=requests.sent > sent_before,
+                    )
+                    span.failed(error.cognito_error, True, None)
+                    raise error from None
+                except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                    error = classify(exc)
+                    system = failure_for(error).category is ErrorCategory.SYSTEM
+                    answer = getattr(exc, "response", None)  # a dict from Cognito; None or absent otherwise
+                    span.failed(
+                        error.cognito_error,
+                        system,
+                        answer.get("ResponseMetadata") if isinstance(answer, dict) else None,
+                    )
+                    raise error from None
+                span.answered(response.get("ResponseMetadata"))
+                return response
+        finally:
+            _step_requests.reset(token)
 
-    def _new_client(self, read_timeout: float, retries: str) -> Any:
+    async def _ensure_client(self) -> Any:
+        if self._client is None:
+            async with self._opening:
+                if self._client is None:
+                    self._client = await self._open_client()
+        return self._client
+
+    async def _open_client(self) -> Any:
         t = self._target
-        config = botocore.config.Config(
+        config = AioConfig(
             region_name=t.region,
             max_pool_connections=t.max_connections,
-            connect_timeout=min(t.connect_timeout, read_timeout / 4),
-            read_timeout=read_timeout,
-            retries=(
-                {"mode": "standard", "total_max_attempts": 1}
-                if retries == "none"
-                else {"mode": "standard", "total_max_attempts": 3}
-            ),
-            tcp_keepalive=True,
-            # The requests are built here from validated values; botocore's per-call model validation
-            # would only re-check them, at a measurable share of each step's CPU (see README, Load testing).
+            connect_timeout=t.connect_timeout,
+            # A backstop only: each call's real bound is its CallTimeout budget (asyncio.timeout).
+            read_timeout=t.call_timeout + 1,
+            # Retries are the RetryPolicy's business, per operation.
+            retries={"mode": "standard", "total_max_attempts": 1},
+            # The requests are built here from validated values; botocore's per-call model validation would
+            # only re-check them, at a measurable share of each step's CPU (see README, Load testing).
             parameter_validation=False,
         )
-        return self._session.client("cognito-idp", endpoint_url=t.endpoint_url, config=config)
-
-    def warm_up(self) -> None:
-        """Create the default clients now, so the first journeys do not pay for it."""
-        self._client(Deadline(None), retries="none")
-        self._client(Deadline(None), retries="standard")
+        client = await self._clients.enter_async_context(
+            self._session.create_client("cognito-idp", endpoint_url=t.endpoint_url, config=config)
+        )
+        client.meta.events.register("before-send.cognito-identity-provider", _count_request)
+        return client
 
     # -- response shapes --------------------------------------------------------------------------------
     @staticmethod
@@ -395,11 +476,12 @@ class BotoCognitoGateway:
         )
 
     # -- self-test --------------------------------------------------------------------------------------
-    def _probe_user_auth(self, deadline: Deadline) -> ConnectionCheck:
+    async def _probe_user_auth(self, deadline: Deadline) -> ConnectionCheck:
         name = "user_auth_flow"
         probe = f"otp-step-self-test-{secrets.token_hex(6)}"  # no such user: nothing can be delivered
         try:
-            self._call_retrying_throttles(
+            await self._call(
+                self._auth_retries,
                 deadline,
                 "initiate_auth",
                 {
@@ -407,6 +489,7 @@ class BotoCognitoGateway:
                     "AuthFlow": "USER_AUTH",
                     "AuthParameters": self._with_secret_hash({"USERNAME": probe}, probe),
                 },
+                CognitoRequests(),
             )
         except CognitoError as error:
             if error.kind is CognitoErrorKind.USER_NOT_FOUND:
@@ -428,13 +511,15 @@ class BotoCognitoGateway:
             name, CheckStatus.PASSED, "the app client accepts USER_AUTH and the client secret is right"
         )
 
-    def _describe_checks(self, deadline: Deadline) -> list[ConnectionCheck]:
+    async def _describe_checks(self, deadline: Deadline) -> list[ConnectionCheck]:
         t = self._target
         try:
-            client = self._read(
-                deadline, "describe_user_pool_client", UserPoolId=t.user_pool_id, ClientId=t.client_id
+            client = (
+                await self._read(
+                    deadline, "describe_user_pool_client", UserPoolId=t.user_pool_id, ClientId=t.client_id
+                )
             )["UserPoolClient"]
-            pool = self._read(deadline, "describe_user_pool", UserPoolId=t.user_pool_id)["UserPool"]
+            pool = (await self._read(deadline, "describe_user_pool", UserPoolId=t.user_pool_id))["UserPool"]
         except CognitoError as error:
             return [
                 ConnectionCheck(

@@ -1,4 +1,4 @@
-"""ID-token verification against the pool's JWKS (PyJWT), with the keys cached.
+"""ID-token verification against the pool's JWKS (PyJWT), with the keys cached (`JwksCache`).
 
 Validate releases claims only from a token whose signature, expiry, audience, issuer and token_use all check
 out: the tokens come back over the network, and a migration must not create users from unverified data.
@@ -11,7 +11,8 @@ from typing import Any
 
 import jwt
 
-from otp_step_service.steps.ports import TokenVerificationError
+from otp_step_service.adapters.jwks import JwksCache
+from otp_step_service.steps.errors import TokenVerificationError
 
 
 def issuer_for(region: str, user_pool_id: str) -> str:
@@ -32,15 +33,18 @@ class JwksIdTokenVerifier:
     def __init__(self, *, issuer: str, audience: str, jwks_url: str, fetch_timeout: float = 3.0) -> None:
         self._issuer = issuer
         self._audience = audience
-        # Keys are cached for an hour; an unknown `kid` (key rotation) triggers one refetch.
-        self._jwks = jwt.PyJWKClient(
-            jwks_url, cache_keys=True, lifespan=3600, timeout=int(max(1, fetch_timeout))
-        )
+        self._keys = JwksCache(jwks_url, fetch_timeout=fetch_timeout)
 
-    def verify(self, id_token: str) -> Mapping[str, Any]:
+    async def verify(self, id_token: str) -> Mapping[str, Any]:
         """Verified claims, or TokenVerificationError naming what failed (never the token itself)."""
         try:
-            key = self._jwks.get_signing_key_from_jwt(id_token)
+            kid = jwt.get_unverified_header(id_token).get("kid")
+        except jwt.InvalidTokenError as exc:
+            raise TokenVerificationError(f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(kid, str) or not kid:
+            raise TokenVerificationError("the token names no signing key (kid)")
+        key = await self._keys.key(kid)
+        try:
             claims: dict[str, Any] = jwt.decode(
                 id_token,
                 key.key,
@@ -50,14 +54,16 @@ class JwksIdTokenVerifier:
                 options={"require": ["exp", "iat", "iss", "aud", "sub", "token_use"]},
                 leeway=30,
             )
-        except jwt.PyJWKClientError as exc:
-            raise TokenVerificationError(f"signing key unavailable: {type(exc).__name__}") from None
         except jwt.InvalidTokenError as exc:
             raise TokenVerificationError(f"{type(exc).__name__}: {exc}") from None
         if claims.get("token_use") != "id":
             raise TokenVerificationError("token_use is not 'id'")
         return claims
 
-    def warm_up(self) -> None:
+    async def warm_up(self) -> None:
         """Fetch the keys now (start-up), so the first Validate does not pay for it."""
-        self._jwks.get_signing_keys()
+        await self._keys.refresh(force=True)
+
+    async def aclose(self) -> None:
+        """Close the key fetcher."""
+        await self._keys.aclose()

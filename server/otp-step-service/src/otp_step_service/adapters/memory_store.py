@@ -1,145 +1,174 @@
 """The in-process challenge store: one service instance, state lost on restart.
 
-Expired challenges and stale failure windows leave the store on their own (a heap ordered by expiry is swept on
-every write), so memory stays flat under load however many journeys never come back to Validate.
+Every operation runs to completion on the event loop without awaiting anything, so each is atomic without a
+lock. Expired challenges and stale counter windows leave the store on their own (a heap ordered by expiry is
+swept on every write), so memory stays flat under load however many journeys never come back to Validate.
 """
 
 from __future__ import annotations
 
 import heapq
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import replace
 
 from otp_step_service.steps.challenges import (
     AttemptGrant,
+    AttemptRequest,
     AttemptVerdict,
     Challenge,
     ChallengeKey,
-    Reservation,
-    ReservationVerdict,
+    Judgement,
+    SendRequest,
+    SendReservation,
+    SendResult,
+    SendVerdict,
 )
+from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 
 
 class InMemoryChallengeStore:
-    """ChallengeStore in a dict guarded by one lock (operations are tiny; contention is negligible)."""
+    """ChallengeStore in dicts on the event loop's thread."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
         self._challenges: dict[str, Challenge] = {}
-        self._failures: dict[str, tuple[int, float]] = {}  # subject -> (count, window end)
-        self._expiry: list[tuple[float, str]] = []  # (expires_at, storage key), lazily cleaned
+        self._counters: dict[str, tuple[int, float]] = {}  # subject -> (events, window end)
+        self._expiry: list[tuple[float, str]] = []  # (forget at, storage key or subject), lazily cleaned
 
-    def save(self, key: ChallengeKey, challenge: Challenge) -> None:
-        """Store the challenge until its expiry."""
+    async def begin_send(self, request: SendRequest) -> SendReservation:
+        """Decide, count and hold the key, atomically."""
+        now = request.now
+        if self._count(request.lockout_subject, now) >= request.lockout_threshold:
+            return SendReservation(SendVerdict.LOCKED)
+        skey = request.key.storage_key()
+        existing = self._challenges.get(skey)
+        placeholder = request.placeholder
+        if existing is not None and existing.expires_at > now:
+            same_execution = bool(placeholder.step_execution_id) and (
+                existing.step_execution_id == placeholder.step_execution_id
+            )
+            if same_execution and existing.usable:
+                return SendReservation(SendVerdict.REPLAY, existing)
+            wait = existing.sent_at + request.cooldown_seconds - now
+            if same_execution or wait > 0:
+                return SendReservation(SendVerdict.TOO_SOON, wait_seconds=max(wait, 1.0))
+        sent, window_end = self._counters.get(request.sends_subject, (0, 0.0))
+        if window_end > now and sent >= request.send_limit:
+            return SendReservation(SendVerdict.OVER_BUDGET, wait_seconds=window_end - now)
+        self._increment(request.sends_subject, request.send_window_seconds, now)
+        self._put(skey, placeholder, now)
+        return SendReservation(SendVerdict.RESERVED)
+
+    async def finish_send(
+        self,
+        key: ChallengeKey,
+        nonce: str,
+        result: SendResult,
+        challenge: Challenge | None,
+        sends_subject: str,
+    ) -> None:
+        """Store the outcome of the reservation `nonce`, or release it and give the send back."""
         skey = key.storage_key()
-        with self._lock:
-            self._sweep(self._clock())
-            self._challenges[skey] = challenge
-            heapq.heappush(self._expiry, (challenge.forget_at, skey))
+        current = self._challenges.get(skey)
+        mine = current is not None and current.nonce == nonce
+        if result is SendResult.NOT_SENT:
+            if mine:
+                del self._challenges[skey]
+            self._decrement(sends_subject)
+        elif mine and challenge is not None:
+            self._put(skey, challenge, self._clock.now())
 
-    def load(self, key: ChallengeKey) -> Challenge | None:
-        """The live challenge, if any."""
-        with self._lock:
-            challenge = self._challenges.get(key.storage_key())
-        if challenge is None or challenge.pending or challenge.expires_at <= self._clock():
+    async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
+        """Check the lockout, spend one attempt and count one wrong code, atomically."""
+        now = request.now
+        if self._count(request.lockout_subject, now) >= request.lockout_threshold:
+            return AttemptGrant(AttemptVerdict.LOCKED)
+        skey = request.key.storage_key()
+        challenge = self._challenges.get(skey)
+        if challenge is None or not challenge.usable:
+            return AttemptGrant(AttemptVerdict.NOT_FOUND)
+        if challenge.expires_at <= now:
+            del self._challenges[skey]
+            return AttemptGrant(AttemptVerdict.EXPIRED)
+        if challenge.attempts_remaining <= 0:
+            del self._challenges[skey]
+            return AttemptGrant(AttemptVerdict.EXHAUSTED)
+        spent = challenge.with_attempt()
+        self._challenges[skey] = spent
+        self._increment(request.lockout_subject, request.lockout_window_seconds, now)
+        return AttemptGrant(AttemptVerdict.GRANTED, spent)
+
+    async def finish_attempt(
+        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subject: str
+    ) -> None:
+        """Settle the challenge `nonce` and the wrong-code count per Cognito's judgement."""
+        skey = key.storage_key()
+        challenge = self._challenges.get(skey)
+        mine = challenge is not None and challenge.nonce == nonce
+        if judgement in (Judgement.RIGHT, Judgement.SESSION_DEAD):
+            if mine:
+                del self._challenges[skey]
+            self._decrement(lockout_subject)
+        elif judgement is Judgement.UNJUDGED:
+            if mine and challenge is not None:
+                self._challenges[skey] = challenge.with_attempt(-1)
+            self._decrement(lockout_subject)
+        elif (
+            judgement is Judgement.WRONG
+            and mine
+            and challenge is not None
+            and challenge.attempts_remaining <= 0
+        ):
+            del self._challenges[skey]
+
+    async def load(self, key: ChallengeKey) -> Challenge | None:
+        """The live, usable challenge, if any."""
+        challenge = self._challenges.get(key.storage_key())
+        if challenge is None or not challenge.usable or challenge.expires_at <= self._clock.now():
             return None
         return challenge
 
-    def reserve(
-        self, key: ChallengeKey, placeholder: Challenge, now: float, cooldown_seconds: float
-    ) -> Reservation:
-        """Decide and hold the key, atomically."""
-        skey = key.storage_key()
-        with self._lock:
-            existing = self._challenges.get(skey)
-            if existing is not None and existing.expires_at > now:
-                same_execution = bool(placeholder.step_execution_id) and (
-                    existing.step_execution_id == placeholder.step_execution_id
-                )
-                if same_execution and not existing.pending:
-                    return Reservation(ReservationVerdict.REPLAY, existing)
-                wait = existing.sent_at + cooldown_seconds - now
-                if same_execution or wait > 0:
-                    return Reservation(ReservationVerdict.TOO_SOON, wait_seconds=max(wait, 1.0))
-            self._sweep(now)
-            self._challenges[skey] = placeholder
-            heapq.heappush(self._expiry, (placeholder.forget_at, skey))
-            return Reservation(ReservationVerdict.RESERVED)
+    async def events(self, subject: str) -> int:
+        """A counter's value in its current window."""
+        return self._count(subject, self._clock.now())
 
-    def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
-        """Spend one attempt atomically."""
-        skey = key.storage_key()
-        with self._lock:
-            challenge = self._challenges.get(skey)
-            if challenge is None or challenge.pending:
-                return AttemptGrant(AttemptVerdict.NOT_FOUND)
-            if challenge.expires_at <= now:
-                del self._challenges[skey]
-                return AttemptGrant(AttemptVerdict.EXPIRED)
-            if challenge.attempts_remaining <= 0:
-                del self._challenges[skey]
-                return AttemptGrant(AttemptVerdict.EXHAUSTED)
-            spent = challenge.with_attempt()
-            self._challenges[skey] = spent
-            return AttemptGrant(AttemptVerdict.GRANTED, spent)
-
-    def refund_attempt(self, key: ChallengeKey, nonce: str) -> None:
-        """Give one attempt back to the challenge `nonce`."""
-        skey = key.storage_key()
-        with self._lock:
-            challenge = self._challenges.get(skey)
-            if challenge is not None and challenge.nonce == nonce and challenge.attempts_used > 0:
-                self._challenges[skey] = replace(challenge, attempts_used=challenge.attempts_used - 1)
-
-    def discard(self, key: ChallengeKey, nonce: str) -> None:
-        """Remove the challenge `nonce`."""
-        skey = key.storage_key()
-        with self._lock:
-            challenge = self._challenges.get(skey)
-            if challenge is not None and challenge.nonce == nonce:
-                del self._challenges[skey]
-
-    def count_event(self, subject: str, window_seconds: int) -> int:
-        """Count a failed code in a fixed window that starts with the first failure."""
-        now = self._clock()
-        with self._lock:
-            count, ends = self._failures.get(subject, (0, 0.0))
-            if ends <= now:
-                count, ends = 0, now + window_seconds
-                heapq.heappush(self._expiry, (ends, subject))
-            self._failures[subject] = (count + 1, ends)
-            return count + 1
-
-    def uncount_event(self, subject: str) -> None:
-        """Take one failure back."""
-        with self._lock:
-            count, ends = self._failures.get(subject, (0, 0.0))
-            if count > 0:
-                self._failures[subject] = (count - 1, ends)
-
-    def events(self, subject: str) -> int:
-        """Failed codes in the current window."""
-        with self._lock:
-            count, ends = self._failures.get(subject, (0, 0.0))
-        return count if ends > self._clock() else 0
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
     def __len__(self) -> int:
-        """Live entries (challenges and failure windows), for tests and memory checks."""
-        with self._lock:
-            self._sweep(self._clock())
-            return len(self._challenges) + len(self._failures)
+        """Live entries (challenges and counter windows), for tests and memory checks."""
+        self._sweep(self._clock.now())
+        return len(self._challenges) + len(self._counters)
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _count(self, subject: str, now: float) -> int:
+        events, window_end = self._counters.get(subject, (0, 0.0))
+        return events if window_end > now else 0
+
+    def _increment(self, subject: str, window_seconds: int, now: float) -> None:
+        """One more event in a fixed window that starts with the first event."""
+        events, window_end = self._counters.get(subject, (0, 0.0))
+        if window_end <= now:
+            events, window_end = 0, now + window_seconds
+            heapq.heappush(self._expiry, (window_end, subject))
+        self._counters[subject] = (events + 1, window_end)
+
+    def _decrement(self, subject: str) -> None:
+        events, window_end = self._counters.get(subject, (0, 0.0))
+        if events > 0:
+            self._counters[subject] = (events - 1, window_end)
+
+    def _put(self, skey: str, challenge: Challenge, now: float) -> None:
+        self._sweep(now)
+        self._challenges[skey] = challenge
+        heapq.heappush(self._expiry, (challenge.forget_at, skey))
 
     def _sweep(self, now: float) -> None:
-        # Caller holds the lock. An entry replaced with a later expiry has a stale heap item: it is checked
-        # against the live value before anything is deleted.
+        # An entry replaced with a later expiry has a stale heap item: it is checked against the live value
+        # before anything is deleted.
         while self._expiry and self._expiry[0][0] <= now:
-            _, skey = heapq.heappop(self._expiry)
-            challenge = self._challenges.get(skey)
+            _, name = heapq.heappop(self._expiry)
+            challenge = self._challenges.get(name)
             if challenge is not None and challenge.forget_at <= now:
-                del self._challenges[skey]
-            window = self._failures.get(skey)
+                del self._challenges[name]
+            window = self._counters.get(name)
             if window is not None and window[1] <= now:
-                del self._failures[skey]
+                del self._counters[name]

@@ -1,96 +1,136 @@
-"""The shared challenge store on Redis: several service instances behind one load balancer.
+"""The shared challenge store on Redis (redis.asyncio): several service instances behind one load balancer.
 
-Validate may land on another instance than Generate did, so challenges and failure counters live in Redis.
-Each read-modify-write is one Lua script (atomic on the server), so two instances can never spend the same
-attempt twice; keys carry a TTL, so expired challenges leave Redis by themselves.
+Validate may land on another instance than Generate did, so challenges and counters live in Redis. Each of a
+step's two bookkeeping operations is one Lua script (atomic on the server, one round trip), so two instances
+can never spend the same attempt or the same send twice; keys carry a TTL, so expired challenges and counter
+windows leave Redis by themselves. A step's keys (its challenge, its identifier's counters) are not in one
+hash slot: the store needs a single Redis (or a primary with replicas), not Redis Cluster.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-import redis
+import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from otp_step_service.steps.challenges import (
     AttemptGrant,
+    AttemptRequest,
     AttemptVerdict,
     Challenge,
     ChallengeKey,
-    ChallengeStoreError,
-    Reservation,
-    ReservationVerdict,
+    Judgement,
+    SendRequest,
+    SendReservation,
+    SendResult,
+    SendVerdict,
 )
+from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
+from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.outcomes import Channel
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# KEYS[1] = challenge key; ARGV[1] = now (epoch seconds). Returns {verdict, json-or-nil}.
-_BEGIN_ATTEMPT = """
+# Shared by the scripts: a counter's value (0 when absent), and giving one event back.
+_COUNTERS = """
+local function count(key) return tonumber(redis.call('GET', key) or '0') end
+local function give_back(key) if count(key) > 0 then redis.call('DECR', key) end end
+local function add(key, window)
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('EXPIRE', key, window) end
+end
+"""
+
+# KEYS: challenge, sends counter, lockout counter.
+# ARGV: placeholder json, now, execution id, cooldown s, placeholder TTL ms, send limit, send window s,
+#       lockout threshold.
+_BEGIN_SEND = (
+    _COUNTERS
+    + """
+local now = tonumber(ARGV[2])
+if count(KEYS[3]) >= tonumber(ARGV[8]) then return {'locked', false} end
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local c = cjson.decode(raw)
+  if c.expires_at > now then
+    local same = ARGV[3] ~= '' and c.step_execution_id == ARGV[3]
+    if same and not c.pending and not c.unusable then return {'replay', raw} end
+    local wait = c.sent_at + tonumber(ARGV[4]) - now
+    if same or wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
+  end
+end
+if count(KEYS[2]) >= tonumber(ARGV[6]) then
+  return {'over_budget', tostring(math.max(redis.call('TTL', KEYS[2]), 1))}
+end
+add(KEYS[2], ARGV[7])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
+return {'reserved', false}
+"""
+)
+
+# KEYS: challenge, sends counter. ARGV: nonce, result, challenge json (or ''), TTL ms.
+_FINISH_SEND = (
+    _COUNTERS
+    + """
+local raw = redis.call('GET', KEYS[1])
+local mine = raw and cjson.decode(raw).nonce == ARGV[1]
+if ARGV[2] == 'not_sent' then
+  if mine then redis.call('DEL', KEYS[1]) end
+  give_back(KEYS[2])
+elseif mine and ARGV[3] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+return 1
+"""
+)
+
+# KEYS: challenge, lockout counter. ARGV: now, lockout threshold, lockout window s.
+_BEGIN_ATTEMPT = (
+    _COUNTERS
+    + """
+if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'locked', false} end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'not_found', false} end
 local c = cjson.decode(raw)
-if c.pending then return {'not_found', false} end
+if c.pending or c.unusable then return {'not_found', false} end
 if c.expires_at <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return {'expired', false} end
 if c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]); return {'exhausted', false} end
 c.attempts_used = c.attempts_used + 1
 local encoded = cjson.encode(c)
 redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
+add(KEYS[2], ARGV[3])
 return {'granted', encoded}
 """
+)
 
-# KEYS[1] = challenge key; ARGV[1] = the challenge's nonce (refund and discard touch only that challenge).
-_REFUND = """
+# KEYS: challenge, lockout counter. ARGV: nonce, judgement.
+_FINISH_ATTEMPT = (
+    _COUNTERS
+    + """
 local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local c = cjson.decode(raw)
-if c.nonce == ARGV[1] and c.attempts_used > 0 then
-  c.attempts_used = c.attempts_used - 1
-  redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
-end
-return 1
-"""
-
-# KEYS[1] = failure counter; ARGV[1] = window seconds. The window starts with the first failure.
-_COUNT_FAILURE = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
-return n
-"""
-
-
-_DISCARD = """
-local raw = redis.call('GET', KEYS[1])
-if raw and cjson.decode(raw).nonce == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
-# KEYS[1] = challenge key; ARGV = placeholder json, now, execution id, cooldown seconds, TTL in ms.
-_RESERVE = """
-local raw = redis.call('GET', KEYS[1])
-local now = tonumber(ARGV[2])
-if raw then
-  local c = cjson.decode(raw)
-  if c.expires_at > now then
-    local same = ARGV[3] ~= '' and c.step_execution_id == ARGV[3]
-    if same and not c.pending then return {'replay', raw} end
-    local wait = c.sent_at + tonumber(ARGV[4]) - now
-    if same or wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
+local c = raw and cjson.decode(raw)
+local mine = c and c.nonce == ARGV[1]
+local judgement = ARGV[2]
+if judgement == 'right' or judgement == 'session_dead' then
+  if mine then redis.call('DEL', KEYS[1]) end
+  give_back(KEYS[2])
+elseif judgement == 'unjudged' then
+  if mine and c.attempts_used > 0 then
+    c.attempts_used = c.attempts_used - 1
+    redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
   end
+  give_back(KEYS[2])
+elseif judgement == 'wrong' then
+  if mine and c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]) end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
-return {'reserved', false}
+return 1
 """
-
-_FORGIVE_FAILURE = """
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n > 0 then redis.call('DECR', KEYS[1]) end
-return n
-"""
+)
 
 
 def _encode(challenge: Challenge) -> str:
@@ -108,6 +148,7 @@ def _encode(challenge: Challenge) -> str:
             "nonce": challenge.nonce,
             "pending": challenge.pending,
             "decoy": challenge.decoy,
+            "unusable": challenge.unusable,
         }
     )
 
@@ -127,112 +168,143 @@ def _decode(raw: str | bytes) -> Challenge:
         nonce=str(data.get("nonce", "")),
         pending=bool(data.get("pending", False)),
         decoy=bool(data.get("decoy", False)),
+        unusable=bool(data.get("unusable", False)),
     )
 
 
-def _store_errors(method: Callable[P, R]) -> Callable[P, R]:
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Redis failures leave as ChallengeStoreError: a retryable step failure, not a crashed RPC."""
 
     @functools.wraps(method)
-    def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return method(*args, **kwargs)
-        except redis.RedisError as exc:
+            return await method(*args, **kwargs)
+        except (RedisError, OSError) as exc:
             raise ChallengeStoreError(type(exc).__name__) from exc
 
     return translated
 
 
 class RedisChallengeStore:
-    """ChallengeStore on Redis. Keys: `<prefix>challenge:<sha256>` and `<prefix>failures:<sha256>`."""
+    """ChallengeStore on Redis. Keys: `<prefix>challenge:<sha256>`, `<prefix>sends:…`, `<prefix>failures:…`."""
 
-    def __init__(
-        self, client: redis.Redis, prefix: str = "otp-steps:", clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "otp-steps:", clock: Clock = SYSTEM_CLOCK) -> None:
         self._redis = client
         self._prefix = prefix
         self._clock = clock
-        self._begin = client.register_script(_BEGIN_ATTEMPT)
-        self._refund = client.register_script(_REFUND)
-        self._discard = client.register_script(_DISCARD)
-        self._reserve = client.register_script(_RESERVE)
-        self._count = client.register_script(_COUNT_FAILURE)
-        self._forgive = client.register_script(_FORGIVE_FAILURE)
+        self._begin_send = client.register_script(_BEGIN_SEND)
+        self._finish_send = client.register_script(_FINISH_SEND)
+        self._begin_attempt = client.register_script(_BEGIN_ATTEMPT)
+        self._finish_attempt = client.register_script(_FINISH_ATTEMPT)
 
     @classmethod
-    def from_url(cls, url: str) -> RedisChallengeStore:
+    def from_url(
+        cls, url: str, *, max_connections: int = 256, clock: Clock = SYSTEM_CLOCK
+    ) -> RedisChallengeStore:
         """A store for `redis://host:port/db` (or rediss://, unix://), with short socket timeouts."""
         client = redis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
+            url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=30,
+            max_connections=max_connections,
         )
-        return cls(client)
+        return cls(client, clock=clock)
 
     def _key(self, key: ChallengeKey) -> str:
         return self._prefix + key.storage_key()
 
-    @_store_errors
-    def save(self, key: ChallengeKey, challenge: Challenge) -> None:
-        """SET with a TTL ending at the challenge's expiry."""
-        ttl_ms = max(1, int((challenge.forget_at - self._clock()) * 1000))
-        self._redis.set(self._key(key), _encode(challenge), px=ttl_ms)
+    def _ttl_ms(self, challenge: Challenge) -> int:
+        return max(1, int((challenge.forget_at - self._clock.now()) * 1000))
 
     @_store_errors
-    def load(self, key: ChallengeKey) -> Challenge | None:
-        """The live challenge, if any."""
-        raw = self._redis.get(self._key(key))
-        if raw is None:
-            return None
-        challenge = _decode(raw)
-        return challenge if challenge.expires_at > self._clock() and not challenge.pending else None
-
-    @_store_errors
-    def reserve(
-        self, key: ChallengeKey, placeholder: Challenge, now: float, cooldown_seconds: float
-    ) -> Reservation:
-        """Decide and hold the key in one atomic script."""
-        ttl_ms = max(1, int((placeholder.forget_at - now) * 1000))
-        verdict, value = self._reserve(
-            keys=[self._key(key)],
-            args=[_encode(placeholder), now, placeholder.step_execution_id, cooldown_seconds, ttl_ms],
+    async def begin_send(self, request: SendRequest) -> SendReservation:
+        """Decide, count and hold the key in one script."""
+        placeholder = request.placeholder
+        verdict, value = await self._begin_send(
+            keys=[
+                self._key(request.key),
+                self._prefix + request.sends_subject,
+                self._prefix + request.lockout_subject,
+            ],
+            args=[
+                _encode(placeholder),
+                request.now,
+                placeholder.step_execution_id,
+                request.cooldown_seconds,
+                max(1, int((placeholder.forget_at - request.now) * 1000)),
+                request.send_limit,
+                request.send_window_seconds,
+                request.lockout_threshold,
+            ],
         )
-        name = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        name = _text(verdict)
         if name == "replay":
-            return Reservation(ReservationVerdict.REPLAY, _decode(value))
-        if name == "too_soon":
-            return Reservation(ReservationVerdict.TOO_SOON, wait_seconds=float(value))
-        return Reservation(ReservationVerdict.RESERVED)
+            return SendReservation(SendVerdict.REPLAY, _decode(value))
+        if name in ("too_soon", "over_budget"):
+            return SendReservation(SendVerdict(name), wait_seconds=float(_text(value)))
+        return SendReservation(SendVerdict(name))
 
     @_store_errors
-    def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
-        """Spend one attempt in one atomic script."""
-        verdict, raw = self._begin(keys=[self._key(key)], args=[now])
-        name = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+    async def finish_send(
+        self,
+        key: ChallengeKey,
+        nonce: str,
+        result: SendResult,
+        challenge: Challenge | None,
+        sends_subject: str,
+    ) -> None:
+        """Settle the reservation in one script."""
+        await self._finish_send(
+            keys=[self._key(key), self._prefix + sends_subject],
+            args=[
+                nonce,
+                result.value,
+                _encode(challenge) if challenge is not None else "",
+                self._ttl_ms(challenge) if challenge is not None else 1,
+            ],
+        )
+
+    @_store_errors
+    async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
+        """Check the lockout, spend one attempt and count one wrong code in one script."""
+        verdict, raw = await self._begin_attempt(
+            keys=[self._key(request.key), self._prefix + request.lockout_subject],
+            args=[request.now, request.lockout_threshold, request.lockout_window_seconds],
+        )
+        name = _text(verdict)
         if name == "granted":
             return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw))
         return AttemptGrant(AttemptVerdict(name))
 
     @_store_errors
-    def refund_attempt(self, key: ChallengeKey, nonce: str) -> None:
-        """Give one attempt back to the challenge `nonce`."""
-        self._refund(keys=[self._key(key)], args=[nonce])
+    async def finish_attempt(
+        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subject: str
+    ) -> None:
+        """Settle the attempt in one script."""
+        await self._finish_attempt(
+            keys=[self._key(key), self._prefix + lockout_subject], args=[nonce, judgement.value]
+        )
 
     @_store_errors
-    def discard(self, key: ChallengeKey, nonce: str) -> None:
-        """DEL the challenge `nonce`."""
-        self._discard(keys=[self._key(key)], args=[nonce])
+    async def load(self, key: ChallengeKey) -> Challenge | None:
+        """The live, usable challenge, if any."""
+        raw = await self._redis.get(self._key(key))
+        if raw is None:
+            return None
+        challenge = _decode(raw)
+        return challenge if challenge.usable and challenge.expires_at > self._clock.now() else None
 
     @_store_errors
-    def count_event(self, subject: str, window_seconds: int) -> int:
-        """INCR the identifier's failure counter within its window."""
-        return int(self._count(keys=[self._prefix + subject], args=[window_seconds]))
-
-    @_store_errors
-    def uncount_event(self, subject: str) -> None:
-        """DECR the counter if it is above zero."""
-        self._forgive(keys=[self._prefix + subject])
-
-    @_store_errors
-    def events(self, subject: str) -> int:
+    async def events(self, subject: str) -> int:
         """The counter's value (0 when absent or expired)."""
-        raw = self._redis.get(self._prefix + subject)
+        raw = await self._redis.get(self._prefix + subject)
         return int(raw) if raw is not None else 0
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()

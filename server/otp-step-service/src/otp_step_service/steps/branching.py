@@ -11,24 +11,27 @@ from typing import Any
 
 from .journey import StepConfiguration
 from .outcomes import (
-    ClientError,
+    Abort,
+    EndUserError,
     ErrorCategory,
     FailureBehavior,
+    FailureBranch,
     FailureCode,
     S,
-    StepAbort,
     StepFailure,
-    StepOutcome,
+    Success,
 )
 
-_TRY_LATER = ClientError("TRY_AGAIN_LATER", "Something went wrong on our side. Please try again in a moment.")
-_NOT_SENT = ClientError("OTP_NOT_SENT", "We could not send a code. Please check your details and try again.")
+_TRY_LATER = EndUserError(
+    "TRY_AGAIN_LATER", "Something went wrong on our side. Please try again in a moment."
+)
+_NOT_SENT = EndUserError("OTP_NOT_SENT", "We could not send a code. Please check your details and try again.")
 # Flow failures where the honest answer to the end user is "wait", whoever they are.
 _WAIT = frozenset({FailureCode.IDENTIFIER_LOCKED, FailureCode.RESEND_TOO_SOON})
-_NOT_VERIFIED = ClientError("OTP_NOT_VERIFIED", "The code could not be verified. Please request a new code.")
+_NOT_VERIFIED = EndUserError("OTP_NOT_VERIFIED", "The code could not be verified. Please request a new code.")
 
 
-def client_error_for(failure: StepFailure, *, validating: bool) -> ClientError:
+def end_user_error_for(failure: StepFailure, *, validating: bool) -> EndUserError:
     """The stranger-safe error for an aborted step. Flow failures collapse into one message per step so an
     attacker cannot tell an unknown user from a wrong code or a missing phone number."""
     if failure.category is not ErrorCategory.FLOW_LOGIC or failure.code in _WAIT:
@@ -36,20 +39,19 @@ def client_error_for(failure: StepFailure, *, validating: bool) -> ClientError:
     return _NOT_VERIFIED if validating else _NOT_SENT
 
 
-def succeed(step: StepConfiguration, success: S) -> StepOutcome[S]:
+def succeed(step: StepConfiguration, result: S) -> Success[S]:
     """The success outcome, with the output variable assigned."""
     variables: dict[str, dict[str, Any]] = {}
     if step.output_variable:
-        variables[step.output_variable] = success.as_variable()
-    return StepOutcome(success=success, variables=variables)
+        variables[step.output_variable] = result.as_variable()
+    return Success(result, variables)
 
 
-def fail(step: StepConfiguration, failure: StepFailure, *, validating: bool) -> StepOutcome[Any]:
+def fail(step: StepConfiguration, failure: StepFailure, *, validating: bool) -> FailureBranch | Abort:
     """The failure-branch or abort outcome (per the step's failure behavior), with the error variable."""
     variables: dict[str, dict[str, Any]] = {}
     if step.error_output_variable:
         variables[step.error_output_variable] = failure.as_variable()
     if step.failure_behavior is FailureBehavior.ABORT:
-        abort = StepAbort(client_error_for(failure, validating=validating), failure)
-        return StepOutcome(abort=abort, variables=variables)
-    return StepOutcome(failure=failure, variables=variables)
+        return Abort(end_user_error_for(failure, validating=validating), failure, variables)
+    return FailureBranch(failure, variables)

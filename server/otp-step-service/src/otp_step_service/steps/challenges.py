@@ -1,9 +1,9 @@
-"""The server-side memory of a Generate: the Cognito challenge Validate must answer.
+"""The server-side memory of a Generate: the Cognito challenge Validate must answer, and the store's verdicts.
 
 The journey passes Validate only the identifier and the code, never a Cognito session (sessions must not reach
-orchestrators, journey state or logs), so Generate keeps the session here under (connection, journey run,
-identifier) until it is used, exhausted or expired. Stores are shared by all workers and may be shared by
-several service instances (Redis), so every read-modify-write they offer is atomic.
+orchestrators, journey state or logs), so Generate keeps the session under (connection, journey run,
+identifier) until it is used, exhausted or expired. The store (see `ports.ChallengeStore`) decides and counts
+in one atomic operation before Cognito is asked, and settles in one after: two operations per step.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Protocol
 
-from .identifiers import InvalidIdentifierError, UserIdentifier, parse_identifier
-from .outcomes import Channel, FailureCode, StepFailure
-from .ports import ConnectionPolicy
+from .outcomes import Channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +32,19 @@ class ChallengeKey:
 
 
 def sends_subject(connection: str, identifier: str) -> str:
-    """The key under which codes sent to one identifier are counted across all journeys."""
+    """The counter of codes sent to one identifier across all journeys (the send budget)."""
     return "sends:" + hashlib.sha256(f"{connection}\x00{identifier}".encode()).hexdigest()
 
 
-def identifier_subject(connection: str, identifier: str) -> str:
-    """The key under which failed codes are counted for one identifier across all journeys."""
+def lockout_subject(connection: str, identifier: str) -> str:
+    """The counter of wrong codes for one identifier across all journeys (the lockout)."""
     return "failures:" + hashlib.sha256(f"{connection}\x00{identifier}".encode()).hexdigest()
+
+
+# Stores keep a challenge past its expiry, so Validate can still say CHALLENGE_EXPIRED (a journey branches
+# differently on "expired" than on "never generated"): as long again as it lived, at most this long. The store
+# then holds at most twice rate x lifetime entries, steady after two lifetimes.
+EXPIRED_GRACE_SECONDS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +66,12 @@ class Challenge:
     # A reservation: Generate is asking Cognito right now. Holds the key against concurrent Generates (one code
     # per cooldown, one per retried execution); Validate treats it as no challenge yet.
     pending: bool = False
-    # Enumeration protection for a pool that reports unknown users: Generate pretends a code was sent and
-    # Validate rejects every code, so an unknown user is indistinguishable from a known one.
+    # Enumeration protection: Generate pretended a code was sent; Validate rejects every code, so an unknown
+    # (or disabled, or phone-less) user is indistinguishable from a known one.
     decoy: bool = False
+    # Cognito may have sent a code, but the session never came back (a timeout, a cancelled call): nothing to
+    # validate, yet the code counts, and the cooldown holds as if it had been delivered.
+    unusable: bool = False
 
     @property
     def attempts_remaining(self) -> int:
@@ -73,14 +79,19 @@ class Challenge:
         return max(self.max_attempts - self.attempts_used, 0)
 
     @property
+    def usable(self) -> bool:
+        """Whether Validate can answer this challenge at all."""
+        return not (self.pending or self.unusable)
+
+    @property
     def forget_at(self) -> float:
         """When a store may drop this challenge (expiry plus the grace period)."""
         lifetime = self.expires_at - self.sent_at if self.sent_at else EXPIRED_GRACE_SECONDS
         return self.expires_at + min(max(lifetime, 0.0), EXPIRED_GRACE_SECONDS)
 
-    def with_attempt(self) -> Challenge:
-        """This challenge with one more attempt used."""
-        return replace(self, attempts_used=self.attempts_used + 1)
+    def with_attempt(self, delta: int = 1) -> Challenge:
+        """This challenge with `delta` more attempts used."""
+        return replace(self, attempts_used=max(self.attempts_used + delta, 0))
 
     def __repr__(self) -> str:
         return (
@@ -89,31 +100,46 @@ class Challenge:
         )
 
 
-# Stores keep a challenge past its expiry, so Validate can still say CHALLENGE_EXPIRED (a journey branches
-# differently on "expired" than on "never generated"): as long again as it lived, at most this long. The store
-# then holds at most twice rate x lifetime entries, steady after two lifetimes.
-EXPIRED_GRACE_SECONDS = 300
-
-
-class ChallengeStoreError(Exception):
-    """The store failed or could not be reached (a shared store's network, say)."""
-
-
-class ReservationVerdict(enum.Enum):
+class SendVerdict(enum.Enum):
     """What a store says when Generate asks to send a code for a key."""
 
-    RESERVED = "reserved"  # go ahead: the placeholder holds the key
+    RESERVED = "reserved"  # go ahead: the send is counted and the placeholder holds the key
     REPLAY = "replay"  # the same execution already sent a code: answer with its challenge
     TOO_SOON = "too_soon"  # a code went out within the cooldown (or is being sent right now)
+    OVER_BUDGET = "over_budget"  # the identifier's send budget for the window is spent
+    LOCKED = "locked"  # too many wrong codes for the identifier: no code is sent
 
 
 @dataclass(frozen=True, slots=True)
-class Reservation:
-    """The verdict; the earlier challenge on REPLAY; seconds to wait on TOO_SOON."""
+class SendRequest:
+    """Everything `begin_send` decides on, in one atomic operation."""
 
-    verdict: ReservationVerdict
+    key: ChallengeKey
+    placeholder: Challenge  # pending, with the nonce, sent_at and execution id of this attempt
+    now: float
+    cooldown_seconds: float
+    sends_subject: str
+    send_limit: int
+    send_window_seconds: int
+    lockout_subject: str
+    lockout_threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendReservation:
+    """The verdict; the earlier challenge on REPLAY; seconds to wait on TOO_SOON and OVER_BUDGET."""
+
+    verdict: SendVerdict
     challenge: Challenge | None = None
     wait_seconds: float = 0.0
+
+
+class SendResult(enum.Enum):
+    """How a reserved send ended, for `finish_send`."""
+
+    SENT = "sent"  # Cognito sent the code (or a decoy stands in for it): store the challenge
+    MAYBE_SENT = "maybe_sent"  # no session came back, but Cognito may have acted: keep the count
+    NOT_SENT = "not_sent"  # Cognito certainly sent nothing: release the key, give the send back
 
 
 class AttemptVerdict(enum.Enum):
@@ -123,6 +149,18 @@ class AttemptVerdict(enum.Enum):
     NOT_FOUND = "not_found"
     EXPIRED = "expired"
     EXHAUSTED = "exhausted"
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRequest:
+    """Everything `begin_attempt` decides on, in one atomic operation."""
+
+    key: ChallengeKey
+    now: float
+    lockout_subject: str
+    lockout_threshold: int
+    lockout_window_seconds: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,64 +171,11 @@ class AttemptGrant:
     challenge: Challenge | None = None
 
 
-class ChallengeStore(Protocol):
-    """Keeps challenges and failure counters. Implementations: in memory, Redis."""
+class Judgement(enum.Enum):
+    """What Cognito's answer to a code means for the store (`finish_attempt`)."""
 
-    def save(self, key: ChallengeKey, challenge: Challenge) -> None:
-        """Store (or replace) the challenge; it disappears by itself at `expires_at`."""
-
-    def load(self, key: ChallengeKey) -> Challenge | None:
-        """The live challenge, or None (missing or expired)."""
-
-    def reserve(
-        self, key: ChallengeKey, placeholder: Challenge, now: float, cooldown_seconds: float
-    ) -> Reservation:
-        """Atomically decide whether Generate may send a code for `key`, and if so hold the key with
-        `placeholder` (pending) until `save` replaces it or `discard` releases it."""
-
-    def begin_attempt(self, key: ChallengeKey, now: float) -> AttemptGrant:
-        """Atomically spend one attempt: counted before Cognito is asked, so concurrent Validates of one
-        challenge can never try more codes than the cap. Expired or exhausted challenges are removed."""
-
-    def refund_attempt(self, key: ChallengeKey, nonce: str) -> None:
-        """Give back an attempt Cognito never judged, if `key` still holds the challenge `nonce`."""
-
-    def discard(self, key: ChallengeKey, nonce: str) -> None:
-        """Remove the challenge `nonce` (used, exhausted, dead at Cognito, or a released reservation)."""
-
-    # A windowed counter per subject: wrong codes per identifier (lockout), codes sent per identifier (cap).
-
-    def count_event(self, subject: str, window_seconds: int) -> int:
-        """Add one event for `subject` and return the count within the current window (which starts with the
-        first event)."""
-
-    def uncount_event(self, subject: str) -> None:
-        """Take one counted event back (a code turned out right or was never judged; a send did not happen)."""
-
-    def events(self, subject: str) -> int:
-        """Events for `subject` within the current window."""
-
-
-def admit(
-    store: ChallengeStore, policy: ConnectionPolicy, raw_identifier: str
-) -> UserIdentifier | StepFailure:
-    """What both steps check before Cognito is asked: a well-formed identifier that is not locked out.
-
-    Generate checks the lockout too: no code is sent to a locked identifier, or an attacker could keep
-    guessing across fresh challenges (a per-challenge cap alone is defeated by opening many journeys).
-    """
-    try:
-        identifier = parse_identifier(raw_identifier, policy.default_phone_region)
-    except InvalidIdentifierError as exc:
-        return StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc))
-    if store.events(identifier_subject(policy.name, identifier.value)) >= policy.lockout_threshold:
-        return locked_failure(policy.lockout_window_seconds)
-    return identifier
-
-
-def locked_failure(window_seconds: int) -> StepFailure:
-    """The failure of a step whose identifier is locked out (too many wrong codes in the window)."""
-    return StepFailure(
-        FailureCode.IDENTIFIER_LOCKED,
-        f"too many wrong codes for this identifier; locked for up to {window_seconds} s",
-    )
+    RIGHT = "right"  # signed in: the challenge is used, the wrong-code count given back
+    WRONG = "wrong"  # a wrong code: both counts stay; the challenge goes once no attempt is left
+    UNJUDGED = "unjudged"  # Cognito certainly did not judge it: the attempt and the count are given back
+    SESSION_DEAD = "session_dead"  # Cognito will judge no more codes for it: gone, the count given back
+    UNKNOWN = "unknown"  # Cognito may have judged it (timeout, 5xx, dropped): both counts stay

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .model import CognitoError, CognitoErrorKind
 from .outcomes import FailureCode, StepFailure
-from .ports import CognitoError, CognitoErrorKind
 
 # Meanings shared by Generate and Validate; each step overrides what is specific to it.
 _COMMON: Mapping[CognitoErrorKind, tuple[FailureCode, str]] = {

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .clock import SYSTEM_CLOCK, Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,12 +12,13 @@ class Deadline:
     """An absolute point on the monotonic clock; `None` means the caller gave no deadline."""
 
     at: float | None
+    clock: Clock = field(default=SYSTEM_CLOCK, compare=False, repr=False)
 
     @classmethod
-    def after(cls, seconds: float | None) -> Deadline:
+    def after(cls, seconds: float | None, clock: Clock = SYSTEM_CLOCK) -> Deadline:
         """The deadline `seconds` from now (None: unbounded)."""
-        return cls(None if seconds is None else time.monotonic() + seconds)
+        return cls(None if seconds is None else clock.monotonic() + seconds, clock)
 
     def remaining(self) -> float | None:
         """Seconds left (never negative), or None when unbounded."""
-        return None if self.at is None else max(0.0, self.at - time.monotonic())
+        return None if self.at is None else max(0.0, self.at - self.clock.monotonic())

@@ -17,7 +17,7 @@ from typing import Any
 
 from .identifiers import mask_destination
 from .journey import EventDataMode, StepConfiguration
-from .outcomes import StepOutcome
+from .outcomes import Abort, FailureBranch, StepOutcome, Success
 
 REDACTED = "[REDACTED]"
 MAX_EVENT_BYTES = 8192
@@ -110,15 +110,16 @@ def step_event_data(
     if step.event_data_mode is EventDataMode.CUSTOM_PAYLOAD:
         return _bounded(EventDataMode.CUSTOM_PAYLOAD, redact(dict(step.custom_payload)))
     output: dict[str, Any] = {"outcome": outcome.kind}
-    if outcome.success is not None:
-        result = outcome.success.as_variable()
-        result.pop("tokens", None)  # tokens are never reported, even when the connection returns them
-        output["result"] = result
-    failed = outcome.failed
-    if failed is not None:
-        output["error"] = failed.as_variable()
-    if outcome.abort is not None:
-        output["client_error"] = {"code": outcome.abort.client_error.code}
+    match outcome:
+        case Success(result=result):
+            reported = result.as_variable()
+            reported.pop("tokens", None)  # tokens are never reported, even when the connection returns them
+            output["result"] = reported
+        case FailureBranch(failure=failure):
+            output["error"] = failure.as_variable()
+        case Abort(failure=failure, end_user_error=error):
+            output["error"] = failure.as_variable()
+            output["client_error"] = {"code": error.code}
     data = {
         "input": {
             **journey,

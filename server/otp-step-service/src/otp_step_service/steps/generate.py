@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from .branching import fail, succeed
-from .challenges import Challenge, ChallengeKey, ChallengeStore, ReservationVerdict, admit, sends_subject
+from .challenges import (
+    Challenge,
+    ChallengeKey,
+    SendRequest,
+    SendResult,
+    SendVerdict,
+    lockout_subject,
+    sends_subject,
+)
+from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
 from .deadline import Deadline
-from .identifiers import IdentifierKind, UserIdentifier
+from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier
 from .journey import GenerateRequest
-from .outcomes import Channel, FailureCode, GenerateSuccess, StepFailure, StepOutcome
-from .ports import AuthChallenge, CognitoError, Connection
+from .model import AuthChallenge, CognitoError, CognitoRequests
+from .outcomes import Channel, CodeSent, FailureCode, StepFailure, StepOutcome
+from .ports import ChallengeStore, Connection
 
 SELECT_CHALLENGE = "SELECT_CHALLENGE"
 log = logging.getLogger(__name__)
@@ -36,35 +44,39 @@ _USER_STATE = frozenset(
 )
 
 
+def locked_failure(window_seconds: int) -> StepFailure:
+    """The failure of a step whose identifier is locked out (too many wrong codes in the window)."""
+    return StepFailure(
+        FailureCode.IDENTIFIER_LOCKED,
+        f"too many wrong codes for this identifier; locked for up to {window_seconds} s",
+    )
+
+
 class GenerateOtpStep:
     """Runs Generate: normalize the identifier, start USER_AUTH, keep the Cognito session server-side."""
 
-    def __init__(self, store: ChallengeStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: ChallengeStore, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
         self._clock = clock
 
-    def run(
+    async def run(
         self, request: GenerateRequest, connection: Connection, deadline: Deadline
-    ) -> StepOutcome[GenerateSuccess]:
+    ) -> StepOutcome[CodeSent]:
         """Execute the step; every failure becomes an outcome, never an exception."""
         step, policy = request.step, connection.policy
         # The transport rejects a Generate without a channel; the default only keeps the type exact.
         channel = step.channel or Channel.EMAIL
 
-        def failed(failure: StepFailure) -> StepOutcome[Any]:
+        def failed(failure: StepFailure) -> StepOutcome[CodeSent]:
             return fail(step, failure, validating=False)
 
-        admitted = admit(self._store, policy, step.user_identifier)
-        if isinstance(admitted, StepFailure):
-            return failed(admitted)
-        identifier = admitted
+        try:
+            identifier = parse_identifier(step.user_identifier, policy.default_phone_region)
+        except InvalidIdentifierError as exc:
+            return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
-
-        execution_id = request.journey.step_execution_id
-        now = self._clock()
+        now = self._clock.now()
         nonce = secrets.token_hex(8)
-        # Held atomically before Cognito is asked, so neither concurrent retries of one execution nor a
-        # journey looping back to Generate ("resend") can make Cognito send more than one code.
         placeholder = Challenge(
             username=identifier.value,
             session="",
@@ -72,123 +84,163 @@ class GenerateOtpStep:
             masked_destination="",
             expires_at=now + policy.session_validity_seconds,
             max_attempts=policy.max_attempts,
-            step_execution_id=execution_id,
+            step_execution_id=request.journey.step_execution_id,
             sent_at=now,
             nonce=nonce,
             pending=True,
         )
-        reservation = self._store.reserve(key, placeholder, now, policy.resend_cooldown_seconds)
-        if reservation.verdict is ReservationVerdict.REPLAY and reservation.challenge is not None:
-            # A retry of the same execution (the caller timed out, say): answer as the first time did.
-            return succeed(step, self._success(reservation.challenge))
-        if reservation.verdict is ReservationVerdict.TOO_SOON:
-            wait = math.ceil(reservation.wait_seconds)
-            return failed(
-                StepFailure(
-                    FailureCode.RESEND_TOO_SOON,
-                    f"a code was sent moments ago; a new one can be sent in {wait} s",
-                    retry_after_seconds=wait,
-                )
-            )
-
-        # Codes per identifier across journey runs (the cooldown is per run): the defence against SMS pumping
-        # and inbox flooding by opening journey after journey. Counted by the store's windowed counter.
         sends = sends_subject(policy.name, identifier.value)
-        if self._store.count_event(sends, policy.send_window_seconds) > policy.send_limit:
-            self._store.uncount_event(sends)
-            self._store.discard(key, nonce)
-            return failed(
-                StepFailure(
-                    FailureCode.RESEND_TOO_SOON,
-                    f"more than {policy.send_limit} codes for this identifier within "
-                    f"{policy.send_window_seconds} s; try again later",
-                    retry_after_seconds=policy.send_window_seconds,
-                )
+        # One atomic decision before Cognito is asked: neither concurrent retries of one execution, nor a
+        # journey looping back to Generate ("resend"), nor journey after journey to one identifier (SMS
+        # pumping, inbox flooding) can make Cognito send more codes than the cooldown and the budget allow; a
+        # locked identifier gets no code at all (or an attacker could keep guessing across fresh challenges).
+        reservation = await self._store.begin_send(
+            SendRequest(
+                key=key,
+                placeholder=placeholder,
+                now=now,
+                cooldown_seconds=policy.resend_cooldown_seconds,
+                sends_subject=sends,
+                send_limit=policy.send_limit,
+                send_window_seconds=policy.send_window_seconds,
+                lockout_subject=lockout_subject(policy.name, identifier.value),
+                lockout_threshold=policy.lockout_threshold,
             )
+        )
+        match reservation.verdict:
+            case SendVerdict.LOCKED:
+                return failed(locked_failure(policy.lockout_window_seconds))
+            case SendVerdict.REPLAY if reservation.challenge is not None:
+                # A retry of the same execution (the caller timed out, say): answer as the first time did.
+                return succeed(step, _sent(reservation.challenge))
+            case SendVerdict.TOO_SOON:
+                wait = math.ceil(reservation.wait_seconds)
+                return failed(
+                    StepFailure(
+                        FailureCode.RESEND_TOO_SOON,
+                        f"a code was sent moments ago; a new one can be sent in {wait} s",
+                        retry_after_seconds=wait,
+                    )
+                )
+            case SendVerdict.OVER_BUDGET:
+                return failed(
+                    StepFailure(
+                        FailureCode.RESEND_TOO_SOON,
+                        f"more than {policy.send_limit} codes for this identifier within "
+                        f"{policy.send_window_seconds} s; try again later",
+                        retry_after_seconds=math.ceil(reservation.wait_seconds) or policy.send_window_seconds,
+                    )
+                )
 
-        failure: StepFailure | None = None
+        requests = CognitoRequests()
+        result, saved, failure = SendResult.MAYBE_SENT, None, None
         try:
-            challenge = self._start(identifier, channel, request, connection, deadline)
+            challenge = await _start(identifier, channel, request, connection, deadline, requests)
+            saved = replace(
+                placeholder,
+                username=challenge.username or identifier.value,
+                session=challenge.session,
+                masked_destination=challenge.destination or identifier.masked,
+                expires_at=self._clock.now() + policy.session_validity_seconds,
+                pending=False,
+            )
+            result = SendResult.SENT
         except CognitoError as error:
             failure = failure_for(error)
+            result = SendResult.NOT_SENT if error.certainly_not_acted else SendResult.MAYBE_SENT
         except ChannelNotAvailableError as exc:
             failure = StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc))
+            result = SendResult.MAYBE_SENT if exc.code_may_be_sent else SendResult.NOT_SENT
+        except asyncio.CancelledError:
+            # The caller went away mid-call. Whatever Cognito did is settled before the cancellation goes on:
+            # a request that left counts as a sent code (Cognito may have delivered it).
+            result = SendResult.MAYBE_SENT if requests.sent else SendResult.NOT_SENT
+            await asyncio.shield(self._settle(key, nonce, result, _unusable(placeholder, result), sends))
+            raise
+        if failure is not None and failure.code in _USER_STATE and policy.user_enumeration_protection:
+            # Whatever is wrong with this user (none, disabled, unconfirmed, no phone), an outsider sees what
+            # every user gets: a code "sent" to a plausible destination, and no code that works. The send stays
+            # counted, as a real one would.
+            log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
+            saved = _decoy(identifier, channel, placeholder)
+            result, failure = SendResult.SENT, None
+        await self._settle(key, nonce, result, saved or _unusable(placeholder, result), sends)
         if failure is not None:
-            if failure.code in _USER_STATE and policy.user_enumeration_protection:
-                # Whatever is wrong with this user (none, disabled, unconfirmed, no phone), an outsider sees
-                # what every user gets: a code "sent" to a plausible destination, and no code that works.
-                log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
-                decoy = self._decoy(identifier, channel, placeholder)
-                self._store.save(key, decoy)
-                return succeed(step, self._success(decoy))
-            # Release the reservation and the send: no code went out (or, on a timeout, Cognito's own limits
-            # apply; a timed-out send is not counted against the user).
-            self._store.discard(key, nonce)
-            self._store.uncount_event(sends)
             return failed(failure)
+        assert saved is not None  # SENT always carries the challenge
+        return succeed(step, _sent(saved))
 
-        saved = replace(
-            placeholder,
-            username=challenge.username or identifier.value,
-            session=challenge.session,
-            masked_destination=challenge.destination or identifier.masked,
-            expires_at=self._clock() + policy.session_validity_seconds,
-            pending=False,
-        )
-        self._store.save(key, saved)
-        return succeed(step, self._success(saved))
+    async def _settle(
+        self, key: ChallengeKey, nonce: str, result: SendResult, challenge: Challenge | None, sends: str
+    ) -> None:
+        await self._store.finish_send(key, nonce, result, challenge, sends)
 
-    @staticmethod
-    def _start(
-        identifier: UserIdentifier,
-        channel: Channel,
-        request: GenerateRequest,
-        connection: Connection,
-        deadline: Deadline,
-    ) -> AuthChallenge:
-        gateway, end_user = connection.gateway, request.journey.end_user
-        challenge = gateway.start_user_auth(identifier.value, channel, end_user, deadline)
-        if challenge.name == SELECT_CHALLENGE:
-            # Cognito offers a choice when the preferred factor is not available outright [doc].
-            if channel.challenge_name not in challenge.available:
-                raise ChannelNotAvailableError(
-                    f"{channel.challenge_name} is not offered for this user "
-                    f"(available: {', '.join(challenge.available) or 'none'}); the user needs "
-                    f"{'an email' if channel is Channel.EMAIL else 'a phone_number'} attribute and the pool's "
-                    "SignInPolicy.AllowedFirstAuthFactors must include it"
-                )
-            challenge = gateway.select_challenge(
-                challenge.username or identifier.value, challenge.session, channel, end_user, deadline
-            )
-        if challenge.name != channel.challenge_name:
-            # E.g. a user whose only factor is the other OTP may get that challenge directly [obs]. The journey
-            # asked for this channel, so the step does not pretend otherwise.
+
+async def _start(
+    identifier: UserIdentifier,
+    channel: Channel,
+    request: GenerateRequest,
+    connection: Connection,
+    deadline: Deadline,
+    requests: CognitoRequests,
+) -> AuthChallenge:
+    gateway, end_user = connection.gateway, request.journey.end_user
+    challenge = await gateway.start_user_auth(identifier.value, channel, end_user, deadline, requests)
+    if challenge.name == SELECT_CHALLENGE:
+        # Cognito offers a choice when the preferred factor is not available outright [doc].
+        if channel.challenge_name not in challenge.available:
             raise ChannelNotAvailableError(
-                f"Cognito answered with {challenge.name} instead of {channel.challenge_name}"
+                f"{channel.challenge_name} is not offered for this user "
+                f"(available: {', '.join(challenge.available) or 'none'}); the user needs "
+                f"{'an email' if channel is Channel.EMAIL else 'a phone_number'} attribute and the pool's "
+                "SignInPolicy.AllowedFirstAuthFactors must include it",
+                code_may_be_sent=False,
             )
-        return challenge
-
-    @staticmethod
-    def _decoy(identifier: UserIdentifier, channel: Channel, placeholder: Challenge) -> Challenge:
-        return replace(
-            placeholder,
-            masked_destination=_plausible_destination(identifier, channel),
-            pending=False,
-            decoy=True,
+        challenge = await gateway.select_challenge(
+            challenge.username or identifier.value, challenge.session, channel, end_user, deadline, requests
         )
-
-    @staticmethod
-    def _success(challenge: Challenge) -> GenerateSuccess:
-        return GenerateSuccess(
-            channel=challenge.channel,
-            masked_destination=challenge.masked_destination,
-            expires_at=datetime.fromtimestamp(challenge.expires_at, UTC),
-            max_attempts=challenge.max_attempts,
+    if challenge.name != channel.challenge_name:
+        # E.g. a user whose only factor is the other OTP may get that challenge directly [obs]: that code went
+        # out by the other channel. The journey asked for this channel, so the step does not pretend otherwise.
+        raise ChannelNotAvailableError(
+            f"Cognito answered with {challenge.name} instead of {channel.challenge_name}",
+            code_may_be_sent=challenge.name.endswith("_OTP"),
         )
+    return challenge
 
 
 class ChannelNotAvailableError(Exception):
     """The requested channel cannot be used for this user or pool."""
+
+    def __init__(self, message: str, *, code_may_be_sent: bool) -> None:
+        super().__init__(message)
+        self.code_may_be_sent = code_may_be_sent
+
+
+def _unusable(placeholder: Challenge, result: SendResult) -> Challenge | None:
+    """What stands in the key when Cognito may have sent a code whose session never came back."""
+    if result is not SendResult.MAYBE_SENT:
+        return None
+    # No execution id: a retry of this execution must not replay a challenge nobody can answer.
+    return replace(placeholder, pending=False, unusable=True, step_execution_id="")
+
+
+def _decoy(identifier: UserIdentifier, channel: Channel, placeholder: Challenge) -> Challenge:
+    return replace(
+        placeholder,
+        masked_destination=_plausible_destination(identifier, channel),
+        pending=False,
+        decoy=True,
+    )
+
+
+def _sent(challenge: Challenge) -> CodeSent:
+    return CodeSent(
+        channel=challenge.channel,
+        masked_destination=challenge.masked_destination,
+        expires_at=datetime.fromtimestamp(challenge.expires_at, UTC),
+        max_attempts=challenge.max_attempts,
+    )
 
 
 def _plausible_destination(identifier: UserIdentifier, channel: Channel) -> str:

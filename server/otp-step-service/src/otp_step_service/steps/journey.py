@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .claims import effective_scopes
+from .model import EndUser
 from .outcomes import Channel, FailureBehavior
-from .ports import EndUser
 
 
 class EventDataMode(enum.StrEnum):

@@ -1,4 +1,4 @@
-"""What a step can end in: success, the failure branch, or abort — the service's one failure taxonomy.
+"""What a step can end in: success, the failure branch, or abort, and the service's one failure taxonomy.
 
 Journeys branch on failure codes, so each code's meaning, category and retryability are fixed here, once, and
 translated to protobuf only at the transport edge.
@@ -10,7 +10,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 
 class Channel(enum.StrEnum):
@@ -137,24 +137,17 @@ class StepFailure:
 
 
 @dataclass(frozen=True, slots=True)
-class ClientError:
-    """An error that is safe to show a stranger: no user enumeration, no internals."""
+class EndUserError:
+    """The error an aborted journey shows its end user: safe for a stranger (no user enumeration, no
+    internals). The proto calls it `ClientError` (the journey's client)."""
 
     code: str
     message: str
 
 
 @dataclass(frozen=True, slots=True)
-class StepAbort:
-    """The journey must abort; `client_error` goes to the end user, `failure` to the orchestrator's logs."""
-
-    client_error: ClientError
-    failure: StepFailure
-
-
-@dataclass(frozen=True, slots=True)
-class GenerateSuccess:
-    """Cognito sent the code."""
+class CodeSent:
+    """Generate's result: Cognito sent the code (or, under enumeration protection, seemed to)."""
 
     channel: Channel
     masked_destination: str
@@ -187,8 +180,9 @@ class CognitoTokens:
 
 
 @dataclass(frozen=True, slots=True)
-class ValidateSuccess:
-    """The code was right; everything a just-in-time migration needs, from verified sources."""
+class CodeVerified:
+    """Validate's result: the code was right; everything a just-in-time migration needs, from verified
+    sources."""
 
     sub: str
     username: str
@@ -219,28 +213,54 @@ class ValidateSuccess:
         return result
 
 
-S = TypeVar("S", GenerateSuccess, ValidateSuccess)
+S = TypeVar("S", CodeSent, CodeVerified)
+
+Variables = Mapping[str, dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
-class StepOutcome(Generic[S]):
-    """One step's ending: exactly one of success, failure or abort, plus the variables it assigns."""
+class Success(Generic[S]):
+    """The step succeeded: the journey continues on the next edge; the output variable holds `result`."""
 
-    success: S | None = None
-    failure: StepFailure | None = None
-    abort: StepAbort | None = None
-    variables: Mapping[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        """ "success", "failure" or "abort"."""
-        if self.success is not None:
-            return "success"
-        return "failure" if self.failure is not None else "abort"
+    result: S
+    variables: Variables = field(default_factory=dict)
+    kind: ClassVar[str] = "success"
 
     @property
-    def failed(self) -> StepFailure | None:
-        """The failure behind a failure or an abort outcome."""
-        if self.failure is not None:
-            return self.failure
-        return self.abort.failure if self.abort is not None else None
+    def failed(self) -> None:
+        """No failure behind a success."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureBranch:
+    """The step failed and the journey takes its failure branch; the error output variable holds `failure`."""
+
+    failure: StepFailure
+    variables: Variables = field(default_factory=dict)
+    kind: ClassVar[str] = "failure"
+
+    @property
+    def failed(self) -> StepFailure:
+        """The failure."""
+        return self.failure
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """The step failed with failure behavior ABORT: the journey ends and shows its end user `end_user_error`;
+    `failure` goes to the orchestrator's logs."""
+
+    end_user_error: EndUserError
+    failure: StepFailure
+    variables: Variables = field(default_factory=dict)
+    kind: ClassVar[str] = "abort"
+
+    @property
+    def failed(self) -> StepFailure:
+        """The failure behind the abort."""
+        return self.failure
+
+
+# Exactly one of the three, by construction: branch with `match outcome: case Success(): ...`.
+StepOutcome: TypeAlias = Success[S] | FailureBranch | Abort

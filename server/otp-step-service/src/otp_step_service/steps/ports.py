@@ -1,154 +1,141 @@
-"""What the steps need from the outside world, as interfaces: Cognito and ID-token verification.
+"""What the steps need from the outside world, as interfaces: Cognito, ID-token verification, the store.
 
-Adapters (boto3, PyJWT) implement these; the steps never see boto3 or grpc types. Cognito's errors arrive
-already sorted into `CognitoErrorKind`, so each step decides what an error means for a journey.
+Adapters (aiobotocore, PyJWT, Redis) implement these; the steps never see SDK or gRPC types. Cognito's errors
+arrive already sorted into `CognitoErrorKind`, so each step decides what an error means for a journey. Every
+port is asynchronous: a step waiting on Cognito or Redis costs the service one coroutine, not a thread.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .challenges import (
+    AttemptGrant,
+    AttemptRequest,
+    Challenge,
+    ChallengeKey,
+    Judgement,
+    SendRequest,
+    SendReservation,
+    SendResult,
+)
 from .deadline import Deadline
+from .model import AuthChallenge, CognitoRequests, ConnectionCheck, ConnectionPolicy, EndUser
 from .outcomes import Channel, CognitoTokens
 
 
-@dataclass(frozen=True, slots=True)
-class EndUser:
-    """The end user's client, for Cognito's threat protection."""
-
-    ip_address: str = ""
-    user_agent: str = ""
-    encoded_data: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class AuthChallenge:
-    """A challenge Cognito answered USER_AUTH (or SELECT_CHALLENGE) with. `session` is a secret."""
-
-    name: str
-    session: str
-    username: str
-    destination: str = ""
-    available: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        return f"AuthChallenge({self.name}, session=<redacted>)"
-
-
-class CognitoErrorKind(enum.Enum):
-    """Cognito's errors, sorted by what a step can do about them."""
-
-    USER_NOT_FOUND = "user_not_found"
-    USER_DISABLED = "user_disabled"
-    SESSION_INVALID = "session_invalid"  # expired, used or dead session
-    SECRET_INVALID = "secret_invalid"  # SECRET_HASH wrong or missing
-    NOT_AUTHORIZED = "not_authorized"  # any other NotAuthorizedException
-    CODE_MISMATCH = "code_mismatch"
-    CODE_EXPIRED = "code_expired"
-    USER_NOT_READY = "user_not_ready"  # UserNotConfirmed, PasswordResetRequired
-    THROTTLED = "throttled"
-    UNAVAILABLE = "unavailable"  # InternalErrorException, connection failures
-    TIMEOUT = "timeout"
-    MISCONFIGURED = "misconfigured"  # InvalidParameter, ResourceNotFound, role policies
-    TRIGGER_FAILED = "trigger_failed"
-    UNEXPECTED = "unexpected"
-
-
-class CognitoError(Exception):
-    """A Cognito call failed. `detail` is returned to the orchestrator: Cognito's own error message (Cognito
-    does not echo codes, sessions or secrets in it) or a fixed text for a transport failure."""
-
-    def __init__(
-        self, kind: CognitoErrorKind, cognito_error: str, detail: str, reached_cognito: bool = True
-    ) -> None:
-        super().__init__(f"{cognito_error}: {detail}")
-        self.kind = kind
-        self.cognito_error = cognito_error
-        self.detail = detail
-        # False only when the request certainly never reached Cognito (no connection, no time left): only
-        # then is it certain that no code was sent or judged.
-        self.reached_cognito = reached_cognito
-
-
-class CheckStatus(enum.Enum):
-    """The result of one connection self-test check."""
-
-    PASSED = "passed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionCheck:
-    """One finding of the connection self-test."""
-
-    name: str
-    status: CheckStatus
-    detail: str
-
-
 class CognitoGateway(Protocol):
-    """Cognito's passwordless sign-in for one connection (pool + app client + secret)."""
+    """Cognito's passwordless sign-in for one connection (pool + app client + secret).
 
-    def start_user_auth(
-        self, username: str, preferred: Channel, end_user: EndUser, deadline: Deadline
+    Each call counts the requests it sends in `requests`, so a cancelled step still knows whether Cognito may
+    have acted.
+    """
+
+    async def start_user_auth(
+        self,
+        username: str,
+        preferred: Channel,
+        end_user: EndUser,
+        deadline: Deadline,
+        requests: CognitoRequests,
     ) -> AuthChallenge:
         """InitiateAuth USER_AUTH with PREFERRED_CHALLENGE. Never retried on a fault that may have sent a code."""
 
-    def select_challenge(
-        self, username: str, session: str, channel: Channel, end_user: EndUser, deadline: Deadline
+    async def select_challenge(
+        self,
+        username: str,
+        session: str,
+        channel: Channel,
+        end_user: EndUser,
+        deadline: Deadline,
+        requests: CognitoRequests,
     ) -> AuthChallenge:
         """Answer SELECT_CHALLENGE with the channel's challenge; Cognito then sends the code."""
 
-    def answer_otp(
-        self, username: str, session: str, channel: Channel, code: str, end_user: EndUser, deadline: Deadline
+    async def answer_otp(
+        self,
+        username: str,
+        session: str,
+        channel: Channel,
+        code: str,
+        end_user: EndUser,
+        deadline: Deadline,
+        requests: CognitoRequests,
     ) -> CognitoTokens:
         """Answer EMAIL_OTP / SMS_OTP with the code; tokens on success."""
 
-    def user_attributes(self, username: str, tokens: CognitoTokens, deadline: Deadline) -> dict[str, str]:
+    async def user_attributes(
+        self, username: str, tokens: CognitoTokens, deadline: Deadline
+    ) -> dict[str, str]:
         """The user's attributes (GetUser with the access token, or AdminGetUser)."""
 
-    def self_test(self, deadline: Deadline) -> Sequence[ConnectionCheck]:
+    async def self_test(self, deadline: Deadline) -> Sequence[ConnectionCheck]:
         """Check that the connection can run the steps, without sending any code."""
 
-    def warm_up(self) -> None:
+    async def warm_up(self) -> None:
         """Prepare what the first step would otherwise pay for (clients, connections)."""
 
-
-class TokenVerificationError(Exception):
-    """An ID token failed verification (signature, exp, aud, iss or token_use)."""
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
 
 
 class IdTokenVerifier(Protocol):
     """Verifies ID tokens of one pool and app client."""
 
-    def verify(self, id_token: str) -> Mapping[str, Any]:
+    async def verify(self, id_token: str) -> Mapping[str, Any]:
         """The verified claims, or TokenVerificationError."""
 
-    def warm_up(self) -> None:
+    async def warm_up(self) -> None:
         """Fetch the pool's signing keys ahead of the first Validate."""
 
+    async def aclose(self) -> None:
+        """Close the key fetcher's connections."""
 
-@dataclass(frozen=True, slots=True)
-class ConnectionPolicy:
-    """The per-connection choices the steps apply (validated from the connections file)."""
 
-    name: str
-    max_attempts: int = 3
-    session_validity_seconds: int = 180
-    user_enumeration_protection: bool = True
-    return_tokens: bool = False
-    default_phone_region: str | None = None
-    migration_attributes: tuple[str, ...] = ("*",)
-    reveal_identifiers: bool = False
-    lockout_threshold: int = 10
-    lockout_window_seconds: int = 900
-    resend_cooldown_seconds: int = 30
-    send_limit: int = 10
-    send_window_seconds: int = 900
+class ChallengeStore(Protocol):
+    """Keeps challenges and the windowed counters (codes sent, wrong codes) behind them.
+
+    Each step's bookkeeping is two atomic operations: `begin_*` decides and counts before Cognito is asked,
+    `finish_*` settles what Cognito's answer (or its absence) means. Stores may be shared by several service
+    instances (Redis), so each operation is atomic on the store itself. Failures raise ChallengeStoreError.
+    """
+
+    async def begin_send(self, request: SendRequest) -> SendReservation:
+        """Decide whether Generate may send a code: not locked out, no live code within the cooldown (or the
+        same execution's code to replay), under the send budget. On RESERVED the send is counted and the key is
+        held by the pending placeholder until `finish_send`."""
+
+    async def finish_send(
+        self,
+        key: ChallengeKey,
+        nonce: str,
+        result: SendResult,
+        challenge: Challenge | None,
+        sends_subject: str,
+    ) -> None:
+        """Settle the reservation `nonce`: SENT / MAYBE_SENT store `challenge` in its place (MAYBE_SENT: an
+        unusable one that still holds the cooldown), NOT_SENT releases the key and gives the send back."""
+
+    async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
+        """Spend one attempt and count one wrong code for the identifier before Cognito judges the code, so
+        concurrent Validates can never try more codes than either cap allows; a locked identifier touches
+        nothing. Expired or exhausted challenges are removed."""
+
+    async def finish_attempt(
+        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subject: str
+    ) -> None:
+        """Settle what Cognito's judgement means for the challenge `nonce` and the identifier's wrong codes."""
+
+    async def load(self, key: ChallengeKey) -> Challenge | None:
+        """The live, usable challenge, or None (missing, pending, unusable or expired)."""
+
+    async def events(self, subject: str) -> int:
+        """A counter's value within its current window."""
+
+    async def aclose(self) -> None:
+        """Release the store's connections."""
 
 
 @dataclass(frozen=True, slots=True)

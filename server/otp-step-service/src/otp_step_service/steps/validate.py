@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from .branching import fail, succeed
-from .challenges import (
-    AttemptVerdict,
-    Challenge,
-    ChallengeKey,
-    ChallengeStore,
-    ChallengeStoreError,
-    admit,
-    identifier_subject,
-    locked_failure,
-)
+from .challenges import AttemptRequest, AttemptVerdict, Challenge, ChallengeKey, Judgement, lockout_subject
 from .claims import release_claims
+from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
 from .deadline import Deadline
+from .errors import ChallengeStoreError, TokenVerificationError
+from .generate import locked_failure
+from .identifiers import InvalidIdentifierError, parse_identifier
 from .journey import ValidateRequest
-from .outcomes import CognitoTokens, FailureCode, StepFailure, StepOutcome, ValidateSuccess
-from .ports import CognitoError, CognitoErrorKind, Connection, TokenVerificationError
+from .model import CognitoError, CognitoErrorKind, CognitoRequests
+from .outcomes import CodeVerified, CognitoTokens, FailureCode, StepFailure, StepOutcome
+from .ports import ChallengeStore, Connection
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +29,6 @@ log = logging.getLogger(__name__)
 # judged here without a Cognito round trip (it still spends an attempt, like any wrong code).
 _CODE_SHAPE = re.compile(r"[0-9]{6,8}")
 
-# Errors Cognito answers before judging the code: the attempt is given back.
-_UNJUDGED = frozenset(
-    {CognitoErrorKind.THROTTLED, CognitoErrorKind.SECRET_INVALID, CognitoErrorKind.MISCONFIGURED}
-)
 # Errors after which the Cognito session is certainly unusable.
 _SESSION_DEAD = frozenset(
     {CognitoErrorKind.SESSION_INVALID, CognitoErrorKind.CODE_EXPIRED, CognitoErrorKind.USER_DISABLED}
@@ -50,109 +42,125 @@ _TOKEN_CLAIMS = frozenset(
 class ValidateOtpStep:
     """Runs Validate: spend an attempt, answer Cognito's challenge, verify the ID token, release claims."""
 
-    def __init__(self, store: ChallengeStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: ChallengeStore, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
         self._clock = clock
 
-    def run(
+    async def run(
         self, request: ValidateRequest, connection: Connection, deadline: Deadline
-    ) -> StepOutcome[ValidateSuccess]:
+    ) -> StepOutcome[CodeVerified]:
         """Execute the step; every failure becomes an outcome, never an exception."""
         step, policy = request.step, connection.policy
 
-        def failed(failure: StepFailure) -> StepOutcome[Any]:
+        def failed(failure: StepFailure) -> StepOutcome[CodeVerified]:
             return fail(step, failure, validating=True)
 
-        admitted = admit(self._store, policy, step.user_identifier)
-        if isinstance(admitted, StepFailure):
-            return failed(admitted)
-        identifier = admitted
-        subject = identifier_subject(policy.name, identifier.value)
-
-        key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
-        grant = self._store.begin_attempt(key, self._clock())
-        if grant.verdict is AttemptVerdict.EXPIRED:
-            return failed(StepFailure(FailureCode.CHALLENGE_EXPIRED, "the code expired; run Generate again"))
-        if grant.verdict is AttemptVerdict.EXHAUSTED:
-            return failed(
-                StepFailure(FailureCode.ATTEMPTS_EXHAUSTED, "no attempts left; run Generate again", 0)
-            )
-        challenge = grant.challenge
-        if grant.verdict is not AttemptVerdict.GRANTED or challenge is None:
-            return failed(
-                StepFailure(
-                    FailureCode.CHALLENGE_NOT_FOUND,
-                    "no pending challenge for this connection, journey run and identifier; run Generate first",
-                )
-            )
-
-        # The identifier's failure counter goes up *before* Cognito judges the code, atomically, so concurrent
-        # Validates can never judge more codes than the lockout allows; a right or unjudged code is forgiven.
-        window = policy.lockout_window_seconds
-        if self._store.count_event(subject, window) > policy.lockout_threshold:
-            self._store.uncount_event(subject)
-            self._store.refund_attempt(key, challenge.nonce)
-            return failed(locked_failure(window))
-
-        if challenge.decoy or not _CODE_SHAPE.fullmatch(request.otp_code.strip()):
-            return failed(self._wrong_code(key, challenge, cognito_error=""))
-
         try:
-            tokens = connection.gateway.answer_otp(
+            identifier = parse_identifier(step.user_identifier, policy.default_phone_region)
+        except InvalidIdentifierError as exc:
+            return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
+        subject = lockout_subject(policy.name, identifier.value)
+        key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
+        # The attempt and the identifier's wrong-code count are spent *before* Cognito judges the code, in one
+        # atomic operation, so concurrent Validates can never judge more codes than either cap allows; a right
+        # or unjudged code is given back afterwards.
+        grant = await self._store.begin_attempt(
+            AttemptRequest(
+                key, self._clock.now(), subject, policy.lockout_threshold, policy.lockout_window_seconds
+            )
+        )
+        challenge = grant.challenge
+        match grant.verdict:
+            case AttemptVerdict.LOCKED:
+                return failed(locked_failure(policy.lockout_window_seconds))
+            case AttemptVerdict.EXPIRED:
+                return failed(
+                    StepFailure(FailureCode.CHALLENGE_EXPIRED, "the code expired; run Generate again")
+                )
+            case AttemptVerdict.EXHAUSTED:
+                return failed(
+                    StepFailure(FailureCode.ATTEMPTS_EXHAUSTED, "no attempts left; run Generate again", 0)
+                )
+            case AttemptVerdict.GRANTED if challenge is not None:
+                pass
+            case _:
+                return failed(
+                    StepFailure(
+                        FailureCode.CHALLENGE_NOT_FOUND,
+                        "no pending challenge for this connection, journey run and identifier; run Generate first",
+                    )
+                )
+
+        code = request.otp_code.strip()
+        if challenge.decoy or not _CODE_SHAPE.fullmatch(code):
+            return failed(await self._wrong_code(key, challenge, subject, cognito_error=""))
+
+        requests = CognitoRequests()
+        try:
+            tokens = await connection.gateway.answer_otp(
                 challenge.username,
                 challenge.session,
                 challenge.channel,
-                request.otp_code.strip(),
+                code,
                 request.journey.end_user,
                 deadline,
+                requests,
             )
         except CognitoError as error:
             if error.kind is CognitoErrorKind.CODE_MISMATCH or (
                 # The user vanished between the steps: with protection on, that is just a wrong code.
                 error.kind is CognitoErrorKind.USER_NOT_FOUND and policy.user_enumeration_protection
             ):
-                return failed(self._wrong_code(key, challenge, error.cognito_error))
-            if error.kind in _UNJUDGED or not error.reached_cognito:
-                self._store.uncount_event(subject)
-                self._store.refund_attempt(key, challenge.nonce)
-            elif error.kind in _SESSION_DEAD:
-                self._store.uncount_event(subject)
-                self._store.discard(key, challenge.nonce)
-            # Otherwise (a read timeout, a 5xx, a dropped connection) Cognito may have judged the code: the
-            # attempt and the failure stay counted, or an attacker could learn the code from later answers.
+                return failed(await self._wrong_code(key, challenge, subject, error.cognito_error))
+            if error.kind in _SESSION_DEAD:
+                judgement = Judgement.SESSION_DEAD
+            elif error.certainly_not_acted:
+                judgement = Judgement.UNJUDGED
+            else:
+                # A read timeout, a 5xx, a dropped connection: Cognito may have judged the code. The attempt
+                # and the wrong-code count stay, or an attacker could learn the code from later answers.
+                judgement = Judgement.UNKNOWN
+            await self._store.finish_attempt(key, challenge.nonce, judgement, subject)
             return failed(failure_for(error))
+        except asyncio.CancelledError:
+            # The caller went away mid-call: a code that reached Cognito may have been judged, so it counts.
+            judgement = Judgement.UNKNOWN if requests.sent else Judgement.UNJUDGED
+            await asyncio.shield(self._store.finish_attempt(key, challenge.nonce, judgement, subject))
+            raise
 
         # The session is spent at Cognito: whatever happens next, the challenge is consumed. The user has
         # signed in, so a store failure here must not turn the success into an error: the entry expires anyway
         # and Cognito's session is single-use.
         try:
-            self._store.uncount_event(subject)
-            self._store.discard(key, challenge.nonce)
+            await self._store.finish_attempt(key, challenge.nonce, Judgement.RIGHT, subject)
         except ChallengeStoreError as exc:
             log.warning("could not clear a used challenge (%s); it expires on its own", exc)
         try:
-            claims = connection.verifier.verify(tokens.id_token)
+            claims = await connection.verifier.verify(tokens.id_token)
         except TokenVerificationError as exc:
             return failed(
                 StepFailure(FailureCode.INTERNAL, f"the ID token Cognito returned failed verification: {exc}")
             )
-        attributes = self._attributes(challenge, tokens, claims, connection, deadline)
-        success = ValidateSuccess(
+        attributes = await self._attributes(challenge, tokens, claims, connection, deadline)
+        verified = CodeVerified(
             sub=str(claims.get("sub", "")),
             username=str(claims.get("cognito:username", challenge.username)),
             claims=release_claims(claims, step.effective_scopes),
             attributes=_select(attributes, connection.policy.migration_attributes),
             channel=challenge.channel,
-            authenticated_at=datetime.fromtimestamp(float(claims.get("auth_time", self._clock())), UTC),
+            authenticated_at=datetime.fromtimestamp(float(claims.get("auth_time", self._clock.now())), UTC),
             tokens=tokens if connection.policy.return_tokens else None,
         )
-        return succeed(step, success)
+        return succeed(step, verified)
 
-    def _wrong_code(self, key: ChallengeKey, challenge: Challenge, cognito_error: str) -> StepFailure:
-        # The failure is already counted (before Cognito was asked); the attempt too.
+    async def _wrong_code(
+        self, key: ChallengeKey, challenge: Challenge, subject: str, cognito_error: str
+    ) -> StepFailure:
+        # The wrong code is already counted (before Cognito was asked), the attempt too: the store needs telling
+        # only when the challenge is now exhausted.
         remaining = challenge.attempts_remaining
         if remaining <= 0:
-            self._store.discard(key, challenge.nonce)
+            await self._store.finish_attempt(key, challenge.nonce, Judgement.WRONG, subject)
             return StepFailure(
                 FailureCode.ATTEMPTS_EXHAUSTED,
                 "the code is wrong and no attempts are left; run Generate again",
@@ -167,7 +175,7 @@ class ValidateOtpStep:
         )
 
     @staticmethod
-    def _attributes(
+    async def _attributes(
         challenge: Challenge,
         tokens: CognitoTokens,
         claims: Mapping[str, Any],
@@ -175,7 +183,7 @@ class ValidateOtpStep:
         deadline: Deadline,
     ) -> dict[str, str]:
         try:
-            return connection.gateway.user_attributes(challenge.username, tokens, deadline)
+            return await connection.gateway.user_attributes(challenge.username, tokens, deadline)
         except CognitoError as error:
             # The user has authenticated and the session is spent; failing the step now would strand them.
             # The verified ID token carries every readable attribute, so it stands in for GetUser.

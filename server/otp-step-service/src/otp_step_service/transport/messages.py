@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 from otp_step_service.execution import Executed
+from otp_step_service.steps.errors import OtpStepError, RpcStatus
 from otp_step_service.steps.event_data import EventData
 from otp_step_service.steps.journey import (
     EventDataMode,
@@ -23,17 +24,19 @@ from otp_step_service.steps.journey import (
     StepConfiguration,
     ValidateRequest,
 )
+from otp_step_service.steps.model import CheckStatus, ConnectionCheck, EndUser
 from otp_step_service.steps.outcomes import (
+    Abort,
     Channel,
+    CodeSent,
+    CodeVerified,
     ErrorCategory,
     FailureBehavior,
+    FailureBranch,
     FailureCode,
-    GenerateSuccess,
-    StepAbort,
     StepFailure,
-    ValidateSuccess,
+    Success,
 )
-from otp_step_service.steps.ports import CheckStatus, ConnectionCheck, EndUser
 
 MAX_ID = 256
 MAX_IDENTIFIER = 320
@@ -72,8 +75,10 @@ _CHECKS = {
 }
 
 
-class InvalidRequestError(ValueError):
+class InvalidRequestError(OtpStepError, ValueError):
     """The request is malformed; `violations` maps each field path to what is wrong with it."""
+
+    status = RpcStatus.INVALID_ARGUMENT
 
     def __init__(self, violations: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{field}: {why}" for field, why in violations))
@@ -229,9 +234,9 @@ def failure_message(failure: StepFailure) -> pb.StepFailure:
     return message
 
 
-def _abort(abort: StepAbort) -> pb.StepAbort:
+def _abort(abort: Abort) -> pb.StepAbort:
     return pb.StepAbort(
-        client_error=pb.ClientError(code=abort.client_error.code, message=abort.client_error.message),
+        client_error=pb.ClientError(code=abort.end_user_error.code, message=abort.end_user_error.message),
         failure=failure_message(abort.failure),
     )
 
@@ -254,57 +259,57 @@ def _common(executed: Executed[Any]) -> dict[str, Any]:
     event_data = _event_data(executed.event_data)
     if event_data is not None:
         fields["event_data"] = event_data
-    if outcome.failure is not None:
-        fields["failure"] = failure_message(outcome.failure)
-    if outcome.abort is not None:
-        fields["abort"] = _abort(outcome.abort)
+    match outcome:
+        case FailureBranch(failure=failure):
+            fields["failure"] = failure_message(failure)
+        case Abort():
+            fields["abort"] = _abort(outcome)
     return fields
 
 
-def generate_response(executed: Executed[GenerateSuccess]) -> pb.GenerateOtpResponse:
+def generate_response(executed: Executed[CodeSent]) -> pb.GenerateOtpResponse:
     """The proto response for a finished Generate."""
-    outcome = executed.outcome
     fields = _common(executed)
-    if outcome.success is not None:
-        s = outcome.success
-        fields["success"] = pb.GenerateOtpSuccess(
-            delivery_medium=_MEDIUMS[s.channel],
-            masked_destination=s.masked_destination,
-            expires_at=_timestamp(s.expires_at),
-            max_attempts=s.max_attempts,
-        )
+    match executed.outcome:
+        case Success(result=sent):
+            fields["success"] = pb.GenerateOtpSuccess(
+                delivery_medium=_MEDIUMS[sent.channel],
+                masked_destination=sent.masked_destination,
+                expires_at=_timestamp(sent.expires_at),
+                max_attempts=sent.max_attempts,
+            )
     return pb.GenerateOtpResponse(**fields)
 
 
-def validate_response(executed: Executed[ValidateSuccess]) -> pb.ValidateOtpResponse:
+def validate_response(executed: Executed[CodeVerified]) -> pb.ValidateOtpResponse:
     """The proto response for a finished Validate."""
-    outcome = executed.outcome
     fields = _common(executed)
-    if outcome.success is not None:
-        s = outcome.success
-        success = pb.ValidateOtpSuccess(
-            sub=s.sub,
-            username=s.username,
-            claims=_struct(s.claims),
-            attributes=dict(s.attributes),
-            verified_medium=_MEDIUMS[s.channel],
-            authenticated_at=_timestamp(s.authenticated_at),
-        )
-        if s.tokens is not None:
-            success.tokens.CopyFrom(
-                pb.CognitoTokens(
-                    id_token=s.tokens.id_token,
-                    access_token=s.tokens.access_token,
-                    refresh_token=s.tokens.refresh_token,
-                    expires_in=s.tokens.expires_in,
-                    token_type=s.tokens.token_type,
-                )
+    match executed.outcome:
+        case Success(result=verified):
+            success = pb.ValidateOtpSuccess(
+                sub=verified.sub,
+                username=verified.username,
+                claims=_struct(verified.claims),
+                attributes=dict(verified.attributes),
+                verified_medium=_MEDIUMS[verified.channel],
+                authenticated_at=_timestamp(verified.authenticated_at),
             )
-        fields["success"] = success
+            if verified.tokens is not None:
+                t = verified.tokens
+                success.tokens.CopyFrom(
+                    pb.CognitoTokens(
+                        id_token=t.id_token,
+                        access_token=t.access_token,
+                        refresh_token=t.refresh_token,
+                        expires_in=t.expires_in,
+                        token_type=t.token_type,
+                    )
+                )
+            fields["success"] = success
     return pb.ValidateOtpResponse(**fields)
 
 
-def check_response(checks: list[ConnectionCheck]) -> pb.CheckConnectionResponse:
+def check_response(checks: Sequence[ConnectionCheck]) -> pb.CheckConnectionResponse:
     """The proto self-test result."""
     return pb.CheckConnectionResponse(
         ok=all(c.status is not CheckStatus.FAILED for c in checks),

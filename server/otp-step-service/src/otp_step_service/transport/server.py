@@ -1,19 +1,16 @@
-"""The gRPC server: StepExecutor plus health checking and reflection, bounded and gracefully stoppable.
+"""The gRPC server: StepExecutor plus health checking and reflection on one asyncio event loop, bounded
+(`admission`) and gracefully stoppable.
 
-Why a synchronous grpcio server: boto3 blocks, so every step needs a thread while Cognito answers. The sync
-server runs each RPC on a pool thread that makes its boto3 calls directly; grpc.aio would run the same calls
-in an executor of the same size, adding a thread hop per Cognito call for no gain (see README, Load testing).
-The worker count, the bound on concurrent RPCs and botocore's connection pools are sized together.
+Why grpc.aio: every step mostly waits on Cognito or Redis. On an event loop a waiting step is a coroutine, not
+a thread, so the process spends its core on steps instead of on switching 64 threads around one interpreter
+lock, and an idle stream costs nothing (see README, Load testing).
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from concurrent import futures
 from dataclasses import dataclass
-from types import FrameType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,14 +19,16 @@ from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
 from otp_step_service.execution import StepRunner
+from otp_step_service.transport.admission import Admission, AdmissionLimits
 from otp_step_service.transport.servicer import StepExecutorServicer
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StepExecutor"].full_name
+STEP_METHODS = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("GenerateOtp", "ValidateOtp", "CheckConnection"))
 
 
-class MethodAwareReflection(reflection.ReflectionServicer):  # type: ignore[misc]
+class MethodAwareReflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
     """Server reflection that also resolves method symbols ("stepexecutor.v1.StepExecutor.GenerateOtp").
 
     ghz and grpcurl ask for the file containing the *method*; protobuf's upb descriptor pool indexes only
@@ -53,36 +52,52 @@ class MethodAwareReflection(reflection.ReflectionServicer):  # type: ignore[misc
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    """Concurrency and size bounds."""
+    """Concurrency and size bounds (from ServiceSettings, where their defaults are defined)."""
 
-    workers: int = 64
-    max_concurrent_steps: int = 256
-    max_message_bytes: int = 1 << 20
-    reuse_port: bool = False  # several server processes share the port (OTP_STEP_PROCESSES)
+    max_concurrent_steps: int
+    max_steps_per_caller: int
+    max_streams_per_connection: int
+    max_open_rpcs: int
+    idle_stream_seconds: float
+    max_message_bytes: int
+    reuse_port: bool  # several server processes share the port (OTP_STEP_PROCESSES)
 
 
 class StepExecutorServer:
-    """A running server: `port` is the bound port (useful with port 0)."""
+    """The server for one process. `start()` binds and serves; `port` is the bound port (useful with port 0)."""
 
-    def __init__(
-        self, runner: StepRunner, listen: str, limits: ServerLimits = ServerLimits(), tracing: bool = False
-    ) -> None:
-        interceptors = []
-        if tracing:
-            from opentelemetry.instrumentation.grpc import filters, server_interceptor
+    def __init__(self, runner: StepRunner, listen: str, limits: ServerLimits, tracing: bool = False) -> None:
+        self._runner = runner
+        self._listen = listen
+        self._limits = limits
+        self._tracing = tracing
+        self._server: grpc.aio.Server | None = None
+        self.admission = Admission(
+            AdmissionLimits(
+                limits.max_concurrent_steps, limits.max_steps_per_caller, limits.idle_stream_seconds
+            ),
+            STEP_METHODS,
+        )
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+
+    async def start(self) -> None:
+        """Bind, start serving and report SERVING; OSError when the address cannot be bound."""
+        interceptors: list[Any] = [self.admission]
+        if self._tracing:
+            from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
             # Health probes would drown journeys in the trace view; they are left out.
-            interceptors.append(server_interceptor(filter_=filters.negate(filters.health_check())))
-        self._pool = futures.ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="step")
-        self._server = grpc.server(
-            self._pool,
+            interceptors.append(aio_server_interceptor(filter_=filters.negate(filters.health_check())))
+        limits = self._limits
+        server = grpc.aio.server(
             interceptors=interceptors,
-            # Beyond this many in-flight RPCs grpc answers RESOURCE_EXHAUSTED at once: backpressure the
-            # orchestrator can see, instead of an unbounded queue.
-            maximum_concurrent_rpcs=limits.max_concurrent_steps,
+            # An outer bound on open RPCs of every kind; steps have their own, tighter bounds (Admission).
+            maximum_concurrent_rpcs=limits.max_open_rpcs,
             options=[
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
                 ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
                 # Off unless several processes share the port on purpose: a second instance started by
                 # mistake must fail to bind, not silently split the traffic.
                 ("grpc.so_reuseport", 1 if limits.reuse_port else 0),
@@ -90,44 +105,33 @@ class StepExecutorServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        pb_grpc.add_StepExecutorServicer_to_server(StepExecutorServicer(runner), self._server)
-        self.health = health.HealthServicer(experimental_non_blocking=True)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        pb_grpc.add_StepExecutorServicer_to_server(StepExecutorServicer(self._runner), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            MethodAwareReflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)), self._server
+            MethodAwareReflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)), server
         )
         try:
-            self.port = self._server.add_insecure_port(listen)
+            port = server.add_insecure_port(self._listen)
         except RuntimeError:  # grpcio reports a failed bind this way
-            self.port = 0
-        if self.port == 0:
-            raise OSError(f"cannot listen on {listen}: address in use or not available (OTP_STEP_LISTEN)")
-
-    def start(self) -> None:
-        """Start serving and report SERVING."""
-        self._server.start()
+            port = 0
+        if port == 0:
+            raise OSError(
+                f"cannot listen on {self._listen}: address in use or not available (OTP_STEP_LISTEN)"
+            )
+        await server.start()
+        self._server, self.port = server, port
         for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    def stop(self, grace: float) -> None:
+    async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, stop accepting, let in-flight steps finish within `grace` seconds."""
-        self.health.enter_graceful_shutdown()
-        self._server.stop(grace).wait()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        self._server = None
 
-    def stop_on_signals(self, grace: float) -> threading.Event:
-        """Stop gracefully on SIGTERM / SIGINT (main thread only); the event is set once stopped."""
-        stopped = threading.Event()
-
-        def handle(signum: int, _frame: FrameType | None) -> None:
-            log.info("%s: draining in-flight steps (grace %.0f s)", signal.Signals(signum).name, grace)
-
-            def drain() -> None:
-                self.stop(grace)
-                stopped.set()
-
-            threading.Thread(target=drain, name="drain", daemon=True).start()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
-        return stopped
+    async def wait_for_termination(self) -> None:
+        """Until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()

@@ -3,123 +3,111 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2, error_details_pb2
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
-from otp_step_service.execution import Executed, StepRunner, UnknownConnectionError
+from otp_step_service.execution import Executed, StepRunner
 from otp_step_service.steps.deadline import Deadline
-from otp_step_service.steps.outcomes import S
+from otp_step_service.steps.errors import UnknownConnectionError
+from otp_step_service.steps.outcomes import CodeSent, CodeVerified, S
 from otp_step_service.transport import messages
+from otp_step_service.transport.status import ERROR_DOMAIN, abort
 
 log = logging.getLogger(__name__)
 
-ERROR_DOMAIN = "stepexecutor.v1"
 R = TypeVar("R")
-
-
-def _abort(context: grpc.ServicerContext, code: int, message: str, *details: Any) -> NoReturn:
-    status = status_pb2.Status(code=code, message=message)
-    for detail in details:
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        status.details.append(packed)
-    context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("abort_with_status returned")  # pragma: no cover - grpc raises
-
+Context = grpc.aio.ServicerContext[Any, Any]
 
 # Below this, no Cognito call can complete: the step cannot run at all.
 MIN_STEP_SECONDS = 0.05
 
 
-def _deadline(context: grpc.ServicerContext) -> Deadline:
+async def _deadline(context: Context) -> Deadline:
     remaining = context.time_remaining()
     if remaining is not None and remaining < MIN_STEP_SECONDS:
-        _abort(context, code_pb2.DEADLINE_EXCEEDED, f"less than {MIN_STEP_SECONDS} s left to run the step")
+        await abort(
+            context, code_pb2.DEADLINE_EXCEEDED, f"less than {MIN_STEP_SECONDS} s left to run the step"
+        )
     return Deadline.after(remaining)
 
 
 class StepExecutorServicer(pb_grpc.StepExecutorServicer):
-    """Maps RPCs onto the StepRunner."""
+    """Maps RPCs onto the StepRunner, one coroutine per call."""
 
     def __init__(self, runner: StepRunner) -> None:
         self._runner = runner
 
-    def GenerateOtp(
-        self, request: pb.GenerateOtpRequest, context: grpc.ServicerContext
-    ) -> pb.GenerateOtpResponse:
+    async def GenerateOtp(self, request: pb.GenerateOtpRequest, context: Context) -> pb.GenerateOtpResponse:
         """Run Cognito OTP Generate."""
-        return self._execute(
-            context,
-            lambda: self._runner.generate(messages.generate_request(request), _deadline(context)),
-            messages.generate_response,
-        )
 
-    def ValidateOtp(
-        self, request: pb.ValidateOtpRequest, context: grpc.ServicerContext
-    ) -> pb.ValidateOtpResponse:
+        async def run() -> Executed[CodeSent]:
+            parsed = messages.generate_request(request)  # malformed beats late: INVALID_ARGUMENT first
+            return await self._runner.generate(parsed, await _deadline(context))
+
+        return await self._execute(context, run, messages.generate_response)
+
+    async def ValidateOtp(self, request: pb.ValidateOtpRequest, context: Context) -> pb.ValidateOtpResponse:
         """Run Cognito OTP Validate."""
-        return self._execute(
-            context,
-            lambda: self._runner.validate(messages.validate_request(request), _deadline(context)),
-            messages.validate_response,
-        )
 
-    def _execute(
+        async def run() -> Executed[CodeVerified]:
+            parsed = messages.validate_request(request)
+            return await self._runner.validate(parsed, await _deadline(context))
+
+        return await self._execute(context, run, messages.validate_response)
+
+    async def CheckConnection(
+        self, request: pb.CheckConnectionRequest, context: Context
+    ) -> pb.CheckConnectionResponse:
+        """Run the connection self-test."""
+        name = request.connection.strip()
+        if not name:
+            await self._invalid(context, messages.InvalidRequestError([("connection", "required")]))
+        deadline = await _deadline(context)
+        try:
+            checks = await self._runner.check_connection(name, deadline)
+        except UnknownConnectionError as exc:
+            await self._unknown_connection(context, exc)
+        return messages.check_response(checks)
+
+    async def _execute(
         self,
-        context: grpc.ServicerContext,
-        run: Callable[[], Executed[S]],
+        context: Context,
+        run: Callable[[], Awaitable[Executed[S]]],
         respond: Callable[[Executed[S]], R],
     ) -> R:
         """Run a step; statuses for calls that cannot run, the response for steps that ran."""
         try:
-            executed = run()
+            executed = await run()
         except messages.InvalidRequestError as exc:
-            self._invalid(context, exc)
+            await self._invalid(context, exc)
         except UnknownConnectionError as exc:
-            self._unknown_connection(context, exc)
-        self._deadline_check(context)
+            await self._unknown_connection(context, exc)
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            # The caller has given up: say so plainly rather than send a response nobody reads.
+            await abort(context, code_pb2.DEADLINE_EXCEEDED, "the deadline expired while the step ran")
         return respond(executed)
 
-    def CheckConnection(
-        self, request: pb.CheckConnectionRequest, context: grpc.ServicerContext
-    ) -> pb.CheckConnectionResponse:
-        """Run the connection self-test."""
-        if not request.connection.strip():
-            self._invalid(context, messages.InvalidRequestError([("connection", "required")]))
-        try:
-            checks = self._runner.check_connection(request.connection.strip(), _deadline(context))
-        except UnknownConnectionError as exc:
-            self._unknown_connection(context, exc)
-        return messages.check_response(list(checks))
-
     @staticmethod
-    def _invalid(context: grpc.ServicerContext, exc: messages.InvalidRequestError) -> NoReturn:
+    async def _invalid(context: Context, exc: messages.InvalidRequestError) -> NoReturn:
         bad = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in exc.violations
             ]
         )
-        _abort(context, code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}", bad)
+        await abort(context, code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}", bad)
 
     @staticmethod
-    def _unknown_connection(context: grpc.ServicerContext, exc: UnknownConnectionError) -> NoReturn:
+    async def _unknown_connection(context: Context, exc: UnknownConnectionError) -> NoReturn:
         # NOT_FOUND: the step cannot run at all, and no failure branch could fix a journey that names a
-        # connection the service does not have; the orchestrator surfaces it as a configuration error.
+        # connection the service does not have; the orchestrator surfaces it as a configuration error. The
+        # configured names are not listed: a caller learns only that this one does not exist.
         info = error_details_pb2.ErrorInfo(
             reason="CONNECTION_NOT_FOUND", domain=ERROR_DOMAIN, metadata={"connection": exc.name}
         )
-        _abort(context, code_pb2.NOT_FOUND, str(exc), info)
-
-    @staticmethod
-    def _deadline_check(context: grpc.ServicerContext) -> None:
-        # The caller has given up: say so plainly rather than send a response nobody reads.
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            _abort(context, code_pb2.DEADLINE_EXCEEDED, "the deadline expired while the step ran")
+        await abort(context, code_pb2.NOT_FOUND, str(exc), info)

@@ -1,0 +1,123 @@
+"""Admission: what every RPC passes before the service spends anything on it.
+
+An asyncio server costs an idle stream no thread, but gRPC's own `maximum_concurrent_rpcs` counts a stream from
+the moment its headers arrive, so one client opening hundreds of streams that never send their request would
+use up the bound for everyone. So:
+- unary methods are served as client-streaming ones (identical on the wire): the handler starts when the stream
+  opens and reads the one request message itself, with a time limit (`idle_stream_seconds`), so an idle or
+  half-open stream is ended instead of held;
+- steps (Generate, Validate, CheckConnection) are counted only once their request has arrived: beyond
+  `max_concurrent_steps` in the process, or `max_steps_per_caller` for one caller, new ones get
+  RESOURCE_EXHAUSTED at once (backpressure the orchestrator can see, never an unbounded queue), while health
+  checks and reflection are never refused for load.
+The caller is the client connection (its peer address) until callers authenticate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2
+
+from otp_step_service.transport.status import ERROR_DOMAIN, abort
+
+_EOF: Any = grpc.aio.EOF
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """The bounds Admission enforces (from ServiceSettings)."""
+
+    max_concurrent_steps: int
+    max_steps_per_caller: int
+    idle_stream_seconds: float
+
+
+class Admission(grpc.aio.ServerInterceptor):
+    """Bounds steps in flight (per process and per caller) and ends streams that send no request."""
+
+    def __init__(self, limits: AdmissionLimits, step_methods: frozenset[str]) -> None:
+        self._limits = limits
+        self._steps = step_methods
+        self._in_flight = 0
+        self._per_caller: Counter[str] = Counter()
+
+    @property
+    def steps_in_flight(self) -> int:
+        """Steps running now."""
+        return self._in_flight
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler: Any = await continuation(details)
+        if handler is None or handler.request_streaming or handler.response_streaming:
+            return handler
+        unary = handler.unary_unary
+        is_step = details.method in self._steps
+
+        async def read_then_run(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            request = await self._read_request(context)
+            if not is_step:
+                return await unary(request, context)
+            caller = context.peer()
+            refused = self._refusal(caller)
+            if refused is not None:
+                reason, message = refused
+                await abort(context, code_pb2.RESOURCE_EXHAUSTED, message, *overloaded_details(reason))
+            self._in_flight += 1
+            self._per_caller[caller] += 1
+            try:
+                return await unary(request, context)
+            finally:
+                self._in_flight -= 1
+                self._per_caller[caller] -= 1
+                if self._per_caller[caller] <= 0:
+                    del self._per_caller[caller]
+
+        return grpc.stream_unary_rpc_method_handler(
+            read_then_run,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _read_request(self, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            request = await asyncio.wait_for(context.read(), self._limits.idle_stream_seconds)
+        except TimeoutError:
+            await abort(
+                context,
+                code_pb2.DEADLINE_EXCEEDED,
+                f"no request message within {self._limits.idle_stream_seconds:g} s of opening the stream",
+            )
+        if request is _EOF:
+            await abort(context, code_pb2.INVALID_ARGUMENT, "the stream ended without a request message")
+        return request
+
+    def _refusal(self, caller: str) -> tuple[str, str] | None:
+        """(reason, message) when a step from `caller` must wait, else None."""
+        limits = self._limits
+        if self._in_flight >= limits.max_concurrent_steps:
+            return "OVERLOADED", f"{limits.max_concurrent_steps} steps in flight already: back off and retry"
+        if self._per_caller[caller] >= limits.max_steps_per_caller:
+            return (
+                "CALLER_OVERLOADED",
+                f"this caller has {limits.max_steps_per_caller} steps in flight already: back off and retry",
+            )
+        return None
+
+
+def overloaded_details(reason: str) -> tuple[error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo]:
+    """ErrorInfo naming the bound that was hit, and a short RetryInfo hint."""
+    return (
+        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN),
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=100_000_000)),
+    )
