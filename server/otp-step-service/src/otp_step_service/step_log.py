@@ -65,5 +65,5 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # botocore logs request bodies (USERNAME, codes, sessions) at DEBUG: never let it below WARNING.
-    for noisy in ("botocore", "boto3", "urllib3"):
+    for noisy in ("botocore", "aiobotocore", "boto3", "urllib3", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
