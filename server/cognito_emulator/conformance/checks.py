@@ -579,6 +579,11 @@ def _check_sms(run: ConformanceRun) -> None:
     if not run.phone_number:
         run.skip("sms_otp.preferred_sends_code", "no --phone-number whose SMS the code source can read")
         return
+    if run.pool.created_pool and run.emulator_control_url is None:
+        run.skip(
+            "sms_otp.preferred_sends_code", "a throw-away pool has no SNS role to send SMS: use a named pool"
+        )
+        return
     if not _needs(run, ("sms_otp.preferred_sends_code",), "phone"):
         return
     phone = run.pool.users["phone"]

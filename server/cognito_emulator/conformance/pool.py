@@ -79,11 +79,6 @@ class PoolUnderTest:
             return f"{self.endpoint_url.rstrip('/')}/{self.user_pool_id}/.well-known/jwks.json"
         return f"{self.issuer}/.well-known/jwks.json"
 
-    def describe_pool(self) -> dict[str, Any]:
-        """DescribeUserPool's ``UserPool``."""
-        pool: dict[str, Any] = self.cognito.describe_user_pool(UserPoolId=self.user_pool_id)["UserPool"]
-        return pool
-
     def describe_client(self, client: AppClient) -> dict[str, Any]:
         """DescribeUserPoolClient's ``UserPoolClient`` (its ``ClientSecret`` is dropped here)."""
         described: dict[str, Any] = self.cognito.describe_user_pool_client(
