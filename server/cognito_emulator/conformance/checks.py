@@ -57,14 +57,14 @@ def run_checks(run: ConformanceRun) -> list[RuleResult]:
     """Set up users and clients, check every rule once, and return the results in catalogue order."""
     try:
         _set_up(run)
-        for check in _CHECKS:
+        for check, rule_ids in CHECKS:
             try:
                 check(run)
             except SendLimitError as exc:
-                for rule_id in _rules_of(check):
+                for rule_id in rule_ids:
                     run.skip(rule_id, str(exc))
             except CodeSourceError as exc:
-                for rule_id in _rules_of(check):
+                for rule_id in rule_ids:
                     run.skip(rule_id, f"code source failed: {exc}")
     except BudgetExhaustedError as exc:
         for rule in RULES:
@@ -678,45 +678,50 @@ def _post_settings(url: str, changes: dict[str, Any]) -> None:
         pass
 
 
-_CHECKS: tuple[Callable[[ConformanceRun], None], ...] = (
-    _check_flow_and_secret,
-    _check_unknown_users,
-    _check_disabled_and_no_factor,
-    _check_email_sign_in,
-    _check_selection_and_cap,
-    _check_single_factor,
-    _check_sms,
-    _check_sign_up_confirmation,
-    _check_expiry,
+#: Every check, in the order it runs, with the rules it decides. A check that stops early (a send limit, a
+#: failing code source) leaves its undecided rules "not checked", with the reason.
+CHECKS: tuple[tuple[Callable[[ConformanceRun], None], tuple[str, ...]], ...] = (
+    (_check_flow_and_secret, ("flow.requires_allow_user_auth", "secret_hash.required")),
+    (
+        _check_unknown_users,
+        (
+            "unknown_user.legacy",
+            "unknown_user.enabled_phantom",
+            "unknown_user.phantom_destination",
+            "unknown_user.unset_setting",
+        ),
+    ),
+    (_check_disabled_and_no_factor, ("disabled_user.refused", "no_factor.invalid_parameter")),
+    (
+        _check_email_sign_in,
+        (
+            "email_otp.preferred_sends_code",
+            "code.eight_digits",
+            "message_template.used",
+            "wrong_code.code_mismatch",
+            "wrong_code.session_survives",
+            "success.tokens",
+            "success.id_token_verifies",
+            "success.get_user",
+            "session.single_use",
+        ),
+    ),
+    (
+        _check_selection_and_cap,
+        (
+            "select_challenge.preferred_unavailable",
+            "select_challenge.without_preference",
+            "session.bound_to_client",
+            "session.bound_to_challenge",
+            "select_challenge.answer_sends_code",
+            "attempt_cap.per_session",
+        ),
+    ),
+    (
+        _check_single_factor,
+        ("single_factor.auto_select", "password.offered_only_with_password", "force_change_password.kept"),
+    ),
+    (_check_sms, ("sms_otp.preferred_sends_code",)),
+    (_check_sign_up_confirmation, ("success.confirms_unconfirmed_user",)),
+    (_check_expiry, ("session.expires",)),
 )
-
-_RULES_OF: dict[str, tuple[str, ...]] = {
-    "_check_email_sign_in": (
-        "email_otp.preferred_sends_code",
-        "code.eight_digits",
-        "wrong_code.code_mismatch",
-        "wrong_code.session_survives",
-        "success.tokens",
-        "success.id_token_verifies",
-        "success.get_user",
-        "session.single_use",
-        "message_template.used",
-    ),
-    "_check_selection_and_cap": (
-        "select_challenge.answer_sends_code",
-        "session.bound_to_challenge",
-        "attempt_cap.per_session",
-    ),
-    "_check_single_factor": (
-        "single_factor.auto_select",
-        "password.offered_only_with_password",
-        "force_change_password.kept",
-    ),
-    "_check_sms": ("sms_otp.preferred_sends_code",),
-    "_check_sign_up_confirmation": ("success.confirms_unconfirmed_user",),
-}
-
-
-def _rules_of(check: Callable[[ConformanceRun], None]) -> tuple[str, ...]:
-    """The rules a check that stopped early leaves open (already recorded ones keep their result)."""
-    return _RULES_OF.get(check.__name__, ())
