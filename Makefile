@@ -98,6 +98,8 @@ test: $(STAMP) tools ## Lint, then the whole test suite against real parts
 	$(MAKE) --no-print-directory lint
 	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
 
+include mk/conformance.mk
+
 .PHONY: bench
 bench: $(STAMP) $(BIN)/ghz redis ## Load test with ghz (QUICK=1 for a smoke run); results under bench-results/
 	PATH=$(BIN):$$PATH $(PY) -m bench $(if $(QUICK),--quick)

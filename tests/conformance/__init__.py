@@ -1,0 +1,1 @@
+"""The conformance suite, run end to end, and the service under the inferred rules it checks."""
