@@ -171,7 +171,19 @@ def connection_from_config(
         throttle_retries=config.throttle_retries,
         channels=config.channels,
     )
-    policy = ConnectionPolicy(
+    policy = policy_from_config(name, config)
+    verifier = JwksIdTokenVerifier(
+        issuer=issuer_for(config.region, config.user_pool_id),
+        audience=config.client_id,
+        jwks_url=jwks_url_for(config.region, config.user_pool_id, config.endpoint_url),
+        fetch_timeout=config.call_timeout_seconds,
+    )
+    return Connection(policy=policy, gateway=AioCognitoGateway(target), verifier=verifier)
+
+
+def policy_from_config(name: str, config: ConnectionConfig) -> ConnectionPolicy:
+    """The steps' view of one validated table (the defaults are ConnectionConfig's)."""
+    return ConnectionPolicy(
         name=name,
         max_attempts=config.max_attempts,
         session_validity_seconds=config.session_validity_seconds or config.session_validity_minutes * 60,
@@ -186,10 +198,3 @@ def connection_from_config(
         send_limit=config.send_limit,
         send_window_seconds=config.send_window_seconds,
     )
-    verifier = JwksIdTokenVerifier(
-        issuer=issuer_for(config.region, config.user_pool_id),
-        audience=config.client_id,
-        jwks_url=jwks_url_for(config.region, config.user_pool_id, config.endpoint_url),
-        fetch_timeout=config.call_timeout_seconds,
-    )
-    return Connection(policy=policy, gateway=AioCognitoGateway(target), verifier=verifier)

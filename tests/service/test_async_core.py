@@ -1,0 +1,184 @@
+"""The async core under abuse, over real sockets: idle streams, cancelled calls, one noisy caller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from harness import Emulator, Journeys, RunningService, build_service, http_json
+from otp_step_client import Step, StepExecutorClient, StepExecutorError
+from stepexecutor.v1 import step_executor_pb2 as pb
+from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
+
+GENERATE = "/stepexecutor.v1.StepExecutor/GenerateOtp"
+
+
+def _generate(identifier: str, connection: str = "demo", run: str = "") -> pb.GenerateOtpRequest:
+    return pb.GenerateOtpRequest(
+        journey=pb.JourneyContext(
+            journey_id="j", journey_run_id=run or f"run-{uuid.uuid4().hex}", step_id="send"
+        ),
+        step=pb.StepConfiguration(
+            connection=connection, user_identifier=identifier, otp_channel=pb.OTP_CHANNEL_EMAIL
+        ),
+    )
+
+
+def _fault_picked_up(emulator: Emulator, deadline: float = 5.0) -> None:
+    """Wait until the injected fault's count is used: the call has reached the emulator."""
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        faults = http_json("GET", f"{emulator.endpoint_url}/_faults")["faults"]
+        if not any(f.get("remaining") for f in faults):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the call never reached the emulator")
+
+
+@pytest.fixture
+def own_service(connections_file: Path) -> Iterator[RunningService]:
+    """A service of its own (fresh in-memory counters), idle streams ended after 1 s."""
+    service = build_service(connections_file, idle_stream_seconds="1")
+    service.start()
+    yield service
+    service.stop(1)
+
+
+def test_three_hundred_idle_streams_cost_other_callers_nothing(
+    own_service: RunningService, emulator: Emulator
+) -> None:
+    address = f"127.0.0.1:{own_service.port}"
+    outcomes: list[grpc.StatusCode] = []
+    details: list[str] = []
+    opened = threading.Event()
+
+    async def attack() -> None:
+        # Streams that open and never send their request message (the client's iterator never yields).
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = channel.stream_unary(
+                GENERATE, pb.GenerateOtpRequest.SerializeToString, pb.GenerateOtpResponse.FromString
+            )
+            forever = asyncio.Event()
+
+            async def nothing() -> AsyncIterator[pb.GenerateOtpRequest]:
+                await forever.wait()
+                yield pb.GenerateOtpRequest()  # pragma: no cover - never reached
+
+            calls = [call(nothing(), timeout=30) for _ in range(300)]
+            await asyncio.sleep(0.3)
+            opened.set()
+            for pending in calls:
+                try:
+                    await pending
+                    outcomes.append(grpc.StatusCode.OK)
+                except grpc.aio.AioRpcError as exc:
+                    outcomes.append(exc.code())
+                    details.append(exc.details() or "")
+
+    attacker = threading.Thread(target=lambda: asyncio.run(attack()))
+    attacker.start()
+    assert opened.wait(10)
+    with StepExecutorClient(address) as bystander:
+        started = time.monotonic()
+        assert bystander.health() == "SERVING"
+        health_seconds = time.monotonic() - started
+        sent, _ = Journeys(bystander, emulator).generate("grace@example.com")
+        step_seconds = time.monotonic() - started - health_seconds
+    attacker.join(timeout=30)
+    assert sent.WhichOneof("outcome") == "success"
+    assert health_seconds < 0.5 and step_seconds < 2, (health_seconds, step_seconds)
+    # Every idle stream was ended by the service, none was left open or run as a step: after the idle limit
+    # (DEADLINE_EXCEEDED), or refused beyond the connection's stream bound (HTTP/2 REFUSED_STREAM, which gRPC
+    # reports as UNAVAILABLE: nothing was processed, safe to retry).
+    ended = [d for c, d in zip(outcomes, details, strict=True) if c is grpc.StatusCode.DEADLINE_EXCEEDED]
+    refused = [d for c, d in zip(outcomes, details, strict=True) if c is grpc.StatusCode.UNAVAILABLE]
+    assert len(ended) + len(refused) == 300
+    assert len(ended) >= 100 and all("no request message" in d for d in ended)
+    assert all("REFUSED_STREAM" in d or "error code 7" in d for d in refused), set(refused)
+
+
+def test_a_cancelled_generate_still_counts_the_code_cognito_may_have_sent(
+    own_service: RunningService, emulator: Emulator
+) -> None:
+    # send-cap: 2 codes per identifier per minute, no cooldown. Each call is cancelled after its request has
+    # reached Cognito (the emulator delays, then delivers anyway): both cancelled sends count.
+    stub = pb_grpc.StepExecutorStub(grpc.insecure_channel(f"127.0.0.1:{own_service.port}"))
+    before = len(emulator.outbox("ada@example.com"))
+    for _ in range(2):
+        emulator.inject(operation="InitiateAuth", latency_ms=400, count=1)
+        future = stub.GenerateOtp.future(_generate("ada@example.com", "send-cap"), timeout=10)
+        _fault_picked_up(emulator)
+        future.cancel()
+        assert future.cancelled()
+    refused = stub.GenerateOtp(_generate("ada@example.com", "send-cap"), timeout=10)
+    assert refused.failure.code == pb.FAILURE_CODE_RESEND_TOO_SOON
+    assert 0 < refused.failure.retry_after_seconds <= 60
+    until = time.monotonic() + 5
+    while len(emulator.outbox("ada@example.com")) < before + 2 and time.monotonic() < until:
+        time.sleep(0.05)
+    time.sleep(0.5)  # nothing more arrives: at most send_limit codes went out
+    assert len(emulator.outbox("ada@example.com")) - before == 2
+
+
+def test_one_noisy_caller_is_refused_alone(connections_file: Path, emulator: Emulator) -> None:
+    service = build_service(connections_file, max_concurrent_steps="8", max_steps_per_caller="1")
+    service.start()
+    try:
+        emulator.inject(operation="InitiateAuth", latency_ms=800, count=1)
+        # Each client its own connection: grpc shares one between channels to a target unless told otherwise.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        address = f"127.0.0.1:{service.port}"
+        noisy = StepExecutorClient("", channel=grpc.insecure_channel(address, options))
+        quiet = StepExecutorClient("", channel=grpc.insecure_channel(address, options))
+        slow: list[object] = []
+        first = threading.Thread(
+            target=lambda: slow.append(
+                noisy.generate_otp(
+                    Journeys(noisy, emulator).journey(), Step("demo", "grace@example.com", channel="EMAIL")
+                )
+            )
+        )
+        first.start()
+        _fault_picked_up(emulator)
+        with pytest.raises(StepExecutorError) as raised:
+            noisy.generate_otp(
+                Journeys(noisy, emulator).journey(), Step("demo", "ada@example.com", channel="EMAIL")
+            )
+        answered, _ = Journeys(quiet, emulator).generate("ada@example.com")
+        first.join()
+        assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert answered.WhichOneof("outcome") == "success"
+        assert isinstance(slow[0], pb.GenerateOtpResponse)
+        noisy.close()
+        quiet.close()
+    finally:
+        service.stop(1)
+
+
+def test_overload_says_which_bound_and_when_to_retry(connections_file: Path, emulator: Emulator) -> None:
+    service = build_service(connections_file, max_concurrent_steps="1", max_steps_per_caller="1")
+    service.start()
+    try:
+        emulator.inject(operation="InitiateAuth", latency_ms=800, count=1)
+        channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+        stub = pb_grpc.StepExecutorStub(channel)
+        busy = stub.GenerateOtp.future(_generate("grace@example.com"), timeout=10)
+        _fault_picked_up(emulator)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GenerateOtp(_generate("ada@example.com"), timeout=5)
+        assert busy.result().WhichOneof("outcome") == "success"
+        status = rpc_status.from_call(raised.value)  # type: ignore[arg-type]
+        assert status is not None and raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+        assert status.details[0].Unpack(info) and info.reason == "OVERLOADED"
+        assert status.details[1].Unpack(retry) and retry.retry_delay.ToTimedelta().total_seconds() > 0
+    finally:
+        service.stop(1)
