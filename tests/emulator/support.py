@@ -60,7 +60,9 @@ class Demo:
 
     def secret_hash(self, username: str) -> str:
         """SECRET_HASH for ``username`` with the demo client's secret."""
-        return secret_hash(self.seed.client_secret, self.seed.client_id, username)
+        return secret_hash(
+            username=username, client_id=self.seed.client_id, client_secret=self.seed.client_secret
+        )
 
     def start(self, username: str, preferred: str | None = None, **extra: str) -> dict[str, Any]:
         """InitiateAuth USER_AUTH (with SECRET_HASH)."""

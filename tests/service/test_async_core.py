@@ -14,7 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from harness import Emulator, Journeys, RunningService, build_service, http_json
-from otp_step_client import Step, StepExecutorClient, StepExecutorError
+from otp_step_client import ResourceExhaustedError, Step, StepExecutorClient, StepExecutorError
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
@@ -154,7 +154,8 @@ def test_one_noisy_caller_is_refused_alone(connections_file: Path, emulator: Emu
             )
         answered, _ = Journeys(quiet, emulator).generate("ada@example.com")
         first.join()
-        assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert isinstance(raised.value, ResourceExhaustedError) and raised.value.retryable
+        assert raised.value.reason == "CALLER_OVERLOADED" and raised.value.retry_after
         assert answered.WhichOneof("outcome") == "success"
         assert isinstance(slow[0], pb.GenerateOtpResponse)
         noisy.close()

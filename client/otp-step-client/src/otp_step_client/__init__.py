@@ -10,6 +10,28 @@
 Responses are the generated protobuf messages (`stepexecutor.v1`): branch on `response.WhichOneof("outcome")`.
 """
 
-from otp_step_client._client import Journey, Step, StepExecutorClient, StepExecutorError
+from otp_step_client._client import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    Journey,
+    NotFoundError,
+    OtpChannel,
+    ResourceExhaustedError,
+    Step,
+    StepExecutorClient,
+    StepExecutorError,
+    UnavailableError,
+)
 
-__all__ = ["Journey", "Step", "StepExecutorClient", "StepExecutorError"]
+__all__ = [
+    "DeadlineExceededError",
+    "InvalidArgumentError",
+    "Journey",
+    "NotFoundError",
+    "OtpChannel",
+    "ResourceExhaustedError",
+    "Step",
+    "StepExecutorClient",
+    "StepExecutorError",
+    "UnavailableError",
+]

@@ -15,18 +15,75 @@ from grpc_status import rpc_status
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
-Channel = Literal["EMAIL", "SMS"]
+OtpChannel = Literal["EMAIL", "SMS"]
 EventData = Literal["NONE", "STEP_INPUT_OUTPUT", "CUSTOM_PAYLOAD"]
 
 
 class StepExecutorError(Exception):
-    """The call could not run (a non-OK gRPC status); `field_violations` lists bad fields, if any."""
+    """The call could not run (a non-OK gRPC status). The root of every error this client raises; the
+    subclass says which status, and every rich-error detail the service sent is unpacked:
 
-    def __init__(self, code: grpc.StatusCode, message: str, field_violations: Sequence[tuple[str, str]] = ()):
+    - `field_violations`: (field, why) per bad field (google.rpc.BadRequest, with INVALID_ARGUMENT);
+    - `reason`, `domain`, `metadata`: google.rpc.ErrorInfo (e.g. CONNECTION_NOT_FOUND, OVERLOADED);
+    - `retry_after`: seconds to wait before retrying (google.rpc.RetryInfo), when the service said so.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        field_violations: Sequence[tuple[str, str]] = (),
+        *,
+        reason: str = "",
+        domain: str = "",
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.field_violations = list(field_violations)
+        self.reason = reason
+        self.domain = domain
+        self.metadata = dict(metadata or {})
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same call may succeed later (backpressure, shutdown, a deadline)."""
+        return self.code in _RETRYABLE
+
+
+class InvalidArgumentError(StepExecutorError):
+    """INVALID_ARGUMENT: fix the request (see `field_violations`)."""
+
+
+class NotFoundError(StepExecutorError):
+    """NOT_FOUND: the step names a connection the service does not have (a journey configuration error)."""
+
+
+class ResourceExhaustedError(StepExecutorError):
+    """RESOURCE_EXHAUSTED: the service (or this caller) is at its concurrency bound; back off `retry_after`."""
+
+
+class DeadlineExceededError(StepExecutorError):
+    """DEADLINE_EXCEEDED: the deadline ran out before the step could answer."""
+
+
+class UnavailableError(StepExecutorError):
+    """UNAVAILABLE: the service is draining or unreachable; retry, elsewhere if possible."""
+
+
+_RETRYABLE = frozenset(
+    {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+)
+_BY_CODE: dict[grpc.StatusCode, type[StepExecutorError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +120,7 @@ class Step:
 
     connection: str
     user_identifier: str
-    channel: Channel | None = None
+    channel: OtpChannel | None = None
     scopes: Sequence[str] = ()
     output_variable: str = "otp_result"
     error_output_variable: str = "otp_error"
@@ -163,11 +220,28 @@ class StepExecutorClient:
 def _error(exc: grpc.RpcError) -> StepExecutorError:
     call: Any = exc
     violations: list[tuple[str, str]] = []
+    info = error_details_pb2.ErrorInfo()
+    retry_after: float | None = None
     status = rpc_status.from_call(call)
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations.extend((v.field, v.description) for v in bad.field_violations)
-    return StepExecutorError(call.code(), call.details() or "", violations)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.extend((v.field, v.description) for v in bad.field_violations)
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.ToTimedelta().total_seconds()
+    code = call.code()
+    kind = _BY_CODE.get(code, StepExecutorError)
+    return kind(
+        code,
+        call.details() or "",
+        violations,
+        reason=info.reason,
+        domain=info.domain,
+        metadata=dict(info.metadata),
+        retry_after=retry_after,
+    )

@@ -66,8 +66,8 @@ MSG_USER_DISABLED = "User is disabled."
 
 
 @dataclass(frozen=True)
-class Channel:
-    """How an OTP challenge reaches the user."""
+class OtpFactor:
+    """An OTP first factor (EMAIL_OTP, SMS_OTP): how its challenge reaches the user."""
 
     medium: DeliveryMedium
     attribute: str
@@ -75,9 +75,9 @@ class Channel:
     code_parameter: str
 
 
-CHANNELS: dict[str, Channel] = {
-    EMAIL_OTP: Channel("EMAIL", "email", "email_verified", "EMAIL_OTP_CODE"),
-    SMS_OTP: Channel("SMS", "phone_number", "phone_number_verified", "SMS_OTP_CODE"),
+CHANNELS: dict[str, OtpFactor] = {
+    EMAIL_OTP: OtpFactor("EMAIL", "email", "email_verified", "EMAIL_OTP_CODE"),
+    SMS_OTP: OtpFactor("SMS", "phone_number", "phone_number_verified", "SMS_OTP_CODE"),
 }
 
 
@@ -86,8 +86,11 @@ def generate_code() -> str:
     return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
-def secret_hash(client_secret: str, client_id: str, username: str) -> str:
-    """[doc] ``base64(HMAC_SHA256(key=client_secret, msg=USERNAME + client_id))``."""
+def secret_hash(*, username: str, client_id: str, client_secret: str) -> str:
+    """[doc] ``base64(HMAC_SHA256(key=client_secret, msg=USERNAME + client_id))``.
+
+    Keyword-only, in the order of the message, exactly as the service's `adapters.cognito.secret_hash`.
+    """
     digest = hmac.new(client_secret.encode(), (username + client_id).encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
 
@@ -556,7 +559,7 @@ def _check_secret_hash(client: CognitoIdpUserPoolClient, username: str, provided
         return
     if not provided:
         raise NotAuthorizedError(f"Client {client.id} is configured for secret but secret was not received")
-    expected = secret_hash(str(client.secret), client.id, username)
+    expected = secret_hash(username=username, client_id=client.id, client_secret=str(client.secret))
     if not hmac.compare_digest(expected.encode(), provided.encode()):
         raise NotAuthorizedError(f"Unable to verify secret hash for client {client.id}")
 

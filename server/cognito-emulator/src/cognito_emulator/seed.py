@@ -146,7 +146,11 @@ def _create_user(client: Any, pool_id: str, app_client: dict[str, Any], user: Se
 
         client.sign_up(
             ClientId=app_client["ClientId"],
-            SecretHash=secret_hash(app_client["ClientSecret"], app_client["ClientId"], user.username),
+            SecretHash=secret_hash(
+                username=user.username,
+                client_id=app_client["ClientId"],
+                client_secret=app_client["ClientSecret"],
+            ),
             Username=user.username,
             Password=password,
             UserAttributes=[a for a in attributes if not a["Name"].endswith("_verified")],

@@ -36,7 +36,11 @@ class AppClient:
 
     def secret_hash(self, username: str) -> str | None:
         """SECRET_HASH for ``username`` [doc], or None when the client has no secret."""
-        return None if self.secret is None else secret_hash(self.secret, self.client_id, username)
+        return (
+            None
+            if self.secret is None
+            else secret_hash(username=username, client_id=self.client_id, client_secret=self.secret)
+        )
 
     def __repr__(self) -> str:
         return f"AppClient({self.label}, {self.client_id}, secret={'***' if self.secret else None})"
