@@ -116,7 +116,10 @@ class JourneyRun:
         return value
 
 
-def run_journey(command: list[str], cwd: Path, service: RunningService, **extra: str) -> JourneyRun:
+def run_example(
+    command: list[str], cwd: Path, service: RunningService, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run an example as an orchestrator would, configured by its environment variables only."""
     env = {
         **os.environ,
         "OTP_STEP_TARGET": service.address,
@@ -125,9 +128,11 @@ def run_journey(command: list[str], cwd: Path, service: RunningService, **extra:
         "OTP_STEP_CONNECTION": "demo",
         **extra,
     }
-    result = subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def run_journey(command: list[str], cwd: Path, service: RunningService) -> JourneyRun:
+    result = run_example(command, cwd, service)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"the journey failed (exit {result.returncode}):\n{output}"
     header = re.search(r"^journey: run=(\S+) trace_id=([0-9a-f]{32}) ", output, re.MULTILINE)
@@ -160,18 +165,54 @@ def assert_whole_journey(journey: JourneyRun, service: RunningService) -> None:
     assert {s["trace_id"] for s in steps} == {journey.trace_id}, steps
 
 
-def test_the_go_orchestrator_runs_a_whole_journey(step_service: RunningService, tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class Example:
+    """A built example: the command that runs it, and its folder."""
+
+    command: list[str]
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def go_example(tmp_path_factory: pytest.TempPathFactory) -> Example:
+    """examples/go, vetted and built with the Go toolchain."""
     go = require_binary("go", INSTALL_GO)
     folder = ROOT / "examples" / "go"
     run([go, "vet", "./..."], folder)
-    binary = tmp_path / "journey"
+    binary = tmp_path_factory.mktemp("go-example") / "journey"
     run([go, "build", "-o", str(binary), "."], folder)
-    assert_whole_journey(run_journey([str(binary)], folder, step_service), step_service)
+    return Example([str(binary)], folder)
 
 
-def test_the_typescript_orchestrator_runs_a_whole_journey(step_service: RunningService) -> None:
+@pytest.fixture(scope="module")
+def ts_example() -> Example:
+    """examples/ts, type-checked and compiled with its pinned tsc into examples/ts/dist."""
     node = require_binary("node", INSTALL_NODE)
     folder = ROOT / "examples" / "ts"
     require_path(folder / "node_modules" / ".package-lock.json", "run `make polyglot` (npm ci)")
     run([node, str(folder / "node_modules" / "typescript" / "bin" / "tsc"), "-p", "tsconfig.json"], folder)
-    assert_whole_journey(run_journey([node, "dist/main.js"], folder, step_service), step_service)
+    return Example([node, "dist/main.js"], folder)
+
+
+def test_the_go_orchestrator_runs_a_whole_journey(step_service: RunningService, go_example: Example) -> None:
+    assert_whole_journey(run_journey(go_example.command, go_example.folder, step_service), step_service)
+
+
+def test_the_typescript_orchestrator_runs_a_whole_journey(
+    step_service: RunningService, ts_example: Example
+) -> None:
+    assert_whole_journey(run_journey(ts_example.command, ts_example.folder, step_service), step_service)
+
+
+@pytest.mark.parametrize("language", ["go", "ts"])
+def test_an_orchestrator_stops_with_the_status_when_a_step_cannot_run(
+    step_service: RunningService, request: pytest.FixtureRequest, language: str
+) -> None:
+    """A connection the service does not know: NOT_FOUND, reported, exit 1, and no retry (not a deadline)."""
+    example: Example = request.getfixturevalue(f"{language}_example")
+    result = run_example(
+        example.command, example.folder, step_service, OTP_STEP_CONNECTION="no-such-connection"
+    )
+    assert result.returncode == 1, result
+    assert re.search(r"journey: FAILED: generate could not run: (NOT_FOUND|NotFound)", result.stderr), result
+    assert "retrying" not in result.stdout
