@@ -41,9 +41,9 @@ examples/ts/node_modules/.package-lock.json: examples/ts/package-lock.json clien
 .PHONY: polyglot-tools
 polyglot-tools: $(POLYGLOT_GENERATORS) ## Install the pinned Go and TypeScript generators into .bin/
 
+# Starts clean so a removed .proto leaves no stale file behind (the drift test generates into an empty folder).
 .PHONY: polyglot-gen
 polyglot-gen: $(POLYGLOT_GENERATORS) ## Regenerate the Go and TypeScript clients from protos/ (buf.gen.yaml)
-	# Start clean so a removed .proto leaves no stale file behind (the drift test generates into an empty folder).
 	rm -rf client/go/stepexecutor client/ts/src/gen
 	$(BIN)/buf generate
 
