@@ -48,9 +48,12 @@ polyglot-gen: $(POLYGLOT_GENERATORS) ## Regenerate the Go and TypeScript clients
 	$(BIN)/buf generate
 
 .PHONY: polyglot-deps
-polyglot-deps: client/ts/dist/index.js examples/ts/node_modules/.package-lock.json ## Pinned Go modules and npm packages of the clients and examples
+polyglot-deps: client/ts/dist/index.js examples/ts/node_modules/.package-lock.json ## Pinned Go modules, npm and Maven packages of the clients and examples
 	cd client/go && go mod download
 	cd examples/go && go mod download
+	@# The Java example is optional for a person without a JDK; CI has one, and its test fails there without it.
+	@if command -v mvn >/dev/null; then echo "cd examples/java && mvn -B -q -Dstyle.color=never package"; cd examples/java && mvn -B -q -Dstyle.color=never package; \
+	 else echo "mvn not found: the Java example is not built (install a JDK 17+ and Maven)"; fi
 
 .PHONY: polyglot
 polyglot: polyglot-tools polyglot-deps ## Everything tests/polyglot needs: generators, Go modules, npm packages

@@ -26,6 +26,9 @@ from .toolchain import ROOT, require_binary, require_path, run
 
 INSTALL_GO = "install Go 1.26+ (apt-get install golang, or https://go.dev/dl) and run `make polyglot`"
 INSTALL_NODE = "install Node.js 20+ with npm (apt-get install nodejs npm) and run `make polyglot`"
+INSTALL_JAVA = (
+    "install a JDK 17+ and Maven 3.8+ (apt-get install openjdk-17-jdk-headless maven) and run `make polyglot`"
+)
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,16 @@ def ts_example() -> Example:
     return Example([node, "dist/main.js"], folder)
 
 
+@pytest.fixture(scope="module")
+def java_example() -> Example:
+    """examples/java, built by Maven (protoc and protoc-gen-grpc-java from Maven Central, pinned in its pom)."""
+    mvn = require_binary("mvn", INSTALL_JAVA)
+    java = require_binary("java", INSTALL_JAVA)
+    folder = ROOT / "examples" / "java"
+    run([mvn, "-B", "-q", "-Dstyle.color=never", "package"], folder, timeout=600)
+    return Example([java, "-cp", "target/classes:target/lib/*", "example.Journey"], folder)
+
+
 def test_the_go_orchestrator_runs_a_whole_journey(step_service: RunningService, go_example: Example) -> None:
     assert_whole_journey(run_journey(go_example.command, go_example.folder, step_service), step_service)
 
@@ -204,7 +217,13 @@ def test_the_typescript_orchestrator_runs_a_whole_journey(
     assert_whole_journey(run_journey(ts_example.command, ts_example.folder, step_service), step_service)
 
 
-@pytest.mark.parametrize("language", ["go", "ts"])
+def test_the_java_orchestrator_runs_a_whole_journey(
+    step_service: RunningService, java_example: Example
+) -> None:
+    assert_whole_journey(run_journey(java_example.command, java_example.folder, step_service), step_service)
+
+
+@pytest.mark.parametrize("language", ["go", "ts", "java"])
 def test_an_orchestrator_stops_with_the_status_when_a_step_cannot_run(
     step_service: RunningService, request: pytest.FixtureRequest, language: str
 ) -> None:
