@@ -1,6 +1,7 @@
 # Callers in other languages: the Go and TypeScript clients generated from protos/, the example orchestrator
 # journeys in examples/, and the contract's compatibility check. Included by the main Makefile; `make test`
-# depends on `polyglot`, so a fresh machine installs all of it (go and npm are the only prerequisites).
+# depends on `polyglot`, so a fresh machine installs all of it (go and npm are the prerequisites; a JDK with
+# Maven too for the Java example, which is skipped with a note when mvn is missing).
 # See docs/polyglot.md.
 
 # Pinned generator versions: change them here only. protoc-gen-go must match google.golang.org/protobuf in
