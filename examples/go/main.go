@@ -90,8 +90,8 @@ func run(cfg config) error {
 	}
 
 	// --- Step "send-code": Cognito OTP Generate.
-	outbox := newOutbox(cfg.outboxURL, cfg.identifier)
-	seen, err := outbox.count(cfg.timeout)
+	outbox := newOutbox(cfg.outboxURL, cfg.identifier, cfg.timeout)
+	seen, err := outbox.count()
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func run(cfg config) error {
 	}
 
 	// --- Form step: the user types the code. Here: from the emulator's outbox, with a wrong one first.
-	code, err := outbox.codeAfter(seen, cfg.timeout)
+	code, err := outbox.codeAfter(seen)
 	if err != nil {
 		return err
 	}

@@ -21,12 +21,14 @@ type outboxMessage struct {
 	Code        string `json:"code"`
 }
 
-func newOutbox(base, destination string) outbox {
-	return outbox{url: base + "?destination=" + url.QueryEscape(destination), client: &http.Client{}}
+func newOutbox(base, destination string, timeout time.Duration) outbox {
+	return outbox{
+		url:    base + "?destination=" + url.QueryEscape(destination),
+		client: &http.Client{Timeout: timeout}, // a deadline on every request, like the step calls
+	}
 }
 
-func (o outbox) messages(timeout time.Duration) ([]outboxMessage, error) {
-	o.client.Timeout = timeout
+func (o outbox) messages() ([]outboxMessage, error) {
 	response, err := o.client.Get(o.url)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
@@ -44,16 +46,16 @@ func (o outbox) messages(timeout time.Duration) ([]outboxMessage, error) {
 	return body.Messages, nil
 }
 
-func (o outbox) count(timeout time.Duration) (int, error) {
-	messages, err := o.messages(timeout)
+func (o outbox) count() (int, error) {
+	messages, err := o.messages()
 	return len(messages), err
 }
 
 // codeAfter polls until a message newer than the first `seen` arrives, and returns its code.
-func (o outbox) codeAfter(seen int, timeout time.Duration) (string, error) {
-	deadline := time.Now().Add(timeout)
+func (o outbox) codeAfter(seen int) (string, error) {
+	deadline := time.Now().Add(o.client.Timeout)
 	for time.Now().Before(deadline) {
-		messages, err := o.messages(timeout)
+		messages, err := o.messages()
 		if err != nil {
 			return "", err
 		}
