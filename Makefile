@@ -94,7 +94,7 @@ run: $(STAMP) $(if $(JAEGER),$(BIN)/jaeger) ## Start the seeded emulator and the
 # ---------------------------------------------------------------------------------------------------------
 # Checking
 .PHONY: test
-test: $(STAMP) tools ## Lint, then the whole test suite against real parts
+test: $(STAMP) tools polyglot ## Lint, then the whole test suite against real parts
 	$(MAKE) --no-print-directory lint
 	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -107,3 +107,5 @@ bench: $(STAMP) $(BIN)/ghz redis ## Load test with ghz (QUICK=1 for a smoke run)
 .PHONY: clean
 clean: ## Remove generated state (not the venv or tools)
 	rm -rf var bench-results .pytest_cache .mypy_cache .ruff_cache
+
+include mk/polyglot.mk
