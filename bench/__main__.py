@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from bench import report, scenarios
 from bench.ghz import GhzError, find_ghz
-from bench.processes import ProcessFailedError
+from bench.processes import ProcessFailedError, stop_all
 from bench.stack import ROOT, SAFE_AWS_ENV
 
 SCENARIOS: dict[str, Callable[[scenarios.Bench], None]] = {
@@ -75,9 +76,18 @@ def main(argv: list[str] | None = None) -> int:
                 run(bench)
         if plan.tracing and jaeger:
             scenarios.tracing_overhead(bench, jaeger)
-    except (ProcessFailedError, GhzError, TimeoutError, RuntimeError) as exc:
+    except (
+        ProcessFailedError,
+        GhzError,
+        TimeoutError,
+        RuntimeError,
+        OSError,
+        subprocess.CalledProcessError,
+    ) as exc:
         print(f"bench: {exc}\n(process logs in {bench.logs})", file=sys.stderr)
         return 2
+    finally:
+        stop_all()
     verdicts = report.judge(bench.results, plan)
     machine = scenarios.machine()
     machine["harness_seconds"] = round(time.monotonic() - started, 1)

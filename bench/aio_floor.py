@@ -25,7 +25,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from otp_step_service.adapters.cognito import secret_hash
+from otp_step_service.adapters.cognito import USER_AGENT, secret_hash
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
@@ -78,6 +78,7 @@ async def serve(listen: str, connections_path: Path) -> Counter[str]:
         max_pool_connections=256,
         retries={"mode": "standard", "total_max_attempts": 1},
         parameter_validation=False,
+        user_agent=USER_AGENT,  # as the service configures its client: the floor is the same requests
     )
     async with get_session().create_client(
         "cognito-idp", endpoint_url=connection["endpoint_url"], config=config

@@ -72,7 +72,10 @@ class ProcessFailedError(RuntimeError):
 
 @dataclass
 class ManagedProcess:
-    """A long-lived child (service, stand-in, emulator, Jaeger) whose output goes to a log file."""
+    """A long-lived child (service, stand-in, emulator, Jaeger) whose output goes to a log file.
+
+    Every one started is remembered, so `stop_all()` can end what a failed scenario left running.
+    """
 
     name: str
     popen: subprocess.Popen[bytes]
@@ -98,7 +101,9 @@ class ManagedProcess:
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
             )
-        return cls(name, popen, log_path)
+        process = cls(name, popen, log_path)
+        _STARTED.append(process)
+        return process
 
     @property
     def pid(self) -> int:
@@ -217,3 +222,12 @@ def _drain(popen: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, bytes
                 else:
                     selector.unregister(key.fileobj)
     return b"".join(chunks[popen.stdout.fileno()]), b"".join(chunks[popen.stderr.fileno()])
+
+
+_STARTED: list[ManagedProcess] = []
+
+
+def stop_all() -> None:
+    """Stop every child still running (a scenario that failed half-way leaves none behind)."""
+    while _STARTED:
+        _STARTED.pop().stop(timeout=5)

@@ -46,7 +46,7 @@ from bench.stack import (
 
 LITTLE_DELAY_MS = 100.0
 # The last commit of the synchronous (thread-per-step) service, measured beside the async one in one run.
-PREVIOUS_SYNC_SERVICE = "d26499f7"
+PREVIOUS_SYNC_SERVICE = "d26499f0e61c"
 
 
 def previous_checkout(logs: Path) -> Path:

@@ -2,7 +2,7 @@
 # journeys in examples/, and the contract's compatibility check. Included by the main Makefile; `make test`
 # depends on `polyglot`, so a fresh machine installs all of it (go and npm are the prerequisites; a JDK with
 # Maven too for the Java example, which is skipped with a note when mvn is missing).
-# See docs/polyglot.md.
+# See the README, "Calling from other languages".
 
 # Pinned generator versions: change them here only. protoc-gen-go must match google.golang.org/protobuf in
 # client/go/go.mod, and protoc-gen-es must match @bufbuild/protobuf in client/ts/package.json: the generated

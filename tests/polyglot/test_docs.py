@@ -1,4 +1,5 @@
-"""The Go and TypeScript snippets of docs/polyglot.md compile as they are: copy-paste means that."""
+"""The Go and TypeScript snippets of the README ("Calling from other languages") compile as they are:
+copy-paste means that."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from .toolchain import ROOT, require_binary, require_path, run
 
-DOC = ROOT / "docs" / "polyglot.md"
+DOC = ROOT / "README.md"
 
 
 def snippet(language: str) -> str:

@@ -91,7 +91,9 @@ class Admission(grpc.aio.ServerInterceptor):
 
     async def _read_request(self, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            request = await asyncio.wait_for(context.read(), self._limits.idle_stream_seconds)
+            # asyncio.timeout, not wait_for: no extra task per call on the hot path.
+            async with asyncio.timeout(self._limits.idle_stream_seconds):
+                request = await context.read()
         except TimeoutError:
             await abort(
                 context,

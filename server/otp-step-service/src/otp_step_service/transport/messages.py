@@ -213,9 +213,10 @@ def _struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
 
 
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+    # From epoch seconds: Timestamp.FromDatetime goes through calendar.timegm, a measurable share of a step.
+    seconds = moment.timestamp()
+    whole = int(seconds // 1)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=round((seconds - whole) * 1e9) // 1000 * 1000)
 
 
 def failure_message(failure: StepFailure) -> pb.StepFailure:
