@@ -225,7 +225,8 @@ def test_attempts_promised_beyond_the_pools_cap_are_real(
                 strict=True,
                 raises=AssertionError,
                 reason="max_attempts = 3 over a pool whose sessions die on the first wrong code: the wrong code "
-                "gets INVALID_CODE with attempts_remaining=2, then the right code gets CHALLENGE_EXPIRED",
+                "gets INVALID_CODE with attempts_remaining=2 (Cognito gives no sign its cap is lower), then the "
+                "right code gets ATTEMPTS_EXHAUSTED: configure max_attempts as make conformance measures it",
             )
         )
     journey, code = matrix.send("ada@example.com", "EMAIL", "ada@example.com", connection="three")

@@ -293,3 +293,26 @@ def test_wrong_codes_across_journeys_lock_the_identifier_until_the_window_passes
         assert isinstance(await steps.generate("c"), Success)
 
     run(scenario)
+
+
+def test_a_session_cognito_ends_after_a_wrong_code_is_exhausted_not_expired() -> None:
+    async def scenario() -> None:
+        steps = Steps()
+        await steps.generate()
+        assert failure_code(await steps.validate("87654321")) is FailureCode.INVALID_CODE
+
+        async def dead(requests: CognitoRequests) -> None:
+            requests.sent += 1
+            raise CognitoError(
+                CognitoErrorKind.SESSION_INVALID, "NotAuthorizedException", "Invalid session for the user."
+            )
+
+        steps.cognito.answer.append(dead)
+        outcome = await steps.validate(CODE)
+        assert isinstance(outcome, FailureBranch)
+        assert (outcome.failure.code, outcome.failure.attempts_remaining) == (
+            FailureCode.ATTEMPTS_EXHAUSTED,
+            0,
+        )
+
+    run(scenario)

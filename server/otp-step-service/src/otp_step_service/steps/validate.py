@@ -121,6 +121,28 @@ class ValidateOtpStep:
                 # and the wrong-code count stay, or an attacker could learn the code from later answers.
                 judgement = Judgement.UNKNOWN
             await self._store.finish_attempt(key, challenge.nonce, judgement, subject)
+            if (
+                error.kind is CognitoErrorKind.SESSION_INVALID
+                and challenge.attempts_used > 1
+                and "expired" not in error.detail.lower()  # "... session is expired." is an expiry [obs]
+            ):
+                # Cognito ended a live session after a wrong code [inferred: its cap per session is not
+                # published]: the truthful answer is "no attempts left", and the connection promises more
+                # than the pool allows.
+                log.warning(
+                    "Cognito ended a session after %d wrong code(s): the pool's attempt cap is below "
+                    "max_attempts = %d (make conformance measures it)",
+                    challenge.attempts_used - 1,
+                    challenge.max_attempts,
+                )
+                return failed(
+                    StepFailure(
+                        FailureCode.ATTEMPTS_EXHAUSTED,
+                        "Cognito accepts no more codes for this challenge; run Generate again",
+                        0,
+                        error.cognito_error,
+                    )
+                )
             return failed(failure_for(error))
         except asyncio.CancelledError:
             # The caller went away mid-call: a code that reached Cognito may have been judged, so it counts.
