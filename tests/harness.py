@@ -287,10 +287,12 @@ class RunningService:
         self._loop.close()
 
 
-def build_service(connections_file: Path, tracing: bool = False, **overrides: str) -> RunningService:
-    """A service on 127.0.0.1 and a free port, self-test off (tests call it explicitly); not yet started."""
+def build_service(
+    connections_file: Path, tracing: bool = False, listen: str = "127.0.0.1:0", **overrides: str
+) -> RunningService:
+    """A service on a free loopback port, self-test off (tests call it explicitly); not yet started."""
     settings = ServiceSettings.from_env(
-        listen="127.0.0.1:0", connections_path=str(connections_file), self_test="off", **overrides
+        listen=listen, connections_path=str(connections_file), self_test="off", **overrides
     )
     return RunningService(settings, tracing=tracing)
 

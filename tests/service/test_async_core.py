@@ -129,15 +129,19 @@ def test_a_cancelled_generate_still_counts_the_code_cognito_may_have_sent(
 
 
 def test_one_noisy_caller_is_refused_alone(connections_file: Path, emulator: Emulator) -> None:
-    service = build_service(connections_file, max_concurrent_steps="8", max_steps_per_caller="1")
+    # The caller is the client's host: a second connection from it is the same caller. The quiet caller
+    # comes from another address (IPv6 loopback) and is served.
+    service = build_service(
+        connections_file, listen="[::]:0", max_concurrent_steps="8", max_steps_per_caller="1"
+    )
     service.start()
     try:
         emulator.inject(operation="InitiateAuth", latency_ms=800, count=1)
         # Each client its own connection: grpc shares one between channels to a target unless told otherwise.
         options = [("grpc.use_local_subchannel_pool", 1)]
-        address = f"127.0.0.1:{service.port}"
-        noisy = StepExecutorClient("", channel=grpc.insecure_channel(address, options))
-        quiet = StepExecutorClient("", channel=grpc.insecure_channel(address, options))
+        noisy = StepExecutorClient("", channel=grpc.insecure_channel(f"127.0.0.1:{service.port}", options))
+        second = StepExecutorClient("", channel=grpc.insecure_channel(f"127.0.0.1:{service.port}", options))
+        quiet = StepExecutorClient("", channel=grpc.insecure_channel(f"[::1]:{service.port}", options))
         slow: list[object] = []
         first = threading.Thread(
             target=lambda: slow.append(
@@ -149,8 +153,8 @@ def test_one_noisy_caller_is_refused_alone(connections_file: Path, emulator: Emu
         first.start()
         _fault_picked_up(emulator)
         with pytest.raises(StepExecutorError) as raised:
-            noisy.generate_otp(
-                Journeys(noisy, emulator).journey(), Step("demo", "ada@example.com", channel="EMAIL")
+            second.generate_otp(
+                Journeys(second, emulator).journey(), Step("demo", "ada@example.com", channel="EMAIL")
             )
         answered, _ = Journeys(quiet, emulator).generate("ada@example.com")
         first.join()
@@ -158,10 +162,67 @@ def test_one_noisy_caller_is_refused_alone(connections_file: Path, emulator: Emu
         assert raised.value.reason == "CALLER_OVERLOADED" and raised.value.retry_after
         assert answered.WhichOneof("outcome") == "success"
         assert isinstance(slow[0], pb.GenerateOtpResponse)
-        noisy.close()
-        quiet.close()
+        for client in (noisy, second, quiet):
+            client.close()
     finally:
         service.stop(1)
+
+
+def test_idle_streams_from_one_host_cannot_fill_the_servers_open_call_bound(
+    connections_file: Path, emulator: Emulator
+) -> None:
+    service = build_service(
+        connections_file, listen="[::]:0", idle_stream_seconds="3", max_open_rpcs_per_caller="20"
+    )
+    service.start()
+    opened, done = threading.Event(), threading.Event()
+
+    async def hold_idle_streams() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            call = channel.stream_unary(
+                GENERATE, pb.GenerateOtpRequest.SerializeToString, pb.GenerateOtpResponse.FromString
+            )
+            forever = asyncio.Event()
+
+            async def nothing() -> AsyncIterator[pb.GenerateOtpRequest]:
+                await forever.wait()
+                yield pb.GenerateOtpRequest()  # pragma: no cover - never reached
+
+            calls = [call(nothing(), timeout=10) for _ in range(20)]
+            await asyncio.sleep(0.5)
+            opened.set()
+            await asyncio.gather(*calls, return_exceptions=True)
+        done.set()
+
+    holder = threading.Thread(target=lambda: asyncio.run(hold_idle_streams()))
+    holder.start()
+    try:
+        assert opened.wait(10)
+        with (
+            StepExecutorClient(f"127.0.0.1:{service.port}") as same_host,
+            pytest.raises(StepExecutorError) as raised,
+        ):
+            same_host.health(timeout=2)
+        with StepExecutorClient(f"[::1]:{service.port}") as other_host:
+            assert other_host.health(timeout=2) == "SERVING"
+        assert (
+            raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and raised.value.reason == "CALLER_OVERLOADED"
+        )
+    finally:
+        holder.join(timeout=20)
+        service.stop(1)
+
+
+def test_bytes_that_are_no_request_are_invalid_argument(own_service: RunningService) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{own_service.port}")
+    raw = channel.unary_unary(GENERATE, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as raised:
+        raw(b"\xff\xff\xff\xff not protobuf", timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert own_service.runner.store is not None  # the service is still up
+    with StepExecutorClient(f"127.0.0.1:{own_service.port}") as client:
+        assert client.health() == "SERVING"
 
 
 def test_overload_says_which_bound_and_when_to_retry(connections_file: Path, emulator: Emulator) -> None:

@@ -174,11 +174,12 @@ def test_a_stale_nonce_touches_nothing(make_store: StoreFactory) -> None:
     async def scenario(store: ChallengeStore) -> None:
         await _saved(store, _challenge(nonce="new"))
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
-        await store.finish_attempt(KEY, "old", Judgement.RIGHT, "failures:other")
+        await store.finish_attempt(KEY, "old", Judgement.WRONG, FAILURES)
         await store.finish_send(KEY, "old", SendResult.SENT, _challenge(nonce="old"), SENDS)
         grant = await store.begin_attempt(_attempt())
         assert grant.challenge is not None
         assert grant.challenge.nonce == "new" and grant.challenge.attempts_used == 2
+        assert await store.events(FAILURES) == 2  # neither stale settle touched the live challenge's counts
 
     run(make_store, scenario)
 
@@ -228,6 +229,20 @@ def test_a_send_that_may_have_happened_counts_and_holds_the_cooldown(make_store:
         assert (await store.begin_attempt(_attempt(now))).verdict is AttemptVerdict.NOT_FOUND
         assert (await store.begin_send(_send("b", now + 1, execution="x"))).verdict is SendVerdict.TOO_SOON
         assert (await store.begin_send(_send("c", now + 31))).verdict is SendVerdict.RESERVED
+
+    run(make_store, scenario)
+
+
+def test_an_abandoned_reservation_holds_the_cooldown_but_not_its_execution(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        assert (
+            await store.begin_send(_send("a", now, execution="x", ttl=600))
+        ).verdict is SendVerdict.RESERVED
+        # Never settled (the process died): within the reservation window the execution is still held...
+        assert (await store.begin_send(_send("b", now + 60, execution="x"))).verdict is SendVerdict.TOO_SOON
+        # ...past it, a retry of the same execution may send again.
+        assert (await store.begin_send(_send("c", now + 121, execution="x"))).verdict is SendVerdict.RESERVED
 
     run(make_store, scenario)
 

@@ -65,7 +65,9 @@ def test_the_service_process_logs_json_steps_and_stops_gracefully_on_sigterm(
 ) -> None:
     log_file = tmp_path / "service.log"
     process, port = start_service_process(
-        connections_file, log_file, {"OTP_STEP_LOG_LEVEL": "DEBUG", "OTP_STEP_SELF_TEST": "warn"}
+        connections_file,
+        log_file,
+        {"OTP_STEP_LOG_LEVEL": "DEBUG", "OTP_STEP_SELF_TEST": "warn", "OTP_STEP_MAX_CONCURENT_STEPS": "5"},
     )
     try:
         with StepExecutorClient(f"127.0.0.1:{port}") as client:
@@ -87,6 +89,11 @@ def test_the_service_process_logs_json_steps_and_stops_gracefully_on_sigterm(
     assert any(r.get("failure_code") == "INVALID_CODE" and r.get("attempts_remaining") == 2 for r in steps)
     assert any("self-test" in r["message"] or "user_auth_flow" in r["message"] for r in records)
     assert records[-1]["message"] == "stopped"
+    # A mistyped setting is named, with the one it probably means, instead of silently falling back.
+    assert any(
+        "OTP_STEP_MAX_CONCURENT_STEPS" in r["message"] and "OTP_STEP_MAX_CONCURRENT_STEPS" in r["message"]
+        for r in records
+    )
     text = log_file.read_text()
     for secret in secrets:
         assert secret not in text

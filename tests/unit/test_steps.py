@@ -316,3 +316,46 @@ def test_a_session_cognito_ends_after_a_wrong_code_is_exhausted_not_expired() ->
         )
 
     run(scenario)
+
+
+def test_a_validate_cancelled_before_its_code_left_gives_the_attempt_back() -> None:
+    async def scenario() -> None:
+        steps = Steps()
+        await steps.generate()
+        gate = asyncio.Event()
+
+        async def connecting(requests: CognitoRequests) -> None:
+            await gate.wait()  # nothing sent yet
+
+        steps.cognito.answer.append(connecting)
+        task = asyncio.create_task(steps.validate(CODE))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert await steps.wrong_codes() == 0
+        wrong = await steps.validate("87654321")
+        assert isinstance(wrong, FailureBranch) and wrong.failure.attempts_remaining == 2
+
+    run(scenario)
+
+
+def test_an_abandoned_reservation_stops_blocking_its_execution() -> None:
+    async def scenario() -> None:
+        steps = Steps()
+        gate = asyncio.Event()
+
+        async def never(requests: CognitoRequests) -> None:
+            requests.sent += 1
+            await gate.wait()
+
+        # The process "dies" mid-call: the task is dropped without settling (no cancellation runs).
+        steps.cognito.start.append(never)
+        task = asyncio.create_task(steps.generate(execution="x"))
+        await asyncio.sleep(0)
+        assert failure_code(await steps.generate(execution="x")) is FailureCode.RESEND_TOO_SOON
+        steps.clock.advance(121)  # past RESERVATION_SECONDS
+        assert isinstance(await steps.generate(execution="x"), Success)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(scenario)

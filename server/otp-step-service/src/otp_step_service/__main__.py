@@ -21,7 +21,13 @@ from otp_step_service.service import (
     report_self_test,
     self_test_all,
 )
-from otp_step_service.settings import ServiceSettings, SettingsError, deprecated_variables, documented
+from otp_step_service.settings import (
+    ServiceSettings,
+    SettingsError,
+    deprecated_variables,
+    documented,
+    mistyped_variables,
+)
 from otp_step_service.step_log import configure_logging
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.telemetry import configure_tracing
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     for name in deprecated_variables():
         log.warning("%s no longer does anything: steps run on an event loop, not on worker threads", name)
+    for name, meant in mistyped_variables():
+        log.warning("%s is not a setting and is ignored: did you mean %s?", name, meant)
     try:
         if args.command == "self-test":
             return asyncio.run(_self_test(settings))

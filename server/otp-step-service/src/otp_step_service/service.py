@@ -71,10 +71,13 @@ async def check_connections(connections: Mapping[str, Connection], mode: str) ->
 
 
 async def close_connections(connections: Mapping[str, Connection]) -> None:
-    """Close every connection's HTTP clients."""
-    for connection in connections.values():
-        await connection.gateway.aclose()
-        await connection.verifier.aclose()
+    """Close every connection's HTTP clients; one that fails to close does not keep the others open."""
+    for name, connection in connections.items():
+        for part in (connection.gateway, connection.verifier):
+            try:
+                await part.aclose()
+            except Exception as exc:  # shutting down: log and go on
+                log.warning("connection %s: could not close cleanly (%s)", name, type(exc).__name__)
 
 
 @dataclass
@@ -109,6 +112,7 @@ class Service:
             max_steps_per_caller=settings.max_steps_per_caller,
             max_streams_per_connection=settings.max_streams_per_connection,
             max_open_rpcs=settings.max_open_rpcs,
+            max_open_rpcs_per_caller=settings.max_open_rpcs_per_caller,
             idle_stream_seconds=settings.idle_stream_seconds,
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
@@ -137,6 +141,11 @@ class Service:
 
     async def stop(self, grace: float) -> None:
         """Drain in-flight steps within `grace` seconds, then close every connection and the store."""
-        await self.server.stop(grace)
-        await close_connections(self.runner.connections)
-        await self.runner.store.aclose()
+        try:
+            await self.server.stop(grace)
+        finally:
+            await close_connections(self.runner.connections)
+            try:
+                await self.runner.store.aclose()
+            except Exception as exc:  # shutting down: log and go on
+                log.warning("challenge store: could not close cleanly (%s)", type(exc).__name__)

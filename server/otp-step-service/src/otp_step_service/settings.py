@@ -6,6 +6,7 @@ starts listening, and an error names the variable and the fix. The README's conf
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,6 +51,9 @@ class ServiceSettings(BaseSettings):
     max_open_rpcs: Annotated[int, Field(ge=16, le=1_000_000)] = Field(
         4096,
         description="open RPCs of any kind (idle streams included) before gRPC answers RESOURCE_EXHAUSTED",
+    )
+    max_open_rpcs_per_caller: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        1024, description="open unary RPCs (idle streams included) per caller before RESOURCE_EXHAUSTED"
     )
     idle_stream_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
         5.0,
@@ -105,6 +109,10 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 "OTP_STEP_MAX_STEPS_PER_CALLER is above OTP_STEP_MAX_CONCURRENT_STEPS: lower it to at most that"
             )
+        if self.max_open_rpcs_per_caller >= self.max_open_rpcs:
+            raise ValueError(
+                "OTP_STEP_MAX_OPEN_RPCS_PER_CALLER must be below OTP_STEP_MAX_OPEN_RPCS, or one caller can fill it"
+            )
         return self
 
     @property
@@ -151,3 +159,17 @@ def _explain(exc: ValidationError) -> str:
 def deprecated_variables() -> list[str]:
     """Variables of earlier versions that no longer do anything (reported at start-up)."""
     return [name for name in ("OTP_STEP_WORKERS",) if name in os.environ]
+
+
+def mistyped_variables() -> list[tuple[str, str]]:
+    """(variable, the setting it probably means) for OTP_STEP_* variables that are no setting but look like one:
+    a mistyped limit would otherwise fall back to its default without a word. Variables the client and the
+    examples read (OTP_STEP_TARGET, ...) are not settings and are not close to one, so they pass."""
+    known = {variable(name) for name in ServiceSettings.model_fields}
+    found = []
+    for name in sorted(os.environ):
+        if name.startswith(PREFIX) and name not in known and name != "OTP_STEP_WORKERS":
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.9)
+            if close:
+                found.append((name, close[0]))
+    return found

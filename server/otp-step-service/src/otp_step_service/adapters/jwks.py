@@ -1,8 +1,10 @@
 """A JSON Web Key Set fetched over HTTP without blocking the event loop, cached, refreshed on an unknown `kid`.
 
 PyJWT's own PyJWKClient fetches with urllib, which would stall every step on the loop while it waits. Here the
-fetch is aiohttp, one at a time (concurrent look-ups of a new `kid` share one fetch), and refreshes for unknown
-keys are rate-limited, so a flood of tokens with made-up `kid`s cannot turn into a flood of fetches.
+fetch is aiohttp, one at a time (concurrent look-ups of a new `kid` share one fetch), and every refresh is
+rate-limited by the time of the last *attempt*, so neither a flood of tokens with made-up `kid`s nor an
+unreachable key endpoint turns into a flood of fetches. Keys past their lifespan are still served when the
+refresh fails (stale-if-error): an outage of the key endpoint must not fail sign-ins whose keys are known.
 """
 
 from __future__ import annotations
@@ -34,13 +36,18 @@ class JwksCache:
         self._min_refresh = min_refresh_interval_seconds
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
         self._fetching = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
     async def key(self, kid: str) -> jwt.PyJWK:
         """The key with id `kid`: from the cache, else after one (rate-limited) refetch."""
         if time.monotonic() - self._fetched_at > self._lifespan:
-            await self.refresh(force=True)
+            try:
+                await self.refresh(force=True)
+            except TokenVerificationError:
+                if not self._keys:
+                    raise  # nothing to fall back on
         found = self._keys.get(kid)
         if found is None:
             await self.refresh(force=False)
@@ -50,12 +57,16 @@ class JwksCache:
         return found
 
     async def refresh(self, *, force: bool) -> None:
-        """Fetch the set again, unless another task just did (or, for an unknown kid, did recently)."""
+        """Fetch the set again, unless another task just did, or one tried within the refresh interval
+        (`force`, at start-up, only skips the interval when nothing was ever fetched)."""
         started = time.monotonic()
         async with self._fetching:
-            since = time.monotonic() - self._fetched_at
-            if self._fetched_at >= started or (not force and since < self._min_refresh):
+            now = time.monotonic()
+            if self._attempted_at >= started:
+                return  # a fetch ran while this task waited for the lock: its result stands
+            if now - self._attempted_at < self._min_refresh and (self._keys or not force):
                 return
+            self._attempted_at = now
             self._keys = await self._fetch()
             self._fetched_at = time.monotonic()
 

@@ -96,8 +96,9 @@ class InMemoryChallengeStore:
             )
             if same_execution and existing.usable:
                 return SendReservation(SendVerdict.REPLAY, existing)
+            abandoned = existing.pending and now - existing.sent_at > request.reservation_seconds
             wait = existing.sent_at + request.cooldown_seconds - now
-            if same_execution or wait > 0:
+            if (same_execution and not abandoned) or wait > 0:
                 return SendReservation(SendVerdict.TOO_SOON, wait_seconds=max(wait, 1.0))
         sent, window_end = self._counters.get(request.sends_subject, (0, 0.0))
         if window_end > now and sent >= request.send_limit:

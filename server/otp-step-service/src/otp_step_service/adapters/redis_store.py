@@ -41,14 +41,15 @@ _COUNTERS = """
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
 local function give_back(key) if count(key) > 0 then redis.call('DECR', key) end end
 local function add(key, window)
-  local n = redis.call('INCR', key)
-  if n == 1 then redis.call('EXPIRE', key, window) end
+  redis.call('INCR', key)
+  -- The window starts with the first event and is not restarted by a give-back to 0 (as in memory).
+  if redis.call('PTTL', key) < 0 then redis.call('EXPIRE', key, window) end
 end
 """
 
 # KEYS: challenge, sends counter, lockout counter.
 # ARGV: placeholder json, now, execution id, cooldown s, placeholder TTL ms, send limit, send window s,
-#       lockout threshold.
+#       lockout threshold, reservation s.
 _BEGIN_SEND = (
     _COUNTERS
     + """
@@ -60,8 +61,9 @@ if raw then
   if c.expires_at > now then
     local same = ARGV[3] ~= '' and c.step_execution_id == ARGV[3]
     if same and not c.pending and not c.unusable then return {'replay', raw} end
+    local abandoned = c.pending and now - c.sent_at > tonumber(ARGV[9])
     local wait = c.sent_at + tonumber(ARGV[4]) - now
-    if same or wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
+    if (same and not abandoned) or wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
   end
 end
 if count(KEYS[2]) >= tonumber(ARGV[6]) then
@@ -240,6 +242,7 @@ class RedisChallengeStore:
                 request.send_limit,
                 request.send_window_seconds,
                 request.lockout_threshold,
+                request.reservation_seconds,
             ],
         )
         name = _text(verdict)

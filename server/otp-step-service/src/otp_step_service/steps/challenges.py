@@ -46,6 +46,11 @@ def lockout_subject(connection: str, identifier: str) -> str:
 # then holds at most twice rate x lifetime entries, steady after two lifetimes.
 EXPIRED_GRACE_SECONDS = 300
 
+# A reservation (pending placeholder) older than this was abandoned: the process died, or the store failed
+# while Generate settled it. It then holds the resend cooldown like a sent code, but no longer blocks retries
+# of its execution for the whole session validity. Longer than any Cognito call with its retries.
+RESERVATION_SECONDS = 120
+
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
@@ -123,6 +128,7 @@ class SendRequest:
     send_window_seconds: int
     lockout_subject: str
     lockout_threshold: int
+    reservation_seconds: float = RESERVATION_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """The service's one exception root, and the gRPC status each kind of error stands for where it has one.
 
-Errors are raised inside the service and translated once, at the transport edge: the domain names the status
-with `RpcStatus` (its own enum, so it imports no gRPC), and the servicer maps it to `grpc.StatusCode` by name.
-A step that ran never raises to the caller: its failures are outcomes (see `outcomes.FailureCode`).
+Errors are raised inside the service and translated once, at the transport edge: an error that reaches a
+caller names its status with `RpcStatus` (the domain's own enum, so it imports no gRPC), and the servicer
+answers with that status and the error's rich details. A step that ran never raises to the caller: its
+failures are outcomes (see `outcomes.FailureCode`).
 """
 
 from __future__ import annotations
@@ -49,9 +50,3 @@ class UnknownConnectionError(OtpStepError, LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no connection named {name!r} is configured")
         self.name = name
-
-
-class OverloadedError(OtpStepError):
-    """More steps are in flight than the service (or this caller) may run at once: back off and retry."""
-
-    status = RpcStatus.RESOURCE_EXHAUSTED

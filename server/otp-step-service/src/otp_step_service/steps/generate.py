@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from .branching import fail, succeed
 from .challenges import (
+    RESERVATION_SECONDS,
     Challenge,
     ChallengeKey,
     SendRequest,
@@ -23,6 +24,7 @@ from .challenges import (
 from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
 from .deadline import Deadline
+from .errors import ChallengeStoreError
 from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier
 from .journey import GenerateRequest
 from .model import AuthChallenge, CognitoError, CognitoRequests
@@ -105,6 +107,7 @@ class GenerateOtpStep:
                 send_window_seconds=policy.send_window_seconds,
                 lockout_subject=lockout_subject(policy.name, identifier.value),
                 lockout_threshold=policy.lockout_threshold,
+                reservation_seconds=RESERVATION_SECONDS,
             )
         )
         match reservation.verdict:
@@ -131,6 +134,10 @@ class GenerateOtpStep:
                         retry_after_seconds=math.ceil(reservation.wait_seconds) or policy.send_window_seconds,
                     )
                 )
+            case SendVerdict.RESERVED:
+                pass
+            case _:  # a verdict without what it promises (REPLAY without its challenge): never send on it
+                raise AssertionError(f"unexpected reservation {reservation.verdict}")
 
         requests = CognitoRequests()
         result, saved, failure = SendResult.MAYBE_SENT, None, None
@@ -151,11 +158,11 @@ class GenerateOtpStep:
         except ChannelNotAvailableError as exc:
             failure = StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc))
             result = SendResult.MAYBE_SENT if exc.code_may_be_sent else SendResult.NOT_SENT
-        except asyncio.CancelledError:
-            # The caller went away mid-call. Whatever Cognito did is settled before the cancellation goes on:
-            # a request that left counts as a sent code (Cognito may have delivered it).
+        except BaseException:
+            # The caller went away mid-call (or a bug surfaced): whatever Cognito did is settled before this
+            # goes on, and a request that left counts as a sent code (Cognito may have delivered it).
             result = SendResult.MAYBE_SENT if requests.sent else SendResult.NOT_SENT
-            await asyncio.shield(self._settle(key, nonce, result, _unusable(placeholder, result), sends))
+            await self._settle(key, nonce, result, _unusable(placeholder, result), sends, quiet=True)
             raise
         if failure is not None and failure.code in _USER_STATE and policy.user_enumeration_protection:
             # Whatever is wrong with this user (none, disabled, unconfirmed, no phone), an outsider sees what
@@ -171,9 +178,24 @@ class GenerateOtpStep:
         return succeed(step, _sent(saved))
 
     async def _settle(
-        self, key: ChallengeKey, nonce: str, result: SendResult, challenge: Challenge | None, sends: str
+        self,
+        key: ChallengeKey,
+        nonce: str,
+        result: SendResult,
+        challenge: Challenge | None,
+        sends: str,
+        *,
+        quiet: bool = False,
     ) -> None:
-        await self._store.finish_send(key, nonce, result, challenge, sends)
+        """finish_send, shielded: a cancellation arriving while the store writes must not leave the key held
+        by the pending placeholder. `quiet` (on the way out of a cancellation) logs a store failure instead
+        of letting it replace the cancellation; the reservation then expires by itself (RESERVATION_SECONDS)."""
+        try:
+            await asyncio.shield(self._store.finish_send(key, nonce, result, challenge, sends))
+        except ChallengeStoreError as exc:
+            if not quiet:
+                raise
+            log.warning("could not settle a cancelled Generate (%s); its reservation expires by itself", exc)
 
 
 async def _start(

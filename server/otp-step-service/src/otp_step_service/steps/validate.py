@@ -144,10 +144,14 @@ class ValidateOtpStep:
                     )
                 )
             return failed(failure_for(error))
-        except asyncio.CancelledError:
-            # The caller went away mid-call: a code that reached Cognito may have been judged, so it counts.
+        except BaseException:
+            # The caller went away mid-call (or a bug surfaced): a code that reached Cognito may have been
+            # judged, so it counts. A store failure here is logged, not raised over the cancellation.
             judgement = Judgement.UNKNOWN if requests.sent else Judgement.UNJUDGED
-            await asyncio.shield(self._store.finish_attempt(key, challenge.nonce, judgement, subject))
+            try:
+                await asyncio.shield(self._store.finish_attempt(key, challenge.nonce, judgement, subject))
+            except ChallengeStoreError as exc:
+                log.warning("could not settle a cancelled Validate (%s); its attempt stays spent", exc)
             raise
 
         # The session is spent at Cognito: whatever happens next, the challenge is consumed. The user has

@@ -10,19 +10,24 @@ use up the bound for everyone. So:
   `max_concurrent_steps` in the process, or `max_steps_per_caller` for one caller, new ones get
   RESOURCE_EXHAUSTED at once (backpressure the orchestrator can see, never an unbounded queue), while health
   checks and reflection are never refused for load.
-The caller is the client connection (its peer address) until callers authenticate.
+- any unary RPC (health checks included) counts while open against `max_open_rpcs_per_caller`, so one
+  caller cannot fill gRPC's own bound on open RPCs (`max_open_rpcs`) with idle streams spread over many
+  connections.
+The caller is the client's host (its peer address without the port: a second connection from the same host
+is the same caller) until callers authenticate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2
 
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
@@ -36,6 +41,7 @@ class AdmissionLimits:
 
     max_concurrent_steps: int
     max_steps_per_caller: int
+    max_open_rpcs_per_caller: int
     idle_stream_seconds: float
 
 
@@ -47,6 +53,7 @@ class Admission(grpc.aio.ServerInterceptor):
         self._steps = step_methods
         self._in_flight = 0
         self._per_caller: Counter[str] = Counter()
+        self._open_per_caller: Counter[str] = Counter()
 
     @property
     def steps_in_flight(self) -> int:
@@ -65,23 +72,28 @@ class Admission(grpc.aio.ServerInterceptor):
         is_step = details.method in self._steps
 
         async def read_then_run(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            request = await self._read_request(context)
-            if not is_step:
-                return await unary(request, context)
-            caller = context.peer()
-            refused = self._refusal(caller)
-            if refused is not None:
-                reason, message = refused
-                await abort(context, code_pb2.RESOURCE_EXHAUSTED, message, *overloaded_details(reason))
-            self._in_flight += 1
-            self._per_caller[caller] += 1
-            try:
-                return await unary(request, context)
-            finally:
-                self._in_flight -= 1
-                self._per_caller[caller] -= 1
-                if self._per_caller[caller] <= 0:
-                    del self._per_caller[caller]
+            caller = caller_of(context)
+            if self._open_per_caller[caller] >= self._limits.max_open_rpcs_per_caller:
+                await abort(
+                    context,
+                    code_pb2.RESOURCE_EXHAUSTED,
+                    f"this caller has {self._limits.max_open_rpcs_per_caller} calls open already",
+                    *overloaded_details("CALLER_OVERLOADED"),
+                )
+            with _counted(self._open_per_caller, caller):
+                request = await self._read_request(context)
+                if not is_step:
+                    return await unary(request, context)
+                refused = self._refusal(caller)
+                if refused is not None:
+                    reason, message = refused
+                    await abort(context, code_pb2.RESOURCE_EXHAUSTED, message, *overloaded_details(reason))
+                self._in_flight += 1
+                try:
+                    with _counted(self._per_caller, caller):
+                        return await unary(request, context)
+                finally:
+                    self._in_flight -= 1
 
         return grpc.stream_unary_rpc_method_handler(
             read_then_run,
@@ -94,6 +106,10 @@ class Admission(grpc.aio.ServerInterceptor):
             # asyncio.timeout, not wait_for: no extra task per call on the hot path.
             async with asyncio.timeout(self._limits.idle_stream_seconds):
                 request = await context.read()
+        except message.DecodeError:
+            await abort(
+                context, code_pb2.INVALID_ARGUMENT, "the request message is not a valid protobuf message"
+            )
         except TimeoutError:
             await abort(
                 context,
@@ -123,3 +139,22 @@ def overloaded_details(reason: str) -> tuple[error_details_pb2.ErrorInfo, error_
         error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN),
         error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=100_000_000)),
     )
+
+
+def caller_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's host: `ipv4:10.0.0.7:53512` and `ipv4:10.0.0.7:53600` are one caller."""
+    peer = context.peer()
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() and host not in ("ipv4", "ipv6") else peer
+
+
+@contextlib.contextmanager
+def _counted(counter: Counter[str], caller: str) -> Iterator[None]:
+    """One more for `caller` while the block runs; the entry goes when it drops to zero (no unbounded dict)."""
+    counter[caller] += 1
+    try:
+        yield
+    finally:
+        counter[caller] -= 1
+        if counter[caller] <= 0:
+            del counter[caller]

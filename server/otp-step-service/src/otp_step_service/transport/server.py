@@ -58,6 +58,7 @@ class ServerLimits:
     max_steps_per_caller: int
     max_streams_per_connection: int
     max_open_rpcs: int
+    max_open_rpcs_per_caller: int
     idle_stream_seconds: float
     max_message_bytes: int
     reuse_port: bool  # several server processes share the port (OTP_STEP_PROCESSES)
@@ -74,7 +75,10 @@ class StepExecutorServer:
         self._server: grpc.aio.Server | None = None
         self.admission = Admission(
             AdmissionLimits(
-                limits.max_concurrent_steps, limits.max_steps_per_caller, limits.idle_stream_seconds
+                limits.max_concurrent_steps,
+                limits.max_steps_per_caller,
+                limits.max_open_rpcs_per_caller,
+                limits.idle_stream_seconds,
             ),
             STEP_METHODS,
         )

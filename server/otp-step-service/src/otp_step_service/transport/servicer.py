@@ -100,7 +100,7 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
                 error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in exc.violations
             ]
         )
-        await abort(context, code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}", bad)
+        await abort(context, code_pb2.Code.Value(exc.status.value), f"invalid request: {exc}", bad)
 
     @staticmethod
     async def _unknown_connection(context: Context, exc: UnknownConnectionError) -> NoReturn:
@@ -110,4 +110,4 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
         info = error_details_pb2.ErrorInfo(
             reason="CONNECTION_NOT_FOUND", domain=ERROR_DOMAIN, metadata={"connection": exc.name}
         )
-        await abort(context, code_pb2.NOT_FOUND, str(exc), info)
+        await abort(context, code_pb2.Code.Value(exc.status.value), str(exc), info)
