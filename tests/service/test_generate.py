@@ -184,3 +184,14 @@ def test_codes_per_identifier_are_capped_across_journey_runs(journeys: Journeys)
     assert results[2].failure.code == pb.FAILURE_CODE_RESEND_TOO_SOON
     assert results[2].failure.retry_after_seconds == 60
     assert len(journeys.emulator.outbox("+15555550100")) == before + 2
+
+
+def test_an_unknown_phone_on_the_email_channel_gets_a_mask_a_real_user_could_get(journeys: Journeys) -> None:
+    # The pool hides unknown users (PreventUserExistenceErrors = ENABLED): its phantom challenge makes up a
+    # destination from the phone number ("+***@e***"); the service shows a plausible email mask instead.
+    response, _ = journeys.generate("+15555550199", channel="EMAIL")
+    assert response.WhichOneof("outcome") == "success"
+    masked = response.success.masked_destination
+    assert re.fullmatch(r"[a-z]\*{3}@[a-z]\*{3}", masked), masked
+    again, _ = journeys.generate("+15555550199", channel="EMAIL")
+    assert again.success.masked_destination == masked  # stable per identifier, as a real user's is

@@ -57,7 +57,9 @@ def test_a_wrong_code_leaves_two_attempts_and_the_right_one_still_works(journeys
     wrong = journeys.validate(journey, "grace@example.com", "00000000" if code != "00000000" else "11111111")
     assert wrong.failure.code == pb.FAILURE_CODE_INVALID_CODE
     assert wrong.failure.attempts_remaining == 2
-    assert wrong.failure.cognito_error == "CodeMismatchException"
+    # Under enumeration protection (this connection) a wrong code names no Cognito error: a decoy, which makes
+    # no Cognito call, carries the same fields.
+    assert wrong.failure.cognito_error == ""
     assert wrong.variables["otp_error"]["attempts_remaining"] == 2
     right = journeys.validate(journey, "grace@example.com", code)
     assert right.WhichOneof("outcome") == "success"
@@ -162,3 +164,31 @@ def test_wrong_codes_across_journeys_lock_the_identifier(journeys: Journeys, abo
     assert failure.code == pb.FAILURE_CODE_IDENTIFIER_LOCKED
     if abort:
         assert response.abort.client_error.code == "TRY_AGAIN_LATER"
+
+
+def test_without_protection_a_wrong_code_names_cognitos_error(journeys: Journeys) -> None:
+    before = len(journeys.emulator.outbox("grace@example.com"))
+    sent, journey = journeys.generate("grace@example.com", connection="legacy-open")
+    assert sent.WhichOneof("outcome") == "success"
+    code = journeys.emulator.latest_code("grace@example.com", after=before)
+    wrong = journeys.validate(journey, "grace@example.com", wrong_code(code), connection="legacy-open")
+    assert (wrong.failure.code, wrong.failure.cognito_error) == (
+        pb.FAILURE_CODE_INVALID_CODE,
+        "CodeMismatchException",
+    )
+
+
+def test_a_user_disabled_between_the_steps_looks_like_a_wrong_code_under_protection(
+    journeys: Journeys,
+) -> None:
+    admin = journeys.emulator.admin()
+    pool = journeys.emulator.seed.user_pool_id
+    journey, code = _send(journeys, "grace@example.com", "grace@example.com")
+    admin.admin_disable_user(UserPoolId=pool, Username="grace")
+    try:
+        disabled = journeys.validate(journey, "grace@example.com", code)
+    finally:
+        admin.admin_enable_user(UserPoolId=pool, Username="grace")
+    assert disabled.failure.code == pb.FAILURE_CODE_INVALID_CODE
+    assert disabled.failure.attempts_remaining == 2
+    assert disabled.failure.cognito_error == ""

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import re
 import secrets
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -147,7 +148,7 @@ class GenerateOtpStep:
                 placeholder,
                 username=challenge.username or identifier.value,
                 session=challenge.session,
-                masked_destination=challenge.destination or identifier.masked,
+                masked_destination=_shown_destination(challenge.destination, identifier, channel),
                 expires_at=self._clock.now() + policy.session_validity_seconds,
                 pending=False,
             )
@@ -237,6 +238,22 @@ class ChannelNotAvailableError(Exception):
     def __init__(self, message: str, *, code_may_be_sent: bool) -> None:
         super().__init__(message)
         self.code_may_be_sent = code_may_be_sent
+
+
+# Cognito's masks [obs]: "a***@e***" for an email, "+*******0100" for a phone number.
+_MASKS = {Channel.EMAIL: re.compile(r"[^@+\s*]\*{3}@[^@\s*]\*{3}"), Channel.SMS: re.compile(r"\+\*+[0-9]{4}")}
+
+
+def _shown_destination(masked: str, identifier: UserIdentifier, channel: Channel) -> str:
+    """The masked destination the journey sees: Cognito's, when it has the shape of the channel's masks.
+
+    A pool that hides unknown users answers them with a phantom challenge whose destination is made up from
+    the USERNAME [inferred]: a phone number asked to receive an email comes back as "+***@e***", which no
+    real user would ever see. The service then makes the plausible mask itself, as for its own decoys.
+    """
+    if masked and _MASKS[channel].fullmatch(masked):
+        return masked
+    return _plausible_destination(identifier, channel)
 
 
 def _unusable(placeholder: Challenge, result: SendResult) -> Challenge | None:

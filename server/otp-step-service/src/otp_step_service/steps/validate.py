@@ -33,6 +33,15 @@ _CODE_SHAPE = re.compile(r"[0-9]{6,8}")
 _SESSION_DEAD = frozenset(
     {CognitoErrorKind.SESSION_INVALID, CognitoErrorKind.CODE_EXPIRED, CognitoErrorKind.USER_DISABLED}
 )
+# Account states an outsider could probe for at Validate; enumeration protection answers them as wrong codes.
+_USER_STATE = frozenset(
+    {
+        CognitoErrorKind.USER_NOT_FOUND,
+        CognitoErrorKind.USER_DISABLED,
+        CognitoErrorKind.USER_NOT_READY,
+        CognitoErrorKind.NOT_AUTHORIZED,
+    }
+)
 # JWT bookkeeping claims that are not user attributes (used when attributes fall back to the ID token).
 _TOKEN_CLAIMS = frozenset(
     {"aud", "iss", "exp", "iat", "auth_time", "token_use", "event_id", "jti", "origin_jti", "nbf", "at_hash"}
@@ -93,7 +102,11 @@ class ValidateOtpStep:
 
         code = request.otp_code.strip()
         if challenge.decoy or not _CODE_SHAPE.fullmatch(code):
-            return failed(await self._wrong_code(key, challenge, subject, cognito_error=""))
+            return failed(
+                await self._wrong_code(
+                    key, challenge, subject, "", protected=policy.user_enumeration_protection
+                )
+            )
 
         requests = CognitoRequests()
         try:
@@ -107,11 +120,23 @@ class ValidateOtpStep:
                 requests,
             )
         except CognitoError as error:
-            if error.kind is CognitoErrorKind.CODE_MISMATCH or (
-                # The user vanished between the steps: with protection on, that is just a wrong code.
-                error.kind is CognitoErrorKind.USER_NOT_FOUND and policy.user_enumeration_protection
-            ):
-                return failed(await self._wrong_code(key, challenge, subject, error.cognito_error))
+            hidden = policy.user_enumeration_protection and error.kind in _USER_STATE
+            if hidden:
+                # The user vanished, was disabled or refused between the steps: with protection on that is
+                # just a wrong code, as for anyone else. Operators see the real reason here.
+                log.info(
+                    "enumeration protection: answered %s at Validate as a wrong code", error.cognito_error
+                )
+            if error.kind is CognitoErrorKind.CODE_MISMATCH or hidden:
+                return failed(
+                    await self._wrong_code(
+                        key,
+                        challenge,
+                        subject,
+                        error.cognito_error,
+                        protected=policy.user_enumeration_protection,
+                    )
+                )
             if error.kind in _SESSION_DEAD:
                 judgement = Judgement.SESSION_DEAD
             elif error.certainly_not_acted:
@@ -180,10 +205,13 @@ class ValidateOtpStep:
         return succeed(step, verified)
 
     async def _wrong_code(
-        self, key: ChallengeKey, challenge: Challenge, subject: str, cognito_error: str
+        self, key: ChallengeKey, challenge: Challenge, subject: str, cognito_error: str, *, protected: bool
     ) -> StepFailure:
         # The wrong code is already counted (before Cognito was asked), the attempt too: the store needs telling
-        # only when the challenge is now exhausted.
+        # only when the challenge is now exhausted. Under enumeration protection the failure names no Cognito
+        # error: a decoy (no Cognito call) and a real user (CodeMismatchException) must carry the same fields.
+        if protected:
+            cognito_error = ""
         remaining = challenge.attempts_remaining
         if remaining <= 0:
             await self._store.finish_attempt(key, challenge.nonce, Judgement.WRONG, subject)

@@ -44,6 +44,9 @@ MAX_CODE = 32
 MAX_SCOPES = 32
 # The reported event data is cut to 8 KiB anyway; a larger payload is a mistake, refused before any work.
 MAX_CUSTOM_PAYLOAD = 64 * 1024
+# A journey's payload is a few levels deep; protobuf's parser refuses ~48 levels of Struct itself (then the
+# request is INVALID_ARGUMENT before it reaches here). A stated, lower bound keeps the redaction walk shallow.
+MAX_PAYLOAD_DEPTH = 32
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _SCOPE = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,128}$")  # RFC 6749 scope-token
@@ -161,6 +164,10 @@ def _step(
             check.violations.append(
                 ("step.event_data.custom_payload", f"larger than {MAX_CUSTOM_PAYLOAD} bytes")
             )
+        elif _depth(custom) > MAX_PAYLOAD_DEPTH:
+            check.violations.append(
+                ("step.event_data.custom_payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+            )
         else:
             try:
                 payload = json_format.MessageToDict(custom)
@@ -179,6 +186,21 @@ def _step(
         event_data_mode=mode or EventDataMode.NONE,
         custom_payload=payload,
     )
+
+
+def _depth(payload: struct_pb2.Struct) -> int:
+    """How many Struct / list levels `payload` nests (iteratively: a hostile payload cannot exhaust the stack)."""
+    deepest = 0
+    pending: list[tuple[struct_pb2.Value, int]] = [(value, 1) for value in payload.fields.values()]
+    while pending:
+        value, level = pending.pop()
+        deepest = max(deepest, level)
+        kind = value.WhichOneof("kind")
+        if kind == "struct_value":
+            pending.extend((inner, level + 1) for inner in value.struct_value.fields.values())
+        elif kind == "list_value":
+            pending.extend((inner, level + 1) for inner in value.list_value.values)
+    return deepest
 
 
 def generate_request(message: pb.GenerateOtpRequest) -> GenerateRequest:
