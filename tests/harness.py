@@ -186,6 +186,12 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "resend_cooldown_seconds": 0,
             "send_window_seconds": 60,
         },
+        "budget": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "send_limit": 10,
+            "send_window_seconds": 900,
+        },
         "reveal": {
             "client_id": seed.client_id,
             "client_secret_file": str(secret_file),

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -244,3 +245,27 @@ def test_overload_says_which_bound_and_when_to_retry(connections_file: Path, emu
         assert status.details[1].Unpack(retry) and retry.retry_delay.ToTimedelta().total_seconds() > 0
     finally:
         service.stop(1)
+
+
+def test_two_thousand_concurrent_calls_on_one_channel_get_only_documented_statuses(
+    own_service: RunningService,
+) -> None:
+    statuses: list[grpc.StatusCode] = []
+
+    async def flood() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{own_service.port}") as channel:
+            stub = pb_grpc.StepExecutorStub(channel)
+
+            async def one(i: int) -> grpc.StatusCode:
+                try:
+                    await stub.GenerateOtp(_generate(f"flood-{i}@example.com"), timeout=60)
+                    return grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+
+            statuses.extend(await asyncio.gather(*(one(i) for i in range(2000))))
+
+    asyncio.run(flood())
+    documented = {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE}
+    assert set(statuses) <= documented, Counter(statuses)
+    assert statuses.count(grpc.StatusCode.OK) >= 100

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from harness import Emulator, Journeys, wrong_code
+from harness import Emulator, Journeys, build_service, wrong_code
+from otp_step_client import Journey, Step, StepExecutorClient, StepExecutorError
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 
@@ -133,3 +136,71 @@ def test_the_call_timeout_is_the_configured_one_not_a_bucket_below_it(
     emulator.inject(operation="InitiateAuth", latency_ms=3200, count=1)
     response, _ = journeys.generate("grace@example.com")
     assert response.WhichOneof("outcome") == "success", response
+
+
+def test_short_deadlines_over_a_slow_cognito_deliver_no_more_codes_than_the_budget(
+    connections_file: Path, emulator: Emulator
+) -> None:
+    # The attack: InitiateAuth slowed to 400 ms, 30 Generates for one address with 0.3 s deadlines, 15 in one
+    # journey run and 15 in new runs. Each times out at the caller, yet Cognito (the emulator) still sends: every
+    # such send counts, so at most send_limit (10) codes arrive.
+    service = build_service(connections_file)
+    service.start()
+    try:
+        emulator.inject(operation="InitiateAuth", latency_ms=400, count=30)
+        before = len(emulator.outbox("ada@example.com"))
+        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
+            journeys = Journeys(client, emulator)
+            one_run = journeys.journey()
+            runs = [one_run] * 15 + [journeys.journey() for _ in range(15)]
+
+            def attempt(journey: Journey) -> str:
+                try:
+                    sent = client.generate_otp(
+                        journey, Step("budget", "ada@example.com", channel="EMAIL"), timeout=0.3
+                    )
+                    return (sent.failure.code and pb.FailureCode.Name(sent.failure.code)) or "SENT"
+                except StepExecutorError as exc:
+                    return exc.code.name
+
+            with ThreadPoolExecutor(max_workers=6) as pool:
+                answers = list(pool.map(attempt, runs))
+        until = time.monotonic() + 10
+        while emulator_faults(emulator) and time.monotonic() < until:  # the last delayed sends land
+            time.sleep(0.05)
+        time.sleep(0.6)
+        delivered = len(emulator.outbox("ada@example.com")) - before
+        assert delivered <= 10, (delivered, answers)
+        assert "FAILURE_CODE_RESEND_TOO_SOON" in answers
+    finally:
+        emulator.clear_faults()
+        service.stop(1)
+
+
+def test_right_codes_lost_to_dropped_connections_do_not_lock_the_user_out(
+    connections_file: Path, emulator: Emulator
+) -> None:
+    # lockout_threshold = 4 on this connection (a service of its own: fresh counters). Five Validates whose
+    # answers never arrive: each spends its attempt, none counts as a wrong code: no lockout.
+    service = build_service(connections_file)
+    service.start()
+    client = StepExecutorClient(f"127.0.0.1:{service.port}")
+    try:
+        _five_lost_answers_then_a_generate(Journeys(client, emulator), emulator)
+    finally:
+        emulator.clear_faults()
+        client.close()
+        service.stop(1)
+
+
+def _five_lost_answers_then_a_generate(journeys: Journeys, emulator: Emulator) -> None:
+    for _ in range(5):
+        before = len(emulator.outbox("+15555550101"))
+        sent, journey = journeys.generate("+15555550101", channel="SMS", connection="lockout")
+        assert sent.WhichOneof("outcome") == "success", sent
+        code = emulator.latest_code("+15555550101", after=before)
+        emulator.inject(operation="RespondToAuthChallenge", error="DropConnection", count=1)
+        lost = journeys.validate(journey, "+15555550101", code, connection="lockout")
+        assert lost.failure.code == pb.FAILURE_CODE_COGNITO_UNAVAILABLE
+    again, _ = journeys.generate("+15555550101", channel="SMS", connection="lockout")
+    assert again.WhichOneof("outcome") == "success", again

@@ -161,6 +161,8 @@ class InMemoryChallengeStore:
             if mine and challenge is not None:
                 self._challenges[skey] = challenge.with_attempt(-1)
             self._decrement(lockout_subject)
+        elif judgement is Judgement.UNKNOWN:
+            self._decrement(lockout_subject)  # the attempt stays spent
         elif (
             judgement is Judgement.WRONG
             and mine

@@ -129,6 +129,8 @@ elseif judgement == 'unjudged' then
   give_back(KEYS[2])
 elseif judgement == 'wrong' then
   if mine and c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]) end
+elseif judgement == 'unknown' then
+  give_back(KEYS[2])  -- the attempt stays spent
 end
 return 1
 """

@@ -184,4 +184,8 @@ class Judgement(enum.Enum):
     WRONG = "wrong"  # a wrong code: both counts stay; the challenge goes once no attempt is left
     UNJUDGED = "unjudged"  # Cognito certainly did not judge it: the attempt and the count are given back
     SESSION_DEAD = "session_dead"  # Cognito will judge no more codes for it: gone, the count given back
-    UNKNOWN = "unknown"  # Cognito may have judged it (timeout, 5xx, dropped): both counts stay
+    # Cognito may have judged it (timeout, 5xx, dropped): the attempt stays spent (Cognito may have counted it
+    # against its own session cap), but not the identifier's wrong-code count. The lockout guards against
+    # guessing with feedback, and an answer that never arrived gave none: ten right codes lost to a flaky
+    # network must not lock the user out for the window.
+    UNKNOWN = "unknown"

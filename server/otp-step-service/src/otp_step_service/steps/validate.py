@@ -142,8 +142,8 @@ class ValidateOtpStep:
             elif error.certainly_not_acted:
                 judgement = Judgement.UNJUDGED
             else:
-                # A read timeout, a 5xx, a dropped connection: Cognito may have judged the code. The attempt
-                # and the wrong-code count stay, or an attacker could learn the code from later answers.
+                # A read timeout, a 5xx, a dropped connection: Cognito may have judged the code, so the attempt
+                # stays spent (or later answers could tell an attacker which code was judged).
                 judgement = Judgement.UNKNOWN
             await self._store.finish_attempt(key, challenge.nonce, judgement, subject)
             if (
@@ -155,8 +155,9 @@ class ValidateOtpStep:
                 # published]: the truthful answer is "no attempts left", and the connection promises more
                 # than the pool allows.
                 log.warning(
-                    "Cognito ended a session after %d wrong code(s): the pool's attempt cap is below "
-                    "max_attempts = %d (make conformance measures it)",
+                    "Cognito ended a session after %d earlier code(s): the pool's attempt cap is below "
+                    "max_attempts = %d (make conformance measures it), or an earlier answer that never "
+                    "arrived was right",
                     challenge.attempts_used - 1,
                     challenge.max_attempts,
                 )
