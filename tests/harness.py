@@ -178,6 +178,12 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "client_secret_file": str(legacy_secret),
             "user_enumeration_protection": False,
         },
+        "legacy-timing": {
+            "client_id": extra_clients["legacy"],
+            "client_secret_file": str(legacy_secret),
+            "lockout_threshold": 100,
+            "resend_cooldown_seconds": 0,
+        },
         "no-user-auth": {"client_id": extra_clients["no_user_auth"]},
         "send-cap": {
             "client_id": seed.client_id,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
+from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -48,12 +50,41 @@ _TOKEN_CLAIMS = frozenset(
 )
 
 
+class WrongCodeLatency:
+    """How long Cognito takes to judge a code, per connection, so a decoy's wrong code takes as long.
+
+    A decoy is judged without a Cognito call; answered at once it would tell an unknown user from a real one
+    by timing alone (~1 ms against ~4 ms on the emulator, 100+ ms on AWS). So the decoy waits a duration drawn
+    from the connection's recent real judgements: the same distribution, whatever it is today.
+    """
+
+    # Before any real judgement was seen: a typical Cognito round trip [obs: 200-300 ms warm on AWS].
+    PRIOR_SECONDS = 0.2
+
+    def __init__(self, keep: int = 256) -> None:
+        self._keep = keep
+        self._seen: dict[str, deque[float]] = {}
+
+    def observe(self, connection: str, seconds: float) -> None:
+        """A real judgement took `seconds`."""
+        self._seen.setdefault(connection, deque(maxlen=self._keep)).append(seconds)
+
+    def draw(self, connection: str) -> float:
+        """A duration for a decoy's judgement."""
+        seen = self._seen.get(connection)
+        # Not for security: which past duration is replayed only has to follow their distribution.
+        return seen[random.randrange(len(seen))] if seen else self.PRIOR_SECONDS
+
+
 class ValidateOtpStep:
     """Runs Validate: spend an attempt, answer Cognito's challenge, verify the ID token, release claims."""
 
-    def __init__(self, store: ChallengeStore, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, store: ChallengeStore, clock: Clock = SYSTEM_CLOCK, latency: WrongCodeLatency | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._latency = latency or WrongCodeLatency()
 
     async def run(
         self, request: ValidateRequest, connection: Connection, deadline: Deadline
@@ -101,6 +132,8 @@ class ValidateOtpStep:
                 )
 
         code = request.otp_code.strip()
+        if challenge.decoy and _CODE_SHAPE.fullmatch(code):
+            await self._as_long_as_cognito(policy.name, deadline)
         if challenge.decoy or not _CODE_SHAPE.fullmatch(code):
             return failed(
                 await self._wrong_code(
@@ -109,6 +142,7 @@ class ValidateOtpStep:
             )
 
         requests = CognitoRequests()
+        asked = self._clock.monotonic()
         try:
             tokens = await connection.gateway.answer_otp(
                 challenge.username,
@@ -127,6 +161,8 @@ class ValidateOtpStep:
                 log.info(
                     "enumeration protection: answered %s at Validate as a wrong code", error.cognito_error
                 )
+            if error.kind is CognitoErrorKind.CODE_MISMATCH:
+                self._latency.observe(policy.name, self._clock.monotonic() - asked)
             if error.kind is CognitoErrorKind.CODE_MISMATCH or hidden:
                 return failed(
                     await self._wrong_code(
@@ -228,6 +264,15 @@ class ValidateOtpStep:
             remaining,
             cognito_error,
         )
+
+    async def _as_long_as_cognito(self, connection: str, deadline: Deadline) -> None:
+        """Wait as long as a real judgement would (never past the caller's deadline)."""
+        wait = self._latency.draw(connection)
+        left = deadline.remaining()
+        if left is not None:
+            wait = min(wait, max(left - 0.05, 0.0))
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     @staticmethod
     async def _attributes(
