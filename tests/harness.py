@@ -289,11 +289,11 @@ class RunningService:
         self.run(self.service.prepare(self_test=False))
         self.run(self.service.start())
 
-    def stop(self, grace: float = 1) -> None:
-        """Drain within `grace`, close everything, end the loop."""
+    def stop(self, grace: float = 1, notice: float = 0) -> None:
+        """NOT_SERVING for `notice`, drain within `grace`, close everything, end the loop."""
         if not self._thread.is_alive():
             return
-        self.run(self.service.stop(grace))
+        self.run(self.service.stop(grace, notice))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()

@@ -309,3 +309,25 @@ def test_a_custom_payload_that_cannot_be_reported_is_invalid_argument(
         stub.GenerateOtp(request, timeout=5)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert why in (raised.value.details() or "")
+
+
+def test_on_shutdown_health_says_not_serving_while_calls_are_still_answered(
+    connections_file: Path, journeys: Journeys
+) -> None:
+    service = build_service(connections_file)
+    service.start()
+    client = StepExecutorClient(f"127.0.0.1:{service.port}")
+    stopper = threading.Thread(target=service.stop, kwargs={"grace": 1, "notice": 1.5})
+    stopper.start()
+    deadline = time.monotonic() + 2
+    while client.health(timeout=1) != "NOT_SERVING":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # The load balancer has been told; a call that still arrives in the notice window is served.
+    sent = client.generate_otp(journeys.journey(), Step("demo", "grace@example.com", channel="EMAIL"))
+    assert sent.WhichOneof("outcome") == "success"
+    stopper.join()
+    with pytest.raises(StepExecutorError) as raised:
+        client.health(timeout=1)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    client.close()

@@ -143,8 +143,13 @@ async def _serve_async(settings: ServiceSettings, self_test: bool, tracing: bool
         settings.max_steps_per_caller,
     )
     await stop.wait()
-    log.info("%s: draining in-flight steps (grace %.0f s)", received[0], settings.grace_seconds)
-    await service.stop(settings.grace_seconds)
+    log.info(
+        "%s: NOT_SERVING for %.0f s, then draining in-flight steps (grace %.0f s)",
+        received[0],
+        settings.drain_notice_seconds,
+        settings.grace_seconds,
+    )
+    await service.stop(settings.grace_seconds, settings.drain_notice_seconds)
     return 0
 
 

@@ -139,10 +139,11 @@ class Service:
         """The bound port."""
         return self.server.port
 
-    async def stop(self, grace: float) -> None:
-        """Drain in-flight steps within `grace` seconds, then close every connection and the store."""
+    async def stop(self, grace: float, notice: float = 0.0) -> None:
+        """NOT_SERVING for `notice` seconds, drain in-flight steps within `grace` seconds, then close every
+        connection and the store."""
         try:
-            await self.server.stop(grace)
+            await self.server.stop(grace, notice)
         finally:
             await close_connections(self.runner.connections)
             try:

@@ -65,6 +65,11 @@ class ServiceSettings(BaseSettings):
     grace_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
         10.0, description="on SIGTERM/SIGINT, how long in-flight steps may finish"
     )
+    drain_notice_seconds: Annotated[float, Field(ge=0, le=300)] = Field(
+        0.0,
+        description="on SIGTERM/SIGINT, how long health reports NOT_SERVING while new calls are still served "
+        "(so load balancers stop sending before the port closes)",
+    )
     challenge_store: str = Field(
         "memory", description="'memory', or a redis://, rediss:// or unix:// URL shared by several instances"
     )

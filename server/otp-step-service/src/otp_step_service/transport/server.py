@@ -8,6 +8,7 @@ lock, and an idle stream costs nothing (see README, Load testing).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -127,11 +128,14 @@ class StepExecutorServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, stop accepting, let in-flight steps finish within `grace` seconds."""
+    async def stop(self, grace: float, notice: float = 0.0) -> None:
+        """Report NOT_SERVING, keep serving for `notice` seconds (load balancers see it and stop sending),
+        then stop accepting and let in-flight steps finish within `grace` seconds."""
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
+        if notice > 0:
+            await asyncio.sleep(notice)
         await self._server.stop(grace)
         self._server = None
 
