@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from otp_step_service.adapters.sealing import SessionSealer
+
 from bench import ghz
 from bench.boto_load import clear_outbox, outbox_codes
 from bench.ghz import GhzLoad, LoadResult
@@ -457,7 +459,12 @@ def scaling(bench: Bench) -> None:
     redis.wait_ready(lambda: tcp_open(port), timeout=30)
     standin = start_standin(bench.logs, "standin-scale")
     connections = bench.standin_connection(standin, name="standin-scale")
-    store = {"OTP_STEP_CHALLENGE_STORE": f"redis://127.0.0.1:{port}/0"}
+    keys = bench.work / "challenge.keys"
+    keys.write_text(SessionSealer.new_key_line("bench") + "\n")
+    store = {
+        "OTP_STEP_CHALLENGE_STORE": f"redis://127.0.0.1:{port}/0",
+        "OTP_STEP_CHALLENGE_KEYS_FILE": str(keys),
+    }
     one = bench.service("service-1p", connections, env=store)
     two = bench.service("service-2p", connections, env={**store, "OTP_STEP_PROCESSES": "2"})
     single = ScenarioResult("s1-one-process", "Scaling: GenerateOtp, 1 process, 4 connections", "req/s")

@@ -130,3 +130,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A challenge keys file (sessions sealed at rest in Redis): one fresh key."""
+    from otp_step_service.adapters.sealing import SessionSealer
+
+    path = tmp_path_factory.mktemp("keys") / "challenge.keys"
+    path.write_text(SessionSealer.new_key_line("k1") + "\n")
+    path.chmod(0o600)
+    return path

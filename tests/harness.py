@@ -264,7 +264,7 @@ class RunningService:
     tests drive it with the synchronous client over a real socket."""
 
     def __init__(self, settings: ServiceSettings, tracing: bool = False) -> None:
-        self.store = RecordingStore(challenge_store(settings.challenge_store))
+        self.store = RecordingStore(challenge_store(settings.challenge_store, settings.challenge_keys_file))
         self.service = Service.build(settings, tracing=tracing, store=self.store)  # type: ignore[arg-type]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="service-loop", daemon=True)

@@ -15,6 +15,7 @@ from harness import Emulator, FakeClock, Journeys, build_service, free_port, wro
 from otp_step_client import StepExecutorClient
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.adapters.redis_store import RedisChallengeStore
+from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.challenges import (
     EXPIRED_GRACE_SECONDS,
     AttemptRequest,
@@ -26,6 +27,7 @@ from otp_step_service.steps.challenges import (
     SendResult,
     SendVerdict,
 )
+from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.outcomes import Channel
 from otp_step_service.steps.ports import ChallengeStore
 from stepexecutor.v1 import step_executor_pb2 as pb
@@ -40,7 +42,8 @@ def make_store(request: pytest.FixtureRequest) -> StoreFactory:
         return InMemoryChallengeStore
     url = request.getfixturevalue("redis_url")
     redis.Redis.from_url(url).flushdb()
-    return lambda: RedisChallengeStore.from_url(url)
+    sealer = SessionSealer.from_file(request.getfixturevalue("keys_file"))
+    return lambda: RedisChallengeStore.from_url(url, sealer)
 
 
 def run(make_store: StoreFactory, scenario: Callable[[ChallengeStore], Awaitable[None]]) -> None:
@@ -292,10 +295,10 @@ def test_the_memory_store_forgets_expired_challenges_by_itself() -> None:
 
 
 def test_instances_sharing_redis_validate_each_others_challenges(
-    connections_file: Path, redis_url: str, emulator: Emulator
+    connections_file: Path, redis_url: str, emulator: Emulator, keys_file: Path
 ) -> None:
-    first = build_service(connections_file, challenge_store=redis_url)
-    second = build_service(connections_file, challenge_store=redis_url)
+    first = build_service(connections_file, challenge_store=redis_url, challenge_keys_file=str(keys_file))
+    second = build_service(connections_file, challenge_store=redis_url, challenge_keys_file=str(keys_file))
     first.start()
     second.start()
     try:
@@ -323,10 +326,12 @@ def test_instances_sharing_redis_validate_each_others_challenges(
 
 
 def test_an_unreachable_store_is_a_retryable_system_failure(
-    connections_file: Path, emulator: Emulator
+    connections_file: Path, emulator: Emulator, keys_file: Path
 ) -> None:
     closed = free_port()
-    service = build_service(connections_file, challenge_store=f"redis://127.0.0.1:{closed}/0")
+    service = build_service(
+        connections_file, challenge_store=f"redis://127.0.0.1:{closed}/0", challenge_keys_file=str(keys_file)
+    )
     service.start()
     try:
         with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
@@ -336,3 +341,45 @@ def test_an_unreachable_store_is_a_retryable_system_failure(
     assert response.failure.code == pb.FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE
     assert response.failure.category == pb.ERROR_CATEGORY_SYSTEM
     assert response.failure.retryable
+
+
+def test_redis_holds_no_session_or_username_in_clear_and_keys_rotate(redis_url: str, tmp_path: Path) -> None:
+    old_line, new_line = SessionSealer.new_key_line("old"), SessionSealer.new_key_line("new")
+
+    async def scenario() -> None:
+        client = redis.Redis.from_url(redis_url)
+        before = SessionSealer([_parse(old_line)])
+        store = RedisChallengeStore.from_url(redis_url, before)
+        challenge = _challenge(nonce="n1")
+        await _saved(store, challenge)
+        raw = b"".join(client.get(k) or b"" for k in client.keys("otp-steps:challenge:*"))
+        assert b"session-xyz" not in raw and b'"ada"' not in raw
+        await store.aclose()
+        # Rotation: the new key seals from now on, the old one still opens what it sealed.
+        rotated = RedisChallengeStore.from_url(redis_url, SessionSealer([_parse(new_line), _parse(old_line)]))
+        grant = await rotated.begin_attempt(_attempt())
+        assert grant.challenge is not None and grant.challenge.session == "session-xyz"
+        await rotated.aclose()
+        # Without the old key, the challenge does not open: a store failure, never a session in clear.
+        lost = RedisChallengeStore.from_url(redis_url, SessionSealer([_parse(new_line)]))
+        with pytest.raises(ChallengeStoreError):
+            await lost.begin_attempt(_attempt())
+        await lost.aclose()
+
+    redis.Redis.from_url(redis_url).flushdb()
+    asyncio.run(scenario())
+
+
+def test_a_sealed_session_cannot_be_moved_to_another_challenge(keys_file: Path) -> None:
+    sealer = SessionSealer.from_file(keys_file)
+    sealed = sealer.seal("session-xyz", "challenge:aaa")
+    assert sealer.open(sealed, "challenge:aaa") == "session-xyz"
+    with pytest.raises(ChallengeStoreError):
+        sealer.open(sealed, "challenge:bbb")
+
+
+def _parse(line: str) -> tuple[str, bytes]:
+    import base64
+
+    kid, _, encoded = line.partition(" ")
+    return kid, base64.b64decode(encoded)

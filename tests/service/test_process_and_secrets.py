@@ -126,11 +126,16 @@ def test_a_broken_connections_file_stops_start_up_naming_the_field(tmp_path: Pat
 
 
 def test_several_processes_share_the_port_and_the_challenges(
-    connections_file: Path, emulator: Emulator, redis_url: str, tmp_path: Path
+    connections_file: Path, emulator: Emulator, redis_url: str, tmp_path: Path, keys_file: Path
 ) -> None:
     port = free_port()
     log_file = tmp_path / "service.log"
-    env = {"OTP_STEP_PROCESSES": "2", "OTP_STEP_CHALLENGE_STORE": redis_url, "OTP_STEP_SELF_TEST": "off"}
+    env = {
+        "OTP_STEP_PROCESSES": "2",
+        "OTP_STEP_CHALLENGE_STORE": redis_url,
+        "OTP_STEP_CHALLENGE_KEYS_FILE": str(keys_file),
+        "OTP_STEP_SELF_TEST": "off",
+    }
     process, _ = start_service_process(connections_file, log_file, env, listen=f"127.0.0.1:{port}", servers=2)
     try:
         # grpc shares one TCP connection between channels to the same target unless told otherwise.

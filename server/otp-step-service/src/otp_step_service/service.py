@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.connections import build_connections
@@ -31,13 +32,23 @@ class SelfTestFailedError(ConfigurationError):
     """A connection failed its self-test and OTP_STEP_SELF_TEST=strict."""
 
 
-def challenge_store(url: str, clock: Clock = SYSTEM_CLOCK, max_connections: int = 256) -> ChallengeStore:
-    """The store named by OTP_STEP_CHALLENGE_STORE."""
+def challenge_store(
+    url: str, keys_file: Path | None = None, clock: Clock = SYSTEM_CLOCK, max_connections: int = 256
+) -> ChallengeStore:
+    """The store named by OTP_STEP_CHALLENGE_STORE (a shared one seals sessions with OTP_STEP_CHALLENGE_KEYS_FILE)."""
     if url == "memory":
         return InMemoryChallengeStore(clock)
     from otp_step_service.adapters.redis_store import RedisChallengeStore
+    from otp_step_service.adapters.sealing import SessionSealer
 
-    return RedisChallengeStore.from_url(url, max_connections=max_connections, clock=clock)
+    if keys_file is None:
+        raise ConfigurationError(
+            "OTP_STEP_CHALLENGE_KEYS_FILE is required with a shared challenge store: Cognito sessions are sealed "
+            "at rest (see README, Configuration)"
+        )
+    return RedisChallengeStore.from_url(
+        url, SessionSealer.from_file(keys_file), max_connections=max_connections, clock=clock
+    )
 
 
 async def self_test_all(
@@ -105,7 +116,9 @@ class Service:
                 settings.connections_path, max_connections=settings.max_concurrent_steps
             )
         if store is None:
-            store = challenge_store(settings.challenge_store, clock, settings.max_concurrent_steps)
+            store = challenge_store(
+                settings.challenge_store, settings.challenge_keys_file, clock, settings.max_concurrent_steps
+            )
         runner = StepRunner(connections, store, clock)
         limits = ServerLimits(
             max_concurrent_steps=settings.max_concurrent_steps,

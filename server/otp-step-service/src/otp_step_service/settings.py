@@ -73,6 +73,11 @@ class ServiceSettings(BaseSettings):
     challenge_store: str = Field(
         "memory", description="'memory', or a redis://, rediss:// or unix:// URL shared by several instances"
     )
+    challenge_keys_file: Path | None = Field(
+        None,
+        description="with a redis store: file of '<key id> <base64 32 bytes>' lines sealing Cognito sessions "
+        "at rest (first line seals, all open)",
+    )
     self_test: Literal["warn", "strict", "off"] = Field(
         "warn", description="connection self-test at start: 'warn', 'strict' (refuse to start), 'off'"
     )
@@ -105,6 +110,10 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"OTP_STEP_PROCESSES={self.processes} needs OTP_STEP_CHALLENGE_STORE=redis://...: a journey's "
                 "Validate may reach another process than its Generate did"
+            )
+        if self.challenge_store != "memory" and self.challenge_keys_file is None:
+            raise ValueError(
+                "a shared challenge store needs OTP_STEP_CHALLENGE_KEYS_FILE: Cognito sessions are sealed at rest"
             )
         if self.processes > 1 and self.listen.rsplit(":", 1)[-1] == "0":
             raise ValueError(

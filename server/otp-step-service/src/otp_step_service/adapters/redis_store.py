@@ -3,7 +3,8 @@
 Validate may land on another instance than Generate did, so challenges and counters live in Redis. Each of a
 step's two bookkeeping operations is one Lua script (atomic on the server, one round trip), so two instances
 can never spend the same attempt or the same send twice; keys carry a TTL, so expired challenges and counter
-windows leave Redis by themselves. A step's keys (its challenge, its identifier's counters) are not in one
+windows leave Redis by themselves. Sessions and usernames are sealed (`sealing.SessionSealer`): nothing
+secret is in Redis in clear. A step's keys (its challenge, its identifier's counters) are not in one
 hash slot: the store needs a single Redis (or a primary with replicas), not Redis Cluster.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.challenges import (
     AttemptGrant,
     AttemptRequest,
@@ -137,11 +139,11 @@ return 1
 )
 
 
-def _encode(challenge: Challenge) -> str:
+def _encode(challenge: Challenge, sealer: SessionSealer, context: str) -> str:
     return json.dumps(
         {
-            "username": challenge.username,
-            "session": challenge.session,
+            "username": sealer.seal(challenge.username, context),
+            "session": sealer.seal(challenge.session, context),
             "channel": challenge.channel.value,
             "masked_destination": challenge.masked_destination,
             "expires_at": challenge.expires_at,
@@ -157,11 +159,11 @@ def _encode(challenge: Challenge) -> str:
     )
 
 
-def _decode(raw: str | bytes) -> Challenge:
+def _decode(raw: str | bytes, sealer: SessionSealer, context: str) -> Challenge:
     data: dict[str, Any] = json.loads(raw)
     return Challenge(
-        username=data["username"],
-        session=data["session"],
+        username=sealer.open(data["username"], context),
+        session=sealer.open(data["session"], context),
         channel=Channel(data["channel"]),
         masked_destination=data["masked_destination"],
         expires_at=float(data["expires_at"]),
@@ -196,8 +198,15 @@ def _store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Co
 class RedisChallengeStore:
     """ChallengeStore on Redis. Keys: `<prefix>challenge:<sha256>`, `<prefix>sends:…`, `<prefix>failures:…`."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "otp-steps:", clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        sealer: SessionSealer,
+        prefix: str = "otp-steps:",
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._redis = client
+        self._sealer = sealer
         self._prefix = prefix
         self._clock = clock
         self._begin_send = client.register_script(_BEGIN_SEND)
@@ -207,7 +216,7 @@ class RedisChallengeStore:
 
     @classmethod
     def from_url(
-        cls, url: str, *, max_connections: int = 256, clock: Clock = SYSTEM_CLOCK
+        cls, url: str, sealer: SessionSealer, *, max_connections: int = 256, clock: Clock = SYSTEM_CLOCK
     ) -> RedisChallengeStore:
         """A store for `redis://host:port/db` (or rediss://, unix://), with short socket timeouts."""
         client = redis.Redis.from_url(
@@ -217,7 +226,7 @@ class RedisChallengeStore:
             health_check_interval=30,
             max_connections=max_connections,
         )
-        return cls(client, clock=clock)
+        return cls(client, sealer, clock=clock)
 
     def _key(self, key: ChallengeKey) -> str:
         return self._prefix + key.storage_key()
@@ -236,7 +245,7 @@ class RedisChallengeStore:
                 self._prefix + request.lockout_subject,
             ],
             args=[
-                _encode(placeholder),
+                _encode(placeholder, self._sealer, request.key.storage_key()),
                 request.now,
                 placeholder.step_execution_id,
                 request.cooldown_seconds,
@@ -249,7 +258,9 @@ class RedisChallengeStore:
         )
         name = _text(verdict)
         if name == "replay":
-            return SendReservation(SendVerdict.REPLAY, _decode(value))
+            return SendReservation(
+                SendVerdict.REPLAY, _decode(value, self._sealer, request.key.storage_key())
+            )
         if name in ("too_soon", "over_budget"):
             return SendReservation(SendVerdict(name), wait_seconds=float(_text(value)))
         return SendReservation(SendVerdict(name))
@@ -269,7 +280,7 @@ class RedisChallengeStore:
             args=[
                 nonce,
                 result.value,
-                _encode(challenge) if challenge is not None else "",
+                _encode(challenge, self._sealer, key.storage_key()) if challenge is not None else "",
                 self._ttl_ms(challenge) if challenge is not None else 1,
             ],
         )
@@ -283,7 +294,7 @@ class RedisChallengeStore:
         )
         name = _text(verdict)
         if name == "granted":
-            return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw))
+            return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw, self._sealer, request.key.storage_key()))
         return AttemptGrant(AttemptVerdict(name))
 
     @_store_errors
@@ -301,7 +312,7 @@ class RedisChallengeStore:
         raw = await self._redis.get(self._key(key))
         if raw is None:
             return None
-        challenge = _decode(raw)
+        challenge = _decode(raw, self._sealer, key.storage_key())
         return challenge if challenge.usable and challenge.expires_at > self._clock.now() else None
 
     @_store_errors
