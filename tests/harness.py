@@ -192,6 +192,11 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "resend_cooldown_seconds": 0,
             "send_window_seconds": 60,
         },
+        "uk-sms": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "sms_countries": ["GB"],
+        },
         "budget": {
             "client_id": seed.client_id,
             "client_secret_file": str(secret_file),

@@ -195,3 +195,25 @@ def test_an_unknown_phone_on_the_email_channel_gets_a_mask_a_real_user_could_get
     assert re.fullmatch(r"[a-z]\*{3}@[a-z]\*{3}", masked), masked
     again, _ = journeys.generate("+15555550199", channel="EMAIL")
     assert again.success.masked_destination == masked  # stable per identifier, as a real user's is
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["+8821234567", "+97912345678", "+881612345678", "+19005550123"],
+    ids=["international-network", "premium-international", "satellite", "us-premium-rate"],
+)
+def test_no_sms_goes_to_costly_or_non_geographic_numbers(journeys: Journeys, number: str) -> None:
+    faults_before = journeys.emulator.outbox(number)
+    response, _ = journeys.generate(number, channel="SMS")
+    assert response.failure.code == pb.FAILURE_CODE_DESTINATION_NOT_ALLOWED
+    assert response.failure.category == pb.ERROR_CATEGORY_FLOW_LOGIC and not response.failure.retryable
+    assert journeys.emulator.outbox(number) == faults_before
+
+
+def test_sms_countries_limit_where_codes_go(journeys: Journeys) -> None:
+    refused, _ = journeys.generate("+15555550101", channel="SMS", connection="uk-sms")
+    assert refused.failure.code == pb.FAILURE_CODE_DESTINATION_NOT_ALLOWED
+    assert "US" in refused.failure.message
+    # Email is not SMS: the same connection still sends codes by email.
+    emailed, _ = journeys.generate("ada@example.com", connection="uk-sms")
+    assert emailed.WhichOneof("outcome") == "success"

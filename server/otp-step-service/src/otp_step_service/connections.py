@@ -58,6 +58,9 @@ class ConnectionConfig(BaseModel):
     connect_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
     throttle_retries: Annotated[int, Field(ge=0, le=5)] = 2
     channels: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS)
+    # ISO 3166 regions whose phone numbers may receive codes by SMS ("*": any). Costly number types and
+    # non-geographic numbers are refused whatever this says.
+    sms_countries: tuple[Annotated[str, Field(pattern=r"^([A-Z]{2}|\*)$")], ...] = ("*",)
 
     @field_validator("endpoint_url")
     @classmethod
@@ -197,4 +200,5 @@ def policy_from_config(name: str, config: ConnectionConfig) -> ConnectionPolicy:
         resend_cooldown_seconds=config.resend_cooldown_seconds,
         send_limit=config.send_limit,
         send_window_seconds=config.send_window_seconds,
+        sms_countries=config.sms_countries,
     )

@@ -208,6 +208,11 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     """
     FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE: _FailureCode.ValueType  # 19
     """System: the shared challenge store (Redis) failed or could not be reached. Retryable."""
+    FAILURE_CODE_DESTINATION_NOT_ALLOWED: _FailureCode.ValueType  # 20
+    """Flow logic: the phone number may not receive codes: a premium-rate, shared-cost or other costly number
+    type, a non-geographic number, or a country outside the connection's sms_countries (SMS-pumping
+    defence). Nothing was sent. Not retryable.
+    """
 
 class FailureCode(_FailureCode, metaclass=_FailureCodeEnumTypeWrapper):
     """Stable failure codes. Journeys branch on them, so a code never changes meaning."""
@@ -268,6 +273,11 @@ cooldown; no code was sent. StepFailure.retry_after_seconds says when a resend i
 """
 FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE: FailureCode.ValueType  # 19
 """System: the shared challenge store (Redis) failed or could not be reached. Retryable."""
+FAILURE_CODE_DESTINATION_NOT_ALLOWED: FailureCode.ValueType  # 20
+"""Flow logic: the phone number may not receive codes: a premium-rate, shared-cost or other costly number
+type, a non-geographic number, or a country outside the connection's sms_countries (SMS-pumping
+defence). Nothing was sent. Not retryable.
+"""
 Global___FailureCode: _TypeAlias = FailureCode  # noqa: Y015
 
 class _ErrorCategory:

@@ -26,7 +26,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
 from .deadline import Deadline
 from .errors import ChallengeStoreError
-from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier
+from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier, sms_refusal
 from .journey import GenerateRequest
 from .model import AuthChallenge, CognitoError, CognitoRequests
 from .outcomes import Channel, CodeSent, FailureCode, StepFailure, StepOutcome
@@ -77,6 +77,8 @@ class GenerateOtpStep:
             identifier = parse_identifier(step.user_identifier, policy.default_phone_region)
         except InvalidIdentifierError as exc:
             return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
+        if channel is Channel.SMS and (refusal := sms_refusal(identifier, policy.sms_countries)):
+            return failed(StepFailure(FailureCode.DESTINATION_NOT_ALLOWED, refusal))
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
         now = self._clock.now()
         nonce = secrets.token_hex(8)

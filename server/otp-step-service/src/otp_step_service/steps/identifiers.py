@@ -109,3 +109,41 @@ def mask_destination(value: str) -> str:
         return f"{local[:1]}***@{domain[:1]}***"
     digits = value[-4:]
     return "+" + "*" * max(len(value) - 5, 0) + digits
+
+
+# Number types that cost the sender per message or are rented by the minute: what SMS pumping aims at.
+_COSTLY_TYPES = frozenset(
+    {
+        phonenumbers.PhoneNumberType.PREMIUM_RATE,
+        phonenumbers.PhoneNumberType.SHARED_COST,
+        phonenumbers.PhoneNumberType.UAN,
+        phonenumbers.PhoneNumberType.PAGER,
+        phonenumbers.PhoneNumberType.VOICEMAIL,
+        phonenumbers.PhoneNumberType.PERSONAL_NUMBER,
+    }
+)
+# phonenumbers' region for non-geographic numbers (+800, +808, +870, +881, +882, +883, +888, +979).
+_NON_GEOGRAPHIC = "001"
+
+
+def sms_refusal(identifier: UserIdentifier, allowed_countries: tuple[str, ...]) -> str | None:
+    """Why codes may not be sent by SMS to this phone identifier, or None when they may.
+
+    Checked before Cognito is asked, from the number alone (no account state: nothing to enumerate). Only a
+    phone identifier is the destination itself; an email identifier's SMS goes to the user's own registered
+    number, which an attacker does not choose.
+    """
+    if identifier.kind is not IdentifierKind.PHONE:
+        return None
+    number = phonenumbers.parse(identifier.value, None)
+    # A number valid nowhere (the reserved +1 555 555 01xx of demos) still has its country code's main region.
+    region = phonenumbers.region_code_for_number(number) or phonenumbers.region_code_for_country_code(
+        number.country_code or 0
+    )
+    if region in (_NON_GEOGRAPHIC, "ZZ"):
+        return "codes are not sent to non-geographic (satellite, international network, premium) numbers"
+    if phonenumbers.number_type(number) in _COSTLY_TYPES:
+        return "codes are not sent to premium-rate, shared-cost or similar numbers"
+    if "*" not in allowed_countries and region not in allowed_countries:
+        return f"codes are not sent to numbers of this country ({region}); see the connection's sms_countries"
+    return None

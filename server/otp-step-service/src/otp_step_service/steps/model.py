@@ -139,3 +139,4 @@ class ConnectionPolicy:
     resend_cooldown_seconds: int
     send_limit: int
     send_window_seconds: int
+    sms_countries: tuple[str, ...]

@@ -62,6 +62,7 @@ class FailureCode(enum.StrEnum):
     NOT_AUTHORIZED = "NOT_AUTHORIZED"
     RESEND_TOO_SOON = "RESEND_TOO_SOON"
     CHALLENGE_STORE_UNAVAILABLE = "CHALLENGE_STORE_UNAVAILABLE"
+    DESTINATION_NOT_ALLOWED = "DESTINATION_NOT_ALLOWED"
 
     @property
     def category(self) -> ErrorCategory:
@@ -96,6 +97,7 @@ _SPECS: Mapping[FailureCode, tuple[ErrorCategory, bool]] = {
     FailureCode.NOT_AUTHORIZED: (_F, False),
     FailureCode.RESEND_TOO_SOON: (_F, True),
     FailureCode.CHALLENGE_STORE_UNAVAILABLE: (_S, True),
+    FailureCode.DESTINATION_NOT_ALLOWED: (_F, False),
 }
 
 
