@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -197,6 +197,11 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "client_secret_file": str(secret_file),
             "sms_countries": ["GB"],
         },
+        "breaker": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "send_budget_per_minute": 3,
+        },
         "budget": {
             "client_id": seed.client_id,
             "client_secret_file": str(secret_file),
@@ -254,11 +259,11 @@ class RecordingStore:
         nonce: str,
         result: SendResult,
         challenge: Challenge | None,
-        sends_subject: str,
+        counted: Sequence[str],
     ) -> None:
         if challenge is not None and challenge.session:
             self.sessions.append(challenge.session)
-        await self.inner.finish_send(key, nonce, result, challenge, sends_subject)
+        await self.inner.finish_send(key, nonce, result, challenge, counted)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from harness import Journeys
+from harness import Emulator, Journeys, build_service
+from otp_step_client import StepExecutorClient
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 
@@ -217,3 +219,26 @@ def test_sms_countries_limit_where_codes_go(journeys: Journeys) -> None:
     # Email is not SMS: the same connection still sends codes by email.
     emailed, _ = journeys.generate("ada@example.com", connection="uk-sms")
     assert emailed.WhichOneof("outcome") == "success"
+
+
+def test_the_spend_circuit_breaker_trips_across_identifiers(
+    connections_file: Path, emulator: Emulator
+) -> None:
+    # "breaker": 3 codes per minute through the connection, whoever they go to (a service of its own).
+    service = build_service(connections_file)
+    service.start()
+    try:
+        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
+            journeys = Journeys(client, emulator)
+            identifiers = ["ada@example.com", "grace@example.com", "+15555550101", "ada@example.com"]
+            answers = [
+                journeys.generate(i, channel="SMS" if i.startswith("+") else "EMAIL", connection="breaker")[0]
+                for i in identifiers
+            ]
+    finally:
+        service.stop(1)
+    assert [a.WhichOneof("outcome") for a in answers[:3]] == ["success"] * 3
+    tripped = answers[3].failure
+    assert tripped.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
+    assert tripped.category == pb.ERROR_CATEGORY_SYSTEM and tripped.retryable
+    assert 0 < tripped.retry_after_seconds <= 60

@@ -314,6 +314,10 @@ const (
 	// type, a non-geographic number, or a country outside the connection's sms_countries (SMS-pumping
 	// defence). Nothing was sent. Not retryable.
 	FailureCode_FAILURE_CODE_DESTINATION_NOT_ALLOWED FailureCode = 20
+	// System: the connection's send budget per minute, hour or day is spent (the spend circuit breaker:
+	// send_budget_per_minute / _hour / _day); nothing was sent. StepFailure.retry_after_seconds says when the
+	// window ends. Retryable.
+	FailureCode_FAILURE_CODE_SEND_BUDGET_EXHAUSTED FailureCode = 21
 )
 
 // Enum value maps for FailureCode.
@@ -340,6 +344,7 @@ var (
 		18: "FAILURE_CODE_RESEND_TOO_SOON",
 		19: "FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE",
 		20: "FAILURE_CODE_DESTINATION_NOT_ALLOWED",
+		21: "FAILURE_CODE_SEND_BUDGET_EXHAUSTED",
 	}
 	FailureCode_value = map[string]int32{
 		"FAILURE_CODE_UNSPECIFIED":                 0,
@@ -363,6 +368,7 @@ var (
 		"FAILURE_CODE_RESEND_TOO_SOON":             18,
 		"FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE": 19,
 		"FAILURE_CODE_DESTINATION_NOT_ALLOWED":     20,
+		"FAILURE_CODE_SEND_BUDGET_EXHAUSTED":       21,
 	}
 )
 
@@ -2041,7 +2047,7 @@ const file_stepexecutor_v1_step_executor_proto_rawDesc = "" +
 	"\x0eDeliveryMedium\x12\x1f\n" +
 	"\x1bDELIVERY_MEDIUM_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DELIVERY_MEDIUM_EMAIL\x10\x01\x12\x17\n" +
-	"\x13DELIVERY_MEDIUM_SMS\x10\x02*\xf2\x05\n" +
+	"\x13DELIVERY_MEDIUM_SMS\x10\x02*\x9a\x06\n" +
 	"\vFailureCode\x12\x1c\n" +
 	"\x18FAILURE_CODE_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fFAILURE_CODE_INVALID_IDENTIFIER\x10\x01\x12\x1f\n" +
@@ -2064,7 +2070,8 @@ const file_stepexecutor_v1_step_executor_proto_rawDesc = "" +
 	"\x1bFAILURE_CODE_NOT_AUTHORIZED\x10\x11\x12 \n" +
 	"\x1cFAILURE_CODE_RESEND_TOO_SOON\x10\x12\x12,\n" +
 	"(FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE\x10\x13\x12(\n" +
-	"$FAILURE_CODE_DESTINATION_NOT_ALLOWED\x10\x14*\x8b\x01\n" +
+	"$FAILURE_CODE_DESTINATION_NOT_ALLOWED\x10\x14\x12&\n" +
+	"\"FAILURE_CODE_SEND_BUDGET_EXHAUSTED\x10\x15*\x8b\x01\n" +
 	"\rErrorCategory\x12\x1e\n" +
 	"\x1aERROR_CATEGORY_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_CATEGORY_FLOW_LOGIC\x10\x01\x12 \n" +

@@ -61,6 +61,11 @@ class ConnectionConfig(BaseModel):
     # ISO 3166 regions whose phone numbers may receive codes by SMS ("*": any). Costly number types and
     # non-geographic numbers are refused whatever this says.
     sms_countries: tuple[Annotated[str, Field(pattern=r"^([A-Z]{2}|\*)$")], ...] = ("*",)
+    # Codes sent through this connection (all identifiers) per minute / hour / day: the spend circuit breaker.
+    # Unset: no cap. Size them to the account's Cognito quota and what a flood may cost.
+    send_budget_per_minute: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    send_budget_per_hour: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    send_budget_per_day: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
 
     @field_validator("endpoint_url")
     @classmethod
@@ -201,4 +206,13 @@ def policy_from_config(name: str, config: ConnectionConfig) -> ConnectionPolicy:
         send_limit=config.send_limit,
         send_window_seconds=config.send_window_seconds,
         sms_countries=config.sms_countries,
+        send_budgets=tuple(
+            (limit, window)
+            for limit, window in (
+                (config.send_budget_per_minute, 60),
+                (config.send_budget_per_hour, 3600),
+                (config.send_budget_per_day, 86400),
+            )
+            if limit is not None
+        ),
     )

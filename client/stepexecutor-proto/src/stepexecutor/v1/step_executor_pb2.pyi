@@ -213,6 +213,11 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     type, a non-geographic number, or a country outside the connection's sms_countries (SMS-pumping
     defence). Nothing was sent. Not retryable.
     """
+    FAILURE_CODE_SEND_BUDGET_EXHAUSTED: _FailureCode.ValueType  # 21
+    """System: the connection's send budget per minute, hour or day is spent (the spend circuit breaker:
+    send_budget_per_minute / _hour / _day); nothing was sent. StepFailure.retry_after_seconds says when the
+    window ends. Retryable.
+    """
 
 class FailureCode(_FailureCode, metaclass=_FailureCodeEnumTypeWrapper):
     """Stable failure codes. Journeys branch on them, so a code never changes meaning."""
@@ -277,6 +282,11 @@ FAILURE_CODE_DESTINATION_NOT_ALLOWED: FailureCode.ValueType  # 20
 """Flow logic: the phone number may not receive codes: a premium-rate, shared-cost or other costly number
 type, a non-geographic number, or a country outside the connection's sms_countries (SMS-pumping
 defence). Nothing was sent. Not retryable.
+"""
+FAILURE_CODE_SEND_BUDGET_EXHAUSTED: FailureCode.ValueType  # 21
+"""System: the connection's send budget per minute, hour or day is spent (the spend circuit breaker:
+send_budget_per_minute / _hour / _day); nothing was sent. StepFailure.retry_after_seconds says when the
+window ends. Retryable.
 """
 Global___FailureCode: _TypeAlias = FailureCode  # noqa: Y015
 

@@ -12,6 +12,7 @@ busy instance (30 ms per collection as objects, 2 ms as tuples: the difference s
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 
 from otp_step_service.steps.challenges import (
     AttemptGrant,
@@ -103,7 +104,13 @@ class InMemoryChallengeStore:
         sent, window_end = self._counters.get(request.sends_subject, (0, 0.0))
         if window_end > now and sent >= request.send_limit:
             return SendReservation(SendVerdict.OVER_BUDGET, wait_seconds=window_end - now)
+        for budget in request.budgets:
+            spent, ends = self._counters.get(budget.subject, (0, 0.0))
+            if ends > now and spent >= budget.limit:
+                return SendReservation(SendVerdict.BUDGET_TRIPPED, wait_seconds=ends - now)
         self._increment(request.sends_subject, request.send_window_seconds, now)
+        for budget in request.budgets:
+            self._increment(budget.subject, budget.window_seconds, now)
         self._put(skey, placeholder, now)
         return SendReservation(SendVerdict.RESERVED)
 
@@ -113,7 +120,7 @@ class InMemoryChallengeStore:
         nonce: str,
         result: SendResult,
         challenge: Challenge | None,
-        sends_subject: str,
+        counted: Sequence[str],
     ) -> None:
         """Store the outcome of the reservation `nonce`, or release it and give the send back."""
         skey = key.storage_key()
@@ -122,7 +129,8 @@ class InMemoryChallengeStore:
         if result is SendResult.NOT_SENT:
             if mine:
                 del self._challenges[skey]
-            self._decrement(sends_subject)
+            for subject in counted:
+                self._decrement(subject)
         elif mine and challenge is not None:
             self._put(skey, challenge, self._clock.now())
 

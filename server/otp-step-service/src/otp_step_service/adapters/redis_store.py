@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as redis
@@ -71,7 +71,15 @@ end
 if count(KEYS[2]) >= tonumber(ARGV[6]) then
   return {'over_budget', tostring(math.max(redis.call('TTL', KEYS[2]), 1))}
 end
+-- KEYS[4..]: the connection's send budgets; ARGV[10..]: their (limit, window) pairs.
+for i = 4, #KEYS do
+  local limit = tonumber(ARGV[10 + (i - 4) * 2])
+  if count(KEYS[i]) >= limit then
+    return {'budget_tripped', tostring(math.max(redis.call('TTL', KEYS[i]), 1))}
+  end
+end
 add(KEYS[2], ARGV[7])
+for i = 4, #KEYS do add(KEYS[i], ARGV[11 + (i - 4) * 2]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
 return {'reserved', false}
 """
@@ -85,7 +93,7 @@ local raw = redis.call('GET', KEYS[1])
 local mine = raw and cjson.decode(raw).nonce == ARGV[1]
 if ARGV[2] == 'not_sent' then
   if mine then redis.call('DEL', KEYS[1]) end
-  give_back(KEYS[2])
+  for i = 2, #KEYS do give_back(KEYS[i]) end
 elseif mine and ARGV[3] ~= '' then
   redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 end
@@ -243,6 +251,7 @@ class RedisChallengeStore:
                 self._key(request.key),
                 self._prefix + request.sends_subject,
                 self._prefix + request.lockout_subject,
+                *(self._prefix + budget.subject for budget in request.budgets),
             ],
             args=[
                 _encode(placeholder, self._sealer, request.key.storage_key()),
@@ -254,6 +263,7 @@ class RedisChallengeStore:
                 request.send_window_seconds,
                 request.lockout_threshold,
                 request.reservation_seconds,
+                *(value for budget in request.budgets for value in (budget.limit, budget.window_seconds)),
             ],
         )
         name = _text(verdict)
@@ -261,7 +271,7 @@ class RedisChallengeStore:
             return SendReservation(
                 SendVerdict.REPLAY, _decode(value, self._sealer, request.key.storage_key())
             )
-        if name in ("too_soon", "over_budget"):
+        if name in ("too_soon", "over_budget", "budget_tripped"):
             return SendReservation(SendVerdict(name), wait_seconds=float(_text(value)))
         return SendReservation(SendVerdict(name))
 
@@ -272,11 +282,11 @@ class RedisChallengeStore:
         nonce: str,
         result: SendResult,
         challenge: Challenge | None,
-        sends_subject: str,
+        counted: Sequence[str],
     ) -> None:
         """Settle the reservation in one script."""
         await self._finish_send(
-            keys=[self._key(key), self._prefix + sends_subject],
+            keys=[self._key(key), *(self._prefix + subject for subject in counted)],
             args=[
                 nonce,
                 result.value,

@@ -112,7 +112,22 @@ class SendVerdict(enum.Enum):
     REPLAY = "replay"  # the same execution already sent a code: answer with its challenge
     TOO_SOON = "too_soon"  # a code went out within the cooldown (or is being sent right now)
     OVER_BUDGET = "over_budget"  # the identifier's send budget for the window is spent
+    BUDGET_TRIPPED = "budget_tripped"  # the connection's send budget (the spend circuit breaker) is spent
     LOCKED = "locked"  # too many wrong codes for the identifier: no code is sent
+
+
+@dataclass(frozen=True, slots=True)
+class SendBudget:
+    """A connection-wide cap on codes sent per window: the spend circuit breaker."""
+
+    subject: str
+    limit: int
+    window_seconds: int
+
+
+def budget_subject(connection: str, window_seconds: int) -> str:
+    """The counter of codes sent through one connection per window."""
+    return f"budget:{hashlib.sha256(connection.encode()).hexdigest()[:32]}:{window_seconds}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +144,17 @@ class SendRequest:
     lockout_subject: str
     lockout_threshold: int
     reservation_seconds: float = RESERVATION_SECONDS
+    budgets: tuple[SendBudget, ...] = ()
+
+    @property
+    def counted(self) -> tuple[str, ...]:
+        """Every counter a RESERVED verdict adds one to (and a NOT_SENT settle gives back)."""
+        return (self.sends_subject, *(b.subject for b in self.budgets))
 
 
 @dataclass(frozen=True, slots=True)
 class SendReservation:
-    """The verdict; the earlier challenge on REPLAY; seconds to wait on TOO_SOON and OVER_BUDGET."""
+    """The verdict; the earlier challenge on REPLAY; seconds to wait on TOO_SOON, OVER_BUDGET, BUDGET_TRIPPED."""
 
     verdict: SendVerdict
     challenge: Challenge | None = None

@@ -16,9 +16,11 @@ from .challenges import (
     RESERVATION_SECONDS,
     Challenge,
     ChallengeKey,
+    SendBudget,
     SendRequest,
     SendResult,
     SendVerdict,
+    budget_subject,
     lockout_subject,
     sends_subject,
 )
@@ -94,25 +96,28 @@ class GenerateOtpStep:
             nonce=nonce,
             pending=True,
         )
-        sends = sends_subject(policy.name, identifier.value)
         # One atomic decision before Cognito is asked: neither concurrent retries of one execution, nor a
         # journey looping back to Generate ("resend"), nor journey after journey to one identifier (SMS
-        # pumping, inbox flooding) can make Cognito send more codes than the cooldown and the budget allow; a
-        # locked identifier gets no code at all (or an attacker could keep guessing across fresh challenges).
-        reservation = await self._store.begin_send(
-            SendRequest(
-                key=key,
-                placeholder=placeholder,
-                now=now,
-                cooldown_seconds=policy.resend_cooldown_seconds,
-                sends_subject=sends,
-                send_limit=policy.send_limit,
-                send_window_seconds=policy.send_window_seconds,
-                lockout_subject=lockout_subject(policy.name, identifier.value),
-                lockout_threshold=policy.lockout_threshold,
-                reservation_seconds=RESERVATION_SECONDS,
-            )
+        # pumping, inbox flooding), nor a flood across identifiers (the connection's budgets) can make Cognito
+        # send more codes than the cooldown and the budgets allow; a locked identifier gets no code at all (or
+        # an attacker could keep guessing across fresh challenges).
+        send = SendRequest(
+            key=key,
+            placeholder=placeholder,
+            now=now,
+            cooldown_seconds=policy.resend_cooldown_seconds,
+            sends_subject=sends_subject(policy.name, identifier.value),
+            send_limit=policy.send_limit,
+            send_window_seconds=policy.send_window_seconds,
+            lockout_subject=lockout_subject(policy.name, identifier.value),
+            lockout_threshold=policy.lockout_threshold,
+            reservation_seconds=RESERVATION_SECONDS,
+            budgets=tuple(
+                SendBudget(budget_subject(policy.name, window), limit, window)
+                for limit, window in policy.send_budgets
+            ),
         )
+        reservation = await self._store.begin_send(send)
         match reservation.verdict:
             case SendVerdict.LOCKED:
                 return failed(locked_failure(policy.lockout_window_seconds))
@@ -135,6 +140,16 @@ class GenerateOtpStep:
                         f"more than {policy.send_limit} codes for this identifier within "
                         f"{policy.send_window_seconds} s; try again later",
                         retry_after_seconds=math.ceil(reservation.wait_seconds) or policy.send_window_seconds,
+                    )
+                )
+            case SendVerdict.BUDGET_TRIPPED:
+                wait = math.ceil(reservation.wait_seconds)
+                log.warning("send budget of connection %s spent: no code is sent for %d s", policy.name, wait)
+                return failed(
+                    StepFailure(
+                        FailureCode.SEND_BUDGET_EXHAUSTED,
+                        "the connection's send budget is spent (spend circuit breaker); try again later",
+                        retry_after_seconds=wait,
                     )
                 )
             case SendVerdict.RESERVED:
@@ -165,7 +180,7 @@ class GenerateOtpStep:
             # The caller went away mid-call (or a bug surfaced): whatever Cognito did is settled before this
             # goes on, and a request that left counts as a sent code (Cognito may have delivered it).
             result = SendResult.MAYBE_SENT if requests.sent else SendResult.NOT_SENT
-            await self._settle(key, nonce, result, _unusable(placeholder, result), sends, quiet=True)
+            await self._settle(key, nonce, result, _unusable(placeholder, result), send.counted, quiet=True)
             raise
         if failure is not None and failure.code in _USER_STATE and policy.user_enumeration_protection:
             # Whatever is wrong with this user (none, disabled, unconfirmed, no phone), an outsider sees what
@@ -174,7 +189,7 @@ class GenerateOtpStep:
             log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
             saved = _decoy(identifier, channel, placeholder)
             result, failure = SendResult.SENT, None
-        await self._settle(key, nonce, result, saved or _unusable(placeholder, result), sends)
+        await self._settle(key, nonce, result, saved or _unusable(placeholder, result), send.counted)
         if failure is not None:
             return failed(failure)
         assert saved is not None  # SENT always carries the challenge
@@ -186,7 +201,7 @@ class GenerateOtpStep:
         nonce: str,
         result: SendResult,
         challenge: Challenge | None,
-        sends: str,
+        counted: tuple[str, ...],
         *,
         quiet: bool = False,
     ) -> None:
@@ -194,7 +209,7 @@ class GenerateOtpStep:
         by the pending placeholder. `quiet` (on the way out of a cancellation) logs a store failure instead
         of letting it replace the cancellation; the reservation then expires by itself (RESERVATION_SECONDS)."""
         try:
-            await asyncio.shield(self._store.finish_send(key, nonce, result, challenge, sends))
+            await asyncio.shield(self._store.finish_send(key, nonce, result, challenge, counted))
         except ChallengeStoreError as exc:
             if not quiet:
                 raise

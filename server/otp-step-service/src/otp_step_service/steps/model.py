@@ -140,3 +140,4 @@ class ConnectionPolicy:
     send_limit: int
     send_window_seconds: int
     sms_countries: tuple[str, ...]
+    send_budgets: tuple[tuple[int, int], ...]  # (codes, window seconds) per connection: the spend breaker

@@ -63,6 +63,7 @@ class FailureCode(enum.StrEnum):
     RESEND_TOO_SOON = "RESEND_TOO_SOON"
     CHALLENGE_STORE_UNAVAILABLE = "CHALLENGE_STORE_UNAVAILABLE"
     DESTINATION_NOT_ALLOWED = "DESTINATION_NOT_ALLOWED"
+    SEND_BUDGET_EXHAUSTED = "SEND_BUDGET_EXHAUSTED"
 
     @property
     def category(self) -> ErrorCategory:
@@ -98,6 +99,7 @@ _SPECS: Mapping[FailureCode, tuple[ErrorCategory, bool]] = {
     FailureCode.RESEND_TOO_SOON: (_F, True),
     FailureCode.CHALLENGE_STORE_UNAVAILABLE: (_S, True),
     FailureCode.DESTINATION_NOT_ALLOWED: (_F, False),
+    FailureCode.SEND_BUDGET_EXHAUSTED: (_S, True),
 }
 
 

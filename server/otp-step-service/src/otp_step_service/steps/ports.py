@@ -113,10 +113,11 @@ class ChallengeStore(Protocol):
         nonce: str,
         result: SendResult,
         challenge: Challenge | None,
-        sends_subject: str,
+        counted: Sequence[str],
     ) -> None:
         """Settle the reservation `nonce`: SENT / MAYBE_SENT store `challenge` in its place (MAYBE_SENT: an
-        unusable one that still holds the cooldown), NOT_SENT releases the key and gives the send back."""
+        unusable one that still holds the cooldown), NOT_SENT releases the key and gives back one event of
+        each `counted` counter (the send budgets begin_send added to)."""
 
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
         """Spend one attempt and count one wrong code for the identifier before Cognito judges the code, so
