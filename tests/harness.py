@@ -131,8 +131,10 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
         "region": seed.region,
         "user_pool_id": seed.user_pool_id,
         "endpoint_url": seed.endpoint_url,
-        # The suite sends many codes to a handful of demo users; the per-identifier cap has its own connection.
+        # The suite sends many codes to a handful of demo users; the per-identifier cap and the prefix guard
+        # have connections of their own.
         "send_limit": 1000,
+        "sms_prefix_limit": 100000,
     }
     wrong_secret = secret_file.with_name("wrong.secret")
     wrong_secret.write_text("not-the-secret")
@@ -196,6 +198,13 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "client_id": seed.client_id,
             "client_secret_file": str(secret_file),
             "sms_countries": ["GB"],
+        },
+        "prefix-guard": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "sms_prefix_limit": 2,
+            "sms_prefix_digits": 7,
+            "resend_cooldown_seconds": 0,
         },
         "breaker": {
             "client_id": seed.client_id,

@@ -242,3 +242,24 @@ def test_the_spend_circuit_breaker_trips_across_identifiers(
     assert tripped.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
     assert tripped.category == pb.ERROR_CATEGORY_SYSTEM and tripped.retryable
     assert 0 < tripped.retry_after_seconds <= 60
+
+
+def test_too_many_codes_to_one_number_range_block_the_range(
+    connections_file: Path, emulator: Emulator
+) -> None:
+    # "prefix-guard": 2 codes per hour by SMS to numbers sharing their first 7 digits (+1 555 555 ...), whoever
+    # the numbers are (a service of its own: fresh counters). A number in another range is not affected.
+    service = build_service(connections_file)
+    service.start()
+    try:
+        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
+            journeys = Journeys(client, emulator)
+            same_range = ["+15555550101", "+15555550100", "+15555550177"]
+            answers = [journeys.generate(n, channel="SMS", connection="prefix-guard")[0] for n in same_range]
+            other_range, _ = journeys.generate("+12125550199", channel="SMS", connection="prefix-guard")
+    finally:
+        service.stop(1)
+    assert [a.WhichOneof("outcome") for a in answers[:2]] == ["success", "success"]
+    assert answers[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
+    assert answers[2].failure.retry_after_seconds > 0
+    assert other_range.WhichOneof("outcome") == "success"  # an unknown user's decoy, counted in its own range

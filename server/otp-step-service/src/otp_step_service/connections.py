@@ -66,6 +66,12 @@ class ConnectionConfig(BaseModel):
     send_budget_per_minute: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
     send_budget_per_hour: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
     send_budget_per_day: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    # The pumping velocity guard (as Twilio's Fraud Guard and Stytch do): at most sms_prefix_limit codes by SMS
+    # to numbers sharing their first sms_prefix_digits digits (country code included) per window; beyond it
+    # that range is blocked until the window ends. None: off.
+    sms_prefix_digits: Annotated[int, Field(ge=3, le=12)] = 7
+    sms_prefix_limit: Annotated[int | None, Field(ge=1, le=10_000_000)] = 100
+    sms_prefix_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
 
     @field_validator("endpoint_url")
     @classmethod
@@ -206,6 +212,9 @@ def policy_from_config(name: str, config: ConnectionConfig) -> ConnectionPolicy:
         send_limit=config.send_limit,
         send_window_seconds=config.send_window_seconds,
         sms_countries=config.sms_countries,
+        sms_prefix_digits=config.sms_prefix_digits,
+        sms_prefix_limit=config.sms_prefix_limit,
+        sms_prefix_window_seconds=config.sms_prefix_window_seconds,
         send_budgets=tuple(
             (limit, window)
             for limit, window in (

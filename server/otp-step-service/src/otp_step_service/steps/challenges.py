@@ -130,6 +130,11 @@ def budget_subject(connection: str, window_seconds: int) -> str:
     return f"budget:{hashlib.sha256(connection.encode()).hexdigest()[:32]}:{window_seconds}"
 
 
+def prefix_subject(connection: str, prefix: str) -> str:
+    """The counter of codes sent by SMS to one number prefix (the pumping velocity guard)."""
+    return "prefix:" + hashlib.sha256(f"{connection}\x00{prefix}".encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class SendRequest:
     """Everything `begin_send` decides on, in one atomic operation."""

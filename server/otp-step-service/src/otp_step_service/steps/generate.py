@@ -22,6 +22,7 @@ from .challenges import (
     SendVerdict,
     budget_subject,
     lockout_subject,
+    prefix_subject,
     sends_subject,
 )
 from .clock import SYSTEM_CLOCK, Clock
@@ -30,7 +31,7 @@ from .deadline import Deadline
 from .errors import ChallengeStoreError
 from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier, sms_refusal
 from .journey import GenerateRequest
-from .model import AuthChallenge, CognitoError, CognitoRequests
+from .model import AuthChallenge, CognitoError, CognitoRequests, ConnectionPolicy
 from .outcomes import Channel, CodeSent, FailureCode, StepFailure, StepOutcome
 from .ports import ChallengeStore, Connection
 
@@ -112,10 +113,7 @@ class GenerateOtpStep:
             lockout_subject=lockout_subject(policy.name, identifier.value),
             lockout_threshold=policy.lockout_threshold,
             reservation_seconds=RESERVATION_SECONDS,
-            budgets=tuple(
-                SendBudget(budget_subject(policy.name, window), limit, window)
-                for limit, window in policy.send_budgets
-            ),
+            budgets=_budgets(policy, identifier, channel),
         )
         reservation = await self._store.begin_send(send)
         match reservation.verdict:
@@ -144,11 +142,15 @@ class GenerateOtpStep:
                 )
             case SendVerdict.BUDGET_TRIPPED:
                 wait = math.ceil(reservation.wait_seconds)
-                log.warning("send budget of connection %s spent: no code is sent for %d s", policy.name, wait)
+                log.warning(
+                    "send budget of connection %s (or of this number range) spent: no code is sent for %d s",
+                    policy.name,
+                    wait,
+                )
                 return failed(
                     StepFailure(
                         FailureCode.SEND_BUDGET_EXHAUSTED,
-                        "the connection's send budget is spent (spend circuit breaker); try again later",
+                        "the send budget of the connection or of this number range is spent; try again later",
                         retry_after_seconds=wait,
                     )
                 )
@@ -271,6 +273,25 @@ def _shown_destination(masked: str, identifier: UserIdentifier, channel: Channel
     if masked and _MASKS[channel].fullmatch(masked):
         return masked
     return _plausible_destination(identifier, channel)
+
+
+def _budgets(
+    policy: ConnectionPolicy, identifier: UserIdentifier, channel: Channel
+) -> tuple[SendBudget, ...]:
+    """The counters beyond the identifier's own a send is checked against: the connection's budgets, and for
+    an SMS to a number, its prefix's."""
+    budgets = [
+        SendBudget(budget_subject(policy.name, window), limit, window)
+        for limit, window in policy.send_budgets
+    ]
+    if channel is Channel.SMS and identifier.kind is IdentifierKind.PHONE and policy.sms_prefix_limit:
+        prefix = identifier.value[: policy.sms_prefix_digits + 1]  # "+" and the digits
+        budgets.append(
+            SendBudget(
+                prefix_subject(policy.name, prefix), policy.sms_prefix_limit, policy.sms_prefix_window_seconds
+            )
+        )
+    return tuple(budgets)
 
 
 def _unusable(placeholder: Challenge, result: SendResult) -> Challenge | None:

@@ -141,3 +141,6 @@ class ConnectionPolicy:
     send_window_seconds: int
     sms_countries: tuple[str, ...]
     send_budgets: tuple[tuple[int, int], ...]  # (codes, window seconds) per connection: the spend breaker
+    sms_prefix_digits: int
+    sms_prefix_limit: int | None
+    sms_prefix_window_seconds: int
