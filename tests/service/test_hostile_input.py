@@ -6,6 +6,8 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from harness import RunningService
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from otp_step_client import StepExecutorClient
 from stepexecutor.v1 import step_executor_pb2 as pb
 
@@ -63,3 +65,27 @@ def test_invalid_utf8_in_a_string_field_is_invalid_argument(service: RunningServ
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
         assert client.health() == "SERVING"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=600))
+def test_any_bytes_get_a_documented_status_and_the_server_stays_up(
+    service: RunningService, data: bytes
+) -> None:
+    documented = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+    for method in (
+        GENERATE,
+        "/stepexecutor.v1.StepExecutor/ValidateOtp",
+        "/stepexecutor.v1.StepExecutor/CheckConnection",
+    ):
+        channel = _channels.setdefault(service.port, grpc.insecure_channel(f"127.0.0.1:{service.port}"))
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        try:
+            call(data, timeout=10)
+            status = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            status = exc.code()
+        assert status in documented, (method, status, data)
+
+
+_channels: dict[int, grpc.Channel] = {}
