@@ -135,6 +135,7 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
         # have connections of their own.
         "send_limit": 1000,
         "sms_prefix_limit": 100000,
+        "ip_send_limit": 100000,
     }
     wrong_secret = secret_file.with_name("wrong.secret")
     wrong_secret.write_text("not-the-secret")
@@ -204,6 +205,12 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "client_secret_file": str(secret_file),
             "sms_prefix_limit": 2,
             "sms_prefix_digits": 7,
+            "resend_cooldown_seconds": 0,
+        },
+        "per-ip": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "ip_send_limit": 2,
             "resend_cooldown_seconds": 0,
         },
         "breaker": {

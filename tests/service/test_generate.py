@@ -263,3 +263,28 @@ def test_too_many_codes_to_one_number_range_block_the_range(
     assert answers[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
     assert answers[2].failure.retry_after_seconds > 0
     assert other_range.WhichOneof("outcome") == "success"  # an unknown user's decoy, counted in its own range
+
+
+def test_codes_per_end_user_address_are_capped_across_identifiers(
+    connections_file: Path, emulator: Emulator
+) -> None:
+    # "per-ip": 2 codes per hour for one journey.end_user.ip_address, whatever the identifiers.
+    service = build_service(connections_file)
+    service.start()
+    try:
+        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
+            journeys = Journeys(client, emulator)
+            answers = [
+                journeys.generate(i, connection="per-ip", journey=journeys.journey(ip_address="203.0.113.7"))[
+                    0
+                ]
+                for i in ("ada@example.com", "grace@example.com", "nobody@example.com")
+            ]
+            elsewhere, _ = journeys.generate(
+                "nobody@example.com", connection="per-ip", journey=journeys.journey(ip_address="2001:db8::1")
+            )
+    finally:
+        service.stop(1)
+    assert [a.WhichOneof("outcome") for a in answers[:2]] == ["success", "success"]
+    assert answers[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
+    assert elsewhere.WhichOneof("outcome") == "success"

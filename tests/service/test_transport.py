@@ -331,3 +331,13 @@ def test_on_shutdown_health_says_not_serving_while_calls_are_still_answered(
         client.health(timeout=1)
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
     client.close()
+
+
+@pytest.mark.parametrize("name", ["  ", "../etc", "x" * 65, "a b", "ünïcode"])
+def test_a_malformed_connection_name_in_check_connection_is_invalid_argument(
+    client: StepExecutorClient, name: str
+) -> None:
+    with pytest.raises(StepExecutorError) as raised:
+        client.check_connection(name)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.field_violations and raised.value.field_violations[0][0] == "connection"

@@ -72,6 +72,10 @@ class ConnectionConfig(BaseModel):
     sms_prefix_digits: Annotated[int, Field(ge=3, le=12)] = 7
     sms_prefix_limit: Annotated[int | None, Field(ge=1, le=10_000_000)] = 100
     sms_prefix_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+    # Codes per end-user IP address (journey.end_user.ip_address, when the journey supplies it) per window,
+    # whatever identifiers they go to. None: off.
+    ip_send_limit: Annotated[int | None, Field(ge=1, le=10_000_000)] = 30
+    ip_send_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
 
     @field_validator("endpoint_url")
     @classmethod
@@ -215,6 +219,8 @@ def policy_from_config(name: str, config: ConnectionConfig) -> ConnectionPolicy:
         sms_prefix_digits=config.sms_prefix_digits,
         sms_prefix_limit=config.sms_prefix_limit,
         sms_prefix_window_seconds=config.sms_prefix_window_seconds,
+        ip_send_limit=config.ip_send_limit,
+        ip_send_window_seconds=config.ip_send_window_seconds,
         send_budgets=tuple(
             (limit, window)
             for limit, window in (

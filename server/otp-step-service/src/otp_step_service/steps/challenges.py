@@ -130,6 +130,11 @@ def budget_subject(connection: str, window_seconds: int) -> str:
     return f"budget:{hashlib.sha256(connection.encode()).hexdigest()[:32]}:{window_seconds}"
 
 
+def ip_subject(connection: str, ip_address: str) -> str:
+    """The counter of codes sent for one end-user IP address (when the journey supplies it)."""
+    return "ip:" + hashlib.sha256(f"{connection}\x00{ip_address}".encode()).hexdigest()
+
+
 def prefix_subject(connection: str, prefix: str) -> str:
     """The counter of codes sent by SMS to one number prefix (the pumping velocity guard)."""
     return "prefix:" + hashlib.sha256(f"{connection}\x00{prefix}".encode()).hexdigest()

@@ -21,6 +21,7 @@ from .challenges import (
     SendResult,
     SendVerdict,
     budget_subject,
+    ip_subject,
     lockout_subject,
     prefix_subject,
     sends_subject,
@@ -113,7 +114,7 @@ class GenerateOtpStep:
             lockout_subject=lockout_subject(policy.name, identifier.value),
             lockout_threshold=policy.lockout_threshold,
             reservation_seconds=RESERVATION_SECONDS,
-            budgets=_budgets(policy, identifier, channel),
+            budgets=_budgets(policy, identifier, channel, request.journey.end_user.ip_address),
         )
         reservation = await self._store.begin_send(send)
         match reservation.verdict:
@@ -276,10 +277,11 @@ def _shown_destination(masked: str, identifier: UserIdentifier, channel: Channel
 
 
 def _budgets(
-    policy: ConnectionPolicy, identifier: UserIdentifier, channel: Channel
+    policy: ConnectionPolicy, identifier: UserIdentifier, channel: Channel, ip_address: str
 ) -> tuple[SendBudget, ...]:
-    """The counters beyond the identifier's own a send is checked against: the connection's budgets, and for
-    an SMS to a number, its prefix's."""
+    """The counters beyond the identifier's own a send is checked against: the connection's budgets, for an
+    SMS to a number its prefix's, and the end user's IP address's when the journey supplies one (the
+    transport has validated it as an address)."""
     budgets = [
         SendBudget(budget_subject(policy.name, window), limit, window)
         for limit, window in policy.send_budgets
@@ -289,6 +291,12 @@ def _budgets(
         budgets.append(
             SendBudget(
                 prefix_subject(policy.name, prefix), policy.sms_prefix_limit, policy.sms_prefix_window_seconds
+            )
+        )
+    if ip_address and policy.ip_send_limit:
+        budgets.append(
+            SendBudget(
+                ip_subject(policy.name, ip_address), policy.ip_send_limit, policy.ip_send_window_seconds
             )
         )
     return tuple(budgets)

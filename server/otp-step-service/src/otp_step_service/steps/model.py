@@ -144,3 +144,5 @@ class ConnectionPolicy:
     sms_prefix_digits: int
     sms_prefix_limit: int | None
     sms_prefix_window_seconds: int
+    ip_send_limit: int | None
+    ip_send_window_seconds: int

@@ -203,6 +203,18 @@ def _depth(payload: struct_pb2.Struct) -> int:
     return deepest
 
 
+_CONNECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as connection names are configured
+
+
+def connection_name_problem(name: str) -> str:
+    """What is wrong with a connection name a caller sent, or "" (never echoing the name)."""
+    if not name:
+        return "required"
+    if not _CONNECTION.match(name):
+        return "not a connection name (letters, digits, '_', '.', '-'; max 64)"
+    return ""
+
+
 def generate_request(message: pb.GenerateOtpRequest) -> GenerateRequest:
     """The domain request, or InvalidRequestError listing every bad field."""
     check = _Checker()

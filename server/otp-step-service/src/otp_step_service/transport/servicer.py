@@ -65,8 +65,9 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
     ) -> pb.CheckConnectionResponse:
         """Run the connection self-test."""
         name = request.connection.strip()
-        if not name:
-            await self._invalid(context, messages.InvalidRequestError([("connection", "required")]))
+        problem = messages.connection_name_problem(name)
+        if problem:
+            await self._invalid(context, messages.InvalidRequestError([("connection", problem)]))
         deadline = await _deadline(context)
         try:
             checks = await self._runner.check_connection(name, deadline)
