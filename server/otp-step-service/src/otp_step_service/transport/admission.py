@@ -10,7 +10,8 @@ use up the bound for everyone. So:
   `max_concurrent_steps` in the process, or `max_steps_per_caller` for one caller, new ones get
   RESOURCE_EXHAUSTED at once (backpressure the orchestrator can see, never an unbounded queue), while health
   checks and reflection are never refused for load.
-The caller is the client connection (its peer address) until callers authenticate.
+The caller is the authenticated caller (transport/auth.py), or the client connection (its peer address) when
+authentication is off.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2
 
+from otp_step_service.transport.auth import caller_key
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
 
 _EOF: Any = grpc.aio.EOF
@@ -68,7 +70,7 @@ class Admission(grpc.aio.ServerInterceptor):
             request = await self._read_request(context)
             if not is_step:
                 return await unary(request, context)
-            caller = context.peer()
+            caller = caller_key(context)  # the authenticated caller, else the peer address
             refused = self._refusal(caller)
             if refused is not None:
                 reason, message = refused
