@@ -444,3 +444,57 @@ def test_plaintext_beyond_loopback_with_tokens_is_allowed_when_asked(jwks: Jwks)
 def test_journeys_helper_still_works_without_authentication(journeys: Journeys) -> None:
     response, _ = journeys.generate("ada@example.com")
     assert response.WhichOneof("outcome") == "success"
+
+
+# --- The CLI and the configuration ----------------------------------------------------------------------------
+
+
+def test_the_cli_calls_over_mtls_and_with_a_token(
+    mtls: RunningService,
+    tokens_only: RunningService,
+    pki: Pki,
+    jwks: Jwks,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from otp_step_client.cli import main
+
+    cert, key = pki.orchestrator.write(tmp_path, "orchestrator")
+    tls = ["--cacert", str(pki.ca_file)]
+    assert (
+        main(
+            [
+                "--target",
+                f"127.0.0.1:{mtls.port}",
+                *tls,
+                "--cert",
+                str(cert),
+                "--key",
+                str(key),
+                "check-connection",
+                "demo",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    target = ["--target", f"127.0.0.1:{tokens_only.port}", *tls]
+    assert main([*target, "check-connection", "demo"]) == 2
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    monkeypatch.setenv("OTP_STEP_TOKEN", jwks.token())
+    assert main([*target, "check-connection", "demo"]) == 0
+
+
+def test_a_caller_naming_a_missing_connection_is_a_configuration_error(
+    connections_file: Path, tmp_path: Path
+) -> None:
+    from otp_step_service.connections import load_connections_file
+    from otp_step_service.steps.errors import ConfigurationError
+
+    path = tmp_path / "connections.toml"
+    path.write_text(
+        connections_file.read_text() + '[callers.x]\ntoken_subjects = ["x"]\nconnections = ["nope"]\n'
+    )
+    with pytest.raises(ConfigurationError, match=r"callers\.x\.connections: no connection named nope"):
+        load_connections_file(path)

@@ -116,6 +116,14 @@ class ConnectionsFile(BaseModel):
                 raise ValueError(f"connection name {name!r}: use letters, digits, '_', '.', '-' (max 64)")
         return value
 
+    @model_validator(mode="after")
+    def _callers_name_connections(self) -> ConnectionsFile:
+        for name, caller in self.callers.items():
+            unknown = sorted(set(caller.connections) - set(self.connections) - {"*"})
+            if unknown:
+                raise ValueError(f"callers.{name}.connections: no connection named {', '.join(unknown)}")
+        return self
+
 
 def load_connections_file(path: Path) -> ConnectionsFile:
     """Parse and validate the file, or raise ConfigurationError listing every problem."""
