@@ -46,6 +46,9 @@ _CALLER: ContextVar[Caller | None] = ContextVar("otp_step_caller", default=None)
 # One message for every authentication failure: which check failed would help a forger more than a caller.
 UNAUTHENTICATED_MESSAGE = "authentication required"
 
+# Rate buckets kept before idle ones are forgotten.
+MAX_BUCKETS = 10_000
+
 
 def current_caller() -> Caller | None:
     """The authenticated caller of the call being served (None when authentication is off)."""
@@ -135,6 +138,11 @@ class TokenBucket:
         self._capacity = max(1.0, rate)
         self._level = self._capacity
         self._stamp = time.monotonic()
+
+    @property
+    def idle(self) -> bool:
+        """Whether the bucket would be full now (forgetting it changes nothing)."""
+        return self._level + (time.monotonic() - self._stamp) * self._rate >= self._capacity
 
     def take(self) -> bool:
         """One token if there is one."""
@@ -226,6 +234,8 @@ class Authentication(grpc.aio.ServerInterceptor):
                 key = caller.name if caller is not None else context.peer()
                 bucket = self._buckets.get(key)
                 if bucket is None:
+                    if len(self._buckets) >= MAX_BUCKETS:
+                        self._forget_idle_buckets()
                     bucket = self._buckets[key] = TokenBucket(rate)
                 if not bucket.take():
                     await abort(
@@ -236,6 +246,12 @@ class Authentication(grpc.aio.ServerInterceptor):
                         error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(1e9 / rate))),
                     )
         return caller
+
+    def _forget_idle_buckets(self) -> None:
+        # Without authentication the key is the peer address, new with every client connection: full
+        # buckets are dropped so the table stays bounded by the callers that are actually busy.
+        for key in [key for key, bucket in self._buckets.items() if bucket.idle]:
+            del self._buckets[key]
 
     async def _authenticate(self, context: Context, metadata: Any) -> Caller:
         token = _bearer(metadata)
