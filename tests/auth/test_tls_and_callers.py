@@ -306,6 +306,8 @@ def test_bad_or_missing_tokens_are_unauthenticated_and_nothing_leaks(
     with _client(tokens_only, pki.credentials(token=good)) as client:
         assert _generate(client).WhichOneof("outcome") == "success"
     secrets = [*bad.values(), good, pki.orchestrator.key.decode(), pki.key.read_text()]
+    refusals = [r.getMessage() for r in caplog.records if "unauthenticated" in r.getMessage()]
+    assert len(refusals) >= len(bad), "the refusals are logged (with why, not the token)"
     for record in caplog.records:
         line = record.getMessage()
         for secret in secrets:
@@ -498,3 +500,50 @@ def test_a_caller_naming_a_missing_connection_is_a_configuration_error(
     )
     with pytest.raises(ConfigurationError, match=r"callers\.x\.connections: no connection named nope"):
         load_connections_file(path)
+
+
+def test_ghz_drives_the_service_over_mtls_and_with_a_bearer_token(
+    mtls: RunningService, tokens_only: RunningService, pki: Pki, jwks: Jwks, tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+
+    ghz = shutil.which("ghz", path=str(Path(__file__).resolve().parents[2] / ".bin")) or shutil.which("ghz")
+    assert ghz, "ghz is missing: run `make tools`"
+    cert, key = pki.orchestrator.write(tmp_path, "orchestrator")
+    bearer = json.dumps({"authorization": f"Bearer {jwks.token()}"})
+    runs = {
+        "mtls": (mtls, ["--cacert", str(pki.ca_file), "--cert", str(cert), "--key", str(key)]),
+        "token": (tokens_only, ["--cacert", str(pki.ca_file), "-m", bearer, "--reflect-metadata", bearer]),
+    }
+    # A Validate for a run with no code sent: through authentication and admission, no Cognito call.
+    data = json.dumps(
+        {
+            "journey": {"journey_id": "ghz", "journey_run_id": "ghz-none", "step_id": "check"},
+            "step": {"connection": "demo", "user_identifier": "ada@example.com"},
+            "otp_code": "12345678",
+        }
+    )
+    for name, (service, flags) in runs.items():
+        result = subprocess.run(
+            [
+                ghz,
+                *flags,
+                "--call",
+                "stepexecutor.v1.StepExecutor.ValidateOtp",
+                "-d",
+                data,
+                "-n",
+                "50",
+                "-c",
+                "5",
+                "-O",
+                "json",
+                f"127.0.0.1:{service.port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert json.loads(result.stdout)["statusCodeDistribution"] == {"OK": 50}, (name, result.stderr)
