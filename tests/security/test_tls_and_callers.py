@@ -24,7 +24,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from harness import Emulator, Journeys, RunningService, build_service
+from harness import Emulator, RunningService, build_service
 from otp_step_client import Credentials, Journey, Step, StepExecutorClient, StepExecutorError
 from otp_step_service.local_ca import Issued, LocalCa
 from otp_step_service.settings import ServiceSettings, SettingsError
@@ -441,11 +441,6 @@ def test_plaintext_beyond_loopback_with_tokens_is_allowed_when_asked(jwks: Jwks)
         listen="0.0.0.0:50051", allow_insecure="true", **_token_settings(jwks)
     )
     assert settings.allow_insecure and not settings.listens_on_loopback
-
-
-def test_journeys_helper_still_works_without_authentication(journeys: Journeys) -> None:
-    response, _ = journeys.generate("ada@example.com")
-    assert response.WhichOneof("outcome") == "success"
 
 
 # --- The CLI and the configuration ----------------------------------------------------------------------------
