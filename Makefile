@@ -88,8 +88,8 @@ emulator: $(STAMP) ## Run the local Cognito emulator in the foreground (EMULATOR
 	$(PY) -m cognito_emulator --port $(EMULATOR_PORT)
 
 .PHONY: run
-run: $(STAMP) $(if $(JAEGER),$(BIN)/jaeger) ## Start the seeded emulator and the service (JAEGER=1: and Jaeger); prints how to try it
-	$(PY) -m otp_step_service.demo --emulator-port $(EMULATOR_PORT) --listen $(SERVICE_ADDR) --run-dir $(RUN_DIR) $(if $(JAEGER),--jaeger) $(RUN_ARGS)
+run: $(STAMP) $(if $(JAEGER),$(BIN)/jaeger) ## Start the seeded emulator and the service (JAEGER=1: and Jaeger; TLS=1: mTLS, local CA); prints how to try it
+	$(PY) -m otp_step_service.demo --emulator-port $(EMULATOR_PORT) --listen $(SERVICE_ADDR) --run-dir $(RUN_DIR) $(if $(JAEGER),--jaeger) $(if $(TLS),--tls) $(RUN_ARGS)
 
 # ---------------------------------------------------------------------------------------------------------
 # Checking

@@ -133,7 +133,7 @@ def test_one_noisy_caller_is_refused_alone(connections_file: Path, emulator: Emu
     # The caller is the client's host: a second connection from it is the same caller. The quiet caller
     # comes from another address (IPv6 loopback) and is served.
     service = build_service(
-        connections_file, listen="[::]:0", max_concurrent_steps="8", max_steps_per_caller="1"
+        connections_file, listen="localhost:0", max_concurrent_steps="8", max_steps_per_caller="1"
     )
     service.start()
     try:
@@ -173,7 +173,7 @@ def test_idle_streams_from_one_host_cannot_fill_the_servers_open_call_bound(
     connections_file: Path, emulator: Emulator
 ) -> None:
     service = build_service(
-        connections_file, listen="[::]:0", idle_stream_seconds="3", max_open_rpcs_per_caller="20"
+        connections_file, listen="localhost:0", idle_stream_seconds="3", max_open_rpcs_per_caller="20"
     )
     service.start()
     opened, done = threading.Event(), threading.Event()

@@ -11,27 +11,33 @@ Responses are the generated protobuf messages (`stepexecutor.v1`): branch on `re
 """
 
 from otp_step_client._client import (
+    Credentials,
     DeadlineExceededError,
     InvalidArgumentError,
     Journey,
     NotFoundError,
     OtpChannel,
+    PermissionDeniedError,
     ResourceExhaustedError,
     Step,
     StepExecutorClient,
     StepExecutorError,
+    UnauthenticatedError,
     UnavailableError,
 )
 
 __all__ = [
+    "Credentials",
     "DeadlineExceededError",
     "InvalidArgumentError",
     "Journey",
     "NotFoundError",
     "OtpChannel",
+    "PermissionDeniedError",
     "ResourceExhaustedError",
     "Step",
     "StepExecutorClient",
     "StepExecutorError",
+    "UnauthenticatedError",
     "UnavailableError",
 ]

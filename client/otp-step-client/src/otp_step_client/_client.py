@@ -70,6 +70,14 @@ class DeadlineExceededError(StepExecutorError):
     """DEADLINE_EXCEEDED: the deadline ran out before the step could answer."""
 
 
+class UnauthenticatedError(StepExecutorError):
+    """UNAUTHENTICATED: no credential, or one the service did not accept (deliberately not saying why)."""
+
+
+class PermissionDeniedError(StepExecutorError):
+    """PERMISSION_DENIED: this caller may not use that connection or tenant (`reason` says which)."""
+
+
 class UnavailableError(StepExecutorError):
     """UNAVAILABLE: the service is draining or unreachable; retry, elsewhere if possible."""
 
@@ -83,6 +91,8 @@ _BY_CODE: dict[grpc.StatusCode, type[StepExecutorError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 
@@ -150,11 +160,54 @@ class Step:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """How the client proves who it is, and whom it trusts (all PEM bytes; see docs/auth.md).
+
+    `root_certificates` set: TLS, verifying the service against that CA bundle; with `certificate_chain` and
+    `private_key`, mTLS. `token`: a bearer token sent as `authorization: Bearer ...` on every call.
+    """
+
+    root_certificates: bytes | None = None
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    server_name: str | None = None  # the name to expect in the service's certificate, when not the target's
+
+    @property
+    def tls(self) -> bool:
+        """Whether the channel uses TLS."""
+        return self.root_certificates is not None or self.certificate_chain is not None
+
+    def channel(self, target: str) -> grpc.Channel:
+        """A channel to `target` with these credentials."""
+        if not self.tls:
+            return grpc.insecure_channel(target)
+        ssl = grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates,
+            private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+        )
+        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return grpc.secure_channel(target, ssl, options=options)
+
+
 class StepExecutorClient:
     """A connection to the service. Thread-safe; close it (or use `with`) when done."""
 
-    def __init__(self, target: str, timeout: float = 10.0, channel: grpc.Channel | None = None) -> None:
-        self._channel = channel or grpc.insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        timeout: float = 10.0,
+        channel: grpc.Channel | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        credentials = credentials or Credentials()
+        self._channel = channel or credentials.channel(target)
+        # Sent as metadata rather than call credentials: those refuse plaintext, and loopback may be plaintext.
+        self._auth: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {credentials.token}"),) if credentials.token else ()
+        )
         self._stub = pb_grpc.StepExecutorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self.timeout = timeout
@@ -212,7 +265,8 @@ class StepExecutorClient:
         self, method: Any, request: Any, timeout: float | None, metadata: Sequence[tuple[str, str]]
     ) -> Any:
         try:
-            return method(request, timeout=timeout or self.timeout, metadata=list(metadata) or None)
+            metadata = [*self._auth, *metadata]
+            return method(request, timeout=timeout or self.timeout, metadata=metadata or None)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 

@@ -4,6 +4,8 @@
     otp-step validate --connection demo --identifier ada@example.com --run run-1 --code 12345678
     otp-step check-connection demo
     otp-step health
+    otp-step --cacert ca.crt --cert client.crt --key client.key health       (mTLS)
+    OTP_STEP_TOKEN=eyJ... otp-step --cacert ca.crt check-connection demo     (TLS and a bearer token)
 
 Prints each response as JSON (protobuf's JSON mapping). Exit code: 0 success outcome, 1 failure or abort
 outcome, 2 the call could not run.
@@ -16,11 +18,12 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
-from otp_step_client._client import Journey, Step, StepExecutorClient, StepExecutorError
+from otp_step_client._client import Credentials, Journey, Step, StepExecutorClient, StepExecutorError
 
 DEFAULT_TARGET = os.environ.get("OTP_STEP_TARGET", "127.0.0.1:50051")
 
@@ -50,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
         "--target", default=DEFAULT_TARGET, help=f"service address (default {DEFAULT_TARGET})"
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds")
+    tls = parser.add_argument_group("TLS and authentication (docs/auth.md)")
+    tls.add_argument(
+        "--cacert", default=os.environ.get("OTP_STEP_CACERT"), help="CA bundle: use TLS ($OTP_STEP_CACERT)"
+    )
+    tls.add_argument(
+        "--cert", default=os.environ.get("OTP_STEP_CERT"), help="client certificate, mTLS ($OTP_STEP_CERT)"
+    )
+    tls.add_argument(
+        "--key", default=os.environ.get("OTP_STEP_KEY"), help="client private key, mTLS ($OTP_STEP_KEY)"
+    )
+    # A token on the command line is visible to other local users (ps); the variable is the safer way.
+    tls.add_argument(
+        "--token", default=os.environ.get("OTP_STEP_TOKEN"), help="bearer token ($OTP_STEP_TOKEN)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     generate = sub.add_parser("generate", help="Cognito OTP Generate")
     _step_arguments(generate)
@@ -67,10 +84,26 @@ def _print(message: Any) -> None:
     print(json.dumps(json_format.MessageToDict(message), indent=2))
 
 
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def credentials(args: argparse.Namespace) -> Credentials:
+    """The client credentials the flags (or their variables) name."""
+    if bool(args.cert) != bool(args.key):
+        raise SystemExit("otp-step: --cert and --key go together")
+    return Credentials(
+        root_certificates=_read(args.cacert),
+        certificate_chain=_read(args.cert),
+        private_key=_read(args.key),
+        token=args.token or None,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    with StepExecutorClient(args.target, timeout=args.timeout) as client:
+    with StepExecutorClient(args.target, timeout=args.timeout, credentials=credentials(args)) as client:
         try:
             if args.command == "health":
                 status = client.health()

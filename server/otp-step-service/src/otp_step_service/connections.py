@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from otp_step_service.adapters.cognito import AioCognitoGateway, CognitoTarget
 from otp_step_service.adapters.id_tokens import JwksIdTokenVerifier, issuer_for, jwks_url_for
+from otp_step_service.callers import CallerConfig
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import ConnectionPolicy
 from otp_step_service.steps.outcomes import Channel
@@ -116,11 +117,12 @@ class ConnectionConfig(BaseModel):
 
 
 class ConnectionsFile(BaseModel):
-    """The whole file: `[connections.<name>]` tables."""
+    """The whole file: `[connections.<name>]` tables, and the `[callers.<name>]` that may use them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     connections: dict[str, ConnectionConfig]
+    callers: dict[str, CallerConfig] = {}  # who may use which connection (callers.py)
 
     @field_validator("connections")
     @classmethod
@@ -131,6 +133,14 @@ class ConnectionsFile(BaseModel):
             if not _NAME.match(name):
                 raise ValueError(f"connection name {name!r}: use letters, digits, '_', '.', '-' (max 64)")
         return value
+
+    @model_validator(mode="after")
+    def _callers_name_connections(self) -> ConnectionsFile:
+        for name, caller in self.callers.items():
+            unknown = sorted(set(caller.connections) - set(self.connections) - {"*"})
+            if unknown:
+                raise ValueError(f"callers.{name}.connections: no connection named {', '.join(unknown)}")
+        return self
 
 
 def load_connections_file(path: Path) -> ConnectionsFile:

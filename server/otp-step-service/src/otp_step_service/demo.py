@@ -46,9 +46,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _banner(listen: str, emulator: str, jaeger: bool) -> str:
+def _banner(listen: str, emulator: str, jaeger: bool, client_flags: str = "") -> str:
     venv_bin = Path(sys.executable).parent
-    step = f"{venv_bin}/otp-step --target {listen}"
+    step = f"{venv_bin}/otp-step --target {listen}{client_flags}"
     return f"""
 ================================================================================================
  Cognito OTP steps are running.
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:50051")
     parser.add_argument("--run-dir", type=Path, default=Path("var") / "run")
     parser.add_argument("--jaeger", action="store_true", help="start a local Jaeger and export traces to it")
+    parser.add_argument("--tls", action="store_true", help="mTLS with a throw-away local CA (var/run/tls/)")
     args = parser.parse_args(argv)
 
     # A SIGTERM before the service takes over signal handling must still stop the children (finally below).
@@ -134,7 +135,15 @@ def main(argv: list[str] | None = None) -> int:
             _wait_http(JAEGER_UI, jaeger, "Jaeger")
             os.environ.setdefault("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
             os.environ.setdefault("OTEL_SERVICE_NAME", "otp-step-service")
-        print(_banner(args.listen, emulator_url, args.jaeger), file=sys.stderr, flush=True)
+        flags = ""
+        if args.tls:
+            from otp_step_service import demo_tls
+
+            os.environ.update(demo_tls.prepare(run_dir, connections))
+            flags = demo_tls.client_flags(run_dir)
+        print(_banner(args.listen, emulator_url, args.jaeger, flags), file=sys.stderr, flush=True)
+        if args.tls:
+            print(demo_tls.banner(args.listen, run_dir), file=sys.stderr, flush=True)
         return serve(["serve", "--listen", args.listen, "--connections", str(connections)])
     finally:
         for child in reversed(children):

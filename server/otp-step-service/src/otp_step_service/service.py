@@ -21,7 +21,8 @@ from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import CheckStatus, ConnectionCheck
 from otp_step_service.steps.ports import ChallengeStore, Connection
-from otp_step_service.transport.server import ServerLimits, StepExecutorServer
+from otp_step_service.transport.security import PortSecurity
+from otp_step_service.transport.server import STEP_METHODS, ServerLimits, StepExecutorServer
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,12 @@ class Service:
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
         )
-        return cls(settings, runner, StepExecutorServer(runner, settings.listen, limits, tracing=tracing))
+        security = PortSecurity.from_settings(settings, STEP_METHODS)
+        return cls(
+            settings,
+            runner,
+            StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security),
+        )
 
     async def prepare(self, self_test: bool = True) -> None:
         """Self-test the connections (per OTP_STEP_SELF_TEST) and warm their clients and keys."""

@@ -82,6 +82,23 @@ class ServiceSettings(BaseSettings):
         "warn", description="connection self-test at start: 'warn', 'strict' (refuse to start), 'off'"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Python log level")
+    # Transport security and caller authentication (issue 10; docs/auth.md).
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain of the gRPC port (reloaded on change)"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of the gRPC port (reloaded on change)")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA bundle: require and verify client certificates (mTLS)"
+    )
+    allow_insecure: bool = Field(False, description="allow plaintext beyond loopback (logged as a warning)")
+    token_issuer: str | None = Field(None, description="bearer tokens: the issuer (iss) they must name")
+    token_audience: str | None = Field(None, description="bearer tokens: the audience (aud) they must name")
+    token_jwks_url: str | None = Field(None, description="bearer tokens: the issuer's JWKS address")
+    token_algorithms: str = Field("RS256,ES256", description="bearer tokens: accepted signing algorithms")
+    steps_per_second_per_caller: Annotated[float, Field(ge=0, le=100_000)] = Field(
+        0,
+        description="steps per second per caller (token bucket, per process) before RESOURCE_EXHAUSTED; 0: off",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -127,6 +144,9 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 "OTP_STEP_MAX_OPEN_RPCS_PER_CALLER must be below OTP_STEP_MAX_OPEN_RPCS, or one caller can fill it"
             )
+        from otp_step_service.exposure import check_exposure
+
+        check_exposure(self)
         return self
 
     @property

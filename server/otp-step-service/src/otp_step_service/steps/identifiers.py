@@ -34,6 +34,8 @@ def _plain_email(text: str) -> str | None:
     domain = match.group(2).lower()
     if any(domain == name or domain.endswith("." + name) for name in _SPECIAL_USE):
         return None
+    if any(label[2:4] == "--" for label in domain.split(".")):
+        return None  # "xn--" and its kin: IDNA rules email-validator applies (RFC 5891 4.2.3.1)
     return text.lower()
 
 

@@ -13,8 +13,8 @@ use up the bound for everyone. So:
 - any unary RPC (health checks included) counts while open against `max_open_rpcs_per_caller`, so one
   caller cannot fill gRPC's own bound on open RPCs (`max_open_rpcs`) with idle streams spread over many
   connections.
-The caller is the client's host (its peer address without the port: a second connection from the same host
-is the same caller) until callers authenticate.
+The caller is the authenticated caller (transport/auth.py), else the client's host (its peer address without
+the port: a second connection from the same host is the same caller).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import grpc
 from google.protobuf import duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2
 
+from otp_step_service.transport.auth import caller_key
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
 
 _EOF: Any = grpc.aio.EOF
@@ -72,7 +73,7 @@ class Admission(grpc.aio.ServerInterceptor):
         is_step = details.method in self._steps
 
         async def read_then_run(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            caller = caller_of(context)
+            caller = caller_key(context)  # the authenticated caller, else the client host
             if self._open_per_caller[caller] >= self._limits.max_open_rpcs_per_caller:
                 await abort(
                     context,
@@ -139,13 +140,6 @@ def overloaded_details(reason: str) -> tuple[error_details_pb2.ErrorInfo, error_
         error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN),
         error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=100_000_000)),
     )
-
-
-def caller_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The caller's host: `ipv4:10.0.0.7:53512` and `ipv4:10.0.0.7:53600` are one caller."""
-    peer = context.peer()
-    host, sep, port = peer.rpartition(":")
-    return host if sep and port.isdigit() and host not in ("ipv4", "ipv6") else peer
 
 
 @contextlib.contextmanager

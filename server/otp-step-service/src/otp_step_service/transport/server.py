@@ -21,6 +21,7 @@ from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
 from otp_step_service.execution import StepRunner
 from otp_step_service.transport.admission import Admission, AdmissionLimits
+from otp_step_service.transport.security import PortSecurity
 from otp_step_service.transport.servicer import StepExecutorServicer
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,15 @@ class ServerLimits:
 class StepExecutorServer:
     """The server for one process. `start()` binds and serves; `port` is the bound port (useful with port 0)."""
 
-    def __init__(self, runner: StepRunner, listen: str, limits: ServerLimits, tracing: bool = False) -> None:
+    def __init__(
+        self,
+        runner: StepRunner,
+        listen: str,
+        limits: ServerLimits,
+        tracing: bool = False,
+        security: PortSecurity | None = None,
+    ) -> None:
+        self.security = security or PortSecurity(None, None)
         self._runner = runner
         self._listen = listen
         self._limits = limits
@@ -89,6 +98,8 @@ class StepExecutorServer:
     async def start(self) -> None:
         """Bind, start serving and report SERVING; OSError when the address cannot be bound."""
         interceptors: list[Any] = [self.admission]
+        if self.security.authentication is not None:
+            interceptors.insert(0, self.security.authentication)  # outermost: who calls, before anything else
         if self._tracing:
             from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
@@ -116,7 +127,7 @@ class StepExecutorServer:
             MethodAwareReflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)), server
         )
         try:
-            port = server.add_insecure_port(self._listen)
+            port = self.security.bind(server, self._listen)
         except RuntimeError:  # grpcio reports a failed bind this way
             port = 0
         if port == 0:
@@ -138,6 +149,8 @@ class StepExecutorServer:
             await asyncio.sleep(notice)
         await self._server.stop(grace)
         self._server = None
+        if self.security.authentication is not None:
+            await self.security.authentication.aclose()
 
     async def wait_for_termination(self) -> None:
         """Until the server stops."""

@@ -16,6 +16,7 @@ from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.errors import UnknownConnectionError
 from otp_step_service.steps.outcomes import CodeSent, CodeVerified, S
 from otp_step_service.transport import messages
+from otp_step_service.transport.auth import authorize
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
 
     async def GenerateOtp(self, request: pb.GenerateOtpRequest, context: Context) -> pb.GenerateOtpResponse:
         """Run Cognito OTP Generate."""
+        await authorize(context, request.step.connection, request.journey.tenant_id)
 
         async def run() -> Executed[CodeSent]:
             parsed = messages.generate_request(request)  # malformed beats late: INVALID_ARGUMENT first
@@ -53,6 +55,7 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
 
     async def ValidateOtp(self, request: pb.ValidateOtpRequest, context: Context) -> pb.ValidateOtpResponse:
         """Run Cognito OTP Validate."""
+        await authorize(context, request.step.connection, request.journey.tenant_id)
 
         async def run() -> Executed[CodeVerified]:
             parsed = messages.validate_request(request)
@@ -65,6 +68,7 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
     ) -> pb.CheckConnectionResponse:
         """Run the connection self-test."""
         name = request.connection.strip()
+        await authorize(context, name, None)
         problem = messages.connection_name_problem(name)
         if problem:
             await self._invalid(context, messages.InvalidRequestError([("connection", problem)]))

@@ -1,0 +1,114 @@
+"""Callers: who may call the service, which connections each may use, and the tenant it acts for.
+
+A `[callers.<name>]` table in the connections file names a caller by the identities it authenticates with (its
+client certificate's identity, or its bearer token's subject) and lists its connections. A caller bound to a
+tenant may only run journeys of that tenant. Identities are compared exactly; an authenticated identity that
+no table names is not a caller (PERMISSION_DENIED).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from otp_step_service.steps.errors import ConfigurationError
+
+ANY_CONNECTION = "*"
+
+
+class CallerConfig(BaseModel):
+    """One `[callers.<name>]` table (docs/auth.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    certificate_identities: tuple[str, ...] = Field(
+        (),
+        description="client-certificate identities: a URI SAN (spiffe://...), else a DNS SAN or subject CN",
+    )
+    token_subjects: tuple[str, ...] = Field((), description="bearer-token subjects (the `sub` claim)")
+    connections: tuple[str, ...] = Field(description="connection names this caller may use; '*' for all")
+    tenant: str | None = Field(None, description="set: journeys must carry this journey.tenant_id")
+    steps_per_second: Annotated[float | None, Field(gt=0, le=100_000)] = Field(
+        None, description="this caller's steps per second (overrides OTP_STEP_STEPS_PER_SECOND_PER_CALLER)"
+    )
+
+    @model_validator(mode="after")
+    def _identified(self) -> CallerConfig:
+        if not self.certificate_identities and not self.token_subjects:
+            raise ValueError("name at least one certificate_identities or token_subjects entry")
+        if not self.connections:
+            raise ValueError("list the connections this caller may use ('*' for all)")
+        return self
+
+
+class _CallersSection(BaseModel):
+    # Only the callers: the connections are validated by connections.py.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    callers: dict[str, CallerConfig] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated, known caller."""
+
+    name: str
+    connections: frozenset[str]
+    tenant: str | None
+    steps_per_second: float | None
+
+    def may_use(self, connection: str) -> bool:
+        """Whether this caller may run steps on `connection`."""
+        return ANY_CONNECTION in self.connections or connection in self.connections
+
+
+@dataclass(frozen=True, slots=True)
+class Callers:
+    """The known callers, by the identities they authenticate with."""
+
+    by_certificate: Mapping[str, Caller]
+    by_token_subject: Mapping[str, Caller]
+
+    @classmethod
+    def from_configs(cls, configs: Mapping[str, CallerConfig]) -> Callers:
+        """Index the tables; an identity claimed by two callers is a configuration error."""
+        by_certificate: dict[str, Caller] = {}
+        by_subject: dict[str, Caller] = {}
+        for name, config in configs.items():
+            caller = Caller(name, frozenset(config.connections), config.tenant, config.steps_per_second)
+            for index, identities in (
+                (by_certificate, config.certificate_identities),
+                (by_subject, config.token_subjects),
+            ):
+                for identity in identities:
+                    if identity in index:
+                        raise ConfigurationError(
+                            f"callers.{name}: identity {identity!r} is already caller {index[identity].name!r}"
+                        )
+                    index[identity] = caller
+        return cls(by_certificate, by_subject)
+
+    def __len__(self) -> int:
+        return len({c.name for c in (*self.by_certificate.values(), *self.by_token_subject.values())})
+
+
+def load_callers(path: Path) -> Callers:
+    """The `[callers.*]` tables of the connections file, validated."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"connections file {path}: cannot read its callers ({exc})") from None
+    try:
+        section = _CallersSection.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems)) from None
+    return Callers.from_configs(section.callers)

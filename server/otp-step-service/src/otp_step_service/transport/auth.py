@@ -1,0 +1,299 @@
+"""Authentication and authorization of callers: who is calling, and may it run this step.
+
+`Authentication` is the outermost interceptor (before Admission): it names the caller of every call except
+health checks, from
+
+1. a bearer token (`authorization: Bearer <JWT>`), when one is sent: verified against the configured issuer's
+   JWKS (signature, exp, nbf, aud, iss, an allowed asymmetric algorithm; never `none`); the caller is the
+   token's `sub`;
+2. else the client certificate verified by the TLS handshake (mTLS): its SPIFFE-style URI SAN, else its first
+   DNS SAN, else its subject CN.
+
+The identity must belong to a `[callers.<name>]` table. A missing or bad credential ends the call with
+UNAUTHENTICATED and the same short message whatever went wrong (why is logged, never the token); a verified
+identity that is not a caller gets PERMISSION_DENIED. The caller is then in a context variable, where
+Admission (its per-caller bound) and the servicer (`authorize`: connection and tenant) read it.
+
+Steps per second per caller are a token bucket kept in this process: with several processes or instances
+each enforces the rate on its own (the shared-store bucket is still to do).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, NoReturn
+
+import grpc
+import jwt
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2
+
+from otp_step_service.adapters.jwks import JwksCache
+from otp_step_service.callers import Caller, Callers
+from otp_step_service.steps.errors import TokenVerificationError
+from otp_step_service.transport.status import ERROR_DOMAIN, abort
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_CALLER: ContextVar[Caller | None] = ContextVar("otp_step_caller", default=None)
+
+# One message for every authentication failure: which check failed would help a forger more than a caller.
+UNAUTHENTICATED_MESSAGE = "authentication required"
+
+# Rate buckets kept before idle ones are forgotten.
+MAX_BUCKETS = 10_000
+
+
+def current_caller() -> Caller | None:
+    """The authenticated caller of the call being served (None when authentication is off)."""
+    return _CALLER.get()
+
+
+def caller_key(context: Context) -> str:
+    """What per-caller bounds count by: the authenticated caller's name, else the client's host (the peer
+    address without its port: `ipv4:10.0.0.7:53512` and `ipv4:10.0.0.7:53600` are one caller)."""
+    caller = _CALLER.get()
+    if caller is not None:
+        return f"caller:{caller.name}"
+    peer = context.peer()
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() and host not in ("ipv4", "ipv6") else peer
+
+
+async def authorize(context: Context, connection: str, tenant_id: str | None) -> None:
+    """PERMISSION_DENIED (with ErrorInfo) unless the caller may use `connection` for `tenant_id` (None: the
+    call belongs to no journey, as CheckConnection)."""
+    caller = _CALLER.get()
+    if caller is None:
+        return
+    if not caller.may_use(connection.strip()):
+        # The same answer whether or not the connection exists: a caller cannot probe for other names.
+        await _deny(context, "CONNECTION_NOT_PERMITTED", "this caller may not use this connection")
+    if caller.tenant is not None and tenant_id is not None and tenant_id != caller.tenant:
+        await _deny(context, "TENANT_MISMATCH", "journey.tenant_id is not this caller's tenant")
+
+
+async def _deny(context: Context, reason: str, message: str) -> NoReturn:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    await abort(context, code_pb2.PERMISSION_DENIED, message, info)
+
+
+class BearerTokens:
+    """Verifies bearer tokens from one issuer; keys from its JWKS (cached, refetch on unknown kid bounded)."""
+
+    def __init__(self, *, issuer: str, audience: str, jwks_url: str, algorithms: list[str]) -> None:
+        self._issuer = issuer
+        self._audience = audience
+        self._algorithms = algorithms
+        self._keys = JwksCache(jwks_url)
+
+    async def subject(self, token: str) -> str:
+        """The verified token's `sub`, or TokenVerificationError saying which check failed (not the token)."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise TokenVerificationError(type(exc).__name__) from None
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if algorithm not in self._algorithms:
+            raise TokenVerificationError("algorithm not allowed")
+        if not isinstance(kid, str) or not kid:
+            raise TokenVerificationError("the token names no signing key (kid)")
+        key = await self._keys.key(kid)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+                leeway=30,
+            )
+        except jwt.InvalidTokenError as exc:
+            raise TokenVerificationError(type(exc).__name__) from None
+        return str(claims["sub"])
+
+    async def aclose(self) -> None:
+        """Close the key fetcher."""
+        await self._keys.aclose()
+
+
+def certificate_identity(context: Context) -> str | None:
+    """The verified client certificate's identity: URI SAN, else DNS SAN, else subject CN (None: no cert)."""
+    auth = context.auth_context()
+    for prop in ("peer_uri", "peer_dns", "x509_common_name"):
+        for value in auth.get(prop, ()):
+            return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `rate` (one second's worth, at least 1) saved up."""
+
+    __slots__ = ("_capacity", "_level", "_rate", "_stamp")
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._capacity = max(1.0, rate)
+        self._level = self._capacity
+        self._stamp = time.monotonic()
+
+    @property
+    def idle(self) -> bool:
+        """Whether the bucket would be full now (forgetting it changes nothing)."""
+        return self._level + (time.monotonic() - self._stamp) * self._rate >= self._capacity
+
+    def take(self) -> bool:
+        """One token if there is one."""
+        now = time.monotonic()
+        self._level = min(self._capacity, self._level + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._level < 1.0:
+            return False
+        self._level -= 1.0
+        return True
+
+
+class Authentication(grpc.aio.ServerInterceptor):
+    """Names the caller of each call (see the module docstring) and applies its steps-per-second rate."""
+
+    def __init__(
+        self,
+        callers: Callers,
+        *,
+        tokens: BearerTokens | None,
+        certificates: bool,
+        open_methods: frozenset[str],
+        step_methods: frozenset[str],
+        steps_per_second: float,
+    ) -> None:
+        self._callers = callers
+        self._tokens = tokens
+        self._certificates = certificates
+        self._open = open_methods
+        self._steps = step_methods
+        self._rate = steps_per_second
+        self._buckets: dict[str, TokenBucket] = {}
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether callers must authenticate (else only the rate applies, per peer)."""
+        return self._tokens is not None or self._certificates
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler: Any = await continuation(details)
+        if handler is None or details.method in self._open:
+            return handler
+        metadata = details.invocation_metadata or ()
+        is_step = details.method in self._steps
+        admit = self._admit
+
+        if handler.request_streaming and not handler.response_streaming:
+            inner_su = handler.stream_unary
+
+            async def guarded_unary(requests: Any, context: Context) -> Any:
+                _CALLER.set(await admit(context, metadata, is_step))
+                return await inner_su(requests, context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                guarded_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.request_streaming and handler.response_streaming:
+            inner_ss = handler.stream_stream
+
+            async def guarded_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+                _CALLER.set(await admit(context, metadata, is_step))
+                result = inner_ss(requests, context)
+                if inspect.isasyncgen(result):
+                    async for response in result:
+                        yield response
+                else:
+                    await result
+
+            return grpc.stream_stream_rpc_method_handler(
+                guarded_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Admission serves every unary method as client-streaming, and the API has no other shapes; a new
+        # one must be added here rather than slip through unauthenticated.
+        raise RuntimeError(f"{details.method}: no authentication for this kind of method")
+
+    async def _admit(self, context: Context, metadata: Any, is_step: bool) -> Caller | None:
+        caller = await self._authenticate(context, metadata) if self.authenticates else None
+        if is_step:
+            rate = caller.steps_per_second if caller is not None and caller.steps_per_second else self._rate
+            if rate > 0:
+                key = caller.name if caller is not None else context.peer()
+                bucket = self._buckets.get(key)
+                if bucket is None:
+                    if len(self._buckets) >= MAX_BUCKETS:
+                        self._forget_idle_buckets()
+                    bucket = self._buckets[key] = TokenBucket(rate)
+                if not bucket.take():
+                    await abort(
+                        context,
+                        code_pb2.RESOURCE_EXHAUSTED,
+                        f"this caller is above its {rate:g} steps per second: back off and retry",
+                        error_details_pb2.ErrorInfo(reason="CALLER_RATE_LIMITED", domain=ERROR_DOMAIN),
+                        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(1e9 / rate))),
+                    )
+        return caller
+
+    def _forget_idle_buckets(self) -> None:
+        # Without authentication the key is the peer address, new with every client connection: full
+        # buckets are dropped so the table stays bounded by the callers that are actually busy.
+        for key in [key for key, bucket in self._buckets.items() if bucket.idle]:
+            del self._buckets[key]
+
+    async def _authenticate(self, context: Context, metadata: Any) -> Caller:
+        token = _bearer(metadata)
+        if token is not None:
+            if self._tokens is None:
+                await self._refuse(context, "a bearer token was sent but tokens are not configured")
+            try:
+                subject = await self._tokens.subject(token)
+            except TokenVerificationError as exc:
+                await self._refuse(context, f"bearer token rejected: {exc}")
+            caller = self._callers.by_token_subject.get(subject)
+        else:
+            identity = certificate_identity(context) if self._certificates else None
+            if identity is None:
+                await self._refuse(context, "no credential")
+            subject = identity
+            caller = self._callers.by_certificate.get(identity)
+        if caller is None:
+            log.warning("authenticated identity %r is not a configured caller", subject)
+            await _deny(context, "UNKNOWN_CALLER", "this identity is not a configured caller")
+        return caller
+
+    @staticmethod
+    async def _refuse(context: Context, why: str) -> NoReturn:
+        # `why` never includes the credential; the caller only learns that it did not authenticate.
+        log.info("call refused, unauthenticated: %s (peer %s)", why, context.peer())
+        await abort(context, code_pb2.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+
+    async def aclose(self) -> None:
+        """Close the token key fetcher."""
+        if self._tokens is not None:
+            await self._tokens.aclose()
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata:
+        if key == "authorization":
+            scheme, _, credential = str(value).partition(" ")
+            return credential.strip() if scheme.lower() == "bearer" else ""
+    return None

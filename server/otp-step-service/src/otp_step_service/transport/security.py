@@ -1,0 +1,83 @@
+"""The gRPC port's security, assembled from the settings: its credentials and the authentication interceptor."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health
+
+from otp_step_service.callers import Callers, load_callers
+from otp_step_service.exposure import token_algorithms
+from otp_step_service.settings import ServiceSettings
+from otp_step_service.steps.errors import ConfigurationError
+from otp_step_service.transport.auth import Authentication, BearerTokens
+from otp_step_service.transport.tls import ReloadingCertificates, TlsFiles, server_credentials
+
+log = logging.getLogger(__name__)
+
+# Health checks stay open: load balancers and orchestrators probe them without credentials.
+OPEN_METHODS = frozenset({f"/{health.SERVICE_NAME}/Check", f"/{health.SERVICE_NAME}/Watch"})
+
+
+@dataclass
+class PortSecurity:
+    """TLS files (None: plaintext) and the authentication interceptor (None: no authentication, no rate)."""
+
+    tls: TlsFiles | None
+    authentication: Authentication | None
+    certificates: ReloadingCertificates | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings, step_methods: frozenset[str]) -> PortSecurity:
+        """Read the callers when authentication is on; warn loudly about plaintext beyond loopback."""
+        tls = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            tls = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        elif not settings.listens_on_loopback:
+            log.warning(
+                "SERVING PLAINTEXT BEYOND LOOPBACK on %s (OTP_STEP_ALLOW_INSECURE): anyone on the path can read "
+                "codes, claims and credentials; set OTP_STEP_TLS_CERT and OTP_STEP_TLS_KEY",
+                settings.listen,
+            )
+        tokens = None
+        if settings.token_issuer and settings.token_audience and settings.token_jwks_url:
+            tokens = BearerTokens(
+                issuer=settings.token_issuer,
+                audience=settings.token_audience,
+                jwks_url=settings.token_jwks_url,
+                algorithms=token_algorithms(settings.token_algorithms),
+            )
+        certificates = settings.tls_client_ca is not None
+        if not (tokens or certificates or settings.steps_per_second_per_caller):
+            return cls(tls, None)
+        callers = Callers({}, {})
+        if tokens or certificates:
+            callers = load_callers(settings.connections_path)
+            if not len(callers):
+                raise ConfigurationError(
+                    f"callers authenticate, but {settings.connections_path} defines no [callers.<name>] table: "
+                    "add one per caller (docs/auth.md)"
+                )
+        authentication = Authentication(
+            callers,
+            tokens=tokens,
+            certificates=certificates,
+            open_methods=OPEN_METHODS,
+            step_methods=step_methods,
+            steps_per_second=settings.steps_per_second_per_caller,
+        )
+        return cls(tls, authentication)
+
+    def bind(self, server: grpc.aio.Server, listen: str) -> int:
+        """Add the port, secure or not; returns the bound port (0: not bound)."""
+        if self.tls is None:
+            return server.add_insecure_port(listen)
+        try:
+            credentials, self.certificates = server_credentials(self.tls)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(
+                f"OTP_STEP_TLS_CERT / OTP_STEP_TLS_KEY / OTP_STEP_TLS_CLIENT_CA: cannot load ({exc})"
+            ) from None
+        return server.add_secure_port(listen, credentials)

@@ -1,0 +1,544 @@
+"""Only known callers get in: TLS, mTLS, bearer tokens, callers and tenancy, per-caller rate, rotation.
+
+Real sockets, real certificates (a throw-away CA made here), a real JWKS served over HTTP by this test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from harness import Emulator, RunningService, build_service
+from otp_step_client import Credentials, Journey, Step, StepExecutorClient, StepExecutorError
+from otp_step_service.local_ca import Issued, LocalCa
+from otp_step_service.settings import ServiceSettings, SettingsError
+
+ISSUER = "https://issuer.example.test"
+AUDIENCE = "otp-step-service"
+ORCHESTRATOR = "spiffe://example.test/ns/prod/sa/orchestrator"
+
+CALLERS = f"""
+[callers.orchestrator]
+certificate_identities = ["{ORCHESTRATOR}"]
+token_subjects = ["orchestrator-worker"]
+connections = ["demo", "tokens"]
+
+[callers.tenant-a]
+certificate_identities = ["tenant-a.internal"]
+connections = ["demo"]
+tenant = "tenant-a"
+
+[callers.noisy]
+token_subjects = ["noisy-worker"]
+connections = ["*"]
+steps_per_second = 2
+"""
+
+
+class Jwks:
+    """An issuer's signing key and its JWKS served on 127.0.0.1 (the test's identity provider)."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        document = json.dumps({"keys": [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(document)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def token(self, subject: str = "orchestrator-worker", *, kid: str = "k1", **claims: Any) -> str:
+        now = int(time.time())
+        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "iat": now, "exp": now + 300, **claims}
+        return jwt.encode(body, self.key, algorithm="RS256", headers={"kid": kid})
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+@dataclass
+class Pki:
+    """The CA, the server's files and the clients' certificates."""
+
+    ca: LocalCa
+    folder: Path
+    cert: Path
+    key: Path
+    ca_file: Path
+    orchestrator: Issued
+    tenant_a: Issued
+    stranger: Issued  # signed by the CA, but no caller names it
+    expired: Issued
+    foreign: Issued  # signed by another CA
+
+    def credentials(self, client: Issued | None = None, token: str | None = None) -> Credentials:
+        return Credentials(
+            root_certificates=self.ca.pem,
+            certificate_chain=client.certificate if client else None,
+            private_key=client.key if client else None,
+            token=token,
+        )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("tls")
+    ca = LocalCa()
+    cert, key = ca.server().write(folder, "server")
+    ca_file = folder / "ca.crt"
+    ca_file.write_bytes(ca.pem)
+    return Pki(
+        ca,
+        folder,
+        cert,
+        key,
+        ca_file,
+        orchestrator=ca.issue("orchestrator", uris=(ORCHESTRATOR,), dns=("ignored.internal",), client=True),
+        tenant_a=ca.issue("tenant-a", dns=("tenant-a.internal",), client=True),
+        stranger=ca.issue("stranger", dns=("stranger.internal",), client=True),
+        expired=ca.issue("orchestrator", uris=(ORCHESTRATOR,), client=True, expired=True),
+        foreign=LocalCa("another CA").issue("orchestrator", uris=(ORCHESTRATOR,), client=True),
+    )
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[Jwks]:
+    issuer = Jwks()
+    yield issuer
+    issuer.close()
+
+
+@pytest.fixture(scope="module")
+def callers_file(connections_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("callers") / "connections.toml"
+    path.write_text(connections_file.read_text() + CALLERS)
+    return path
+
+
+def _token_settings(jwks: Jwks) -> dict[str, str]:
+    return {"token_issuer": ISSUER, "token_audience": AUDIENCE, "token_jwks_url": jwks.url}
+
+
+@pytest.fixture(scope="module")
+def mtls(pki: Pki, jwks: Jwks, callers_file: Path) -> Iterator[RunningService]:
+    """mTLS required, bearer tokens accepted on top."""
+    service = build_service(
+        callers_file,
+        tls_cert=str(pki.cert),
+        tls_key=str(pki.key),
+        tls_client_ca=str(pki.ca_file),
+        **_token_settings(jwks),
+    )
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def tokens_only(pki: Pki, jwks: Jwks, callers_file: Path) -> Iterator[RunningService]:
+    """TLS without client certificates: callers authenticate with bearer tokens."""
+    service = build_service(
+        callers_file, tls_cert=str(pki.cert), tls_key=str(pki.key), **_token_settings(jwks)
+    )
+    service.start()
+    yield service
+    service.stop()
+
+
+def _client(service: RunningService, credentials: Credentials) -> StepExecutorClient:
+    return StepExecutorClient(f"127.0.0.1:{service.port}", timeout=5, credentials=credentials)
+
+
+def _generate(client: StepExecutorClient, connection: str = "demo", tenant: str = "") -> Any:
+    journey = Journey("auth-test", run_id=f"run-{time.monotonic_ns()}", step_id="send", tenant_id=tenant)
+    return client.generate_otp(journey, Step(connection, "ada@example.com", channel="EMAIL"))
+
+
+def _invalid_generate(client: StepExecutorClient) -> None:
+    """A step the service refuses as INVALID_ARGUMENT once admitted (cheap: no Cognito call)."""
+    client.generate_otp(Journey("auth-test", "run", "send"), Step("demo", ""))
+
+
+def _code(call: Any) -> grpc.StatusCode:
+    with pytest.raises(StepExecutorError) as raised:
+        call()
+    return raised.value.code
+
+
+# --- TLS and mTLS ---------------------------------------------------------------------------------------------
+
+
+def test_a_plaintext_client_cannot_call_a_tls_server(mtls: RunningService) -> None:
+    with _client(mtls, Credentials()) as client:
+        assert _code(client.health) is grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("who", ["no certificate", "another CA", "expired"])
+def test_a_client_without_a_valid_certificate_fails_the_handshake(
+    mtls: RunningService, pki: Pki, who: str
+) -> None:
+    client_cert = {"no certificate": None, "another CA": pki.foreign, "expired": pki.expired}[who]
+    with _client(mtls, pki.credentials(client_cert)) as client:
+        assert _code(client.health) is grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_that_does_not_trust_the_server_ca_fails(mtls: RunningService, pki: Pki) -> None:
+    credentials = Credentials(
+        root_certificates=LocalCa("not the server's").pem,
+        certificate_chain=pki.orchestrator.certificate,
+        private_key=pki.orchestrator.key,
+    )
+    with _client(mtls, credentials) as client:
+        assert _code(client.health) is grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_uri_san_names_the_caller_and_its_step_runs(
+    mtls: RunningService, pki: Pki, emulator: Emulator
+) -> None:
+    with _client(mtls, pki.credentials(pki.orchestrator)) as client:
+        response = _generate(client)
+    assert response.WhichOneof("outcome") == "success", response
+
+
+# --- Callers and tenancy --------------------------------------------------------------------------------------
+
+
+def test_a_caller_cannot_use_another_callers_connection(mtls: RunningService, pki: Pki) -> None:
+    with _client(mtls, pki.credentials(pki.tenant_a)) as client:
+        with pytest.raises(StepExecutorError) as raised:
+            _generate(client, connection="tokens", tenant="tenant-a")
+        with pytest.raises(StepExecutorError) as unknown:
+            _generate(client, connection="no-such-connection", tenant="tenant-a")
+        with pytest.raises(StepExecutorError) as check:
+            client.check_connection("tokens")
+    assert raised.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert (raised.value.reason, raised.value.domain) == ("CONNECTION_NOT_PERMITTED", "stepexecutor.v1")
+    # The same answer for a name that does not exist: a caller cannot probe for connections.
+    assert (unknown.value.code, unknown.value.message) == (raised.value.code, raised.value.message)
+    assert check.value.code is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_tenant_bound_caller_runs_only_its_tenants_journeys(mtls: RunningService, pki: Pki) -> None:
+    with _client(mtls, pki.credentials(pki.tenant_a)) as client:
+        with pytest.raises(StepExecutorError) as raised:
+            _generate(client, tenant="tenant-b")
+        assert raised.value.code is grpc.StatusCode.PERMISSION_DENIED
+        assert raised.value.reason == "TENANT_MISMATCH"
+        assert _generate(client, tenant="tenant-a").WhichOneof("outcome") == "success"
+
+
+def test_a_verified_certificate_no_caller_names_is_denied(mtls: RunningService, pki: Pki) -> None:
+    with _client(mtls, pki.credentials(pki.stranger)) as client, pytest.raises(StepExecutorError) as raised:
+        _generate(client)
+    assert raised.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert raised.value.reason == "UNKNOWN_CALLER"
+
+
+# --- Bearer tokens --------------------------------------------------------------------------------------------
+
+
+def _bad_tokens(jwks: Jwks) -> dict[str, str]:
+    now = int(time.time())
+    unsigned = jwt.encode(
+        {"iss": ISSUER, "aud": AUDIENCE, "sub": "orchestrator-worker", "exp": now + 300},
+        key=None,
+        algorithm="none",
+        headers={"kid": "k1"},
+    )
+    return {
+        "expired": jwks.token(exp=now - 120),
+        "not yet valid": jwks.token(nbf=now + 600),
+        "wrong audience": jwks.token(aud="someone-else"),
+        "wrong issuer": jwks.token(iss="https://evil.example.test"),
+        "alg none": unsigned,
+        "unknown kid": jwks.token(kid="k-unknown"),
+        "signed by another key": jwt.encode(
+            {"iss": ISSUER, "aud": AUDIENCE, "sub": "orchestrator-worker", "exp": now + 300},
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            algorithm="RS256",
+            headers={"kid": "k1"},
+        ),
+        "garbage": "not-a-jwt",
+    }
+
+
+def test_bad_or_missing_tokens_are_unauthenticated_and_nothing_leaks(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bad = _bad_tokens(jwks)
+    answers: dict[str, tuple[grpc.StatusCode, str]] = {}
+    for name, token in {"missing": None, **bad}.items():
+        with (
+            _client(tokens_only, pki.credentials(token=token)) as client,
+            pytest.raises(StepExecutorError) as raised,
+        ):
+            _generate(client)
+        answers[name] = (raised.value.code, raised.value.message)
+    assert set(answers.values()) == {(grpc.StatusCode.UNAUTHENTICATED, "authentication required")}, answers
+    good = jwks.token()
+    with _client(tokens_only, pki.credentials(token=good)) as client:
+        assert _generate(client).WhichOneof("outcome") == "success"
+    secrets = [*bad.values(), good, pki.orchestrator.key.decode(), pki.key.read_text()]
+    refusals = [r.getMessage() for r in caplog.records if "unauthenticated" in r.getMessage()]
+    assert len(refusals) >= len(bad), "the refusals are logged (with why, not the token)"
+    for record in caplog.records:
+        line = record.getMessage()
+        for secret in secrets:
+            for part in secret.split("."):  # no token, nor its signature, nor any key material
+                if len(part) > 20:
+                    assert part not in line, (record.name, line)
+
+
+def test_reflection_needs_a_credential_health_does_not(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks
+) -> None:
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    channel = pki.credentials().channel(f"127.0.0.1:{tokens_only.port}")
+    with channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+        assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        answer = list(
+            stub.ServerReflectionInfo(
+                iter([request]), timeout=5, metadata=[("authorization", f"Bearer {jwks.token()}")]
+            )
+        )
+        assert "stepexecutor.v1.StepExecutor" in {s.name for s in answer[0].list_services_response.service}
+    with _client(tokens_only, pki.credentials()) as client:
+        assert client.health() == "SERVING"
+
+
+# --- Per-caller rate ------------------------------------------------------------------------------------------
+
+
+def test_the_rate_limit_holds_back_the_noisy_caller_only(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks
+) -> None:
+    noisy_codes = []
+    with (
+        _client(tokens_only, pki.credentials(token=jwks.token("noisy-worker"))) as noisy,
+        _client(tokens_only, pki.credentials(token=jwks.token())) as quiet,
+    ):
+        for _ in range(8):
+            try:
+                _invalid_generate(noisy)
+            except StepExecutorError as exc:
+                noisy_codes.append((exc.code, exc.reason))
+            assert _code(lambda: _invalid_generate(quiet)) is grpc.StatusCode.INVALID_ARGUMENT
+    assert (grpc.StatusCode.RESOURCE_EXHAUSTED, "CALLER_RATE_LIMITED") in noisy_codes
+    assert (grpc.StatusCode.INVALID_ARGUMENT, "") in noisy_codes  # its first steps, within its burst, ran
+
+
+# --- Certificate rotation -------------------------------------------------------------------------------------
+
+
+def _served_serial(port: int, ca: bytes) -> int:
+    """The serial number of the certificate a new handshake gets."""
+    context = ssl.create_default_context(cadata=ca.decode())
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_a_rotated_certificate_reaches_new_handshakes_while_open_channels_keep_working(
+    pki: Pki, jwks: Jwks, callers_file: Path, tmp_path: Path
+) -> None:
+    cert, key = pki.ca.server().write(tmp_path, "server")
+    service = build_service(callers_file, tls_cert=str(cert), tls_key=str(key), **_token_settings(jwks))
+    service.start()
+    failures: list[BaseException] = []
+    stop = threading.Event()
+    try:
+        before = _served_serial(service.port, pki.ca.pem)
+        with _client(service, pki.credentials(token=jwks.token())) as kept:
+            assert _generate(kept).WhichOneof("outcome") == "success"
+
+            def keep_calling() -> None:
+                while not stop.is_set():
+                    try:
+                        kept.health()
+                        _code(lambda: _invalid_generate(kept))
+                    except BaseException as exc:
+                        failures.append(exc)
+                        return
+
+            caller = threading.Thread(target=keep_calling)
+            caller.start()
+            rotated = pki.ca.server()
+            # Key first, then the chain, each by rename: a handshake never sees half a file.
+            for name, data in (("server.key", rotated.key), ("server.crt", rotated.certificate)):
+                staged = tmp_path / f"{name}.new"
+                staged.write_bytes(data)
+                os.replace(staged, tmp_path / name)
+            deadline = time.monotonic() + 10
+            while (after := _served_serial(service.port, pki.ca.pem)) == before:
+                assert time.monotonic() < deadline, "the rotated certificate was never served"
+                time.sleep(0.05)
+            assert after == x509.load_pem_x509_certificate(rotated.certificate).serial_number
+            assert _generate(kept).WhichOneof("outcome") == "success"  # the kept channel still works
+            stop.set()
+            caller.join(timeout=10)
+        assert not failures, failures
+    finally:
+        stop.set()
+        service.stop()
+
+
+# --- Safe defaults --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        ({"listen": "0.0.0.0:50051"}, "OTP_STEP_TLS_CERT"),
+        ({"listen": "0.0.0.0:50051", "allow_insecure": "true"}, "callers must authenticate"),
+        ({"tls_cert": "a.crt"}, "go together"),
+        ({"token_issuer": ISSUER}, "together"),
+        ({"token_algorithms": "none"}, "OTP_STEP_TOKEN_ALGORITHMS"),
+        ({"token_algorithms": "HS256"}, "OTP_STEP_TOKEN_ALGORITHMS"),
+    ],
+)
+def test_settings_refuse_an_open_port(settings: dict[str, str], complaint: str) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        ServiceSettings.from_env(**settings)
+
+
+def test_plaintext_beyond_loopback_with_tokens_is_allowed_when_asked(jwks: Jwks) -> None:
+    settings = ServiceSettings.from_env(
+        listen="0.0.0.0:50051", allow_insecure="true", **_token_settings(jwks)
+    )
+    assert settings.allow_insecure and not settings.listens_on_loopback
+
+
+# --- The CLI and the configuration ----------------------------------------------------------------------------
+
+
+def test_the_cli_calls_over_mtls_and_with_a_token(
+    mtls: RunningService,
+    tokens_only: RunningService,
+    pki: Pki,
+    jwks: Jwks,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from otp_step_client.cli import main
+
+    cert, key = pki.orchestrator.write(tmp_path, "orchestrator")
+    tls = ["--cacert", str(pki.ca_file)]
+    assert (
+        main(
+            [
+                "--target",
+                f"127.0.0.1:{mtls.port}",
+                *tls,
+                "--cert",
+                str(cert),
+                "--key",
+                str(key),
+                "check-connection",
+                "demo",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    target = ["--target", f"127.0.0.1:{tokens_only.port}", *tls]
+    assert main([*target, "check-connection", "demo"]) == 2
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    monkeypatch.setenv("OTP_STEP_TOKEN", jwks.token())
+    assert main([*target, "check-connection", "demo"]) == 0
+
+
+def test_a_caller_naming_a_missing_connection_is_a_configuration_error(
+    connections_file: Path, tmp_path: Path
+) -> None:
+    from otp_step_service.connections import load_connections_file
+    from otp_step_service.steps.errors import ConfigurationError
+
+    path = tmp_path / "connections.toml"
+    path.write_text(
+        connections_file.read_text() + '[callers.x]\ntoken_subjects = ["x"]\nconnections = ["nope"]\n'
+    )
+    with pytest.raises(ConfigurationError, match=r"callers\.x\.connections: no connection named nope"):
+        load_connections_file(path)
+
+
+def test_ghz_drives_the_service_over_mtls_and_with_a_bearer_token(
+    mtls: RunningService, tokens_only: RunningService, pki: Pki, jwks: Jwks, tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+
+    ghz = shutil.which("ghz", path=str(Path(__file__).resolve().parents[2] / ".bin")) or shutil.which("ghz")
+    assert ghz, "ghz is missing: run `make tools`"
+    cert, key = pki.orchestrator.write(tmp_path, "orchestrator")
+    bearer = json.dumps({"authorization": f"Bearer {jwks.token()}"})
+    runs = {
+        "mtls": (mtls, ["--cacert", str(pki.ca_file), "--cert", str(cert), "--key", str(key)]),
+        "token": (tokens_only, ["--cacert", str(pki.ca_file), "-m", bearer, "--reflect-metadata", bearer]),
+    }
+    # A Validate for a run with no code sent: through authentication and admission, no Cognito call.
+    data = json.dumps(
+        {
+            "journey": {"journey_id": "ghz", "journey_run_id": "ghz-none", "step_id": "check"},
+            "step": {"connection": "demo", "user_identifier": "ada@example.com"},
+            "otp_code": "12345678",
+        }
+    )
+    for name, (service, flags) in runs.items():
+        result = subprocess.run(
+            [
+                ghz,
+                *flags,
+                "--call",
+                "stepexecutor.v1.StepExecutor.ValidateOtp",
+                "-d",
+                data,
+                "-n",
+                "50",
+                "-c",
+                "5",
+                "-O",
+                "json",
+                f"127.0.0.1:{service.port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert json.loads(result.stdout)["statusCodeDistribution"] == {"OK": 50}, (name, result.stderr)
