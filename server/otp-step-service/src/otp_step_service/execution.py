@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from otp_step_service import telemetry
 from otp_step_service.steps.branching import fail
@@ -35,6 +35,9 @@ from otp_step_service.steps.outcomes import (
 from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.validate import ValidateOtpStep
 
+if TYPE_CHECKING:
+    from otp_step_service.metrics import Metrics
+
 log = logging.getLogger("otp_step_service.steps")
 
 GENERATE = "cognito_otp_generate"
@@ -53,9 +56,14 @@ class StepRunner:
     """Executes Generate and Validate for the configured connections."""
 
     def __init__(
-        self, connections: Mapping[str, Connection], store: ChallengeStore, clock: Clock = SYSTEM_CLOCK
+        self,
+        connections: Mapping[str, Connection],
+        store: ChallengeStore,
+        clock: Clock = SYSTEM_CLOCK,
+        metrics: Metrics | None = None,
     ) -> None:
         self._connections = dict(connections)
+        self._metrics = metrics
         self.store = store
         self.clock = clock
         self._generate = GenerateOtpStep(store, clock)
@@ -154,6 +162,17 @@ class StepRunner:
             telemetry.record_outcome(span, outcome, event_data)
             trace_id = format(span.get_span_context().trace_id, "032x") if span.is_recording() else ""
         self._log(step_type, journey_fields, step, connection, outcome, started, trace_id)
+        if self._metrics is not None:
+            self._metrics.step_finished(
+                step_type,
+                step.connection,
+                channel,
+                step.user_identifier,
+                connection.policy.default_phone_region,
+                outcome,
+                time.perf_counter() - started,
+                validating=step_type == VALIDATE,
+            )
         return Executed(outcome, event_data)
 
     @staticmethod

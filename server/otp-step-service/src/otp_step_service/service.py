@@ -12,14 +12,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
+from otp_step_service.adapters.metered_store import MeteredChallengeStore
 from otp_step_service.connections import build_connections
 from otp_step_service.execution import StepRunner
+from otp_step_service.metrics import Metrics
 from otp_step_service.settings import ServiceSettings
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import CheckStatus, ConnectionCheck
 from otp_step_service.steps.ports import ChallengeStore, Connection
+from otp_step_service.transport.call_metrics import CallDuration
 from otp_step_service.transport.server import ServerLimits, StepExecutorServer
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ class Service:
     settings: ServiceSettings
     runner: StepRunner
     server: StepExecutorServer
+    metrics: Metrics | None = None
 
     @classmethod
     def build(
@@ -94,16 +98,27 @@ class Service:
         store: ChallengeStore | None = None,
         clock: Clock = SYSTEM_CLOCK,
         connections: Mapping[str, Connection] | None = None,
+        metrics: Metrics | None = None,
     ) -> Service:
         """Validate the configuration and assemble the parts (configuration errors raise here, before
-        serving). Pass `store`, `clock` or `connections` to replace the real ones (tests)."""
+        serving). Pass `store`, `clock` or `connections` to replace the real ones (tests), `metrics` to
+        record into a registry of your own (otherwise they are recorded only with OTP_STEP_METRICS_LISTEN)."""
+        if metrics is None and settings.metrics_listen:
+            metrics = Metrics()
+        if metrics is not None and settings.metrics_listen and settings.processes > 1:
+            raise ConfigurationError(
+                "OTP_STEP_METRICS_LISTEN with OTP_STEP_PROCESSES > 1 is not supported yet: the processes "
+                "would share one scrape port; run one process per port instead"
+            )
         if connections is None:
             connections = build_connections(
-                settings.connections_path, max_connections=settings.max_concurrent_steps
+                settings.connections_path, max_connections=settings.max_concurrent_steps, metrics=metrics
             )
         if store is None:
             store = challenge_store(settings.challenge_store, clock, settings.max_concurrent_steps)
-        runner = StepRunner(connections, store, clock)
+        if metrics is not None:
+            store = MeteredChallengeStore(store, metrics)
+        runner = StepRunner(connections, store, clock, metrics)
         limits = ServerLimits(
             max_concurrent_steps=settings.max_concurrent_steps,
             max_steps_per_caller=settings.max_steps_per_caller,
@@ -113,7 +128,11 @@ class Service:
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
         )
-        return cls(settings, runner, StepExecutorServer(runner, settings.listen, limits, tracing=tracing))
+        server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing)
+        if metrics is not None:
+            server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
+            metrics.watch_admission(lambda: server.admission.steps_in_flight, server.admission.refusals)
+        return cls(settings, runner, server, metrics)
 
     async def prepare(self, self_test: bool = True) -> None:
         """Self-test the connections (per OTP_STEP_SELF_TEST) and warm their clients and keys."""
@@ -127,8 +146,18 @@ class Service:
                 log.warning("connection %s: could not warm up (%s)", name, type(exc).__name__)
 
     async def start(self) -> None:
-        """Bind and serve."""
+        """Bind and serve (and the scrape endpoint, with OTP_STEP_METRICS_LISTEN)."""
         await self.server.start()
+        if self.metrics is not None and self.settings.metrics_listen:
+            try:
+                port = self.metrics.serve(self.settings.metrics_listen)
+            except OSError as exc:
+                await self.server.stop(0)
+                raise OSError(
+                    f"cannot listen on {self.settings.metrics_listen} for metrics: {exc.strerror} "
+                    "(OTP_STEP_METRICS_LISTEN)"
+                ) from None
+            log.info("metrics: http://%s/metrics (port %d)", self.settings.metrics_listen, port)
 
     @property
     def port(self) -> int:
@@ -138,5 +167,7 @@ class Service:
     async def stop(self, grace: float) -> None:
         """Drain in-flight steps within `grace` seconds, then close every connection and the store."""
         await self.server.stop(grace)
+        if self.metrics is not None:
+            self.metrics.close()
         await close_connections(self.runner.connections)
         await self.runner.store.aclose()

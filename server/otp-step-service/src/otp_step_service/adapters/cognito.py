@@ -22,10 +22,11 @@ import hmac
 import logging
 import secrets
 import socket
+import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiobotocore
 import aiohttp
@@ -48,6 +49,9 @@ from otp_step_service.steps.model import (
 )
 from otp_step_service.steps.outcomes import Channel, CognitoTokens, ErrorCategory
 from otp_step_service.telemetry import CognitoCallSpan
+
+if TYPE_CHECKING:
+    from otp_step_service.metrics import CognitoCallMetrics
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +158,11 @@ def _count_request(**_: Any) -> None:
         requests.sent += 1
 
 
+def _api_name(operation: str) -> str:
+    """botocore's method name as the API names it (initiate_auth → InitiateAuth): the metrics' operation."""
+    return "".join(part.title() for part in operation.split("_"))
+
+
 def _not_authorized_kind(message: str) -> CognitoErrorKind:
     # NotAuthorizedException covers several situations told apart only by message [obs]; unknown messages
     # fall back to the generic kind, never to a wrong specific one.
@@ -191,8 +200,14 @@ class AioCognitoGateway:
     """CognitoGateway over aiobotocore for one connection: one client, its HTTP connection pool sized for the
     service's concurrency, botocore's own retries off (the RetryPolicy decides per operation)."""
 
-    def __init__(self, target: CognitoTarget, session: AioSession | None = None) -> None:
+    def __init__(
+        self,
+        target: CognitoTarget,
+        session: AioSession | None = None,
+        metrics: CognitoCallMetrics | None = None,
+    ) -> None:
         self._target = target
+        self._metrics = metrics
         self._session = session or get_session()
         self._client: Any = None
         self._clients = contextlib.AsyncExitStack()
@@ -372,15 +387,27 @@ class AioCognitoGateway:
         requests: CognitoRequests,
     ) -> dict[str, Any]:
         retry = 0
+        metrics = self._metrics
         while True:
+            started = time.perf_counter()
             try:
-                return await self._send(await self._ensure_client(), deadline, operation, request, requests)
+                response = await self._send(
+                    await self._ensure_client(), deadline, operation, request, requests
+                )
             except CognitoError as error:
+                if metrics is not None:
+                    metrics.call(_api_name(operation), error.kind.value, time.perf_counter() - started)
                 pause = retries.pause(retry)
                 if not retries.should_retry(error.kind, retry, pause, self._timeout, deadline):
                     raise
+                if metrics is not None:
+                    metrics.retry(_api_name(operation), error.kind.value)
                 retry += 1
                 await asyncio.sleep(pause)
+            else:
+                if metrics is not None:
+                    metrics.call(_api_name(operation), "", time.perf_counter() - started)
+                return response
 
     async def _send(
         self,

@@ -47,6 +47,8 @@ class Admission(grpc.aio.ServerInterceptor):
         self._steps = step_methods
         self._in_flight = 0
         self._per_caller: Counter[str] = Counter()
+        # Calls refused, by reason: plain counts, read by the metrics at scrape time (no cost per call).
+        self.refusals: Counter[str] = Counter()
 
     @property
     def steps_in_flight(self) -> int:
@@ -72,6 +74,7 @@ class Admission(grpc.aio.ServerInterceptor):
             refused = self._refusal(caller)
             if refused is not None:
                 reason, message = refused
+                self.refusals[reason] += 1
                 await abort(context, code_pb2.RESOURCE_EXHAUSTED, message, *overloaded_details(reason))
             self._in_flight += 1
             self._per_caller[caller] += 1
@@ -95,6 +98,7 @@ class Admission(grpc.aio.ServerInterceptor):
             async with asyncio.timeout(self._limits.idle_stream_seconds):
                 request = await context.read()
         except TimeoutError:
+            self.refusals["IDLE_STREAM"] += 1
             await abort(
                 context,
                 code_pb2.DEADLINE_EXCEEDED,
