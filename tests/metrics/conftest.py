@@ -1,4 +1,5 @@
-"""A metered service (its own scrape port) and a real Prometheus scraping it, once for this folder."""
+"""A metered service (its own scrape port) and a real Prometheus scraping it, fresh for each test module
+(the scrape test counts exactly what its journeys did)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from otp_step_client import StepExecutorClient
 from .prometheus import RULES, Prometheus
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def metered_service(connections_file: Path) -> Iterator[RunningService]:
     """A service of its own (fresh counters) with the scrape endpoint on a free loopback port."""
     service = build_service(connections_file, metrics_listen=f"127.0.0.1:{free_port()}")
@@ -21,7 +22,7 @@ def metered_service(connections_file: Path) -> Iterator[RunningService]:
     service.stop(grace=1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prometheus(
     metered_service: RunningService, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Prometheus]:

@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,14 @@ class Prometheus:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"{expr} is {got}, expected {expected} (after {timeout:.0f} s)")
+            time.sleep(0.2)
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+        """Poll `condition` until it holds, failing with `what` after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not within {timeout:.0f} s: {what}")
             time.sleep(0.2)
 
     def stop(self) -> None:
