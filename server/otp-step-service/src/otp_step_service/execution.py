@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic
@@ -64,6 +65,8 @@ class StepRunner:
     ) -> None:
         self._connections = dict(connections)
         self._metrics = metrics
+        # Steps running per Connection object (by id): a reload closes a retired connection once it is unused.
+        self._using: Counter[int] = Counter()
         self.store = store
         self.clock = clock
         self._generate = GenerateOtpStep(store, clock)
@@ -73,6 +76,14 @@ class StepRunner:
     def connections(self) -> Mapping[str, Connection]:
         """The configured connections, by name."""
         return self._connections
+
+    def replace_connections(self, connections: Mapping[str, Connection]) -> None:
+        """Serve new steps with `connections` (a reload); steps already running keep the one they looked up."""
+        self._connections = dict(connections)
+
+    def steps_using(self, connection: Connection) -> int:
+        """Steps running now on `connection`."""
+        return self._using[id(connection)]
 
     def connection(self, name: str) -> Connection:
         """The named connection, or UnknownConnectionError."""
@@ -129,6 +140,7 @@ class StepRunner:
         with telemetry.step_span(
             step_type, lambda: telemetry.step_attributes(step_type, journey_fields, step.connection, channel)
         ) as span:
+            self._using[id(connection)] += 1
             try:
                 outcome: StepOutcome[Any] = await run()
             except ChallengeStoreError as exc:
@@ -149,6 +161,8 @@ class StepRunner:
                     StepFailure(FailureCode.INTERNAL, "the service failed unexpectedly; see its logs"),
                     validating=step_type == VALIDATE,
                 )
+            finally:
+                self._using[id(connection)] -= 1
             known_secrets = [*secrets, *_token_values(outcome)]
             event_data = step_event_data(
                 step_type,

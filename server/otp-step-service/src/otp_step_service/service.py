@@ -16,6 +16,7 @@ from otp_step_service.adapters.metered_store import MeteredChallengeStore
 from otp_step_service.connections import build_connections
 from otp_step_service.execution import StepRunner
 from otp_step_service.metrics import Metrics
+from otp_step_service.reload import ConnectionsReloader
 from otp_step_service.settings import ServiceSettings
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
@@ -88,6 +89,7 @@ class Service:
     runner: StepRunner
     server: StepExecutorServer
     metrics: Metrics | None = None
+    reloader: ConnectionsReloader | None = None
 
     @classmethod
     def build(
@@ -110,6 +112,7 @@ class Service:
                 "OTP_STEP_METRICS_LISTEN with OTP_STEP_PROCESSES > 1 is not supported yet: the processes "
                 "would share one scrape port; run one process per port instead"
             )
+        built_here = connections is None
         if connections is None:
             connections = build_connections(
                 settings.connections_path, max_connections=settings.max_concurrent_steps, metrics=metrics
@@ -132,7 +135,18 @@ class Service:
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
             metrics.watch_admission(lambda: server.admission.steps_in_flight, server.admission.refusals)
-        return cls(settings, runner, server, metrics)
+        service = cls(settings, runner, server, metrics)
+        service.reloader = ConnectionsReloader(
+            runner,
+            settings.connections_path,
+            max_connections=settings.max_concurrent_steps,
+            drain_seconds=settings.grace_seconds,
+            self_test=settings.self_test,
+            metrics=metrics,
+        )
+        if built_here:
+            service.reloader.remember_current()
+        return service
 
     async def prepare(self, self_test: bool = True) -> None:
         """Self-test the connections (per OTP_STEP_SELF_TEST) and warm their clients and keys."""
@@ -159,6 +173,10 @@ class Service:
                 ) from None
             log.info("metrics: http://%s/metrics (port %d)", self.settings.metrics_listen, port)
 
+    async def reload(self) -> bool:
+        """Re-read the connections file and secrets (SIGHUP); False, the old configuration kept, if invalid."""
+        return self.reloader is not None and await self.reloader.reload()
+
     @property
     def port(self) -> int:
         """The bound port."""
@@ -170,4 +188,6 @@ class Service:
         if self.metrics is not None:
             self.metrics.close()
         await close_connections(self.runner.connections)
+        if self.reloader is not None:
+            await self.reloader.aclose()
         await self.runner.store.aclose()
