@@ -61,6 +61,10 @@ class ConnectionConfig(BaseModel):
     connect_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
     throttle_retries: Annotated[int, Field(ge=0, le=5)] = 2
     channels: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS)
+    # The circuit breaker (adapters/circuit_breaker.py): consecutive outages before steps fail fast (0: off),
+    # and how long before one probe call is let through.
+    circuit_failure_threshold: Annotated[int, Field(ge=0, le=1000)] = 5
+    circuit_open_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
 
     @field_validator("endpoint_url")
     @classmethod
@@ -179,6 +183,8 @@ def connection_from_config(
         call_timeout=config.call_timeout_seconds,
         throttle_retries=config.throttle_retries,
         channels=config.channels,
+        circuit_failure_threshold=config.circuit_failure_threshold,
+        circuit_open_seconds=config.circuit_open_seconds,
     )
     policy = policy_from_config(name, config)
     verifier = JwksIdTokenVerifier(

@@ -24,7 +24,8 @@ from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import CheckStatus, ConnectionCheck
 from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.transport.call_metrics import CallDuration
-from otp_step_service.transport.server import ServerLimits, StepExecutorServer
+from otp_step_service.transport.readiness import ConnectionReadiness
+from otp_step_service.transport.server import SERVICE_NAME, ServerLimits, StepExecutorServer
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Service:
     server: StepExecutorServer
     metrics: Metrics | None = None
     reloader: ConnectionsReloader | None = None
+    readiness: ConnectionReadiness | None = None
 
     @classmethod
     def build(
@@ -136,6 +138,8 @@ class Service:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
             metrics.watch_admission(lambda: server.admission.steps_in_flight, server.admission.refusals)
         service = cls(settings, runner, server, metrics)
+        service.readiness = ConnectionReadiness(server.health, ("", SERVICE_NAME))
+        service.readiness.watch(runner.connections)
         service.reloader = ConnectionsReloader(
             runner,
             settings.connections_path,
@@ -162,6 +166,8 @@ class Service:
     async def start(self) -> None:
         """Bind and serve (and the scrape endpoint, with OTP_STEP_METRICS_LISTEN)."""
         await self.server.start()
+        if self.readiness is not None:
+            await self.readiness.publish()
         if self.metrics is not None and self.settings.metrics_listen:
             try:
                 port = self.metrics.serve(self.settings.metrics_listen)
@@ -175,7 +181,11 @@ class Service:
 
     async def reload(self) -> bool:
         """Re-read the connections file and secrets (SIGHUP); False, the old configuration kept, if invalid."""
-        return self.reloader is not None and await self.reloader.reload()
+        if self.reloader is None or not await self.reloader.reload():
+            return False
+        if self.readiness is not None:
+            await self.readiness.publish(self.readiness.watch(self.runner.connections))
+        return True
 
     @property
     def port(self) -> int:

@@ -36,6 +36,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
 from otp_step_service.adapters.call_policy import CallTimeout, RetryPolicy, read_retries, throttle_retries
+from otp_step_service.adapters.circuit_breaker import CircuitBreaker
 from otp_step_service.steps.cognito_failures import failure_for
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.model import (
@@ -191,6 +192,8 @@ class CognitoTarget:
     call_timeout: float
     throttle_retries: int
     channels: tuple[Channel, ...]
+    circuit_failure_threshold: int = 5
+    circuit_open_seconds: float = 30.0
 
     def __repr__(self) -> str:
         return f"CognitoTarget({self.region}, {self.user_pool_id}, {self.client_id}, secret=<redacted>)"
@@ -208,6 +211,7 @@ class AioCognitoGateway:
     ) -> None:
         self._target = target
         self._metrics = metrics
+        self.breaker = CircuitBreaker(target.circuit_failure_threshold, target.circuit_open_seconds)
         self._session = session or get_session()
         self._client: Any = None
         self._clients = contextlib.AsyncExitStack()
@@ -389,12 +393,22 @@ class AioCognitoGateway:
         retry = 0
         metrics = self._metrics
         while True:
+            if not self.breaker.allow():
+                # Fail fast while Cognito is down: the step gets the same retryable COGNITO_UNAVAILABLE a real
+                # outage gives, without waiting out a timeout; nothing was sent, so nothing is counted.
+                raise CognitoError(
+                    CognitoErrorKind.UNAVAILABLE,
+                    "CircuitOpen",
+                    "Cognito has been failing on this connection; not called (circuit open)",
+                    reached_cognito=False,
+                )
             started = time.perf_counter()
             try:
                 response = await self._send(
                     await self._ensure_client(), deadline, operation, request, requests
                 )
             except CognitoError as error:
+                self.breaker.record(error.kind)
                 if metrics is not None:
                     metrics.call(_api_name(operation), error.kind.value, time.perf_counter() - started)
                 pause = retries.pause(retry)
@@ -404,7 +418,11 @@ class AioCognitoGateway:
                     metrics.retry(_api_name(operation), error.kind.value)
                 retry += 1
                 await asyncio.sleep(pause)
+            except BaseException:
+                self.breaker.release()  # cancelled: no answer either way
+                raise
             else:
+                self.breaker.record(None)
                 if metrics is not None:
                     metrics.call(_api_name(operation), "", time.perf_counter() - started)
                 return response
