@@ -56,6 +56,7 @@ def test_a_journey_moves_the_counters_and_histograms_prometheus_scrapes(
         'otp_challenge_store_operation_duration_seconds_count{operation="begin_attempt"}': 3,
         "sum(otp_challenge_store_errors_total) or vector(0)": 0,
         "otp_steps_in_flight": 0,
+        'otp_cognito_circuit_open{connection="demo"}': 0,
     }
     for expr, value in expected.items():
         prometheus.wait_for(expr, value)

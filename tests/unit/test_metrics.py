@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from otp_step_service.adapters.circuit_breaker import CircuitBreaker
 from otp_step_service.metrics import CATALOGUE, Metrics, destination_country
 from otp_step_service.settings import ServiceSettings, SettingsError
+from otp_step_service.steps.model import CognitoErrorKind
 from otp_step_service.steps.outcomes import FailureBranch, FailureCode, StepFailure, StepOutcome, Success
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -121,6 +124,7 @@ def test_metrics_are_off_unless_a_scrape_address_is_set() -> None:
 def test_the_catalogue_lists_every_metric_the_registry_exposes_and_the_docs_list_the_catalogue() -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.watch_admission(lambda: 0, Counter({"OVERLOADED": 1}))
+    metrics.watch_circuits(dict)
     exposed = set(re.findall(r"^# TYPE (\S+) ", generate_latest(metrics.registry).decode(), re.MULTILINE))
     exposed = {
         name + "_total" if name + "_total" in {m.name for m in CATALOGUE} else name for name in exposed
@@ -129,3 +133,13 @@ def test_the_catalogue_lists_every_metric_the_registry_exposes_and_the_docs_list
     docs = DOCS.read_text()
     for metric in CATALOGUE:
         assert f"`{metric.name}`" in docs, f"docs/metrics.md does not list {metric.name}"
+
+
+def test_an_open_circuit_shows_at_the_next_scrape() -> None:
+    metrics = Metrics(CollectorRegistry())
+    breaker = CircuitBreaker(1, 30)
+    connection: Any = SimpleNamespace(gateway=SimpleNamespace(breaker=breaker))
+    metrics.watch_circuits(lambda: {"demo": connection})
+    assert metrics.registry.get_sample_value("otp_cognito_circuit_open", {"connection": "demo"}) == 0
+    breaker.record(CognitoErrorKind.UNAVAILABLE)
+    assert metrics.registry.get_sample_value("otp_cognito_circuit_open", {"connection": "demo"}) == 1

@@ -23,7 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from otp_step_service.adapters.circuit_breaker import CircuitBreaker, CircuitState
 from otp_step_service.steps.outcomes import FailureCode, StepOutcome
+from otp_step_service.steps.ports import Connection
 
 # Step and Cognito latencies: a few ms (emulator, cache) to Cognito's seconds; the call timeout defaults to 5 s.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -118,6 +120,12 @@ CATALOGUE: tuple[MetricDoc, ...] = (
         ("operation", "error_type"),
         "challenge-store operations that failed; error_type is the underlying exception's class",
     ),
+    MetricDoc(
+        "otp_cognito_circuit_open",
+        "gauge",
+        ("connection",),
+        "1 while the connection's circuit breaker is open (steps fail fast with COGNITO_UNAVAILABLE), else 0",
+    ),
     MetricDoc("otp_steps_in_flight", "gauge", (), "steps running now in this process (Admission's count)"),
     MetricDoc(
         "otp_rejected_calls_total",
@@ -144,6 +152,26 @@ class AdmissionCounts(Collector):
         for reason, count in sorted(self._refusals.items()):
             refused.add_metric([reason], count)
         yield refused
+
+
+class CircuitStates(Collector):
+    """Exposes each connection's circuit breaker at scrape time (the connections as they are after reloads)."""
+
+    def __init__(self, connections: Callable[[], Mapping[str, Connection]]) -> None:
+        self._connections = connections
+
+    def collect(self) -> Iterable[Any]:
+        """One sample per connection with a breaker: 1 open, 0 otherwise."""
+        family = GaugeMetricFamily(
+            "otp_cognito_circuit_open",
+            "Whether the connection's circuit breaker is open",
+            labels=["connection"],
+        )
+        for name, connection in sorted(self._connections().items()):
+            breaker = getattr(connection.gateway, "breaker", None)
+            if isinstance(breaker, CircuitBreaker):
+                family.add_metric([name], 1.0 if breaker.state is CircuitState.OPEN else 0.0)
+        yield family
 
 
 class Metrics:
@@ -224,6 +252,10 @@ class Metrics:
     def watch_admission(self, in_flight: Callable[[], int], refusals: Mapping[str, int]) -> None:
         """Expose Admission's in-flight count and refusals (read at scrape time)."""
         self.registry.register(AdmissionCounts(in_flight, refusals))
+
+    def watch_circuits(self, connections: Callable[[], Mapping[str, Connection]]) -> None:
+        """Expose the circuit breakers of the connections `connections()` returns (read at scrape time)."""
+        self.registry.register(CircuitStates(connections))
 
     def cognito(self, connection: str) -> CognitoCallMetrics:
         """The recorder one connection's Cognito gateway uses."""

@@ -137,6 +137,7 @@ class Service:
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
             metrics.watch_admission(lambda: server.admission.steps_in_flight, server.admission.refusals)
+            metrics.watch_circuits(lambda: runner.connections)
         service = cls(settings, runner, server, metrics)
         service.readiness = ConnectionReadiness(server.health, ("", SERVICE_NAME))
         service.readiness.watch(runner.connections)
