@@ -66,7 +66,7 @@ lock: $(UV) ## Re-resolve uv.lock after changing a pyproject.toml
 	$(UV) lock
 
 .PHONY: tools
-tools: $(BIN)/ghz $(BIN)/jaeger $(BIN)/buf redis ## Install ghz, Jaeger, buf (pinned) and redis-server
+tools: $(BIN)/ghz $(BIN)/jaeger $(BIN)/buf redis prometheus ## Install ghz, Jaeger, buf (pinned), redis-server and prometheus
 
 # ---------------------------------------------------------------------------------------------------------
 # Contract
@@ -99,6 +99,7 @@ test: $(STAMP) tools polyglot ## Lint, then the whole test suite against real pa
 	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
 
 include mk/conformance.mk
+include mk/metrics.mk
 
 .PHONY: bench
 bench: $(STAMP) $(BIN)/ghz redis ## Load test with ghz (QUICK=1 for a smoke run); results under bench-results/

@@ -3,6 +3,7 @@
     python -m bench                  # a few minutes; targets judged
     python -m bench --quick          # CI smoke: every scenario briefly, no pass/fail on figures
     python -m bench --tracing        # also scenario 2 with tracing off vs on (needs .bin/jaeger)
+    python -m bench --only metrics   # metrics off vs on (scraped every second), CPU per step at a fixed rate
 
 Exit status: 0 when every judged target passed, 1 when one failed, 2 when the harness itself could not run.
 """
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Callable[[scenarios.Bench], None]] = {
     "latency": scenarios.latency_hiding,
     "journeys": scenarios.journeys,
     "memory": scenarios.memory,
+    "metrics": scenarios.metrics_overhead,
 }
 TRACING = "tracing"
 

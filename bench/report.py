@@ -126,6 +126,29 @@ def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
             "≥ 0.90",
             ratio >= 0.9,
         )
+    m_off, m_on = by_key.get("x-metrics-off"), by_key.get("x-metrics-on")
+    if m_off and m_on and m_off.median("rps"):
+        ratio = m_on.median("rps") / m_off.median("rps")
+        verdict(
+            "Metrics cost at most 5% (on and scraped / off)",
+            f"{m_on.median('rps'):,.0f} vs {m_off.median('rps'):,.0f} req/s = {ratio:.2f}",
+            "≥ 0.95",
+            ratio >= 0.95,
+        )
+        base_runs, on_runs = (
+            m_off.extra.get("cpu_ms_per_step_at_fixed_rate"),
+            m_on.extra.get("cpu_ms_per_step_at_fixed_rate"),
+        )
+        if base_runs and on_runs and statistics.median(base_runs):
+            base, cost = statistics.median(base_runs), statistics.median(on_runs)
+            verdicts.append(
+                Verdict(
+                    f"(variant, not a target) CPU per step at {m_off.extra['fixed_rate']} req/s, metrics on / off",
+                    f"{cost:.2f} vs {base:.2f} ms = x {cost / base:.2f}",
+                    "report",
+                    None,
+                )
+            )
     # The tracing variants' CPU per step at a fixed rate, against tracing off.
     if off and off.extra.get("cpu_ms_per_step_at_fixed_rate"):
         base = statistics.median(off.extra["cpu_ms_per_step_at_fixed_rate"])

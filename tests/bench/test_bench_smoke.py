@@ -31,6 +31,8 @@ SCENARIOS = {
     "5d-direct",
     "5g-direct-getuser",
     "m-memory",
+    "x-metrics-off",
+    "x-metrics-on",
 }
 
 

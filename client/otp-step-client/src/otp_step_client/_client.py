@@ -162,7 +162,7 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """How the client proves who it is, and whom it trusts (all PEM bytes; see docs/auth.md).
+    """How the client proves who it is, and whom it trusts (all PEM bytes; see the README, "TLS and authentication").
 
     `root_certificates` set: TLS, verifying the service against that CA bundle; with `certificate_chain` and
     `private_key`, mTLS. `token`: a bearer token sent as `authorization: Bearer ...` on every call.

@@ -135,6 +135,15 @@ async def _serve_async(settings: ServiceSettings, self_test: bool, tracing: bool
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_reload() -> None:
+        log.info("SIGHUP: reloading the connections file and secrets")
+        task = loop.create_task(service.reload())
+        reloads.add(task)  # held until done: the loop keeps only a weak reference to tasks
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
     log.info(
         "serving StepExecutor on %s (port %d; max %d concurrent steps, %d per caller)",
         settings.listen,
@@ -198,11 +207,14 @@ def _serve_processes(settings: ServiceSettings) -> int:
     # Installed before forking so a signal arriving meanwhile is not lost; each child resets it at once.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     for _ in range(settings.processes):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # Until its event loop handles it, a SIGHUP must not end the child (the default action).
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             _stop_with_parent()
             code = 1
             try:

@@ -22,7 +22,7 @@ ANY_CONNECTION = "*"
 
 
 class CallerConfig(BaseModel):
-    """One `[callers.<name>]` table (docs/auth.md)."""
+    """One `[callers.<name>]` table (the README, "TLS and authentication")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -22,6 +22,9 @@ from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import ConnectionPolicy
 from otp_step_service.steps.outcomes import Channel
 from otp_step_service.steps.ports import Connection
+
+if TYPE_CHECKING:
+    from otp_step_service.metrics import Metrics
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -77,6 +80,10 @@ class ConnectionConfig(BaseModel):
     # whatever identifiers they go to. None: off.
     ip_send_limit: Annotated[int | None, Field(ge=1, le=10_000_000)] = 30
     ip_send_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+    # The circuit breaker (adapters/circuit_breaker.py): consecutive outages before steps fail fast (0: off),
+    # and how long before one probe call is let through.
+    circuit_failure_threshold: Annotated[int, Field(ge=0, le=1000)] = 5
+    circuit_open_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
 
     @field_validator("endpoint_url")
     @classmethod
@@ -164,7 +171,9 @@ def load_connections_file(path: Path) -> ConnectionsFile:
         raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems)) from None
 
 
-def build_connections(path: Path, max_connections: int) -> dict[str, Connection]:
+def build_connections(
+    path: Path, max_connections: int, metrics: Metrics | None = None
+) -> dict[str, Connection]:
     """Load the file and build each connection's adapters (no network yet). `max_connections` sizes each
     connection's HTTP pool to Cognito: one connection per step that may be waiting on it."""
     parsed = load_connections_file(path)
@@ -176,14 +185,18 @@ def build_connections(path: Path, max_connections: int) -> dict[str, Connection]
         except ValueError as exc:
             problems.append(f"  connections.{name}.{exc}")
             continue
-        built[name] = connection_from_config(name, config, secret, max_connections)
+        built[name] = connection_from_config(name, config, secret, max_connections, metrics)
     if problems:
         raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems))
     return built
 
 
 def connection_from_config(
-    name: str, config: ConnectionConfig, secret: str | None, max_connections: int
+    name: str,
+    config: ConnectionConfig,
+    secret: str | None,
+    max_connections: int,
+    metrics: Metrics | None = None,
 ) -> Connection:
     """The Connection (policy + adapters) for one validated table."""
     target = CognitoTarget(
@@ -198,6 +211,8 @@ def connection_from_config(
         call_timeout=config.call_timeout_seconds,
         throttle_retries=config.throttle_retries,
         channels=config.channels,
+        circuit_failure_threshold=config.circuit_failure_threshold,
+        circuit_open_seconds=config.circuit_open_seconds,
     )
     policy = policy_from_config(name, config)
     verifier = JwksIdTokenVerifier(
@@ -206,7 +221,8 @@ def connection_from_config(
         jwks_url=jwks_url_for(config.region, config.user_pool_id, config.endpoint_url),
         fetch_timeout=config.call_timeout_seconds,
     )
-    return Connection(policy=policy, gateway=AioCognitoGateway(target), verifier=verifier)
+    gateway = AioCognitoGateway(target, metrics=metrics.cognito(name) if metrics is not None else None)
+    return Connection(policy=policy, gateway=gateway, verifier=verifier)
 
 
 def policy_from_config(name: str, config: ConnectionConfig) -> ConnectionPolicy:

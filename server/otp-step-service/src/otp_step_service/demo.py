@@ -20,6 +20,8 @@ from pathlib import Path
 from otp_step_service.__main__ import main as serve
 
 JAEGER_UI = "http://127.0.0.1:16686"
+# `make run` exposes metrics; the service alone does not unless OTP_STEP_METRICS_LISTEN says where.
+METRICS_LISTEN = "127.0.0.1:9464"
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
@@ -54,6 +56,7 @@ def _banner(listen: str, emulator: str, jaeger: bool, client_flags: str = "") ->
  Cognito OTP steps are running.
    StepExecutor (gRPC, health, reflection): {listen}
    Local Cognito emulator:                  {emulator}   (outbox: {emulator}/_outbox)
+   Prometheus metrics:                      http://{os.environ.get("OTP_STEP_METRICS_LISTEN", "")}/metrics
    {"Jaeger UI:                               " + JAEGER_UI if jaeger else "Tracing: off (make run JAEGER=1 starts Jaeger and traces into it)"}
 
  Try a whole journey (another terminal):
@@ -82,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # A SIGTERM before the service takes over signal handling must still stop the children (finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    metrics_listen = os.environ.setdefault("OTP_STEP_METRICS_LISTEN", METRICS_LISTEN)
     for port, what in (
         (args.emulator_port, "EMULATOR_PORT"),
         (int(args.listen.rsplit(":", 1)[1]), "SERVICE_ADDR"),
+        *([(int(metrics_listen.rsplit(":", 1)[1]), "OTP_STEP_METRICS_LISTEN")] if metrics_listen else []),
     ):
         if not _port_free(port):
             raise SystemExit(

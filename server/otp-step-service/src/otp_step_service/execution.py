@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from otp_step_service import telemetry
 from otp_step_service.steps.branching import fail
@@ -35,6 +36,9 @@ from otp_step_service.steps.outcomes import (
 from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.validate import ValidateOtpStep
 
+if TYPE_CHECKING:
+    from otp_step_service.metrics import Metrics
+
 log = logging.getLogger("otp_step_service.steps")
 
 GENERATE = "cognito_otp_generate"
@@ -53,9 +57,16 @@ class StepRunner:
     """Executes Generate and Validate for the configured connections."""
 
     def __init__(
-        self, connections: Mapping[str, Connection], store: ChallengeStore, clock: Clock = SYSTEM_CLOCK
+        self,
+        connections: Mapping[str, Connection],
+        store: ChallengeStore,
+        clock: Clock = SYSTEM_CLOCK,
+        metrics: Metrics | None = None,
     ) -> None:
         self._connections = dict(connections)
+        self._metrics = metrics
+        # Steps running per Connection object (by id): a reload closes a retired connection once it is unused.
+        self._using: Counter[int] = Counter()
         self.store = store
         self.clock = clock
         self._generate = GenerateOtpStep(store, clock)
@@ -65,6 +76,14 @@ class StepRunner:
     def connections(self) -> Mapping[str, Connection]:
         """The configured connections, by name."""
         return self._connections
+
+    def replace_connections(self, connections: Mapping[str, Connection]) -> None:
+        """Serve new steps with `connections` (a reload); steps already running keep the one they looked up."""
+        self._connections = dict(connections)
+
+    def steps_using(self, connection: Connection) -> int:
+        """Steps running now on `connection`."""
+        return self._using[id(connection)]
 
     def connection(self, name: str) -> Connection:
         """The named connection, or UnknownConnectionError."""
@@ -121,6 +140,7 @@ class StepRunner:
         with telemetry.step_span(
             step_type, lambda: telemetry.step_attributes(step_type, journey_fields, step.connection, channel)
         ) as span:
+            self._using[id(connection)] += 1
             try:
                 outcome: StepOutcome[Any] = await run()
             except ChallengeStoreError as exc:
@@ -141,6 +161,8 @@ class StepRunner:
                     StepFailure(FailureCode.INTERNAL, "the service failed unexpectedly; see its logs"),
                     validating=step_type == VALIDATE,
                 )
+            finally:
+                self._using[id(connection)] -= 1
             known_secrets = [*secrets, *_token_values(outcome)]
             event_data = step_event_data(
                 step_type,
@@ -154,6 +176,17 @@ class StepRunner:
             telemetry.record_outcome(span, outcome, event_data)
             trace_id = format(span.get_span_context().trace_id, "032x") if span.is_recording() else ""
         self._log(step_type, journey_fields, step, connection, outcome, started, trace_id)
+        if self._metrics is not None:
+            self._metrics.step_finished(
+                step_type,
+                step.connection,
+                channel,
+                step.user_identifier,
+                connection.policy.default_phone_region,
+                outcome,
+                time.perf_counter() - started,
+                validating=step_type == VALIDATE,
+            )
         return Executed(outcome, event_data)
 
     @staticmethod

@@ -13,16 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
+from otp_step_service.adapters.metered_store import MeteredChallengeStore
 from otp_step_service.connections import build_connections
 from otp_step_service.execution import StepRunner
+from otp_step_service.metrics import Metrics
+from otp_step_service.reload import ConnectionsReloader
 from otp_step_service.settings import ServiceSettings
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import CheckStatus, ConnectionCheck
 from otp_step_service.steps.ports import ChallengeStore, Connection
+from otp_step_service.transport.call_metrics import CallDuration
+from otp_step_service.transport.readiness import ConnectionReadiness
 from otp_step_service.transport.security import PortSecurity
-from otp_step_service.transport.server import STEP_METHODS, ServerLimits, StepExecutorServer
+from otp_step_service.transport.server import SERVICE_NAME, STEP_METHODS, ServerLimits, StepExecutorServer
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +104,9 @@ class Service:
     settings: ServiceSettings
     runner: StepRunner
     server: StepExecutorServer
+    metrics: Metrics | None = None
+    reloader: ConnectionsReloader | None = None
+    readiness: ConnectionReadiness | None = None
 
     @classmethod
     def build(
@@ -109,18 +117,30 @@ class Service:
         store: ChallengeStore | None = None,
         clock: Clock = SYSTEM_CLOCK,
         connections: Mapping[str, Connection] | None = None,
+        metrics: Metrics | None = None,
     ) -> Service:
         """Validate the configuration and assemble the parts (configuration errors raise here, before
-        serving). Pass `store`, `clock` or `connections` to replace the real ones (tests)."""
+        serving). Pass `store`, `clock` or `connections` to replace the real ones (tests), `metrics` to
+        record into a registry of your own (otherwise they are recorded only with OTP_STEP_METRICS_LISTEN)."""
+        if metrics is None and settings.metrics_listen:
+            metrics = Metrics()
+        if metrics is not None and settings.metrics_listen and settings.processes > 1:
+            raise ConfigurationError(
+                "OTP_STEP_METRICS_LISTEN with OTP_STEP_PROCESSES > 1 is not supported yet: the processes "
+                "would share one scrape port; run one process per port instead"
+            )
+        built_here = connections is None
         if connections is None:
             connections = build_connections(
-                settings.connections_path, max_connections=settings.max_concurrent_steps
+                settings.connections_path, max_connections=settings.max_concurrent_steps, metrics=metrics
             )
         if store is None:
             store = challenge_store(
                 settings.challenge_store, settings.challenge_keys_file, clock, settings.max_concurrent_steps
             )
-        runner = StepRunner(connections, store, clock)
+        if metrics is not None:
+            store = MeteredChallengeStore(store, metrics)
+        runner = StepRunner(connections, store, clock, metrics)
         limits = ServerLimits(
             max_concurrent_steps=settings.max_concurrent_steps,
             max_steps_per_caller=settings.max_steps_per_caller,
@@ -132,11 +152,25 @@ class Service:
             reuse_port=settings.processes > 1,
         )
         security = PortSecurity.from_settings(settings, STEP_METHODS)
-        return cls(
-            settings,
+        server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
+        if metrics is not None:
+            server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
+            metrics.watch_admission(lambda: server.admission.steps_in_flight, server.admission.refusals)
+            metrics.watch_circuits(lambda: runner.connections)
+        service = cls(settings, runner, server, metrics)
+        service.readiness = ConnectionReadiness(server.health, ("", SERVICE_NAME))
+        service.readiness.watch(runner.connections)
+        service.reloader = ConnectionsReloader(
             runner,
-            StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security),
+            settings.connections_path,
+            max_connections=settings.max_concurrent_steps,
+            drain_seconds=settings.grace_seconds,
+            self_test=settings.self_test,
+            metrics=metrics,
         )
+        if built_here:
+            service.reloader.remember_current()
+        return service
 
     async def prepare(self, self_test: bool = True) -> None:
         """Self-test the connections (per OTP_STEP_SELF_TEST) and warm their clients and keys."""
@@ -150,8 +184,28 @@ class Service:
                 log.warning("connection %s: could not warm up (%s)", name, type(exc).__name__)
 
     async def start(self) -> None:
-        """Bind and serve."""
+        """Bind and serve (and the scrape endpoint, with OTP_STEP_METRICS_LISTEN)."""
         await self.server.start()
+        if self.readiness is not None:
+            await self.readiness.publish()
+        if self.metrics is not None and self.settings.metrics_listen:
+            try:
+                port = self.metrics.serve(self.settings.metrics_listen)
+            except OSError as exc:
+                await self.server.stop(0)
+                raise OSError(
+                    f"cannot listen on {self.settings.metrics_listen} for metrics: {exc.strerror} "
+                    "(OTP_STEP_METRICS_LISTEN)"
+                ) from None
+            log.info("metrics: http://%s/metrics (port %d)", self.settings.metrics_listen, port)
+
+    async def reload(self) -> bool:
+        """Re-read the connections file and secrets (SIGHUP); False, the old configuration kept, if invalid."""
+        if self.reloader is None or not await self.reloader.reload():
+            return False
+        if self.readiness is not None:
+            await self.readiness.publish(self.readiness.watch(self.runner.connections))
+        return True
 
     @property
     def port(self) -> int:
@@ -164,7 +218,11 @@ class Service:
         try:
             await self.server.stop(grace, notice)
         finally:
+            if self.metrics is not None:
+                self.metrics.close()
             await close_connections(self.runner.connections)
+            if self.reloader is not None:
+                await self.reloader.aclose()
             try:
                 await self.runner.store.aclose()
             except Exception as exc:  # shutting down: log and go on

@@ -82,7 +82,7 @@ class ServiceSettings(BaseSettings):
         "warn", description="connection self-test at start: 'warn', 'strict' (refuse to start), 'off'"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Python log level")
-    # Transport security and caller authentication (issue 10; docs/auth.md).
+    # Transport security and caller authentication (issue 10; the README, "TLS and authentication").
     tls_cert: Path | None = Field(
         None, description="PEM certificate chain of the gRPC port (reloaded on change)"
     )
@@ -99,6 +99,18 @@ class ServiceSettings(BaseSettings):
         0,
         description="steps per second per caller (token bucket, per process) before RESOURCE_EXHAUSTED; 0: off",
     )
+    metrics_listen: str = Field(
+        "", description="Prometheus scrape endpoint (host:port, its own port); empty: no metrics are recorded"
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_host_port(cls, value: str) -> str:
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError("expected host:port, e.g. 127.0.0.1:9464, or empty for no metrics")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

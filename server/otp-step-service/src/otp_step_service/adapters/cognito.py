@@ -22,10 +22,11 @@ import hmac
 import logging
 import secrets
 import socket
+import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiobotocore
 import aiohttp
@@ -35,6 +36,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
 from otp_step_service.adapters.call_policy import CallTimeout, RetryPolicy, read_retries, throttle_retries
+from otp_step_service.adapters.circuit_breaker import CircuitBreaker
 from otp_step_service.steps.cognito_failures import failure_for
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.model import (
@@ -48,6 +50,9 @@ from otp_step_service.steps.model import (
 )
 from otp_step_service.steps.outcomes import Channel, CognitoTokens, ErrorCategory
 from otp_step_service.telemetry import CognitoCallSpan
+
+if TYPE_CHECKING:
+    from otp_step_service.metrics import CognitoCallMetrics
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +159,11 @@ def _count_request(**_: Any) -> None:
         requests.sent += 1
 
 
+def _api_name(operation: str) -> str:
+    """botocore's method name as the API names it (initiate_auth → InitiateAuth): the metrics' operation."""
+    return "".join(part.title() for part in operation.split("_"))
+
+
 def _not_authorized_kind(message: str) -> CognitoErrorKind:
     # NotAuthorizedException covers several situations told apart only by message [obs]; unknown messages
     # fall back to the generic kind, never to a wrong specific one.
@@ -182,6 +192,8 @@ class CognitoTarget:
     call_timeout: float
     throttle_retries: int
     channels: tuple[Channel, ...]
+    circuit_failure_threshold: int = 5
+    circuit_open_seconds: float = 30.0
 
     def __repr__(self) -> str:
         return f"CognitoTarget({self.region}, {self.user_pool_id}, {self.client_id}, secret=<redacted>)"
@@ -191,8 +203,15 @@ class AioCognitoGateway:
     """CognitoGateway over aiobotocore for one connection: one client, its HTTP connection pool sized for the
     service's concurrency, botocore's own retries off (the RetryPolicy decides per operation)."""
 
-    def __init__(self, target: CognitoTarget, session: AioSession | None = None) -> None:
+    def __init__(
+        self,
+        target: CognitoTarget,
+        session: AioSession | None = None,
+        metrics: CognitoCallMetrics | None = None,
+    ) -> None:
         self._target = target
+        self._metrics = metrics
+        self.breaker = CircuitBreaker(target.circuit_failure_threshold, target.circuit_open_seconds)
         self._session = session or get_session()
         self._client: Any = None
         self._clients = contextlib.AsyncExitStack()
@@ -372,15 +391,41 @@ class AioCognitoGateway:
         requests: CognitoRequests,
     ) -> dict[str, Any]:
         retry = 0
+        metrics = self._metrics
         while True:
+            if not self.breaker.allow():
+                # Fail fast while Cognito is down: the step gets the same retryable COGNITO_UNAVAILABLE a real
+                # outage gives, without waiting out a timeout; nothing was sent, so nothing is counted.
+                raise CognitoError(
+                    CognitoErrorKind.UNAVAILABLE,
+                    "CircuitOpen",
+                    "Cognito has been failing on this connection; not called (circuit open)",
+                    reached_cognito=False,
+                )
+            started = time.perf_counter()
             try:
-                return await self._send(await self._ensure_client(), deadline, operation, request, requests)
+                response = await self._send(
+                    await self._ensure_client(), deadline, operation, request, requests
+                )
             except CognitoError as error:
+                self.breaker.record(error.kind)
+                if metrics is not None:
+                    metrics.call(_api_name(operation), error.kind.value, time.perf_counter() - started)
                 pause = retries.pause(retry)
                 if not retries.should_retry(error.kind, retry, pause, self._timeout, deadline):
                     raise
+                if metrics is not None:
+                    metrics.retry(_api_name(operation), error.kind.value)
                 retry += 1
                 await asyncio.sleep(pause)
+            except BaseException:
+                self.breaker.release()  # cancelled: no answer either way
+                raise
+            else:
+                self.breaker.record(None)
+                if metrics is not None:
+                    metrics.call(_api_name(operation), "", time.perf_counter() - started)
+                return response
 
     async def _send(
         self,

@@ -55,6 +55,8 @@ class Admission(grpc.aio.ServerInterceptor):
         self._in_flight = 0
         self._per_caller: Counter[str] = Counter()
         self._open_per_caller: Counter[str] = Counter()
+        # Calls refused, by reason: plain counts, read by the metrics at scrape time (no cost per call).
+        self.refusals: Counter[str] = Counter()
 
     @property
     def steps_in_flight(self) -> int:
@@ -75,6 +77,7 @@ class Admission(grpc.aio.ServerInterceptor):
         async def read_then_run(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             caller = caller_key(context)  # the authenticated caller, else the client host
             if self._open_per_caller[caller] >= self._limits.max_open_rpcs_per_caller:
+                self.refusals["CALLER_OVERLOADED"] += 1
                 await abort(
                     context,
                     code_pb2.RESOURCE_EXHAUSTED,
@@ -88,6 +91,7 @@ class Admission(grpc.aio.ServerInterceptor):
                 refused = self._refusal(caller)
                 if refused is not None:
                     reason, message = refused
+                    self.refusals[reason] += 1
                     await abort(context, code_pb2.RESOURCE_EXHAUSTED, message, *overloaded_details(reason))
                 self._in_flight += 1
                 try:
@@ -112,6 +116,7 @@ class Admission(grpc.aio.ServerInterceptor):
                 context, code_pb2.INVALID_ARGUMENT, "the request message is not a valid protobuf message"
             )
         except TimeoutError:
+            self.refusals["IDLE_STREAM"] += 1
             await abort(
                 context,
                 code_pb2.DEADLINE_EXCEEDED,

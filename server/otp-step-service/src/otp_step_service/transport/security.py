@@ -58,7 +58,7 @@ class PortSecurity:
             if not len(callers):
                 raise ConfigurationError(
                     f"callers authenticate, but {settings.connections_path} defines no [callers.<name>] table: "
-                    "add one per caller (docs/auth.md)"
+                    "add one per caller (the README, 'TLS and authentication')"
                 )
         authentication = Authentication(
             callers,

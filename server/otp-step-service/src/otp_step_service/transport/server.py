@@ -94,12 +94,15 @@ class StepExecutorServer:
         )
         self.health = health.aio.HealthServicer()
         self.port = 0
+        # Interceptors that must see every call before Admission does (call metrics), set before start().
+        self.outer_interceptors: list[grpc.aio.ServerInterceptor] = []
 
     async def start(self) -> None:
         """Bind, start serving and report SERVING; OSError when the address cannot be bound."""
         interceptors: list[Any] = [self.admission]
         if self.security.authentication is not None:
             interceptors.insert(0, self.security.authentication)  # outermost: who calls, before anything else
+        interceptors[:0] = self.outer_interceptors
         if self._tracing:
             from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 

@@ -1,0 +1,354 @@
+"""Prometheus metrics: what an SRE needs to see the service's rate, errors and latency, and the product's
+health (codes sent per channel and country, validations, lockouts, send-budget trips, Cognito, the store).
+
+One `Metrics` object owns every instrument on its own registry (tests pass a fresh `CollectorRegistry`, so
+nothing is global) and is handed to the parts that record through `Service.build(metrics=...)`. No metrics
+object, no recording: the service without `OTP_STEP_METRICS_LISTEN` pays nothing.
+
+Labels are bounded by construction: enum values (step type, outcome, failure code, channel, Cognito error
+kind, store operation), configured connection names, gRPC methods and ISO region codes — never an
+identifier, a code, a session or a run id. Names follow the OpenTelemetry semantic conventions where one
+exists (`rpc.server.call.duration` → `rpc_server_call_duration_seconds`); the rest are `otp_*`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from otp_step_service.adapters.circuit_breaker import CircuitBreaker, CircuitState
+from otp_step_service.steps.outcomes import FailureCode, StepOutcome
+from otp_step_service.steps.ports import Connection
+
+# Step and Cognito latencies: a few ms (emulator, cache) to Cognito's seconds; the call timeout defaults to 5 s.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Store operations: sub-millisecond in memory, a Redis round trip or two otherwise.
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+# The failure codes that mean a defence tripped, counted on their own so alerts need no failure-code regex.
+LOCKOUT = FailureCode.IDENTIFIER_LOCKED
+# The cooldown, the identifier's budget (RESEND_TOO_SOON), and the connection / number-range / address budgets
+# (SEND_BUDGET_EXHAUSTED, the spend circuit breaker).
+BUDGET_TRIPS = frozenset({FailureCode.RESEND_TOO_SOON, FailureCode.SEND_BUDGET_EXHAUSTED})
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDoc:
+    """One row of the metric catalogue (the README, "Metrics" is checked against it)."""
+
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    meaning: str
+
+
+CATALOGUE: tuple[MetricDoc, ...] = (
+    MetricDoc(
+        "rpc_server_call_duration_seconds",
+        "histogram",
+        ("rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code"),
+        "every unary RPC (steps, health, reflection) from its stream opening to its status (OTel rpc.server.call.duration)",
+    ),
+    MetricDoc(
+        "otp_steps_total",
+        "counter",
+        ("step_type", "connection", "outcome", "failure_code"),
+        "finished steps; outcome success / failure / abort, failure_code empty on success",
+    ),
+    MetricDoc(
+        "otp_step_duration_seconds",
+        "histogram",
+        ("step_type", "outcome"),
+        "a step's own time, from connection look-up to its outcome (no request reading)",
+    ),
+    MetricDoc(
+        "otp_codes_sent_total",
+        "counter",
+        ("connection", "channel", "country"),
+        "codes Cognito accepted to deliver; country is the SMS destination's ISO region, 'unknown' otherwise",
+    ),
+    MetricDoc(
+        "otp_validations_total",
+        "counter",
+        ("connection", "result"),
+        "Validate steps that judged a code: result succeeded / failed (system failures are not judgements)",
+    ),
+    MetricDoc(
+        "otp_lockouts_total",
+        "counter",
+        ("step_type", "connection"),
+        "steps refused because the identifier is locked out (IDENTIFIER_LOCKED)",
+    ),
+    MetricDoc(
+        "otp_send_budget_trips_total",
+        "counter",
+        ("connection", "channel"),
+        "Generates refused by the resend cooldown or a send budget (RESEND_TOO_SOON, SEND_BUDGET_EXHAUSTED)",
+    ),
+    MetricDoc(
+        "otp_cognito_calls_total",
+        "counter",
+        ("connection", "operation", "error_type"),
+        "Cognito API calls (each try); error_type is the CognitoErrorKind, empty on success",
+    ),
+    MetricDoc(
+        "otp_cognito_call_duration_seconds",
+        "histogram",
+        ("connection", "operation"),
+        "one Cognito API call (one try), bounded by its time budget",
+    ),
+    MetricDoc(
+        "otp_cognito_retries_total",
+        "counter",
+        ("connection", "operation", "error_type"),
+        "Cognito calls tried again under the operation's RetryPolicy, by the error that caused it",
+    ),
+    MetricDoc(
+        "otp_challenge_store_operation_duration_seconds",
+        "histogram",
+        ("operation",),
+        "one challenge-store operation (begin_send, finish_send, begin_attempt, finish_attempt, load, events)",
+    ),
+    MetricDoc(
+        "otp_challenge_store_errors_total",
+        "counter",
+        ("operation", "error_type"),
+        "challenge-store operations that failed; error_type is the underlying exception's class",
+    ),
+    MetricDoc(
+        "otp_cognito_circuit_open",
+        "gauge",
+        ("connection",),
+        "1 while the connection's circuit breaker is open (steps fail fast with COGNITO_UNAVAILABLE), else 0",
+    ),
+    MetricDoc("otp_steps_in_flight", "gauge", (), "steps running now in this process (Admission's count)"),
+    MetricDoc(
+        "otp_rejected_calls_total",
+        "counter",
+        ("reason",),
+        "calls refused before any work: OVERLOADED, CALLER_OVERLOADED, IDLE_STREAM (no request in time)",
+    ),
+)
+
+
+class AdmissionCounts(Collector):
+    """Exposes Admission's own counts at scrape time, so the request path pays nothing for them."""
+
+    def __init__(self, in_flight: Callable[[], int], refusals: Mapping[str, int]) -> None:
+        self._in_flight = in_flight
+        self._refusals = refusals
+
+    def collect(self) -> Iterable[Any]:
+        """The in-flight gauge and the refusals counter, read now."""
+        yield GaugeMetricFamily("otp_steps_in_flight", "Steps running now", value=self._in_flight())
+        refused = CounterMetricFamily(
+            "otp_rejected_calls", "Calls refused before any work", labels=["reason"]
+        )
+        for reason, count in sorted(self._refusals.items()):
+            refused.add_metric([reason], count)
+        yield refused
+
+
+class CircuitStates(Collector):
+    """Exposes each connection's circuit breaker at scrape time (the connections as they are after reloads)."""
+
+    def __init__(self, connections: Callable[[], Mapping[str, Connection]]) -> None:
+        self._connections = connections
+
+    def collect(self) -> Iterable[Any]:
+        """One sample per connection with a breaker: 1 open, 0 otherwise."""
+        family = GaugeMetricFamily(
+            "otp_cognito_circuit_open",
+            "Whether the connection's circuit breaker is open",
+            labels=["connection"],
+        )
+        for name, connection in sorted(self._connections().items()):
+            breaker = getattr(connection.gateway, "breaker", None)
+            if isinstance(breaker, CircuitBreaker):
+                family.add_metric([name], 1.0 if breaker.state is CircuitState.OPEN else 0.0)
+        yield family
+
+
+class Metrics:
+    """Every instrument of the service, on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.rpc_duration = Histogram(
+            "rpc_server_call_duration_seconds",
+            "Duration of inbound RPCs (OTel rpc.server.call.duration)",
+            ["rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.steps = Counter(
+            "otp_steps", "Finished steps", ["step_type", "connection", "outcome", "failure_code"], registry=r
+        )
+        self.step_duration = Histogram(
+            "otp_step_duration_seconds",
+            "A step's own time",
+            ["step_type", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.codes_sent = Counter(
+            "otp_codes_sent",
+            "Codes Cognito accepted to deliver",
+            ["connection", "channel", "country"],
+            registry=r,
+        )
+        self.validations = Counter(
+            "otp_validations", "Validate steps that judged a code", ["connection", "result"], registry=r
+        )
+        self.lockouts = Counter(
+            "otp_lockouts", "Steps refused for a locked identifier", ["step_type", "connection"], registry=r
+        )
+        self.budget_trips = Counter(
+            "otp_send_budget_trips",
+            "Generates refused by the cooldown or the send budget",
+            ["connection", "channel"],
+            registry=r,
+        )
+        self.cognito_calls = Counter(
+            "otp_cognito_calls", "Cognito API calls", ["connection", "operation", "error_type"], registry=r
+        )
+        self.cognito_duration = Histogram(
+            "otp_cognito_call_duration_seconds",
+            "One Cognito API call",
+            ["connection", "operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cognito_retries = Counter(
+            "otp_cognito_retries",
+            "Cognito calls retried",
+            ["connection", "operation", "error_type"],
+            registry=r,
+        )
+        self.store_duration = Histogram(
+            "otp_challenge_store_operation_duration_seconds",
+            "One challenge-store operation",
+            ["operation"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "otp_challenge_store_errors",
+            "Failed challenge-store operations",
+            ["operation", "error_type"],
+            registry=r,
+        )
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- wiring -------------------------------------------------------------------------------------------
+    def watch_admission(self, in_flight: Callable[[], int], refusals: Mapping[str, int]) -> None:
+        """Expose Admission's in-flight count and refusals (read at scrape time)."""
+        self.registry.register(AdmissionCounts(in_flight, refusals))
+
+    def watch_circuits(self, connections: Callable[[], Mapping[str, Connection]]) -> None:
+        """Expose the circuit breakers of the connections `connections()` returns (read at scrape time)."""
+        self.registry.register(CircuitStates(connections))
+
+    def cognito(self, connection: str) -> CognitoCallMetrics:
+        """The recorder one connection's Cognito gateway uses."""
+        return CognitoCallMetrics(self, connection)
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def step_finished(
+        self,
+        step_type: str,
+        connection: str,
+        channel: str,
+        identifier: str,
+        default_phone_region: str | None,
+        outcome: StepOutcome[Any],
+        seconds: float,
+        *,
+        validating: bool,
+    ) -> None:
+        """Record one finished step and what it means for the product counters."""
+        failure = outcome.failed
+        code = failure.code if failure is not None else None
+        self.steps.labels(step_type, connection, outcome.kind, code.value if code else "").inc()
+        self.step_duration.labels(step_type, outcome.kind).observe(seconds)
+        if code is LOCKOUT:
+            self.lockouts.labels(step_type, connection).inc()
+        if validating:
+            if code is None:
+                self.validations.labels(connection, "succeeded").inc()
+            elif code in JUDGED_WRONG:
+                self.validations.labels(connection, "failed").inc()
+            return
+        if code is None:
+            country = destination_country(identifier, default_phone_region) if channel == "SMS" else "unknown"
+            self.codes_sent.labels(connection, channel or "unknown", country).inc()
+        elif code in BUDGET_TRIPS:
+            self.budget_trips.labels(connection, channel or "unknown").inc()
+
+    # -- scrape endpoint ----------------------------------------------------------------------------------
+    def serve(self, listen: str) -> int:
+        """Start the scrape endpoint (a small HTTP server on its own thread, off the event loop) on
+        `host:port`; returns the bound port."""
+        host, _, port = listen.rpartition(":")
+        self._server, self._thread = start_http_server(
+            int(port), addr=host.strip("[]"), registry=self.registry
+        )
+        self.port = int(self._server.server_port)
+        return self.port
+
+    def close(self) -> None:
+        """Stop the scrape endpoint."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+# A Validate's code was judged and found wrong: what `validations{result="failed"}` counts.
+JUDGED_WRONG = frozenset({FailureCode.INVALID_CODE, FailureCode.ATTEMPTS_EXHAUSTED})
+
+
+def destination_country(identifier: str, default_region: str | None) -> str:
+    """The ISO region of an SMS destination (a few hundred values at most), 'unknown' when unparseable."""
+    text = identifier.strip()
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
+    except phonenumbers.NumberParseException:
+        return "unknown"
+    # Fictional and unassigned numbers have no region of their own; their country code's main region still
+    # says where an SMS would be billed, which is what an SMS-pumping alert needs.
+    region = phonenumbers.region_code_for_number(number) or phonenumbers.region_code_for_country_code(
+        number.country_code or 0
+    )
+    return region if region and region != phonenumbers.UNKNOWN_REGION else "unknown"
+
+
+class CognitoCallMetrics:
+    """What one connection's Cognito gateway records: each try, its latency, and each retry."""
+
+    __slots__ = ("_calls", "_connection", "_duration", "_retries")
+
+    def __init__(self, metrics: Metrics, connection: str) -> None:
+        self._connection = connection
+        self._calls = metrics.cognito_calls
+        self._duration = metrics.cognito_duration
+        self._retries = metrics.cognito_retries
+
+    def call(self, operation: str, error_type: str, seconds: float) -> None:
+        """One try of `operation` ended (error_type empty on success)."""
+        self._calls.labels(self._connection, operation, error_type).inc()
+        self._duration.labels(self._connection, operation).observe(seconds)
+
+    def retry(self, operation: str, error_type: str) -> None:
+        """`operation` is tried again after `error_type`."""
+        self._retries.labels(self._connection, operation, error_type).inc()

@@ -1,0 +1,159 @@
+"""Reloading the connections file and the client secrets without a restart (SIGHUP).
+
+A reload reads and validates everything first and changes nothing unless all of it is valid: an invalid file
+or an unreadable secret is rejected with one log line naming the problem, and the running configuration is
+kept. A valid one replaces the runner's connections in one assignment on the event loop, so a step sees
+either the old set or the new one, never a mix; a step already running keeps the Connection it looked up
+(old pool, old secret) until it ends. Unchanged connections keep their objects (and their warm HTTP clients);
+changed and removed ones are closed once no step uses them any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from otp_step_service.connections import ConnectionConfig, connection_from_config, load_connections_file
+from otp_step_service.execution import StepRunner
+from otp_step_service.metrics import Metrics
+from otp_step_service.steps.errors import ConfigurationError
+from otp_step_service.steps.ports import Connection
+
+log = logging.getLogger(__name__)
+
+# What a connection is built from: its validated table and the secret read for it.
+Source = tuple[ConnectionConfig, str | None]
+
+
+def read_sources(path: Path) -> dict[str, Source]:
+    """Every connection's table and secret, or ConfigurationError listing every problem (as at start-up)."""
+    parsed = load_connections_file(path)
+    sources: dict[str, Source] = {}
+    problems: list[str] = []
+    for name, config in parsed.connections.items():
+        try:
+            sources[name] = (config, config.read_secret(path.parent))
+        except ValueError as exc:
+            problems.append(f"  connections.{name}.{exc}")
+    if problems:
+        raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems))
+    return sources
+
+
+class ConnectionsReloader:
+    """Re-reads the connections file (and secrets) into a running StepRunner; see the module docstring."""
+
+    def __init__(
+        self,
+        runner: StepRunner,
+        path: Path,
+        *,
+        max_connections: int,
+        drain_seconds: float,
+        self_test: str = "off",
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._runner = runner
+        self._path = path
+        self._max_connections = max_connections
+        self._drain_seconds = drain_seconds
+        self._self_test = self_test
+        self._metrics = metrics
+        self._sources: dict[str, Source] | None = None
+        self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._retired: list[Connection] = []
+
+    def remember_current(self) -> None:
+        """Record what the running connections were built from, so the next reload rebuilds only changes.
+        Without it, every connection counts as changed on the first reload (correct, only slower)."""
+        try:
+            self._sources = read_sources(self._path)
+        except ConfigurationError:
+            self._sources = None
+
+    @property
+    def retired_open(self) -> int:
+        """Connections replaced or removed by a reload whose clients are not closed yet."""
+        return len(self._retired)
+
+    async def reload(self) -> bool:
+        """Apply the file as it is now; False (and the old configuration kept) when it is invalid."""
+        async with self._lock:  # two SIGHUPs in a row apply one after the other, never interleaved
+            return await self._reload()
+
+    async def _reload(self) -> bool:
+        try:
+            sources = read_sources(self._path)
+        except ConfigurationError as exc:
+            log.error("configuration reload rejected, the running configuration is kept: %s", exc)
+            return False
+        current = self._runner.connections
+        previous = self._sources or {}
+        changed = [n for n, s in sources.items() if n not in current or previous.get(n) != s]
+        removed = [n for n in current if n not in sources]
+        built = {
+            name: connection_from_config(name, config, secret, self._max_connections, self._metrics)
+            for name, (config, secret) in sources.items()
+            if name in changed
+        }
+        if built and self._self_test != "off":
+            # Imported here: service imports this module to wire it.
+            from otp_step_service.service import report_self_test, self_test_all
+
+            if not report_self_test(await self_test_all(built)) and self._self_test == "strict":
+                log.error(
+                    "configuration reload rejected, the running configuration is kept: a changed connection "
+                    "failed its self-test (OTP_STEP_SELF_TEST=strict): %s",
+                    ", ".join(sorted(built)),
+                )
+                self._close_later(built, 0)
+                return False
+        replacement = {name: built.get(name) or current[name] for name in sources}
+        retired = {name: current[name] for name in [*changed, *removed] if name in current}
+        self._runner.replace_connections(replacement)
+        self._sources = sources
+        self._close_later(retired, self._drain_seconds)
+        log.info(
+            "configuration reloaded: %d connections (changed or added: %s; removed: %s)",
+            len(replacement),
+            ", ".join(sorted(changed)) or "none",
+            ", ".join(sorted(removed)) or "none",
+        )
+        return True
+
+    def _close_later(self, connections: Mapping[str, Connection], after: float) -> None:
+        if not connections:
+            return
+        retired = list(connections.values())
+        self._retired.extend(retired)
+
+        async def close() -> None:
+            # Steps that looked a retired connection up before the swap may still be using its clients: wait
+            # until none is (each step is bounded by its deadline), and at most `after` plus a minute.
+            give_up = loop.time() + after + 60
+            while any(self._runner.steps_using(c) for c in retired) and loop.time() < give_up:
+                await asyncio.sleep(0.1)
+            for connection in retired:
+                self._retired.remove(connection)
+                await _close(connection)
+
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        """Close retired connections now (at shutdown, once in-flight steps have drained)."""
+        for task in list(self._closing):
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        while self._retired:
+            await _close(self._retired.pop())
+
+
+async def _close(connection: Connection) -> None:
+    await connection.gateway.aclose()
+    await connection.verifier.aclose()
