@@ -13,7 +13,8 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -323,6 +324,18 @@ class RunningService:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+@contextmanager
+def fresh_journeys(connections_file: Path, emulator: Emulator, **overrides: str) -> Iterator[Journeys]:
+    """Journeys against a service of their own (fresh in-memory counters), stopped when the block ends."""
+    service = build_service(connections_file, **overrides)
+    service.start()
+    try:
+        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
+            yield Journeys(client, emulator)
+    finally:
+        service.stop(1)
 
 
 def build_service(

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from harness import Emulator, Journeys, build_service
-from otp_step_client import StepExecutorClient
+from harness import Emulator, Journeys, fresh_journeys
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 
@@ -225,18 +224,12 @@ def test_the_spend_circuit_breaker_trips_across_identifiers(
     connections_file: Path, emulator: Emulator
 ) -> None:
     # "breaker": 3 codes per minute through the connection, whoever they go to (a service of its own).
-    service = build_service(connections_file)
-    service.start()
-    try:
-        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
-            journeys = Journeys(client, emulator)
-            identifiers = ["ada@example.com", "grace@example.com", "+15555550101", "ada@example.com"]
-            answers = [
-                journeys.generate(i, channel="SMS" if i.startswith("+") else "EMAIL", connection="breaker")[0]
-                for i in identifiers
-            ]
-    finally:
-        service.stop(1)
+    with fresh_journeys(connections_file, emulator) as journeys:
+        identifiers = ["ada@example.com", "grace@example.com", "+15555550101", "ada@example.com"]
+        answers = [
+            journeys.generate(i, channel="SMS" if i.startswith("+") else "EMAIL", connection="breaker")[0]
+            for i in identifiers
+        ]
     assert [a.WhichOneof("outcome") for a in answers[:3]] == ["success"] * 3
     tripped = answers[3].failure
     assert tripped.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
@@ -249,16 +242,10 @@ def test_too_many_codes_to_one_number_range_block_the_range(
 ) -> None:
     # "prefix-guard": 2 codes per hour by SMS to numbers sharing their first 7 digits (+1 555 555 ...), whoever
     # the numbers are (a service of its own: fresh counters). A number in another range is not affected.
-    service = build_service(connections_file)
-    service.start()
-    try:
-        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
-            journeys = Journeys(client, emulator)
-            same_range = ["+15555550101", "+15555550100", "+15555550177"]
-            answers = [journeys.generate(n, channel="SMS", connection="prefix-guard")[0] for n in same_range]
-            other_range, _ = journeys.generate("+12125550199", channel="SMS", connection="prefix-guard")
-    finally:
-        service.stop(1)
+    with fresh_journeys(connections_file, emulator) as journeys:
+        same_range = ["+15555550101", "+15555550100", "+15555550177"]
+        answers = [journeys.generate(n, channel="SMS", connection="prefix-guard")[0] for n in same_range]
+        other_range, _ = journeys.generate("+12125550199", channel="SMS", connection="prefix-guard")
     assert [a.WhichOneof("outcome") for a in answers[:2]] == ["success", "success"]
     assert answers[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
     assert answers[2].failure.retry_after_seconds > 0
@@ -269,22 +256,14 @@ def test_codes_per_end_user_address_are_capped_across_identifiers(
     connections_file: Path, emulator: Emulator
 ) -> None:
     # "per-ip": 2 codes per hour for one journey.end_user.ip_address, whatever the identifiers.
-    service = build_service(connections_file)
-    service.start()
-    try:
-        with StepExecutorClient(f"127.0.0.1:{service.port}") as client:
-            journeys = Journeys(client, emulator)
-            answers = [
-                journeys.generate(i, connection="per-ip", journey=journeys.journey(ip_address="203.0.113.7"))[
-                    0
-                ]
-                for i in ("ada@example.com", "grace@example.com", "nobody@example.com")
-            ]
-            elsewhere, _ = journeys.generate(
-                "nobody@example.com", connection="per-ip", journey=journeys.journey(ip_address="2001:db8::1")
-            )
-    finally:
-        service.stop(1)
+    with fresh_journeys(connections_file, emulator) as journeys:
+        answers = [
+            journeys.generate(i, connection="per-ip", journey=journeys.journey(ip_address="203.0.113.7"))[0]
+            for i in ("ada@example.com", "grace@example.com", "nobody@example.com")
+        ]
+        elsewhere, _ = journeys.generate(
+            "nobody@example.com", connection="per-ip", journey=journeys.journey(ip_address="2001:db8::1")
+        )
     assert [a.WhichOneof("outcome") for a in answers[:2]] == ["success", "success"]
     assert answers[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
     assert elsewhere.WhichOneof("outcome") == "success"
