@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ from otp_step_client import Journey, Step, StepExecutorClient
 from otp_step_service.execution import StepRunner
 from otp_step_service.service import Service, challenge_store
 from otp_step_service.settings import ServiceSettings
-from otp_step_service.steps.challenges import Challenge, ChallengeKey, SendResult
+from otp_step_service.steps.challenges import Challenge, SendRequest, SendResult
 from otp_step_service.steps.ports import ChallengeStore
 from stepexecutor.v1 import step_executor_pb2 as pb
 
@@ -271,16 +271,11 @@ class RecordingStore:
         self.sessions: list[str] = []
 
     async def finish_send(
-        self,
-        key: ChallengeKey,
-        nonce: str,
-        result: SendResult,
-        challenge: Challenge | None,
-        counted: Sequence[str],
+        self, request: SendRequest, result: SendResult, challenge: Challenge | None
     ) -> None:
         if challenge is not None and challenge.session:
             self.sessions.append(challenge.session)
-        await self.inner.finish_send(key, nonce, result, challenge, counted)
+        await self.inner.finish_send(request, result, challenge)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

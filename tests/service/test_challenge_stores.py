@@ -101,9 +101,9 @@ def _attempt(now: float | None = None, threshold: int = 10) -> AttemptRequest:
 
 async def _saved(store: ChallengeStore, challenge: Challenge) -> None:
     """A delivered challenge in KEY, the way Generate leaves one."""
-    reservation = await store.begin_send(_send(challenge.nonce, execution=challenge.step_execution_id))
-    assert reservation.verdict is SendVerdict.RESERVED
-    await store.finish_send(KEY, challenge.nonce, SendResult.SENT, challenge, (SENDS,))
+    request = _send(challenge.nonce, execution=challenge.step_execution_id)
+    assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+    await store.finish_send(request, SendResult.SENT, challenge)
 
 
 def test_attempts_are_spent_one_by_one_then_the_challenge_is_gone(make_store: StoreFactory) -> None:
@@ -124,7 +124,7 @@ def test_an_unjudged_attempt_is_given_back_with_its_wrong_code_count(make_store:
     async def scenario(store: ChallengeStore) -> None:
         await _saved(store, _challenge(max_attempts=1))
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
-        await store.finish_attempt(KEY, "n1", Judgement.UNJUDGED, FAILURES)
+        await store.finish_attempt(KEY, "n1", Judgement.UNJUDGED, (FAILURES,))
         assert await store.events(FAILURES) == 0
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
 
@@ -135,7 +135,7 @@ def test_an_unknown_judgement_spends_the_attempt_but_not_the_lockout(make_store:
     async def scenario(store: ChallengeStore) -> None:
         await _saved(store, _challenge(max_attempts=2))
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
-        await store.finish_attempt(KEY, "n1", Judgement.UNKNOWN, FAILURES)
+        await store.finish_attempt(KEY, "n1", Judgement.UNKNOWN, (FAILURES,))
         assert await store.events(FAILURES) == 0
         grant = await store.begin_attempt(_attempt())
         assert grant.challenge is not None and grant.challenge.attempts_remaining == 0
@@ -147,7 +147,7 @@ def test_a_right_code_uses_the_challenge_and_forgives_its_count(make_store: Stor
     async def scenario(store: ChallengeStore) -> None:
         await _saved(store, _challenge())
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
-        await store.finish_attempt(KEY, "n1", Judgement.RIGHT, FAILURES)
+        await store.finish_attempt(KEY, "n1", Judgement.RIGHT, (FAILURES,))
         assert await store.events(FAILURES) == 0
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.NOT_FOUND
 
@@ -178,8 +178,8 @@ def test_a_stale_nonce_touches_nothing(make_store: StoreFactory) -> None:
     async def scenario(store: ChallengeStore) -> None:
         await _saved(store, _challenge(nonce="new"))
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
-        await store.finish_attempt(KEY, "old", Judgement.WRONG, FAILURES)
-        await store.finish_send(KEY, "old", SendResult.SENT, _challenge(nonce="old"), (SENDS,))
+        await store.finish_attempt(KEY, "old", Judgement.WRONG, (FAILURES,))
+        await store.finish_send(_send("old"), SendResult.SENT, _challenge(nonce="old"))
         grant = await store.begin_attempt(_attempt())
         assert grant.challenge is not None
         assert grant.challenge.nonce == "new" and grant.challenge.attempts_used == 2
@@ -198,7 +198,9 @@ def test_a_reservation_holds_the_key_against_resends_and_replays_its_execution(
         again = await store.begin_send(_send("b", now, execution="x"))
         assert again.verdict is SendVerdict.TOO_SOON  # same execution, still being sent
         await store.finish_send(
-            KEY, "a", SendResult.SENT, _challenge(nonce="a", step_execution_id="x", sent_at=now), SENDS
+            _send("a", now, execution="x"),
+            SendResult.SENT,
+            _challenge(nonce="a", step_execution_id="x", sent_at=now),
         )
         replay = await store.begin_send(_send("c", now, execution="x"))
         assert replay.verdict is SendVerdict.REPLAY
@@ -216,7 +218,7 @@ def test_a_reservation_holds_the_key_against_resends_and_replays_its_execution(
 def test_a_send_that_certainly_did_not_happen_is_given_back(make_store: StoreFactory) -> None:
     async def scenario(store: ChallengeStore) -> None:
         assert (await store.begin_send(_send("a"))).verdict is SendVerdict.RESERVED
-        await store.finish_send(KEY, "a", SendResult.NOT_SENT, None, (SENDS,))
+        await store.finish_send(_send("a"), SendResult.NOT_SENT, None)
         assert await store.events(SENDS) == 0
         assert (await store.begin_send(_send("b"))).verdict is SendVerdict.RESERVED  # the key is free again
 
@@ -228,7 +230,7 @@ def test_a_send_that_may_have_happened_counts_and_holds_the_cooldown(make_store:
         now = time.time()
         assert (await store.begin_send(_send("a", now, execution="x"))).verdict is SendVerdict.RESERVED
         unusable = _challenge(nonce="a", sent_at=now, unusable=True)
-        await store.finish_send(KEY, "a", SendResult.MAYBE_SENT, unusable, (SENDS,))
+        await store.finish_send(_send("a", now, execution="x"), SendResult.MAYBE_SENT, unusable)
         assert await store.events(SENDS) == 1
         assert (await store.begin_attempt(_attempt(now))).verdict is AttemptVerdict.NOT_FOUND
         assert (await store.begin_send(_send("b", now + 1, execution="x"))).verdict is SendVerdict.TOO_SOON
@@ -257,24 +259,19 @@ def test_the_connections_budget_trips_across_identifiers_and_gives_back_unsent_c
     async def scenario(store: ChallengeStore) -> None:
         now = time.time()
         breaker = SendBudget("budget:demo:60", 2, 60)
-        verdicts = []
+        verdicts, requests = [], []
         for i in range(3):
             request = replace(
                 _send(f"n{i}", now),
                 key=ChallengeKey("demo", f"run-{i}", f"user{i}"),
                 sends_subject=f"sends:{i}",
+                budgets=(breaker,),
             )
-            request = replace(request, budgets=(breaker,))
+            requests.append(request)
             verdicts.append((await store.begin_send(request)).verdict)
         assert verdicts == [SendVerdict.RESERVED, SendVerdict.RESERVED, SendVerdict.BUDGET_TRIPPED]
         # A reservation that certainly sent nothing gives its share of the budget back.
-        await store.finish_send(
-            ChallengeKey("demo", "run-0", "user0"),
-            "n0",
-            SendResult.NOT_SENT,
-            None,
-            ("sends:0", breaker.subject),
-        )
+        await store.finish_send(requests[0], SendResult.NOT_SENT, None)
         assert await store.events(breaker.subject) == 1
 
     run(make_store, scenario)
@@ -314,7 +311,7 @@ def test_the_memory_store_forgets_expired_challenges_by_itself() -> None:
                 _send(f"n{i}", 1000.0, limit=1000), key=key, placeholder=replace(challenge, pending=True)
             )
             assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
-            await store.finish_send(key, f"n{i}", SendResult.SENT, challenge, (SENDS,))
+            await store.finish_send(request, SendResult.SENT, challenge)
         assert len(store) == 101  # the challenges and the send counter
         clock.wall = 1011.0
         assert len(store) == 101  # expired, but kept a grace period so Validate can still say "expired"

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from dataclasses import replace
 
 from otp_step_service.steps.challenges import (
+    USER_FAILURES,
+    USER_SENDS,
     AttemptGrant,
     AttemptRequest,
     AttemptVerdict,
@@ -29,7 +32,7 @@ from otp_step_service.steps.challenges import (
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.outcomes import Channel
 
-_Packed = tuple[str, str, str, str, float, int, int, str, float, str, bool, bool, bool]
+_Packed = tuple[str, str, str, str, float, int, int, str, float, str, bool, bool, bool, str]
 
 
 def _pack(c: Challenge) -> _Packed:
@@ -47,11 +50,14 @@ def _pack(c: Challenge) -> _Packed:
         c.pending,
         c.decoy,
         c.unusable,
+        c.user,
     )
 
 
 def _unpack(p: _Packed) -> Challenge:
-    return Challenge(p[0], p[1], Channel(p[2]), p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12])
+    return Challenge(
+        p[0], p[1], Channel(p[2]), p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]
+    )
 
 
 class _Challenges:
@@ -81,12 +87,18 @@ class InMemoryChallengeStore:
         self._clock = clock
         self._challenges = _Challenges()
         self._counters: dict[str, tuple[int, float]] = {}  # subject -> (events, window end)
+        self._aliases: dict[str, tuple[str, float]] = {}  # alias subject -> (user digest, forget at)
+        # alias subject -> (nonce, until): the one send in flight (or maybe sent) while the user is unknown.
+        self._resolving: dict[str, tuple[str, float]] = {}
         self._expiry: list[tuple[float, str]] = []  # (forget at, storage key or subject), lazily cleaned
 
     async def begin_send(self, request: SendRequest) -> SendReservation:
         """Decide, count and hold the key, atomically."""
         now = request.now
-        if self._count(request.lockout_subject, now) >= request.lockout_threshold:
+        user = self._user(request.alias_subject, now)
+        if self._count(request.lockout_subject, now) >= request.lockout_threshold or (
+            user and self._count(USER_FAILURES + user, now) >= request.lockout_threshold
+        ):
             return SendReservation(SendVerdict.LOCKED)
         skey = request.key.storage_key()
         existing = self._challenges.get(skey)
@@ -104,6 +116,14 @@ class InMemoryChallengeStore:
         sent, window_end = self._counters.get(request.sends_subject, (0, 0.0))
         if window_end > now and sent >= request.send_limit:
             return SendReservation(SendVerdict.OVER_BUDGET, wait_seconds=window_end - now)
+        if user:
+            sent, window_end = self._counters.get(USER_SENDS + user, (0, 0.0))
+            if window_end > now and sent >= request.send_limit:
+                return SendReservation(SendVerdict.OVER_BUDGET, wait_seconds=window_end - now)
+        elif request.alias_subject:
+            _, until = self._resolving.get(request.alias_subject, ("", 0.0))
+            if until > now:  # this identifier's first code is on its way: its user is not known yet
+                return SendReservation(SendVerdict.TOO_SOON, wait_seconds=max(until - now, 1.0))
         for budget in request.budgets:
             spent, ends = self._counters.get(budget.subject, (0, 0.0))
             if ends > now and spent >= budget.limit:
@@ -111,28 +131,44 @@ class InMemoryChallengeStore:
         self._increment(request.sends_subject, request.send_window_seconds, now)
         for budget in request.budgets:
             self._increment(budget.subject, budget.window_seconds, now)
-        self._put(skey, placeholder, now)
+        if user:
+            self._increment(USER_SENDS + user, request.send_window_seconds, now)
+        elif request.alias_subject:
+            self._hold(
+                self._resolving, request.alias_subject, placeholder.nonce, now + request.reservation_seconds
+            )
+        # The placeholder records the user counted, so finish_send knows what to give back or add.
+        self._put(skey, replace(placeholder, user=user), now)
         return SendReservation(SendVerdict.RESERVED)
 
     async def finish_send(
-        self,
-        key: ChallengeKey,
-        nonce: str,
-        result: SendResult,
-        challenge: Challenge | None,
-        counted: Sequence[str],
+        self, request: SendRequest, result: SendResult, challenge: Challenge | None
     ) -> None:
-        """Store the outcome of the reservation `nonce`, or release it and give the send back."""
-        skey = key.storage_key()
+        """Store the outcome of the reservation, or release it and give the send back; learn the user."""
+        skey, nonce, alias = request.key.storage_key(), request.nonce, request.alias_subject
+        now = self._clock.now()
         current = self._challenges.get(skey)
         mine = current is not None and current.nonce == nonce
+        counted_user = current.user if mine and current is not None else ""
         if result is SendResult.NOT_SENT:
             if mine:
                 del self._challenges[skey]
-            for subject in counted:
+            for subject in request.counted:
                 self._decrement(subject)
-        elif mine and challenge is not None:
-            self._put(skey, challenge, self._clock.now())
+            if counted_user:
+                self._decrement(USER_SENDS + counted_user)
+            self._release(alias, nonce)
+            return
+        if mine and challenge is not None:
+            self._put(skey, challenge, now)
+        if not alias:
+            return
+        user = challenge.user if challenge is not None else ""
+        if user:
+            if user != counted_user:  # the identifier's user was unknown at begin_send (or has changed)
+                self._increment(USER_SENDS + user, request.send_window_seconds, now)
+            self._hold(self._aliases, alias, user, now + request.alias_seconds)
+        self._release(alias, nonce)
 
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
         """Check the lockout, spend one attempt and count one wrong code, atomically."""
@@ -143,6 +179,9 @@ class InMemoryChallengeStore:
         challenge = self._challenges.get(skey)
         if challenge is None or not challenge.usable:
             return AttemptGrant(AttemptVerdict.NOT_FOUND)
+        user_failures = USER_FAILURES + challenge.user if challenge.user else ""
+        if user_failures and self._count(user_failures, now) >= request.lockout_threshold:
+            return AttemptGrant(AttemptVerdict.LOCKED)
         if challenge.expires_at <= now:
             del self._challenges[skey]
             return AttemptGrant(AttemptVerdict.EXPIRED)
@@ -152,25 +191,27 @@ class InMemoryChallengeStore:
         spent = challenge.with_attempt()
         self._challenges[skey] = spent
         self._increment(request.lockout_subject, request.lockout_window_seconds, now)
+        if user_failures:
+            self._increment(user_failures, request.lockout_window_seconds, now)
         return AttemptGrant(AttemptVerdict.GRANTED, spent)
 
     async def finish_attempt(
-        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subject: str
+        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]
     ) -> None:
-        """Settle the challenge `nonce` and the wrong-code count per Cognito's judgement."""
+        """Settle the challenge `nonce` and the wrong-code counts per Cognito's judgement."""
         skey = key.storage_key()
         challenge = self._challenges.get(skey)
         mine = challenge is not None and challenge.nonce == nonce
         if judgement in (Judgement.RIGHT, Judgement.SESSION_DEAD):
             if mine:
                 del self._challenges[skey]
-            self._decrement(lockout_subject)
+            self._decrement(*lockout_subjects)
         elif judgement is Judgement.UNJUDGED:
             if mine and challenge is not None:
                 self._challenges[skey] = challenge.with_attempt(-1)
-            self._decrement(lockout_subject)
+            self._decrement(*lockout_subjects)
         elif judgement is Judgement.UNKNOWN:
-            self._decrement(lockout_subject)  # the attempt stays spent
+            self._decrement(*lockout_subjects)  # the attempt stays spent
         elif (
             judgement is Judgement.WRONG
             and mine
@@ -196,7 +237,7 @@ class InMemoryChallengeStore:
     def __len__(self) -> int:
         """Live entries (challenges and counter windows), for tests and memory checks."""
         self._sweep(self._clock.now())
-        return len(self._challenges) + len(self._counters)
+        return len(self._challenges) + len(self._counters) + len(self._aliases) + len(self._resolving)
 
     # -- internals ---------------------------------------------------------------------------------------
     def _count(self, subject: str, now: float) -> int:
@@ -211,10 +252,25 @@ class InMemoryChallengeStore:
             heapq.heappush(self._expiry, (window_end, subject))
         self._counters[subject] = (events + 1, window_end)
 
-    def _decrement(self, subject: str) -> None:
-        events, window_end = self._counters.get(subject, (0, 0.0))
-        if events > 0:
-            self._counters[subject] = (events - 1, window_end)
+    def _decrement(self, *subjects: str) -> None:
+        for subject in subjects:
+            events, window_end = self._counters.get(subject, (0, 0.0))
+            if events > 0:
+                self._counters[subject] = (events - 1, window_end)
+
+    def _user(self, alias: str, now: float) -> str:
+        """The user digest the identifier's alias entry names, "" when unknown (or forgotten)."""
+        user, forget_at = self._aliases.get(alias, ("", 0.0)) if alias else ("", 0.0)
+        return user if forget_at > now else ""
+
+    def _hold(self, table: dict[str, tuple[str, float]], name: str, value: str, until: float) -> None:
+        table[name] = (value, until)
+        heapq.heappush(self._expiry, (until, name))
+
+    def _release(self, alias: str, nonce: str) -> None:
+        """End the identifier's one-send-at-a-time hold, if this reservation holds it."""
+        if alias and self._resolving.get(alias, ("", 0.0))[0] == nonce:
+            del self._resolving[alias]
 
     def _put(self, skey: str, challenge: Challenge, now: float) -> None:
         self._sweep(now)
@@ -232,3 +288,7 @@ class InMemoryChallengeStore:
             window = self._counters.get(name)
             if window is not None and window[1] <= now:
                 del self._counters[name]
+            for table in (self._aliases, self._resolving):
+                entry = table.get(name)
+                if entry is not None and entry[1] <= now:
+                    del table[name]

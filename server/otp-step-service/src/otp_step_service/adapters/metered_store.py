@@ -50,25 +50,22 @@ class MeteredChallengeStore:
         return await self._timed("begin_send", self.inner.begin_send(request))
 
     async def finish_send(
-        self,
-        key: ChallengeKey,
-        nonce: str,
-        result: SendResult,
-        challenge: Challenge | None,
-        counted: Sequence[str],
+        self, request: SendRequest, result: SendResult, challenge: Challenge | None
     ) -> None:
         """See ChallengeStore.finish_send."""
-        await self._timed("finish_send", self.inner.finish_send(key, nonce, result, challenge, counted))
+        await self._timed("finish_send", self.inner.finish_send(request, result, challenge))
 
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
         """See ChallengeStore.begin_attempt."""
         return await self._timed("begin_attempt", self.inner.begin_attempt(request))
 
     async def finish_attempt(
-        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subject: str
+        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]
     ) -> None:
         """See ChallengeStore.finish_attempt."""
-        await self._timed("finish_attempt", self.inner.finish_attempt(key, nonce, judgement, lockout_subject))
+        await self._timed(
+            "finish_attempt", self.inner.finish_attempt(key, nonce, judgement, lockout_subjects)
+        )
 
     async def load(self, key: ChallengeKey) -> Challenge | None:
         """See ChallengeStore.load."""

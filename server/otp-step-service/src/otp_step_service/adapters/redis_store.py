@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 
 from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.challenges import (
+    USER_FAILURES,
+    USER_SENDS,
     AttemptGrant,
     AttemptRequest,
     AttemptVerdict,
@@ -36,6 +38,9 @@ from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.outcomes import Channel
 
 P = ParamSpec("P")
+
+# Beside an identifier's alias entry: the one send in flight while the identifier's user is unknown.
+_HOLD = ":hold"
 R = TypeVar("R")
 
 # Shared by the scripts: a counter's value (0 when absent), and giving one event back.
@@ -49,14 +54,18 @@ local function add(key, window)
 end
 """
 
-# KEYS: challenge, sends counter, lockout counter.
+# KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, budgets...
 # ARGV: placeholder json, now, execution id, cooldown s, placeholder TTL ms, send limit, send window s,
-#       lockout threshold, reservation s.
+#       lockout threshold, reservation s, user sends prefix, user failures prefix, budgets' (limit, window)...
+# The alias entry names the identifier's Cognito user (a digest); that user's counters are built from it, so
+# they are keys the script did not declare (fine on one Redis; see the module docstring).
 _BEGIN_SEND = (
     _COUNTERS
     + """
 local now = tonumber(ARGV[2])
+local user = KEYS[4] ~= '' and redis.call('GET', KEYS[4])
 if count(KEYS[3]) >= tonumber(ARGV[8]) then return {'locked', false} end
+if user and count(ARGV[11] .. user) >= tonumber(ARGV[8]) then return {'locked', false} end
 local raw = redis.call('GET', KEYS[1])
 if raw then
   local c = cjson.decode(raw)
@@ -71,37 +80,63 @@ end
 if count(KEYS[2]) >= tonumber(ARGV[6]) then
   return {'over_budget', tostring(math.max(redis.call('TTL', KEYS[2]), 1))}
 end
--- KEYS[4..]: the connection's send budgets; ARGV[10..]: their (limit, window) pairs.
-for i = 4, #KEYS do
-  local limit = tonumber(ARGV[10 + (i - 4) * 2])
+if user and count(ARGV[10] .. user) >= tonumber(ARGV[6]) then
+  return {'over_budget', tostring(math.max(redis.call('TTL', ARGV[10] .. user), 1))}
+end
+if not user and KEYS[4] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then
+  -- This identifier's first code is on its way and its user is not known yet.
+  return {'too_soon', tostring(math.max(redis.call('PTTL', KEYS[5]) / 1000, 1))}
+end
+for i = 6, #KEYS do
+  local limit = tonumber(ARGV[12 + (i - 6) * 2])
   if count(KEYS[i]) >= limit then
     return {'budget_tripped', tostring(math.max(redis.call('TTL', KEYS[i]), 1))}
   end
 end
 add(KEYS[2], ARGV[7])
-for i = 4, #KEYS do add(KEYS[i], ARGV[11 + (i - 4) * 2]) end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
+for i = 6, #KEYS do add(KEYS[i], ARGV[13 + (i - 6) * 2]) end
+local placeholder = cjson.decode(ARGV[1])
+if user then
+  add(ARGV[10] .. user, ARGV[7])
+  placeholder.user = user  -- what finish_send gives back or does not count twice
+elseif KEYS[4] ~= '' then
+  redis.call('SET', KEYS[5], placeholder.nonce, 'PX', math.floor(tonumber(ARGV[9]) * 1000))
+end
+redis.call('SET', KEYS[1], cjson.encode(placeholder), 'PX', ARGV[5])
 return {'reserved', false}
 """
 )
 
-# KEYS: challenge, sends counter. ARGV: nonce, result, challenge json (or ''), TTL ms.
+# KEYS: challenge, alias entry, alias hold, counted counters...
+# ARGV: nonce, result, challenge json (or ''), TTL ms, the challenge's user (or ''), send window s,
+#       alias TTL s, user sends prefix.
 _FINISH_SEND = (
     _COUNTERS
     + """
 local raw = redis.call('GET', KEYS[1])
-local mine = raw and cjson.decode(raw).nonce == ARGV[1]
+local current = raw and cjson.decode(raw)
+local mine = current and current.nonce == ARGV[1]
+local counted_user = (mine and current.user) or ''
+local holding = KEYS[2] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1]
 if ARGV[2] == 'not_sent' then
   if mine then redis.call('DEL', KEYS[1]) end
-  for i = 2, #KEYS do give_back(KEYS[i]) end
-elseif mine and ARGV[3] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  for i = 4, #KEYS do give_back(KEYS[i]) end
+  if counted_user ~= '' then give_back(ARGV[9] .. counted_user) end
+  if holding then redis.call('DEL', KEYS[3]) end
+  return 1
 end
+if mine and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
+local user = ARGV[5]
+if KEYS[2] ~= '' and user ~= '' then
+  if user ~= counted_user then add(ARGV[8] .. user, ARGV[6]) end
+  redis.call('SET', KEYS[2], user, 'EX', ARGV[7])
+end
+if holding then redis.call('DEL', KEYS[3]) end
 return 1
 """
 )
 
-# KEYS: challenge, lockout counter. ARGV: now, lockout threshold, lockout window s.
+# KEYS: challenge, lockout counter. ARGV: now, lockout threshold, lockout window s, user failures prefix.
 _BEGIN_ATTEMPT = (
     _COUNTERS
     + """
@@ -110,17 +145,20 @@ local raw = redis.call('GET', KEYS[1])
 if not raw then return {'not_found', false} end
 local c = cjson.decode(raw)
 if c.pending or c.unusable then return {'not_found', false} end
+local user_failures = c.user and c.user ~= '' and (ARGV[4] .. c.user)
+if user_failures and count(user_failures) >= tonumber(ARGV[2]) then return {'locked', false} end
 if c.expires_at <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return {'expired', false} end
 if c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]); return {'exhausted', false} end
 c.attempts_used = c.attempts_used + 1
 local encoded = cjson.encode(c)
 redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
 add(KEYS[2], ARGV[3])
+if user_failures then add(user_failures, ARGV[3]) end
 return {'granted', encoded}
 """
 )
 
-# KEYS: challenge, lockout counter. ARGV: nonce, judgement.
+# KEYS: challenge, lockout counters... ARGV: nonce, judgement.
 _FINISH_ATTEMPT = (
     _COUNTERS
     + """
@@ -128,19 +166,20 @@ local raw = redis.call('GET', KEYS[1])
 local c = raw and cjson.decode(raw)
 local mine = c and c.nonce == ARGV[1]
 local judgement = ARGV[2]
+local function give_back_all() for i = 2, #KEYS do give_back(KEYS[i]) end end
 if judgement == 'right' or judgement == 'session_dead' then
   if mine then redis.call('DEL', KEYS[1]) end
-  give_back(KEYS[2])
+  give_back_all()
 elseif judgement == 'unjudged' then
   if mine and c.attempts_used > 0 then
     c.attempts_used = c.attempts_used - 1
     redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
   end
-  give_back(KEYS[2])
+  give_back_all()
 elseif judgement == 'wrong' then
   if mine and c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]) end
 elseif judgement == 'unknown' then
-  give_back(KEYS[2])  -- the attempt stays spent
+  give_back_all()  -- the attempt stays spent
 end
 return 1
 """
@@ -163,6 +202,7 @@ def _encode(challenge: Challenge, sealer: SessionSealer, context: str) -> str:
             "pending": challenge.pending,
             "decoy": challenge.decoy,
             "unusable": challenge.unusable,
+            "user": challenge.user,
         }
     )
 
@@ -183,6 +223,7 @@ def _decode(raw: str | bytes, sealer: SessionSealer, context: str) -> Challenge:
         pending=bool(data.get("pending", False)),
         decoy=bool(data.get("decoy", False)),
         unusable=bool(data.get("unusable", False)),
+        user=str(data.get("user", "")),
     )
 
 
@@ -246,11 +287,14 @@ class RedisChallengeStore:
     async def begin_send(self, request: SendRequest) -> SendReservation:
         """Decide, count and hold the key in one script."""
         placeholder = request.placeholder
+        alias = self._prefix + request.alias_subject if request.alias_subject else ""
         verdict, value = await self._begin_send(
             keys=[
                 self._key(request.key),
                 self._prefix + request.sends_subject,
                 self._prefix + request.lockout_subject,
+                alias,
+                alias + _HOLD if alias else "",
                 *(self._prefix + budget.subject for budget in request.budgets),
             ],
             args=[
@@ -263,6 +307,8 @@ class RedisChallengeStore:
                 request.send_window_seconds,
                 request.lockout_threshold,
                 request.reservation_seconds,
+                self._prefix + USER_SENDS,
+                self._prefix + USER_FAILURES,
                 *(value for budget in request.budgets for value in (budget.limit, budget.window_seconds)),
             ],
         )
@@ -277,30 +323,41 @@ class RedisChallengeStore:
 
     @_store_errors
     async def finish_send(
-        self,
-        key: ChallengeKey,
-        nonce: str,
-        result: SendResult,
-        challenge: Challenge | None,
-        counted: Sequence[str],
+        self, request: SendRequest, result: SendResult, challenge: Challenge | None
     ) -> None:
-        """Settle the reservation in one script."""
+        """Settle the reservation, and learn the identifier's user, in one script."""
+        alias = self._prefix + request.alias_subject if request.alias_subject else ""
+        context = request.key.storage_key()
         await self._finish_send(
-            keys=[self._key(key), *(self._prefix + subject for subject in counted)],
+            keys=[
+                self._key(request.key),
+                alias,
+                alias + _HOLD if alias else "",
+                *(self._prefix + subject for subject in request.counted),
+            ],
             args=[
-                nonce,
+                request.nonce,
                 result.value,
-                _encode(challenge, self._sealer, key.storage_key()) if challenge is not None else "",
+                _encode(challenge, self._sealer, context) if challenge is not None else "",
                 self._ttl_ms(challenge) if challenge is not None else 1,
+                challenge.user if challenge is not None else "",
+                request.send_window_seconds,
+                max(request.alias_seconds, 1),
+                self._prefix + USER_SENDS,
             ],
         )
 
     @_store_errors
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
-        """Check the lockout, spend one attempt and count one wrong code in one script."""
+        """Check the lockouts, spend one attempt and count one wrong code in one script."""
         verdict, raw = await self._begin_attempt(
             keys=[self._key(request.key), self._prefix + request.lockout_subject],
-            args=[request.now, request.lockout_threshold, request.lockout_window_seconds],
+            args=[
+                request.now,
+                request.lockout_threshold,
+                request.lockout_window_seconds,
+                self._prefix + USER_FAILURES,
+            ],
         )
         name = _text(verdict)
         if name == "granted":
@@ -309,11 +366,12 @@ class RedisChallengeStore:
 
     @_store_errors
     async def finish_attempt(
-        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subject: str
+        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]
     ) -> None:
         """Settle the attempt in one script."""
         await self._finish_attempt(
-            keys=[self._key(key), self._prefix + lockout_subject], args=[nonce, judgement.value]
+            keys=[self._key(key), *(self._prefix + subject for subject in lockout_subjects)],
+            args=[nonce, judgement.value],
         )
 
     @_store_errors

@@ -41,6 +41,35 @@ def lockout_subject(connection: str, identifier: str) -> str:
     return "failures:" + hashlib.sha256(f"{connection}\x00{identifier}".encode()).hexdigest()
 
 
+# One Cognito user may be reached through several identifiers: a pool with alias attributes signs a user in by
+# username, verified email or verified phone number, each normalized to a different identifier. Counting per
+# identifier only would give that user (and an attacker flooding their inbox or guessing their codes) one
+# send budget and one lockout per alias. So sends and wrong codes are also counted per *user*: the username
+# Cognito resolves the identifier to (its challenge's USERNAME), known from the first code sent to it. The
+# store remembers which user each identifier reached (`alias_subject` -> the user's digest), and counts under
+# `USER_SENDS + user` and `USER_FAILURES + user`; stores build these names from the prefixes, so the prefixes
+# are defined here once.
+USER_SENDS = "sends:user:"
+USER_FAILURES = "failures:user:"
+
+
+def user_digest(connection: str, username: str) -> str:
+    """A Cognito user of a connection as stores name it: a digest, so the store never spells out a username."""
+    return hashlib.sha256(f"{connection}\x00user\x00{username}".encode()).hexdigest()
+
+
+def alias_subject(connection: str, identifier: str) -> str:
+    """Where a store remembers which Cognito user an identifier reached (its value: the user's digest)."""
+    return "alias:" + hashlib.sha256(f"{connection}\x00{identifier}".encode()).hexdigest()
+
+
+def user_lockout_subjects(identifier_subject: str, challenge: Challenge) -> tuple[str, ...]:
+    """Every wrong-code counter an attempt at `challenge` adds to: its identifier's, and its user's if known."""
+    if challenge.user:
+        return (identifier_subject, USER_FAILURES + challenge.user)
+    return (identifier_subject,)
+
+
 # Stores keep a challenge past its expiry, so Validate can still say CHALLENGE_EXPIRED (a journey branches
 # differently on "expired" than on "never generated"): as long again as it lived, at most this long. The store
 # then holds at most twice rate x lifetime entries, steady after two lifetimes.
@@ -77,6 +106,9 @@ class Challenge:
     # Cognito may have sent a code, but the session never came back (a timeout, a cancelled call): nothing to
     # validate, yet the code counts, and the cooldown holds as if it had been delivered.
     unusable: bool = False
+    # The Cognito user this challenge's identifier reached (`user_digest`), "" while unknown: wrong codes count
+    # against that user as well as the identifier. Not secret (a digest); the username itself is.
+    user: str = ""
 
     @property
     def attempts_remaining(self) -> int:
@@ -155,11 +187,24 @@ class SendRequest:
     lockout_threshold: int
     reservation_seconds: float = RESERVATION_SECONDS
     budgets: tuple[SendBudget, ...] = ()
+    # The identifier's entry in the store's map of which Cognito user it reached ("" = no per-user counting).
+    # When the user is known, begin_send checks and counts that user's sends and wrong codes (same limit and
+    # threshold as the identifier's); when not, the identifier sends one code at a time until Cognito's answer
+    # names the user (finish_send then counts the send for them), so a flood through a fresh alias cannot race
+    # past the user's budget. The map remembers a user for `alias_seconds`.
+    alias_subject: str = ""
+    alias_seconds: int = 0
 
     @property
     def counted(self) -> tuple[str, ...]:
-        """Every counter a RESERVED verdict adds one to (and a NOT_SENT settle gives back)."""
+        """Every counter a RESERVED verdict adds one to (and a NOT_SENT settle gives back), besides the
+        user's (the store knows whether it counted that one)."""
         return (self.sends_subject, *(b.subject for b in self.budgets))
+
+    @property
+    def nonce(self) -> str:
+        """The reservation's nonce (its placeholder's)."""
+        return self.placeholder.nonce
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,13 @@ from .challenges import (
     SendRequest,
     SendResult,
     SendVerdict,
+    alias_subject,
     budget_subject,
     ip_subject,
     lockout_subject,
     prefix_subject,
     sends_subject,
+    user_digest,
 )
 from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
@@ -115,6 +117,8 @@ class GenerateOtpStep:
             lockout_threshold=policy.lockout_threshold,
             reservation_seconds=RESERVATION_SECONDS,
             budgets=_budgets(policy, identifier, channel, request.journey.end_user.ip_address),
+            alias_subject=alias_subject(policy.name, identifier.value),
+            alias_seconds=max(policy.send_window_seconds, policy.lockout_window_seconds),
         )
         reservation = await self._store.begin_send(send)
         match reservation.verdict:
@@ -164,9 +168,11 @@ class GenerateOtpStep:
         result, saved, failure = SendResult.MAYBE_SENT, None, None
         try:
             challenge = await _start(identifier, channel, request, connection, deadline, requests)
+            username = challenge.username or identifier.value
             saved = replace(
                 placeholder,
-                username=challenge.username or identifier.value,
+                username=username,
+                user=user_digest(policy.name, username),
                 session=challenge.session,
                 masked_destination=_shown_destination(challenge.destination, identifier, channel),
                 expires_at=self._clock.now() + policy.session_validity_seconds,
@@ -183,36 +189,29 @@ class GenerateOtpStep:
             # The caller went away mid-call (or a bug surfaced): whatever Cognito did is settled before this
             # goes on, and a request that left counts as a sent code (Cognito may have delivered it).
             result = SendResult.MAYBE_SENT if requests.sent else SendResult.NOT_SENT
-            await self._settle(key, nonce, result, _unusable(placeholder, result), send.counted, quiet=True)
+            await self._settle(send, result, _unusable(placeholder, result), quiet=True)
             raise
         if failure is not None and failure.code in _USER_STATE and policy.user_enumeration_protection:
             # Whatever is wrong with this user (none, disabled, unconfirmed, no phone), an outsider sees what
             # every user gets: a code "sent" to a plausible destination, and no code that works. The send stays
             # counted, as a real one would.
             log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
-            saved = _decoy(identifier, channel, placeholder)
+            saved = _decoy(identifier, channel, placeholder, policy.name)
             result, failure = SendResult.SENT, None
-        await self._settle(key, nonce, result, saved or _unusable(placeholder, result), send.counted)
+        await self._settle(send, result, saved or _unusable(placeholder, result))
         if failure is not None:
             return failed(failure)
         assert saved is not None  # SENT always carries the challenge
         return succeed(step, _sent(saved))
 
     async def _settle(
-        self,
-        key: ChallengeKey,
-        nonce: str,
-        result: SendResult,
-        challenge: Challenge | None,
-        counted: tuple[str, ...],
-        *,
-        quiet: bool = False,
+        self, send: SendRequest, result: SendResult, challenge: Challenge | None, *, quiet: bool = False
     ) -> None:
         """finish_send, shielded: a cancellation arriving while the store writes must not leave the key held
         by the pending placeholder. `quiet` (on the way out of a cancellation) logs a store failure instead
         of letting it replace the cancellation; the reservation then expires by itself (RESERVATION_SECONDS)."""
         try:
-            await asyncio.shield(self._store.finish_send(key, nonce, result, challenge, counted))
+            await asyncio.shield(self._store.finish_send(send, result, challenge))
         except ChallengeStoreError as exc:
             if not quiet:
                 raise
@@ -310,12 +309,18 @@ def _unusable(placeholder: Challenge, result: SendResult) -> Challenge | None:
     return replace(placeholder, pending=False, unusable=True, step_execution_id="")
 
 
-def _decoy(identifier: UserIdentifier, channel: Channel, placeholder: Challenge) -> Challenge:
+def _decoy(
+    identifier: UserIdentifier, channel: Channel, placeholder: Challenge, connection: str
+) -> Challenge:
+    # The decoy's "user" is the identifier itself, so the store maps it to a user as it maps a real one: an
+    # identifier nobody owns then goes through the same per-user counting (and the same one-send-at-a-time
+    # while its user is unknown) as one somebody does.
     return replace(
         placeholder,
         masked_destination=_plausible_destination(identifier, channel),
         pending=False,
         decoy=True,
+        user=user_digest(connection, identifier.value),
     )
 
 

@@ -103,31 +103,29 @@ class ChallengeStore(Protocol):
     """
 
     async def begin_send(self, request: SendRequest) -> SendReservation:
-        """Decide whether Generate may send a code: not locked out, no live code within the cooldown (or the
-        same execution's code to replay), under the send budget. On RESERVED the send is counted and the key is
-        held by the pending placeholder until `finish_send`."""
+        """Decide whether Generate may send a code: neither the identifier nor its Cognito user locked out,
+        no live code within the cooldown (or the same execution's code to replay), under the identifier's,
+        the user's and the connection's send budgets. On RESERVED the send is counted and the key is held by
+        the pending placeholder until `finish_send`."""
 
     async def finish_send(
-        self,
-        key: ChallengeKey,
-        nonce: str,
-        result: SendResult,
-        challenge: Challenge | None,
-        counted: Sequence[str],
+        self, request: SendRequest, result: SendResult, challenge: Challenge | None
     ) -> None:
-        """Settle the reservation `nonce`: SENT / MAYBE_SENT store `challenge` in its place (MAYBE_SENT: an
-        unusable one that still holds the cooldown), NOT_SENT releases the key and gives back one event of
-        each `counted` counter (the send budgets begin_send added to)."""
+        """Settle the reservation `request` made: SENT / MAYBE_SENT store `challenge` in its place
+        (MAYBE_SENT: an unusable one that still holds the cooldown), NOT_SENT releases the key and gives back
+        one event of every counter begin_send added to. A challenge naming its user (`Challenge.user`)
+        records which user the identifier reached, and counts the send for them if begin_send could not."""
 
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
-        """Spend one attempt and count one wrong code for the identifier before Cognito judges the code, so
-        concurrent Validates can never try more codes than either cap allows; a locked identifier touches
-        nothing. Expired or exhausted challenges are removed."""
+        """Spend one attempt and count one wrong code for the identifier and its user before Cognito judges
+        the code, so concurrent Validates can never try more codes than any cap allows; a locked identifier
+        or user touches nothing. Expired or exhausted challenges are removed."""
 
     async def finish_attempt(
-        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subject: str
+        self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]
     ) -> None:
-        """Settle what Cognito's judgement means for the challenge `nonce` and the identifier's wrong codes."""
+        """Settle what Cognito's judgement means for the challenge `nonce` and the wrong-code counters
+        begin_attempt added to (`challenges.user_lockout_subjects`)."""
 
     async def load(self, key: ChallengeKey) -> Challenge | None:
         """The live, usable challenge, or None (missing, pending, unusable or expired)."""

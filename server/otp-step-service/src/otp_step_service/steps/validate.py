@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .branching import fail, succeed
-from .challenges import AttemptRequest, AttemptVerdict, Challenge, ChallengeKey, Judgement, lockout_subject
+from .challenges import (
+    AttemptRequest,
+    AttemptVerdict,
+    Challenge,
+    ChallengeKey,
+    Judgement,
+    lockout_subject,
+    user_lockout_subjects,
+)
 from .claims import release_claims
 from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
@@ -131,13 +139,16 @@ class ValidateOtpStep:
                     )
                 )
 
+        # Wrong codes count against the identifier and against the Cognito user it reached, so aliases of one
+        # user (email, phone, username) share one lockout.
+        subjects = user_lockout_subjects(subject, challenge)
         code = request.otp_code.strip()
         if challenge.decoy and _CODE_SHAPE.fullmatch(code):
             await self._as_long_as_cognito(policy.name, deadline)
         if challenge.decoy or not _CODE_SHAPE.fullmatch(code):
             return failed(
                 await self._wrong_code(
-                    key, challenge, subject, "", protected=policy.user_enumeration_protection
+                    key, challenge, subjects, "", protected=policy.user_enumeration_protection
                 )
             )
 
@@ -168,7 +179,7 @@ class ValidateOtpStep:
                     await self._wrong_code(
                         key,
                         challenge,
-                        subject,
+                        subjects,
                         error.cognito_error,
                         protected=policy.user_enumeration_protection,
                     )
@@ -181,7 +192,7 @@ class ValidateOtpStep:
                 # A read timeout, a 5xx, a dropped connection: Cognito may have judged the code, so the attempt
                 # stays spent (or later answers could tell an attacker which code was judged).
                 judgement = Judgement.UNKNOWN
-            await self._store.finish_attempt(key, challenge.nonce, judgement, subject)
+            await self._store.finish_attempt(key, challenge.nonce, judgement, subjects)
             if (
                 error.kind is CognitoErrorKind.SESSION_INVALID
                 and challenge.attempts_used > 1
@@ -211,7 +222,7 @@ class ValidateOtpStep:
             # judged, so it counts. A store failure here is logged, not raised over the cancellation.
             judgement = Judgement.UNKNOWN if requests.sent else Judgement.UNJUDGED
             try:
-                await asyncio.shield(self._store.finish_attempt(key, challenge.nonce, judgement, subject))
+                await asyncio.shield(self._store.finish_attempt(key, challenge.nonce, judgement, subjects))
             except ChallengeStoreError as exc:
                 log.warning("could not settle a cancelled Validate (%s); its attempt stays spent", exc)
             raise
@@ -220,7 +231,7 @@ class ValidateOtpStep:
         # signed in, so a store failure here must not turn the success into an error: the entry expires anyway
         # and Cognito's session is single-use.
         try:
-            await self._store.finish_attempt(key, challenge.nonce, Judgement.RIGHT, subject)
+            await self._store.finish_attempt(key, challenge.nonce, Judgement.RIGHT, subjects)
         except ChallengeStoreError as exc:
             log.warning("could not clear a used challenge (%s); it expires on its own", exc)
         try:
@@ -242,7 +253,13 @@ class ValidateOtpStep:
         return succeed(step, verified)
 
     async def _wrong_code(
-        self, key: ChallengeKey, challenge: Challenge, subject: str, cognito_error: str, *, protected: bool
+        self,
+        key: ChallengeKey,
+        challenge: Challenge,
+        subjects: tuple[str, ...],
+        cognito_error: str,
+        *,
+        protected: bool,
     ) -> StepFailure:
         # The wrong code is already counted (before Cognito was asked), the attempt too: the store needs telling
         # only when the challenge is now exhausted. Under enumeration protection the failure names no Cognito
@@ -251,7 +268,7 @@ class ValidateOtpStep:
             cognito_error = ""
         remaining = challenge.attempts_remaining
         if remaining <= 0:
-            await self._store.finish_attempt(key, challenge.nonce, Judgement.WRONG, subject)
+            await self._store.finish_attempt(key, challenge.nonce, Judgement.WRONG, subjects)
             return StepFailure(
                 FailureCode.ATTEMPTS_EXHAUSTED,
                 "the code is wrong and no attempts are left; run Generate again",

@@ -1,0 +1,133 @@
+"""Aliases of one Cognito user share one send budget and one lockout, however an attacker spreads the load.
+
+The demo pool signs `ada` in by her verified email or her verified phone number: two identifiers, one inbox
+and one phone. Counters per identifier alone gave her two budgets and two lockouts; the service now also
+counts per user (the username Cognito's challenge names), in both stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+from harness import Emulator, Journeys, fresh_journeys, wrong_code
+from stepexecutor.v1 import step_executor_pb2 as pb
+
+EMAIL, PHONE = "ada@example.com", "+15555550100"  # one user: ada
+ALIASES = ((EMAIL, "EMAIL"), (PHONE, "SMS"))
+JUDGED = (pb.FAILURE_CODE_INVALID_CODE, pb.FAILURE_CODE_ATTEMPTS_EXHAUSTED)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The service's challenge store: in memory, or a real Redis (the Lua scripts)."""
+    if request.param == "memory":
+        return {}
+    url = request.getfixturevalue("redis_url")
+    redis.Redis.from_url(url).flushdb()
+    return {"challenge_store": url, "challenge_keys_file": str(request.getfixturevalue("keys_file"))}
+
+
+@contextlib.contextmanager
+def _service(
+    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+) -> Iterator[Journeys]:
+    with fresh_journeys(connections_file, emulator, **store_settings) as journeys:
+        yield journeys
+
+
+def _delivered(emulator: Emulator) -> int:
+    return len(emulator.outbox(EMAIL)) + len(emulator.outbox(PHONE))
+
+
+def test_codes_through_both_aliases_stay_within_one_send_budget(
+    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+) -> None:
+    # Connection "budget": send_limit = 10 per 900 s. Eight Generates through each alias, each in a new
+    # journey (no cooldown between them): 16 codes to one person when counted per identifier.
+    with _service(connections_file, emulator, store_settings) as journeys:
+        before = _delivered(emulator)
+        answers = []
+        for identifier, channel in ALIASES:
+            for _ in range(8):
+                sent, _ = journeys.generate(identifier, channel=channel, connection="budget")
+                answers.append(sent.failure.code if sent.HasField("failure") else "SENT")
+        delivered = _delivered(emulator) - before
+    assert delivered == answers.count("SENT") == 10, answers
+    assert set(answers[10:]) == {pb.FAILURE_CODE_RESEND_TOO_SOON}
+
+
+def test_a_flood_through_a_fresh_alias_cannot_race_past_the_users_budget(
+    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+) -> None:
+    # Nine codes by email, then twelve concurrent Generates by SMS: the phone alias is new to the store, so
+    # which user it reaches is known only once Cognito names her; until then it sends one code at a time.
+    with _service(connections_file, emulator, store_settings) as journeys:
+        before = _delivered(emulator)
+        for _ in range(9):
+            sent, _ = journeys.generate(EMAIL, connection="budget")
+            assert sent.WhichOneof("outcome") == "success"
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            flood = list(
+                pool.map(lambda _: journeys.generate(PHONE, channel="SMS", connection="budget")[0], range(12))
+            )
+        delivered = _delivered(emulator) - before
+    assert delivered == 10, [r.failure.code for r in flood]
+    assert sum(r.WhichOneof("outcome") == "success" for r in flood) == 1
+    assert {r.failure.code for r in flood if r.HasField("failure")} == {pb.FAILURE_CODE_RESEND_TOO_SOON}
+
+
+def test_wrong_codes_through_both_aliases_stay_within_one_lockout(
+    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+) -> None:
+    # Connection "lockout": lockout_threshold = 4. Three wrong codes by email use up one challenge; a fresh
+    # challenge by SMS must get just one more judged before the user is locked, on either alias.
+    with _service(connections_file, emulator, store_settings) as journeys:
+        answers = []
+        for identifier, channel in ALIASES:
+            before = len(emulator.outbox(identifier))
+            sent, journey = journeys.generate(identifier, channel=channel, connection="lockout")
+            assert sent.WhichOneof("outcome") == "success", sent
+            code = emulator.latest_code(identifier, after=before)
+            for _ in range(3):
+                answers.append(journeys.validate(journey, identifier, wrong_code(code), connection="lockout"))
+        judged = [a for a in answers if a.failure.code in JUDGED]
+        locked = [a for a in answers if a.failure.code == pb.FAILURE_CODE_IDENTIFIER_LOCKED]
+        assert (len(judged), len(locked)) == (4, 2), [a.failure.code for a in answers]
+        # Locked on both aliases: no code goes out to either.
+        for identifier, channel in ALIASES:
+            again, _ = journeys.generate(identifier, channel=channel, connection="lockout")
+            assert again.failure.code == pb.FAILURE_CODE_IDENTIFIER_LOCKED
+
+
+def test_a_right_code_is_not_counted_against_the_user(
+    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+) -> None:
+    # Every attempt is counted as wrong before Cognito judges it; a right code gives its count back, on the
+    # user's counter as on the identifier's. One wrong and one right code by email leave the user at 1 of
+    # the threshold (4): three more wrong codes by SMS are judged, the fourth finds the user locked.
+    with _service(connections_file, emulator, store_settings) as journeys:
+        before = len(emulator.outbox(EMAIL))
+        sent, journey = journeys.generate(EMAIL, connection="lockout")
+        code = emulator.latest_code(EMAIL, after=before)
+        assert (
+            journeys.validate(journey, EMAIL, wrong_code(code), connection="lockout").failure.code in JUDGED
+        )
+        assert (
+            journeys.validate(journey, EMAIL, code, connection="lockout").WhichOneof("outcome") == "success"
+        )
+        codes = []
+        for _ in range(2):
+            before = len(emulator.outbox(PHONE))
+            sent, journey = journeys.generate(PHONE, channel="SMS", connection="lockout")
+            assert sent.WhichOneof("outcome") == "success", sent
+            code = emulator.latest_code(PHONE, after=before)
+            for _ in range(2):
+                answer = journeys.validate(journey, PHONE, wrong_code(code), connection="lockout")
+                codes.append(answer.failure.code)
+    invalid, locked = pb.FAILURE_CODE_INVALID_CODE, pb.FAILURE_CODE_IDENTIFIER_LOCKED
+    assert codes == [invalid, invalid, invalid, locked]
