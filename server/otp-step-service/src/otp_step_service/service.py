@@ -17,6 +17,7 @@ from otp_step_service.adapters.metered_store import MeteredChallengeStore
 from otp_step_service.connections import build_connections
 from otp_step_service.execution import StepRunner
 from otp_step_service.metrics import Metrics
+from otp_step_service.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from otp_step_service.reload import ConnectionsReloader
 from otp_step_service.settings import ServiceSettings
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
@@ -107,6 +108,7 @@ class Service:
     metrics: Metrics | None = None
     reloader: ConnectionsReloader | None = None
     readiness: ConnectionReadiness | None = None
+    otlp_metrics: OtlpMetricsBridge | None = None
 
     @classmethod
     def build(
@@ -121,8 +123,10 @@ class Service:
     ) -> Service:
         """Validate the configuration and assemble the parts (configuration errors raise here, before
         serving). Pass `store`, `clock` or `connections` to replace the real ones (tests), `metrics` to
-        record into a registry of your own (otherwise they are recorded only with OTP_STEP_METRICS_LISTEN)."""
-        if metrics is None and settings.metrics_listen:
+        record into a registry of your own (otherwise they are recorded only with OTP_STEP_METRICS_LISTEN or
+        OTEL_METRICS_EXPORTER=otlp, which exports that registry, whoever made it, by OTLP)."""
+        otlp = otlp_metrics_configured()
+        if metrics is None and (settings.metrics_listen or otlp):
             metrics = Metrics()
         if metrics is not None and settings.metrics_listen and settings.processes > 1:
             raise ConfigurationError(
@@ -158,6 +162,8 @@ class Service:
             metrics.watch_admission(lambda: server.admission.steps_in_flight, server.admission.refusals)
             metrics.watch_circuits(lambda: runner.connections)
         service = cls(settings, runner, server, metrics)
+        if metrics is not None and otlp:
+            service.otlp_metrics = OtlpMetricsBridge.from_environment(metrics.registry)
         service.readiness = ConnectionReadiness(server.health, ("", SERVICE_NAME))
         service.readiness.watch(runner.connections)
         service.reloader = ConnectionsReloader(
@@ -184,7 +190,8 @@ class Service:
                 log.warning("connection %s: could not warm up (%s)", name, type(exc).__name__)
 
     async def start(self) -> None:
-        """Bind and serve (and the scrape endpoint, with OTP_STEP_METRICS_LISTEN)."""
+        """Bind and serve (and the scrape endpoint, with OTP_STEP_METRICS_LISTEN; the OTLP export, with
+        OTEL_METRICS_EXPORTER=otlp)."""
         await self.server.start()
         if self.readiness is not None:
             await self.readiness.publish()
@@ -198,6 +205,8 @@ class Service:
                     "(OTP_STEP_METRICS_LISTEN)"
                 ) from None
             log.info("metrics: http://%s/metrics (port %d)", self.settings.metrics_listen, port)
+        if self.otlp_metrics is not None:
+            self.otlp_metrics.start()
 
     async def reload(self) -> bool:
         """Re-read the connections file and secrets (SIGHUP); False, the old configuration kept, if invalid."""
@@ -220,6 +229,9 @@ class Service:
         finally:
             if self.metrics is not None:
                 self.metrics.close()
+            if self.otlp_metrics is not None:
+                # After the drain, so the last steps' counts go out; off the loop, as every export is.
+                await asyncio.to_thread(self.otlp_metrics.shutdown)
             await close_connections(self.runner.connections)
             if self.reloader is not None:
                 await self.reloader.aclose()
