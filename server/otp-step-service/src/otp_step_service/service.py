@@ -159,7 +159,10 @@ class Service:
         server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
-            metrics.watch_admission(lambda: server.admission.steps_in_flight, server.admission.refusals)
+            refusals = [server.admission.refusals]
+            if security.authentication is not None:
+                refusals.append(security.authentication.refusals)
+            metrics.watch_admission(lambda: server.admission.steps_in_flight, *refusals)
             metrics.watch_circuits(lambda: runner.connections)
         service = cls(settings, runner, server, metrics)
         if metrics is not None and otlp:
