@@ -18,7 +18,7 @@ from otp_step_service.connections import build_connections
 from otp_step_service.execution import StepRunner
 from otp_step_service.metrics import Metrics
 from otp_step_service.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
-from otp_step_service.reload import ConnectionsReloader
+from otp_step_service.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.settings import ServiceSettings
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
@@ -109,6 +109,7 @@ class Service:
     reloader: ConnectionsReloader | None = None
     readiness: ConnectionReadiness | None = None
     otlp_metrics: OtlpMetricsBridge | None = None
+    watch: ConfigurationWatch | None = None
 
     @classmethod
     def build(
@@ -210,6 +211,11 @@ class Service:
             log.info("metrics: http://%s/metrics (port %d)", self.settings.metrics_listen, port)
         if self.otlp_metrics is not None:
             self.otlp_metrics.start()
+        if self.reloader is not None and self.settings.reload_poll_seconds > 0:
+            self.watch = ConfigurationWatch(
+                self.settings.connections_path, self.settings.reload_poll_seconds, self.reload
+            )
+            self.watch.start()
 
     async def reload(self) -> bool:
         """Re-read the connections file and secrets (SIGHUP); False, the old configuration kept, if invalid."""
@@ -227,6 +233,8 @@ class Service:
     async def stop(self, grace: float, notice: float = 0.0) -> None:
         """NOT_SERVING for `notice` seconds, drain in-flight steps within `grace` seconds, then close every
         connection and the store."""
+        if self.watch is not None:
+            await self.watch.aclose()  # no reload may start while the service drains
         try:
             await self.server.stop(grace, notice)
         finally:
