@@ -157,7 +157,9 @@ class AdmissionCounts(Collector):
         # Admission's and Authentication's reasons are distinct names; summing keeps that true if one recurs.
         totals: Tally[str] = Tally()
         for source in self._refusals:
-            totals.update(source)
+            # Read on the scrape (or OTLP) thread while the event loop counts: dict() copies a dict in one
+            # step under the GIL, where iterating it could meet a reason added meanwhile.
+            totals.update(dict(source))
         for reason, count in sorted(totals.items()):
             refused.add_metric([reason], count)
         yield refused
