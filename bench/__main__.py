@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import report, scenarios
+from bench import chart, report, scenarios
 from bench.ghz import GhzError, find_ghz
 from bench.processes import ProcessFailedError, stop_all
 from bench.stack import ROOT, SAFE_AWS_ENV
@@ -72,12 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     bench = scenarios.Bench(plan, folder)
     bench.say(f"results in {folder}")
     started = time.monotonic()
+    chosen = [name for name in SCENARIOS if not args.only or name in args.only]
+    stages = [*chosen, *([TRACING] if plan.tracing and jaeger else [])]
     try:
-        for name, run in SCENARIOS.items():
-            if not args.only or name in args.only:
-                run(bench)
-        if plan.tracing and jaeger:
-            scenarios.tracing_overhead(bench, jaeger)
+        for number, name in enumerate(stages, 1):
+            bench.begin(number, len(stages), name)
+            if name == TRACING and jaeger:
+                scenarios.tracing_overhead(bench, jaeger)
+            else:
+                SCENARIOS[name](bench)
     except (
         ProcessFailedError,
         GhzError,
@@ -96,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     document = report.to_json(bench.results, verdicts, plan, machine)
     summary = report.to_markdown(bench.results, verdicts, plan, machine)
     report.write(folder, document, summary)
+    chart.write_chart(
+        document["scenarios"], folder / chart.CHART_NAME, report.chart_subtitle(document["plan"], machine)
+    )
     shutil.rmtree(bench.work, ignore_errors=True)
     print(summary)
-    print(f"Results: {folder}/results.json, summary.md (also {folder.parent / 'latest'})")
+    print(f"Results: {folder}/results.json, summary.md, {chart.CHART_NAME} (also {folder.parent / 'latest'})")
     return 1 if any(v.passed is False for v in verdicts) else 0
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from bench.scenarios import LITTLE_DELAY_MS, Plan, ScenarioResult
 
+# The chart bench/chart.py draws beside the summary, which links to it.
+CHART_NAME = "summary.png"
 # Process columns of the summary, in this order; any other process goes after them.
 _PROCESS_ORDER = ("service", "stand-in", "emulator", "jaeger", "ghz", "boto3 loop")
 
@@ -269,6 +271,8 @@ def to_markdown(
             + " | ".join(f"{cpu[n]:.2f}" if n in cpu else "-" for n in names)
             + " |"
         )
+    # The chart is written beside this file by `python -m bench` (bench/chart.py).
+    lines += ["", f"![Throughput and p99 per scenario]({CHART_NAME})"]
     lines += ["", "| Target | Measured | Wanted | Result |", "| --- | --- | --- | --- |"]
     lines += [f"| {v.target} | {v.measured} | {v.wanted} | {_mark(v, plan.quick)} |" for v in verdicts]
     notes = [f"- {r.key}: {note}" for r in results for note in r.notes]
@@ -278,6 +282,17 @@ def to_markdown(
     if errors:
         lines += ["", "Errors by kind:", *errors]
     return "\n".join(lines) + "\n"
+
+
+def chart_subtitle(plan: Mapping[str, Any], machine: Mapping[str, Any]) -> str:
+    """What the chart's figures are (from the results document's `plan` and `machine`): the run's mode and
+    the machine, as the summary's first line says."""
+    mode = (
+        "quick smoke, figures meaningless"
+        if plan.get("quick")
+        else f"median of {plan.get('repetitions')} runs"
+    )
+    return f"{mode}; {plan.get('seconds', 0):g} s per run, {plan.get('concurrency')} in flight; {machine.get('cpus')} CPUs"
 
 
 def write(folder: Path, document: Mapping[str, Any], summary: str) -> None:

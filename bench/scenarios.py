@@ -159,10 +159,20 @@ class Bench:
         self.protoset = self.work / "stepexecutor.protoset"
         # OK RPCs sent to each service process, by call: each must match a successful step outcome.
         self.ok_rpcs: Counter[tuple[str, str]] = Counter()
+        self.started = time.monotonic()
+        self._stage = ""
+
+    def begin(self, number: int, total: int, name: str) -> None:
+        """Scenario group `number` of `total` starts: every progress line says so from now on."""
+        self._stage = f"{number}/{total} {name}"
+        self.say(f"scenario group {number} of {total}: {name}")
 
     def say(self, message: str) -> None:
-        """Progress on stderr (the summary goes to stdout)."""
-        print(f"[bench] {message}", file=sys.stderr, flush=True)
+        """Progress on stderr (the summary goes to stdout), with the group and the time since the start: a
+        full run takes minutes, and someone watching wants to know how far it is."""
+        elapsed = int(time.monotonic() - self.started)
+        where = f" {self._stage}" if self._stage else ""
+        print(f"[bench{where} +{elapsed // 60}m{elapsed % 60:02d}s] {message}", file=sys.stderr, flush=True)
 
     # -- plumbing --------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -81,3 +81,9 @@ def test_markdown_summary_lists_every_scenario(quick_run: Path) -> None:
     summary = (quick_run / "summary.md").read_text()
     for key in SCENARIOS:
         assert f"| {key} " in summary
+
+
+def test_the_chart_is_written_beside_the_summary(quick_run: Path) -> None:
+    # What it draws is tested from a canned document in test_chart.py; here, that the run writes it.
+    assert (quick_run / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](summary.png)" in (quick_run / "summary.md").read_text()

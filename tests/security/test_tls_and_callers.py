@@ -12,6 +12,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,10 +25,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from harness import Emulator, RunningService, build_service
+from harness import Emulator, RunningService, build_service, free_port
 from otp_step_client import Credentials, Journey, Step, StepExecutorClient, StepExecutorError
 from otp_step_service.local_ca import Issued, LocalCa
 from otp_step_service.settings import ServiceSettings, SettingsError
+from prometheus_client.parser import text_string_to_metric_families
 
 ISSUER = "https://issuer.example.test"
 AUDIENCE = "otp-step-service"
@@ -153,6 +155,7 @@ def mtls(pki: Pki, jwks: Jwks, callers_file: Path) -> Iterator[RunningService]:
         tls_cert=str(pki.cert),
         tls_key=str(pki.key),
         tls_client_ca=str(pki.ca_file),
+        metrics_listen=f"127.0.0.1:{free_port()}",
         **_token_settings(jwks),
     )
     service.start()
@@ -164,7 +167,11 @@ def mtls(pki: Pki, jwks: Jwks, callers_file: Path) -> Iterator[RunningService]:
 def tokens_only(pki: Pki, jwks: Jwks, callers_file: Path) -> Iterator[RunningService]:
     """TLS without client certificates: callers authenticate with bearer tokens."""
     service = build_service(
-        callers_file, tls_cert=str(pki.cert), tls_key=str(pki.key), **_token_settings(jwks)
+        callers_file,
+        tls_cert=str(pki.cert),
+        tls_key=str(pki.key),
+        metrics_listen=f"127.0.0.1:{free_port()}",
+        **_token_settings(jwks),
     )
     service.start()
     yield service
@@ -355,6 +362,62 @@ def test_the_rate_limit_holds_back_the_noisy_caller_only(
             assert _code(lambda: _invalid_generate(quiet)) is grpc.StatusCode.INVALID_ARGUMENT
     assert (grpc.StatusCode.RESOURCE_EXHAUSTED, "CALLER_RATE_LIMITED") in noisy_codes
     assert (grpc.StatusCode.INVALID_ARGUMENT, "") in noisy_codes  # its first steps, within its burst, ran
+
+
+# --- Refusals in the metrics ---------------------------------------------------------------------------------
+
+
+def _rejected(service: RunningService) -> dict[str, float]:
+    """`otp_rejected_calls_total` by reason, scraped from the service's real metrics endpoint."""
+    metrics = service.service.metrics
+    assert metrics is not None
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "otp_rejected_calls_total"
+    }
+
+
+def _moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
+def test_every_authentication_and_authorization_refusal_is_counted_by_its_reason(
+    mtls: RunningService, tokens_only: RunningService, pki: Pki, jwks: Jwks
+) -> None:
+    tokens_before, mtls_before = _rejected(tokens_only), _rejected(mtls)
+    for token in (None, "not-a-jwt", jwks.token(exp=int(time.time()) - 120)):
+        with _client(tokens_only, pki.credentials(token=token)) as client:
+            assert _code(lambda: _generate(client)) is grpc.StatusCode.UNAUTHENTICATED
+    limited = 0
+    with _client(tokens_only, pki.credentials(token=jwks.token("noisy-worker"))) as noisy:
+        for _ in range(8):
+            try:
+                _invalid_generate(noisy)
+            except StepExecutorError as exc:
+                limited += exc.reason == "CALLER_RATE_LIMITED"
+    assert limited
+    with _client(mtls, pki.credentials(pki.stranger)) as stranger:
+        assert _code(lambda: _generate(stranger)) is grpc.StatusCode.PERMISSION_DENIED
+    with _client(mtls, pki.credentials(pki.tenant_a)) as tenant_a:
+        assert _code(lambda: _generate(tenant_a, connection="tokens", tenant="tenant-a")) is (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert _code(lambda: _generate(tenant_a, tenant="tenant-b")) is grpc.StatusCode.PERMISSION_DENIED
+    # Exactly these refusals moved, each under its own reason; the token is in no label.
+    assert _moved(tokens_before, _rejected(tokens_only)) == {
+        "NO_CREDENTIAL": 1,
+        "INVALID_TOKEN": 2,
+        "CALLER_RATE_LIMITED": limited,
+    }
+    assert _moved(mtls_before, _rejected(mtls)) == {
+        "UNKNOWN_CALLER": 1,
+        "CONNECTION_NOT_PERMITTED": 1,
+        "TENANT_MISMATCH": 1,
+    }
 
 
 # --- Certificate rotation -------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Reloading without a restart: SIGHUP re-reads the connections file and secrets; a valid file applies to new
-steps while running ones finish on the old connection; an invalid one is rejected, loudly, and the old kept."""
+"""Reloading without a restart: SIGHUP, or a change the watch sees, re-reads the connections file and secrets;
+a valid file applies to new steps while running ones finish on the old connection; an invalid one is
+rejected, loudly, and the old kept."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def _until(condition: object, what: str, timeout: float = 10) -> None:
 
 @pytest.fixture
 def reloadable(connections_copy: Path) -> Iterator[RunningService]:
-    service = build_service(connections_copy, grace_seconds="1")
+    # The watch is off: these tests reload explicitly and count on no other reload racing theirs.
+    service = build_service(connections_copy, grace_seconds="1", reload_poll_seconds="0")
     service.start()
     yield service
     service.stop(grace=1)
@@ -135,7 +137,9 @@ def test_sighup_reloads_the_serving_process(
     connections_copy: Path, tmp_path: Path, emulator: Emulator
 ) -> None:
     log = tmp_path / "service.log"
-    process, port = start_service_process(connections_copy, log, env={"OTP_STEP_SELF_TEST": "off"})
+    process, port = start_service_process(
+        connections_copy, log, env={"OTP_STEP_SELF_TEST": "off", "OTP_STEP_RELOAD_POLL_SECONDS": "0"}
+    )
     try:
         _add_copy(connections_copy, "demo", "after-sighup")
         os.kill(process.pid, signal.SIGHUP)
@@ -151,3 +155,60 @@ def test_sighup_reloads_the_serving_process(
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_the_watch_reloads_a_changed_file_or_secret_without_sighup_and_keeps_the_old_on_an_invalid_one(
+    connections_copy: Path, tmp_path: Path, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # demo's secret in a file of this test's own, so the test can rotate it (the suite's file is shared).
+    demo = _table(connections_copy, "demo")
+    secret_line = next(line for line in demo.splitlines() if line.startswith("client_secret_file"))
+    suite_secret = Path(secret_line.split("=", 1)[1].strip().strip('"'))
+    own_secret = tmp_path / "demo.secret"
+    own_secret.write_text(suite_secret.read_text())
+    text = connections_copy.read_text().replace(secret_line, f'client_secret_file = "{own_secret}"')
+    connections_copy.write_text(text)
+    service = build_service(connections_copy, grace_seconds="1", reload_poll_seconds="0.1")
+    service.start()
+    try:
+        with (
+            StepExecutorClient(f"127.0.0.1:{service.port}", timeout=10) as client,
+            caplog.at_level(logging.INFO, logger="otp_step_service"),
+        ):
+            journeys = Journeys(client, emulator)
+            assert service.service.watch is not None
+            # The file changes: a new step sees the new connection, no SIGHUP, no call to reload().
+            _add_copy(connections_copy, "demo", "watched")
+            _until(lambda: "watched" in service.runner.connections, "the watch applies the new file")
+            assert (
+                journeys.generate("ada@example.com", connection="watched")[0].WhichOneof("outcome")
+                == "success"
+            )
+
+            # An invalid file is rejected once and the running configuration kept.
+            valid = connections_copy.read_text()
+            connections_copy.write_text(valid + "\nnot [valid toml")
+            _until(lambda: "reload rejected" in caplog.text, "the invalid file is rejected")
+            assert (
+                journeys.generate("ada@example.com", connection="watched")[0].WhichOneof("outcome")
+                == "success"
+            )
+            rejected = caplog.text.count("reload rejected")
+            # Not retried while nothing changes: the watch remembers what it rejected.
+            assert service.run(_checked(service)) is None
+            assert caplog.text.count("reload rejected") == rejected
+
+            # Only the secret file changes (rotated to a wrong one): the next new step uses it.
+            connections_copy.write_text(valid)
+            _until(lambda: caplog.text.count("configuration reloaded") >= 2, "the valid file is back")
+            demo_before = service.runner.connection("demo")
+            own_secret.write_text("rotated-and-wrong")
+            _until(lambda: service.runner.connection("demo") is not demo_before, "the secret is re-read")
+            assert journeys.generate("ada@example.com")[0].WhichOneof("outcome") == "failure"
+    finally:
+        service.stop(grace=1)
+
+
+async def _checked(service: RunningService) -> bool | None:
+    assert service.service.watch is not None
+    return await service.service.watch.check()

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
 import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +26,8 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from otp_step_client import Step, StepExecutorClient
 
-ROOT = Path(__file__).resolve().parents[2]
+from .jaeger import running_jaeger
+
 CONFIG = Path(__file__).with_name("jaeger-test.yaml")
 
 
@@ -40,35 +38,17 @@ def _get(url: str) -> Any:
 
 @pytest.fixture(scope="module")
 def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
-    """A real Jaeger v2 (the pinned build in .bin/, from `make tools`) on free loopback ports."""
-    binary = shutil.which("jaeger", path=str(ROOT / ".bin")) or shutil.which("jaeger")
-    assert binary, "Jaeger is missing: run `make tools`"
-    ports = {
-        "JAEGER_OTLP_GRPC_PORT": free_port(),
-        "JAEGER_QUERY_HTTP_PORT": free_port(),
-        "JAEGER_QUERY_GRPC_PORT": free_port(),
-        "JAEGER_HEALTH_PORT": free_port(),
-    }
-    log = tmp_path_factory.mktemp("jaeger") / "jaeger.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [binary, "--config", f"file:{CONFIG}"],
-            env={**os.environ, **{k: str(v) for k, v in ports.items()}},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            _get(f"http://127.0.0.1:{ports['JAEGER_QUERY_HTTP_PORT']}/api/v3/services")
-            break
-        except OSError:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "Jaeger did not start: " + log.read_text()
-            time.sleep(0.1)
-    yield ports
-    process.terminate()
-    process.wait(timeout=15)
+    """A real Jaeger v2 on free loopback ports, storing traces in memory."""
+    names = (
+        "JAEGER_OTLP_GRPC_PORT",
+        "JAEGER_QUERY_HTTP_PORT",
+        "JAEGER_QUERY_GRPC_PORT",
+        "JAEGER_HEALTH_PORT",
+    )
+    with running_jaeger(
+        CONFIG, names, tmp_path_factory.mktemp("jaeger"), "JAEGER_QUERY_HTTP_PORT", "api/v3/services"
+    ) as ports:
+        yield ports
 
 
 def _hex_id(value: str) -> str:

@@ -14,7 +14,8 @@ exists (`rpc.server.call.duration` → `rpc_server_call_duration_seconds`); the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +134,9 @@ CATALOGUE: tuple[MetricDoc, ...] = (
         "otp_rejected_calls_total",
         "counter",
         ("reason",),
-        "calls refused before any work: OVERLOADED, CALLER_OVERLOADED, IDLE_STREAM (no request in time)",
+        "calls refused before any work: overload (OVERLOADED, CALLER_OVERLOADED, IDLE_STREAM), the caller's rate "
+        "(CALLER_RATE_LIMITED), authentication (NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED) and "
+        "authorization (UNKNOWN_CALLER, CONNECTION_NOT_PERMITTED, TENANT_MISMATCH)",
     ),
 )
 
@@ -141,7 +144,7 @@ CATALOGUE: tuple[MetricDoc, ...] = (
 class AdmissionCounts(Collector):
     """Exposes Admission's own counts at scrape time, so the request path pays nothing for them."""
 
-    def __init__(self, in_flight: Callable[[], int], refusals: Mapping[str, int]) -> None:
+    def __init__(self, in_flight: Callable[[], int], refusals: Sequence[Mapping[str, int]]) -> None:
         self._in_flight = in_flight
         self._refusals = refusals
 
@@ -151,7 +154,13 @@ class AdmissionCounts(Collector):
         refused = CounterMetricFamily(
             "otp_rejected_calls", "Calls refused before any work", labels=["reason"]
         )
-        for reason, count in sorted(self._refusals.items()):
+        # Admission's and Authentication's reasons are distinct names; summing keeps that true if one recurs.
+        totals: Tally[str] = Tally()
+        for source in self._refusals:
+            # Read on the scrape (or OTLP) thread while the event loop counts: dict() copies a dict in one
+            # step under the GIL, where iterating it could meet a reason added meanwhile.
+            totals.update(dict(source))
+        for reason, count in sorted(totals.items()):
             refused.add_metric([reason], count)
         yield refused
 
@@ -251,8 +260,9 @@ class Metrics:
         self.port = 0
 
     # -- wiring -------------------------------------------------------------------------------------------
-    def watch_admission(self, in_flight: Callable[[], int], refusals: Mapping[str, int]) -> None:
-        """Expose Admission's in-flight count and refusals (read at scrape time)."""
+    def watch_admission(self, in_flight: Callable[[], int], *refusals: Mapping[str, int]) -> None:
+        """Expose Admission's in-flight count and the refusals of Admission and Authentication, each a
+        mapping of reason to count (read at scrape time)."""
         self.registry.register(AdmissionCounts(in_flight, refusals))
 
     def watch_circuits(self, connections: Callable[[], Mapping[str, Connection]]) -> None:

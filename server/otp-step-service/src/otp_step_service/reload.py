@@ -1,4 +1,5 @@
-"""Reloading the connections file and the client secrets without a restart (SIGHUP).
+"""Reloading the connections file and the client secrets without a restart (SIGHUP, or a change seen by
+`ConfigurationWatch`).
 
 A reload reads and validates everything first and changes nothing unless all of it is valid: an invalid file
 or an unreadable secret is rejected with one log line naming the problem, and the running configuration is
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from otp_step_service.connections import ConnectionConfig, connection_from_config, load_connections_file
@@ -157,3 +159,92 @@ class ConnectionsReloader:
 async def _close(connection: Connection) -> None:
     await connection.gateway.aclose()
     await connection.verifier.aclose()
+
+
+# What identifies a file's content without reading it: a rewrite in place changes mtime or size, an atomic
+# rename (how editors, `kubectl` secret mounts and config managers replace files) changes the inode.
+Fingerprint = tuple[tuple[str, int, int, int] | None, ...]
+
+
+def watched_files(path: Path) -> list[Path]:
+    """The connections file and every client secret file it names (just the file itself while it is
+    invalid: a reload would be rejected anyway, and its next change is what matters)."""
+    try:
+        parsed = load_connections_file(path)
+    except ConfigurationError:
+        return [path]
+    files = [path]
+    for config in parsed.connections.values():
+        if config.client_secret_file is not None:
+            secret = config.client_secret_file
+            files.append(secret if secret.is_absolute() else path.parent / secret)
+    return files
+
+
+def fingerprint(files: list[Path]) -> Fingerprint:
+    """(path, mtime, size, inode) of each file, None for one that cannot be read now."""
+    prints: list[tuple[str, int, int, int] | None] = []
+    for file in files:
+        try:
+            stat = os.stat(file)
+        except OSError:
+            prints.append(None)
+        else:
+            prints.append((str(file), stat.st_mtime_ns, stat.st_size, stat.st_ino))
+    return tuple(prints)
+
+
+class ConfigurationWatch:
+    """Polls the connections file and its secret files every `interval` seconds on the event loop, and calls
+    `reload` (the SIGHUP path) when any of them changed.
+
+    Polling, not inotify: no dependency, works the same on every platform and on the mounted volumes
+    (Kubernetes secrets, NFS) where file events are unreliable; a few stat calls every two seconds cost
+    nothing. A change that makes the file invalid is rejected by the reload like a SIGHUP's, once: the
+    watch remembers what it saw and tries again only when the files change again.
+    """
+
+    def __init__(self, path: Path, interval: float, reload: Callable[[], Awaitable[bool]]) -> None:
+        self._path = path
+        self.interval = interval
+        self._reload = reload
+        self._files = watched_files(path)
+        self._seen = fingerprint(self._files)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start polling on the running loop (nothing with an interval of 0)."""
+        if self.interval > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="configuration-watch")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except Exception:  # a bug here must not end the watch, nor the service
+                log.exception("configuration watch: checking for changes failed; will check again")
+
+    async def check(self) -> bool | None:
+        """Reload if a watched file changed since the last look; the reload's result, None if nothing did."""
+        now = fingerprint(self._files)
+        if now == self._seen:
+            return None
+        log.info("configuration watch: %s changed, reloading", self._path.name)
+        # Noted before reloading: a rejected file is not retried every interval, only after its next change.
+        self._seen = now
+        applied = await self._reload()
+        # A valid file may name other secret files; an invalid one keeps watching the file alone. With the
+        # same files, `now` (taken before the reload read them) stays what was seen: a write landing during
+        # the reload still differs from it and is picked up at the next look.
+        files = watched_files(self._path)
+        if files != self._files:
+            self._files, self._seen = files, fingerprint(files)
+        return applied
+
+    async def aclose(self) -> None:
+        """Stop polling."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

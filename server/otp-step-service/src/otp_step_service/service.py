@@ -17,7 +17,8 @@ from otp_step_service.adapters.metered_store import MeteredChallengeStore
 from otp_step_service.connections import build_connections
 from otp_step_service.execution import StepRunner
 from otp_step_service.metrics import Metrics
-from otp_step_service.reload import ConnectionsReloader
+from otp_step_service.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
+from otp_step_service.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.settings import ServiceSettings
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
@@ -107,6 +108,8 @@ class Service:
     metrics: Metrics | None = None
     reloader: ConnectionsReloader | None = None
     readiness: ConnectionReadiness | None = None
+    otlp_metrics: OtlpMetricsBridge | None = None
+    watch: ConfigurationWatch | None = None
 
     @classmethod
     def build(
@@ -121,8 +124,10 @@ class Service:
     ) -> Service:
         """Validate the configuration and assemble the parts (configuration errors raise here, before
         serving). Pass `store`, `clock` or `connections` to replace the real ones (tests), `metrics` to
-        record into a registry of your own (otherwise they are recorded only with OTP_STEP_METRICS_LISTEN)."""
-        if metrics is None and settings.metrics_listen:
+        record into a registry of your own (otherwise they are recorded only with OTP_STEP_METRICS_LISTEN or
+        OTEL_METRICS_EXPORTER=otlp, which exports that registry, whoever made it, by OTLP)."""
+        otlp = otlp_metrics_configured()
+        if metrics is None and (settings.metrics_listen or otlp):
             metrics = Metrics()
         if metrics is not None and settings.metrics_listen and settings.processes > 1:
             raise ConfigurationError(
@@ -155,9 +160,14 @@ class Service:
         server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
-            metrics.watch_admission(lambda: server.admission.steps_in_flight, server.admission.refusals)
+            refusals = [server.admission.refusals]
+            if security.authentication is not None:
+                refusals.append(security.authentication.refusals)
+            metrics.watch_admission(lambda: server.admission.steps_in_flight, *refusals)
             metrics.watch_circuits(lambda: runner.connections)
         service = cls(settings, runner, server, metrics)
+        if metrics is not None and otlp:
+            service.otlp_metrics = OtlpMetricsBridge.from_environment(metrics.registry)
         service.readiness = ConnectionReadiness(server.health, ("", SERVICE_NAME))
         service.readiness.watch(runner.connections)
         service.reloader = ConnectionsReloader(
@@ -184,7 +194,8 @@ class Service:
                 log.warning("connection %s: could not warm up (%s)", name, type(exc).__name__)
 
     async def start(self) -> None:
-        """Bind and serve (and the scrape endpoint, with OTP_STEP_METRICS_LISTEN)."""
+        """Bind and serve (and the scrape endpoint, with OTP_STEP_METRICS_LISTEN; the OTLP export, with
+        OTEL_METRICS_EXPORTER=otlp)."""
         await self.server.start()
         if self.readiness is not None:
             await self.readiness.publish()
@@ -198,6 +209,13 @@ class Service:
                     "(OTP_STEP_METRICS_LISTEN)"
                 ) from None
             log.info("metrics: http://%s/metrics (port %d)", self.settings.metrics_listen, port)
+        if self.otlp_metrics is not None:
+            self.otlp_metrics.start()
+        if self.reloader is not None and self.settings.reload_poll_seconds > 0:
+            self.watch = ConfigurationWatch(
+                self.settings.connections_path, self.settings.reload_poll_seconds, self.reload
+            )
+            self.watch.start()
 
     async def reload(self) -> bool:
         """Re-read the connections file and secrets (SIGHUP); False, the old configuration kept, if invalid."""
@@ -215,11 +233,16 @@ class Service:
     async def stop(self, grace: float, notice: float = 0.0) -> None:
         """NOT_SERVING for `notice` seconds, drain in-flight steps within `grace` seconds, then close every
         connection and the store."""
+        if self.watch is not None:
+            await self.watch.aclose()  # no reload may start while the service drains
         try:
             await self.server.stop(grace, notice)
         finally:
             if self.metrics is not None:
                 self.metrics.close()
+            if self.otlp_metrics is not None:
+                # After the drain, so the last steps' counts go out; off the loop, as every export is.
+                await asyncio.to_thread(self.otlp_metrics.shutdown)
             await close_connections(self.runner.connections)
             if self.reloader is not None:
                 await self.reloader.aclose()

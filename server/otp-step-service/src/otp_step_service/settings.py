@@ -81,6 +81,11 @@ class ServiceSettings(BaseSettings):
     self_test: Literal["warn", "strict", "off"] = Field(
         "warn", description="connection self-test at start: 'warn', 'strict' (refuse to start), 'off'"
     )
+    reload_poll_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        2.0,
+        description="how often the connections file and its secret files are checked for changes (reloaded as "
+        "on SIGHUP); 0: only SIGHUP reloads",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Python log level")
     # Transport security and caller authentication (issue 10; the README, "TLS and authentication").
     tls_cert: Path | None = Field(

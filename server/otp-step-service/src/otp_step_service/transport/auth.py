@@ -14,6 +14,11 @@ UNAUTHENTICATED and the same short message whatever went wrong (why is logged, n
 identity that is not a caller gets PERMISSION_DENIED. The caller is then in a context variable, where
 Admission (its per-caller bound) and the servicer (`authorize`: connection and tenant) read it.
 
+Every refusal is counted by a bounded reason (`refusals`, read by the metrics at scrape time as
+`otp_rejected_calls_total{reason}`): NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED (UNAUTHENTICATED);
+UNKNOWN_CALLER, CONNECTION_NOT_PERMITTED, TENANT_MISMATCH (PERMISSION_DENIED); CALLER_RATE_LIMITED
+(RESOURCE_EXHAUSTED). Never why a token failed in detail, which the log line gives.
+
 Steps per second per caller are a token bucket kept in this process: with several processes or instances
 each enforces the rate on its own (the shared-store bucket is still to do).
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, NoReturn
@@ -42,6 +48,9 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _CALLER: ContextVar[Caller | None] = ContextVar("otp_step_caller", default=None)
+# The Authentication's refusal counts, beside the caller, so `authorize` (called by the servicer, which holds
+# no reference to it) counts its denials where the other refusals are.
+_REFUSALS: ContextVar[Counter[str] | None] = ContextVar("otp_step_refusals", default=None)
 
 # One message for every authentication failure: which check failed would help a forger more than a caller.
 UNAUTHENTICATED_MESSAGE = "authentication required"
@@ -80,6 +89,9 @@ async def authorize(context: Context, connection: str, tenant_id: str | None) ->
 
 
 async def _deny(context: Context, reason: str, message: str) -> NoReturn:
+    refusals = _REFUSALS.get()
+    if refusals is not None:
+        refusals[reason] += 1
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
     await abort(context, code_pb2.PERMISSION_DENIED, message, info)
 
@@ -180,6 +192,8 @@ class Authentication(grpc.aio.ServerInterceptor):
         self._steps = step_methods
         self._rate = steps_per_second
         self._buckets: dict[str, TokenBucket] = {}
+        self.refusals: Counter[str] = Counter()
+        """Calls refused, by reason (see the module docstring): plain counts, read at scrape time."""
 
     @property
     def authenticates(self) -> bool:
@@ -232,6 +246,7 @@ class Authentication(grpc.aio.ServerInterceptor):
         raise RuntimeError(f"{details.method}: no authentication for this kind of method")
 
     async def _admit(self, context: Context, metadata: Any, is_step: bool) -> Caller | None:
+        _REFUSALS.set(self.refusals)
         caller = await self._authenticate(context, metadata) if self.authenticates else None
         if is_step:
             rate = caller.steps_per_second if caller is not None and caller.steps_per_second else self._rate
@@ -243,6 +258,7 @@ class Authentication(grpc.aio.ServerInterceptor):
                         self._forget_idle_buckets()
                     bucket = self._buckets[key] = TokenBucket(rate)
                 if not bucket.take():
+                    self.refusals["CALLER_RATE_LIMITED"] += 1
                     await abort(
                         context,
                         code_pb2.RESOURCE_EXHAUSTED,
@@ -262,16 +278,18 @@ class Authentication(grpc.aio.ServerInterceptor):
         token = _bearer(metadata)
         if token is not None:
             if self._tokens is None:
-                await self._refuse(context, "a bearer token was sent but tokens are not configured")
+                await self._refuse(
+                    context, "TOKENS_NOT_CONFIGURED", "a bearer token was sent but tokens are not configured"
+                )
             try:
                 subject = await self._tokens.subject(token)
             except TokenVerificationError as exc:
-                await self._refuse(context, f"bearer token rejected: {exc}")
+                await self._refuse(context, "INVALID_TOKEN", f"bearer token rejected: {exc}")
             caller = self._callers.by_token_subject.get(subject)
         else:
             identity = certificate_identity(context) if self._certificates else None
             if identity is None:
-                await self._refuse(context, "no credential")
+                await self._refuse(context, "NO_CREDENTIAL", "no credential")
             subject = identity
             caller = self._callers.by_certificate.get(identity)
         if caller is None:
@@ -279,9 +297,9 @@ class Authentication(grpc.aio.ServerInterceptor):
             await _deny(context, "UNKNOWN_CALLER", "this identity is not a configured caller")
         return caller
 
-    @staticmethod
-    async def _refuse(context: Context, why: str) -> NoReturn:
+    async def _refuse(self, context: Context, reason: str, why: str) -> NoReturn:
         # `why` never includes the credential; the caller only learns that it did not authenticate.
+        self.refusals[reason] += 1
         log.info("call refused, unauthenticated: %s (peer %s)", why, context.peer())
         await abort(context, code_pb2.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
