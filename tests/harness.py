@@ -219,6 +219,11 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "client_secret_file": str(secret_file),
             "send_budget_per_minute": 3,
         },
+        "per-tenant": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "tenant_send_budget_per_minute": 2,
+        },
         "budget": {
             "client_id": seed.client_id,
             "client_secret_file": str(secret_file),

@@ -237,6 +237,25 @@ def test_the_spend_circuit_breaker_trips_across_identifiers(
     assert 0 < tripped.retry_after_seconds <= 60
 
 
+def test_each_tenant_spends_its_own_send_budget(connections_file: Path, emulator: Emulator) -> None:
+    # "per-tenant": 2 codes per minute for each journey.tenant_id of the connection, whoever they go to.
+    with fresh_journeys(connections_file, emulator) as journeys:
+
+        def send(identifier: str, tenant: str) -> pb.GenerateOtpResponse:
+            return journeys.generate(
+                identifier, connection="per-tenant", journey=journeys.journey(tenant_id=tenant)
+            )[0]
+
+        acme = [send(i, "acme") for i in ("ada@example.com", "grace@example.com", "nobody@example.com")]
+        other = send("nobody@example.com", "globex")
+        untenanted = send("nobody@example.com", "")
+    assert [a.WhichOneof("outcome") for a in acme[:2]] == ["success", "success"]
+    assert acme[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
+    assert 0 < acme[2].failure.retry_after_seconds <= 60
+    # Another tenant, and a journey naming none, are not held by acme's budget.
+    assert other.WhichOneof("outcome") == untenanted.WhichOneof("outcome") == "success"
+
+
 def test_too_many_codes_to_one_number_range_block_the_range(
     connections_file: Path, emulator: Emulator
 ) -> None:

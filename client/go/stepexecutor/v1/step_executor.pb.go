@@ -314,9 +314,9 @@ const (
 	// type, a non-geographic number, or a country outside the connection's sms_countries (SMS-pumping
 	// defence). Nothing was sent. Not retryable.
 	FailureCode_FAILURE_CODE_DESTINATION_NOT_ALLOWED FailureCode = 20
-	// System: the connection's send budget per minute, hour or day is spent (the spend circuit breaker:
-	// send_budget_per_minute / _hour / _day); nothing was sent. StepFailure.retry_after_seconds says when the
-	// window ends. Retryable.
+	// System: a send budget beyond the identifier is spent: the connection's per minute, hour or day (the
+	// spend circuit breaker), its tenant's, the number range's or the end-user address's; nothing was sent.
+	// StepFailure.retry_after_seconds says when the window ends. Retryable.
 	FailureCode_FAILURE_CODE_SEND_BUDGET_EXHAUSTED FailureCode = 21
 )
 

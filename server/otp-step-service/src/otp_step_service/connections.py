@@ -70,6 +70,12 @@ class ConnectionConfig(BaseModel):
     send_budget_per_minute: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
     send_budget_per_hour: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
     send_budget_per_day: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    # The same budgets for each tenant (journey.tenant_id) of a connection several tenants share, so one
+    # tenant's flood (or its compromised orchestrator) spends its own budget, not everyone's. A step without a
+    # tenant_id counts against the connection's budgets only. Unset: no cap per tenant.
+    tenant_send_budget_per_minute: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    tenant_send_budget_per_hour: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    tenant_send_budget_per_day: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
     # The pumping velocity guard (as Twilio's Fraud Guard and Stytch do): at most sms_prefix_limit codes by SMS
     # to numbers sharing their first sms_prefix_digits digits (country code included) per window; beyond it
     # that range is blocked until the window ends. None: off.
@@ -247,13 +253,23 @@ def policy_from_config(name: str, config: ConnectionConfig) -> ConnectionPolicy:
         sms_prefix_window_seconds=config.sms_prefix_window_seconds,
         ip_send_limit=config.ip_send_limit,
         ip_send_window_seconds=config.ip_send_window_seconds,
-        send_budgets=tuple(
-            (limit, window)
-            for limit, window in (
-                (config.send_budget_per_minute, 60),
-                (config.send_budget_per_hour, 3600),
-                (config.send_budget_per_day, 86400),
-            )
-            if limit is not None
+        send_budgets=_windows(
+            config.send_budget_per_minute, config.send_budget_per_hour, config.send_budget_per_day
         ),
+        tenant_send_budgets=_windows(
+            config.tenant_send_budget_per_minute,
+            config.tenant_send_budget_per_hour,
+            config.tenant_send_budget_per_day,
+        ),
+    )
+
+
+def _windows(
+    per_minute: int | None, per_hour: int | None, per_day: int | None
+) -> tuple[tuple[int, int], ...]:
+    """(codes, window seconds) for each budget that is set."""
+    return tuple(
+        (limit, window)
+        for limit, window in ((per_minute, 60), (per_hour, 3600), (per_day, 86400))
+        if limit is not None
     )

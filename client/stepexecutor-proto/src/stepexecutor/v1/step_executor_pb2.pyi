@@ -214,9 +214,9 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     defence). Nothing was sent. Not retryable.
     """
     FAILURE_CODE_SEND_BUDGET_EXHAUSTED: _FailureCode.ValueType  # 21
-    """System: the connection's send budget per minute, hour or day is spent (the spend circuit breaker:
-    send_budget_per_minute / _hour / _day); nothing was sent. StepFailure.retry_after_seconds says when the
-    window ends. Retryable.
+    """System: a send budget beyond the identifier is spent: the connection's per minute, hour or day (the
+    spend circuit breaker), its tenant's, the number range's or the end-user address's; nothing was sent.
+    StepFailure.retry_after_seconds says when the window ends. Retryable.
     """
 
 class FailureCode(_FailureCode, metaclass=_FailureCodeEnumTypeWrapper):
@@ -284,9 +284,9 @@ type, a non-geographic number, or a country outside the connection's sms_countri
 defence). Nothing was sent. Not retryable.
 """
 FAILURE_CODE_SEND_BUDGET_EXHAUSTED: FailureCode.ValueType  # 21
-"""System: the connection's send budget per minute, hour or day is spent (the spend circuit breaker:
-send_budget_per_minute / _hour / _day); nothing was sent. StepFailure.retry_after_seconds says when the
-window ends. Retryable.
+"""System: a send budget beyond the identifier is spent: the connection's per minute, hour or day (the
+spend circuit breaker), its tenant's, the number range's or the end-user address's; nothing was sent.
+StepFailure.retry_after_seconds says when the window ends. Retryable.
 """
 Global___FailureCode: _TypeAlias = FailureCode  # noqa: Y015
 

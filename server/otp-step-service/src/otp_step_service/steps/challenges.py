@@ -162,6 +162,12 @@ def budget_subject(connection: str, window_seconds: int) -> str:
     return f"budget:{hashlib.sha256(connection.encode()).hexdigest()[:32]}:{window_seconds}"
 
 
+def tenant_budget_subject(connection: str, tenant_id: str, window_seconds: int) -> str:
+    """The counter of codes sent through one connection for one tenant per window."""
+    digest = hashlib.sha256(f"{connection}\x00{tenant_id}".encode()).hexdigest()[:32]
+    return f"budget:tenant:{digest}:{window_seconds}"
+
+
 def ip_subject(connection: str, ip_address: str) -> str:
     """The counter of codes sent for one end-user IP address (when the journey supplies it)."""
     return "ip:" + hashlib.sha256(f"{connection}\x00{ip_address}".encode()).hexdigest()

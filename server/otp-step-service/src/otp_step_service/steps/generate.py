@@ -26,6 +26,7 @@ from .challenges import (
     lockout_subject,
     prefix_subject,
     sends_subject,
+    tenant_budget_subject,
     user_digest,
 )
 from .clock import SYSTEM_CLOCK, Clock
@@ -33,7 +34,7 @@ from .cognito_failures import failure_for
 from .deadline import Deadline
 from .errors import ChallengeStoreError
 from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier, sms_refusal
-from .journey import GenerateRequest
+from .journey import GenerateRequest, JourneyContext
 from .model import AuthChallenge, CognitoError, CognitoRequests, ConnectionPolicy
 from .outcomes import Channel, CodeSent, FailureCode, StepFailure, StepOutcome
 from .ports import ChallengeStore, Connection
@@ -116,7 +117,7 @@ class GenerateOtpStep:
             lockout_subject=lockout_subject(policy.name, identifier.value),
             lockout_threshold=policy.lockout_threshold,
             reservation_seconds=RESERVATION_SECONDS,
-            budgets=_budgets(policy, identifier, channel, request.journey.end_user.ip_address),
+            budgets=_budgets(policy, identifier, channel, request.journey),
             alias_subject=alias_subject(policy.name, identifier.value),
             alias_seconds=max(policy.send_window_seconds, policy.lockout_window_seconds),
         )
@@ -148,14 +149,16 @@ class GenerateOtpStep:
             case SendVerdict.BUDGET_TRIPPED:
                 wait = math.ceil(reservation.wait_seconds)
                 log.warning(
-                    "send budget of connection %s (or of this number range) spent: no code is sent for %d s",
+                    "send budget of connection %s (or of its tenant, this number range or this address) "
+                    "spent: no code is sent for %d s",
                     policy.name,
                     wait,
                 )
                 return failed(
                     StepFailure(
                         FailureCode.SEND_BUDGET_EXHAUSTED,
-                        "the send budget of the connection or of this number range is spent; try again later",
+                        "the send budget of the connection, its tenant, this number range or this address is "
+                        "spent; try again later",
                         retry_after_seconds=wait,
                     )
                 )
@@ -276,15 +279,21 @@ def _shown_destination(masked: str, identifier: UserIdentifier, channel: Channel
 
 
 def _budgets(
-    policy: ConnectionPolicy, identifier: UserIdentifier, channel: Channel, ip_address: str
+    policy: ConnectionPolicy, identifier: UserIdentifier, channel: Channel, journey: JourneyContext
 ) -> tuple[SendBudget, ...]:
-    """The counters beyond the identifier's own a send is checked against: the connection's budgets, for an
-    SMS to a number its prefix's, and the end user's IP address's when the journey supplies one (the
-    transport has validated it as an address)."""
+    """The counters beyond the identifier's own a send is checked against: the connection's budgets, its
+    tenant's when the journey names one, for an SMS to a number its prefix's, and the end user's IP address's
+    when the journey supplies one (the transport has validated it as an address)."""
+    ip_address = journey.end_user.ip_address
     budgets = [
         SendBudget(budget_subject(policy.name, window), limit, window)
         for limit, window in policy.send_budgets
     ]
+    if journey.tenant_id:
+        budgets.extend(
+            SendBudget(tenant_budget_subject(policy.name, journey.tenant_id, window), limit, window)
+            for limit, window in policy.tenant_send_budgets
+        )
     if channel is Channel.SMS and identifier.kind is IdentifierKind.PHONE and policy.sms_prefix_limit:
         prefix = identifier.value[: policy.sms_prefix_digits + 1]  # "+" and the digits
         budgets.append(

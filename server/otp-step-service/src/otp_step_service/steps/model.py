@@ -146,3 +146,5 @@ class ConnectionPolicy:
     sms_prefix_window_seconds: int
     ip_send_limit: int | None
     ip_send_window_seconds: int
+    # (codes, window seconds) per tenant (journey.tenant_id) of the connection
+    tenant_send_budgets: tuple[tuple[int, int], ...] = ()

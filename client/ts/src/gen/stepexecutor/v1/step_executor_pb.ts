@@ -1121,9 +1121,9 @@ export enum FailureCode {
   DESTINATION_NOT_ALLOWED = 20,
 
   /**
-   * System: the connection's send budget per minute, hour or day is spent (the spend circuit breaker:
-   * send_budget_per_minute / _hour / _day); nothing was sent. StepFailure.retry_after_seconds says when the
-   * window ends. Retryable.
+   * System: a send budget beyond the identifier is spent: the connection's per minute, hour or day (the
+   * spend circuit breaker), its tenant's, the number range's or the end-user address's; nothing was sent.
+   * StepFailure.retry_after_seconds says when the window ends. Retryable.
    *
    * @generated from enum value: FAILURE_CODE_SEND_BUDGET_EXHAUSTED = 21;
    */
