@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,13 +130,15 @@ def test_a_broken_connections_file_stops_start_up_naming_the_field(tmp_path: Pat
 def test_several_processes_share_the_port_and_the_challenges(
     connections_file: Path, emulator: Emulator, redis_url: str, tmp_path: Path, keys_file: Path
 ) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), _two_free_ports()
     log_file = tmp_path / "service.log"
     env = {
         "OTP_STEP_PROCESSES": "2",
         "OTP_STEP_CHALLENGE_STORE": redis_url,
         "OTP_STEP_CHALLENGE_KEYS_FILE": str(keys_file),
         "OTP_STEP_SELF_TEST": "off",
+        # Each process serves its own metrics: this port and the next.
+        "OTP_STEP_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
     }
     process, _ = start_service_process(connections_file, log_file, env, listen=f"127.0.0.1:{port}", servers=2)
     try:
@@ -158,6 +162,9 @@ def test_several_processes_share_the_port_and_the_challenges(
         finally:
             for client in clients:
                 client.close()
+        # Both processes' scrape endpoints answer, and together they count every step of the 16 journeys.
+        steps_by_process = [_steps_total(metrics_port + index) for index in range(2)]
+        assert sum(steps_by_process) == 32 and all(steps_by_process), steps_by_process
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:
@@ -168,6 +175,27 @@ def test_several_processes_share_the_port_and_the_challenges(
     steps = {r["pid"] for r in records if r["message"] == "step.completed"}
     assert len(serving) == 2
     assert steps == serving  # both processes ran steps (16 connections: all on one is a 1-in-32768 chance)
+
+
+def _two_free_ports() -> int:
+    """A port that is free, and the next one too."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def _steps_total(port: int) -> float:
+    """The sum of otp_steps_total over its series, scraped from one process's endpoint."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("otp_steps_total{")
+    )
 
 
 def test_several_processes_refuse_the_in_memory_store(connections_file: Path) -> None:

@@ -208,7 +208,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, forward)
-    for _ in range(settings.processes):
+    for index in range(settings.processes):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -218,7 +218,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
             _stop_with_parent()
             code = 1
             try:
-                code = _serve(settings, self_test=False)
+                code = _serve(settings.for_process(index), self_test=False)
             finally:
                 os._exit(code)
         children.append(pid)

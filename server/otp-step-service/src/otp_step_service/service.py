@@ -129,11 +129,6 @@ class Service:
         otlp = otlp_metrics_configured()
         if metrics is None and (settings.metrics_listen or otlp):
             metrics = Metrics()
-        if metrics is not None and settings.metrics_listen and settings.processes > 1:
-            raise ConfigurationError(
-                "OTP_STEP_METRICS_LISTEN with OTP_STEP_PROCESSES > 1 is not supported yet: the processes "
-                "would share one scrape port; run one process per port instead"
-            )
         built_here = connections is None
         if connections is None:
             connections = build_connections(

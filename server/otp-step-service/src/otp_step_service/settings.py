@@ -117,6 +117,27 @@ class ServiceSettings(BaseSettings):
                 raise ValueError("expected host:port, e.g. 127.0.0.1:9464, or empty for no metrics")
         return value
 
+    @model_validator(mode="after")
+    def _metrics_port_per_process(self) -> ServiceSettings:
+        # With several processes, process i serves its metrics on the port after process i-1's.
+        if self.metrics_listen and self.processes > 1:
+            port = int(self.metrics_listen.rpartition(":")[2])
+            if port and port + self.processes - 1 > 65535:
+                raise ValueError(
+                    f"metrics_listen: {self.processes} processes need ports {port}-{port + self.processes - 1}"
+                )
+        return self
+
+    def for_process(self, index: int) -> ServiceSettings:
+        """The settings of server process `index` (0-based) of OTP_STEP_PROCESSES: each serves its own
+        metrics, on the metrics port plus its index (port 0: a free port each), because a registry lives in
+        one process and the processes share nothing but the gRPC port."""
+        if not self.metrics_listen or index == 0:
+            return self
+        host, _, port = self.metrics_listen.rpartition(":")
+        shifted = int(port) + index if int(port) else 0
+        return self.model_copy(update={"metrics_listen": f"{host}:{shifted}"})
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
