@@ -48,6 +48,11 @@ tenant = "tenant-a"
 token_subjects = ["noisy-worker"]
 connections = ["*"]
 steps_per_second = 2
+
+[callers.slow]
+token_subjects = ["slow-worker"]
+connections = ["demo"]
+steps_per_second = 0.1
 """
 
 
@@ -355,6 +360,77 @@ def test_the_rate_limit_holds_back_the_noisy_caller_only(
             assert _code(lambda: _invalid_generate(quiet)) is grpc.StatusCode.INVALID_ARGUMENT
     assert (grpc.StatusCode.RESOURCE_EXHAUSTED, "CALLER_RATE_LIMITED") in noisy_codes
     assert (grpc.StatusCode.INVALID_ARGUMENT, "") in noisy_codes  # its first steps, within its burst, ran
+
+
+def _answer(call: Any) -> tuple[grpc.StatusCode, str]:
+    """The status and ErrorInfo reason of a call that the service refuses one way or another."""
+    with pytest.raises(StepExecutorError) as raised:
+        call()
+    return raised.value.code, raised.value.reason
+
+
+def test_instances_sharing_redis_hold_a_caller_to_one_rate_across_them(
+    pki: Pki, jwks: Jwks, callers_file: Path, redis_url: str, keys_file: Path
+) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    shared = {
+        "challenge_store": redis_url,
+        "challenge_keys_file": str(keys_file),
+        "steps_per_second_per_caller": "50",  # the quiet caller is limited too, by its own allowance
+        "tls_cert": str(pki.cert),
+        "tls_key": str(pki.key),
+        **_token_settings(jwks),
+    }
+    instances = [build_service(callers_file, **shared), build_service(callers_file, **shared)]
+    for instance in instances:
+        instance.start()
+    slow_token, quiet_token = jwks.token("slow-worker"), jwks.token()
+    try:
+        slow = [_client(i, pki.credentials(token=slow_token)) for i in instances]
+        quiet = [_client(i, pki.credentials(token=quiet_token)) for i in instances]
+        # One step every 10 s for the slow caller: each instance alone would allow its first step.
+        slow_answers = [_answer(lambda c=c: _invalid_generate(c)) for c in (*slow, *slow)]
+        quiet_answers = [_answer(lambda c=c: _invalid_generate(c)) for c in (*quiet, *quiet)]
+        for client in (*slow, *quiet):
+            client.close()
+    finally:
+        for instance in instances:
+            instance.stop()
+    admitted = (grpc.StatusCode.INVALID_ARGUMENT, "")
+    limited = (grpc.StatusCode.RESOURCE_EXHAUSTED, "CALLER_RATE_LIMITED")
+    assert slow_answers == [admitted, limited, limited, limited]
+    assert quiet_answers == [admitted] * 4
+
+
+def test_steps_are_refused_while_the_shared_rate_store_is_unreachable(
+    pki: Pki, jwks: Jwks, callers_file: Path, keys_file: Path
+) -> None:
+    from harness import free_port
+
+    service = build_service(
+        callers_file,
+        challenge_store=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        challenge_keys_file=str(keys_file),
+        tls_cert=str(pki.cert),
+        tls_key=str(pki.key),
+        **_token_settings(jwks),
+    )
+    service.start()
+    try:
+        with _client(service, pki.credentials(token=jwks.token("noisy-worker"))) as client:
+            with pytest.raises(StepExecutorError) as raised:
+                _invalid_generate(client)
+            assert client.health() == "SERVING"  # probes are not steps: they never touch the store
+    finally:
+        service.stop()
+    error = raised.value
+    assert (error.code, error.reason, error.retryable) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "CHALLENGE_STORE_UNAVAILABLE",
+        True,
+    )
 
 
 # --- Certificate rotation -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from otp_step_service.execution import StepRunner
 from otp_step_service.metrics import Metrics
 from otp_step_service.reload import ConnectionsReloader
 from otp_step_service.settings import ServiceSettings
+from otp_step_service.step_rate import StepRate
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.errors import ConfigurationError
@@ -118,10 +119,12 @@ class Service:
         clock: Clock = SYSTEM_CLOCK,
         connections: Mapping[str, Connection] | None = None,
         metrics: Metrics | None = None,
+        step_rate: StepRate | None = None,
     ) -> Service:
         """Validate the configuration and assemble the parts (configuration errors raise here, before
         serving). Pass `store`, `clock` or `connections` to replace the real ones (tests), `metrics` to
-        record into a registry of your own (otherwise they are recorded only with OTP_STEP_METRICS_LISTEN)."""
+        record into a registry of your own (otherwise they are recorded only with OTP_STEP_METRICS_LISTEN),
+        `step_rate` to count callers' steps per second elsewhere than beside the store."""
         if metrics is None and settings.metrics_listen:
             metrics = Metrics()
         if metrics is not None and settings.metrics_listen and settings.processes > 1:
@@ -151,7 +154,7 @@ class Service:
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
         )
-        security = PortSecurity.from_settings(settings, STEP_METHODS)
+        security = PortSecurity.from_settings(settings, STEP_METHODS, rate=step_rate, clock=clock)
         server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))

@@ -97,7 +97,8 @@ class ServiceSettings(BaseSettings):
     token_algorithms: str = Field("RS256,ES256", description="bearer tokens: accepted signing algorithms")
     steps_per_second_per_caller: Annotated[float, Field(ge=0, le=100_000)] = Field(
         0,
-        description="steps per second per caller (token bucket, per process) before RESOURCE_EXHAUSTED; 0: off",
+        description="steps per second per caller before RESOURCE_EXHAUSTED (shared in Redis with a Redis store, "
+        "else per process); 0: off",
     )
     metrics_listen: str = Field(
         "", description="Prometheus scrape endpoint (host:port, its own port); empty: no metrics are recorded"

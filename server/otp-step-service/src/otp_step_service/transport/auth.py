@@ -14,15 +14,16 @@ UNAUTHENTICATED and the same short message whatever went wrong (why is logged, n
 identity that is not a caller gets PERMISSION_DENIED. The caller is then in a context variable, where
 Admission (its per-caller bound) and the servicer (`authorize`: connection and tenant) read it.
 
-Steps per second per caller are a token bucket kept in this process: with several processes or instances
-each enforces the rate on its own (the shared-store bucket is still to do).
+Steps per second per caller are taken from a `StepRate` (step_rate.py): in this process with the in-memory
+store, in Redis with a Redis store so every instance draws on one allowance per caller. When that Redis
+fails, the step is refused with UNAVAILABLE (`CHALLENGE_STORE_UNAVAILABLE`, retryable): fail closed, as the
+store's own failures are, rather than let a caller past its rate while the shared count is out of reach.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, NoReturn
@@ -34,7 +35,8 @@ from google.rpc import code_pb2, error_details_pb2
 
 from otp_step_service.adapters.jwks import JwksCache
 from otp_step_service.callers import Caller, Callers
-from otp_step_service.steps.errors import TokenVerificationError
+from otp_step_service.step_rate import StepRate
+from otp_step_service.steps.errors import ChallengeStoreError, TokenVerificationError
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,6 @@ _CALLER: ContextVar[Caller | None] = ContextVar("otp_step_caller", default=None)
 
 # One message for every authentication failure: which check failed would help a forger more than a caller.
 UNAUTHENTICATED_MESSAGE = "authentication required"
-
-# Rate buckets kept before idle ones are forgotten.
-MAX_BUCKETS = 10_000
 
 
 def current_caller() -> Caller | None:
@@ -133,33 +132,6 @@ def certificate_identity(context: Context) -> str | None:
     return None
 
 
-class TokenBucket:
-    """`rate` tokens a second, at most `rate` (one second's worth, at least 1) saved up."""
-
-    __slots__ = ("_capacity", "_level", "_rate", "_stamp")
-
-    def __init__(self, rate: float) -> None:
-        self._rate = rate
-        self._capacity = max(1.0, rate)
-        self._level = self._capacity
-        self._stamp = time.monotonic()
-
-    @property
-    def idle(self) -> bool:
-        """Whether the bucket would be full now (forgetting it changes nothing)."""
-        return self._level + (time.monotonic() - self._stamp) * self._rate >= self._capacity
-
-    def take(self) -> bool:
-        """One token if there is one."""
-        now = time.monotonic()
-        self._level = min(self._capacity, self._level + (now - self._stamp) * self._rate)
-        self._stamp = now
-        if self._level < 1.0:
-            return False
-        self._level -= 1.0
-        return True
-
-
 class Authentication(grpc.aio.ServerInterceptor):
     """Names the caller of each call (see the module docstring) and applies its steps-per-second rate."""
 
@@ -172,14 +144,15 @@ class Authentication(grpc.aio.ServerInterceptor):
         open_methods: frozenset[str],
         step_methods: frozenset[str],
         steps_per_second: float,
+        rate: StepRate,
     ) -> None:
         self._callers = callers
         self._tokens = tokens
         self._certificates = certificates
         self._open = open_methods
         self._steps = step_methods
-        self._rate = steps_per_second
-        self._buckets: dict[str, TokenBucket] = {}
+        self._steps_per_second = steps_per_second
+        self._rate = rate
 
     @property
     def authenticates(self) -> bool:
@@ -234,29 +207,35 @@ class Authentication(grpc.aio.ServerInterceptor):
     async def _admit(self, context: Context, metadata: Any, is_step: bool) -> Caller | None:
         caller = await self._authenticate(context, metadata) if self.authenticates else None
         if is_step:
-            rate = caller.steps_per_second if caller is not None and caller.steps_per_second else self._rate
+            rate = caller.steps_per_second if caller is not None and caller.steps_per_second else None
+            rate = rate or self._steps_per_second
             if rate > 0:
-                key = caller.name if caller is not None else context.peer()
-                bucket = self._buckets.get(key)
-                if bucket is None:
-                    if len(self._buckets) >= MAX_BUCKETS:
-                        self._forget_idle_buckets()
-                    bucket = self._buckets[key] = TokenBucket(rate)
-                if not bucket.take():
-                    await abort(
-                        context,
-                        code_pb2.RESOURCE_EXHAUSTED,
-                        f"this caller is above its {rate:g} steps per second: back off and retry",
-                        error_details_pb2.ErrorInfo(reason="CALLER_RATE_LIMITED", domain=ERROR_DOMAIN),
-                        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(1e9 / rate))),
-                    )
+                await self._take_step(context, caller.name if caller is not None else context.peer(), rate)
         return caller
 
-    def _forget_idle_buckets(self) -> None:
-        # Without authentication the key is the peer address, new with every client connection: full
-        # buckets are dropped so the table stays bounded by the callers that are actually busy.
-        for key in [key for key, bucket in self._buckets.items() if bucket.idle]:
-            del self._buckets[key]
+    async def _take_step(self, context: Context, key: str, rate: float) -> None:
+        try:
+            decision = await self._rate.take(key, rate)
+        except ChallengeStoreError as exc:
+            log.warning("step rate unavailable (the shared store failed: %s); step refused", exc)
+            await abort(
+                context,
+                code_pb2.UNAVAILABLE,
+                "the shared store that counts this caller's steps could not be reached: retry",
+                error_details_pb2.ErrorInfo(reason="CHALLENGE_STORE_UNAVAILABLE", domain=ERROR_DOMAIN),
+                error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=200_000_000)),
+            )
+        if not decision.allowed:
+            wait = max(decision.retry_after_seconds, 0.001)
+            await abort(
+                context,
+                code_pb2.RESOURCE_EXHAUSTED,
+                f"this caller is above its {rate:g} steps per second: back off and retry",
+                error_details_pb2.ErrorInfo(reason="CALLER_RATE_LIMITED", domain=ERROR_DOMAIN),
+                error_details_pb2.RetryInfo(
+                    retry_delay=duration_pb2.Duration(seconds=int(wait), nanos=int(wait % 1 * 1e9))
+                ),
+            )
 
     async def _authenticate(self, context: Context, metadata: Any) -> Caller:
         token = _bearer(metadata)
@@ -286,9 +265,10 @@ class Authentication(grpc.aio.ServerInterceptor):
         await abort(context, code_pb2.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
     async def aclose(self) -> None:
-        """Close the token key fetcher."""
+        """Close the token key fetcher and the step rate's connections."""
         if self._tokens is not None:
             await self._tokens.aclose()
+        await self._rate.aclose()
 
 
 def _bearer(metadata: Any) -> str | None:
