@@ -519,6 +519,49 @@ def test_plaintext_beyond_loopback_with_tokens_is_allowed_when_asked(jwks: Jwks)
     assert settings.allow_insecure and not settings.listens_on_loopback
 
 
+def test_the_allow_insecure_flag_is_what_lets_the_process_serve_plaintext_beyond_loopback(
+    callers_file: Path, jwks: Jwks, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from harness import start_service_process
+
+    env = {
+        **os.environ,
+        "OTP_STEP_SELF_TEST": "off",
+        **{f"OTP_STEP_{k.upper()}": v for k, v in _token_settings(jwks).items()},
+    }
+    env.pop("OTP_STEP_ALLOW_INSECURE", None)
+    serve = [sys.executable, "-m", "otp_step_service", "serve", "--connections", str(callers_file)]
+    refused = subprocess.run(
+        [*serve, "--listen", "0.0.0.0:0"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "beyond loopback" in refused.stderr and "--allow-insecure" in refused.stderr
+    log_file = tmp_path / "service.log"
+    process, port = start_service_process(
+        callers_file, log_file, env, listen="0.0.0.0:0", flags=["--allow-insecure"]
+    )
+    try:
+        with StepExecutorClient(f"127.0.0.1:{port}", timeout=5) as client:
+            assert client.health() == "SERVING"  # plaintext, as asked
+            assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.UNAUTHENTICATED
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    warnings = [
+        json.loads(line)
+        for line in log_file.read_text().splitlines()
+        if "SERVING PLAINTEXT BEYOND LOOPBACK" in line
+    ]
+    assert len(warnings) == 1 and warnings[0]["level"] == "WARNING", log_file.read_text()
+    assert "--allow-insecure" in warnings[0]["message"]
+
+
 # --- The CLI and the configuration ----------------------------------------------------------------------------
 
 

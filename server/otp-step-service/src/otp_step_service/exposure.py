@@ -66,7 +66,7 @@ def check_exposure(settings: SecuritySettings) -> None:
     if settings.tls_cert is None and not settings.allow_insecure:
         raise ValueError(
             "OTP_STEP_LISTEN is beyond loopback: set OTP_STEP_TLS_CERT and OTP_STEP_TLS_KEY, "
-            "or OTP_STEP_ALLOW_INSECURE=true to serve plaintext on purpose"
+            "or OTP_STEP_ALLOW_INSECURE=true (--allow-insecure) to serve plaintext on purpose"
         )
     if settings.tls_client_ca is None and settings.token_issuer is None:
         raise ValueError(

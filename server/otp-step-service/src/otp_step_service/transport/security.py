@@ -47,7 +47,8 @@ class PortSecurity:
             tls = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         elif not settings.listens_on_loopback:
             log.warning(
-                "SERVING PLAINTEXT BEYOND LOOPBACK on %s (OTP_STEP_ALLOW_INSECURE): anyone on the path can read "
+                "SERVING PLAINTEXT BEYOND LOOPBACK on %s (--allow-insecure / OTP_STEP_ALLOW_INSECURE): anyone on "
+                "the path can read "
                 "codes, claims and credentials; set OTP_STEP_TLS_CERT and OTP_STEP_TLS_KEY",
                 settings.listen,
             )
