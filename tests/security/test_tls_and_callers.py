@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import Emulator, RunningService, build_service
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otp_step_client import Credentials, Journey, Step, StepExecutorClient, StepExecutorError
 from otp_step_service.local_ca import Issued, LocalCa
 from otp_step_service.settings import ServiceSettings, SettingsError
@@ -339,6 +340,60 @@ def test_reflection_needs_a_credential_health_does_not(
         assert "stepexecutor.v1.StepExecutor" in {s.name for s in answer[0].list_services_response.service}
     with _client(tokens_only, pki.credentials()) as client:
         assert client.health() == "SERVING"
+
+
+def _key_material(*pems: bytes | str) -> list[str]:
+    """The base64 lines of PEM private keys (any one of them in a span would be a leak)."""
+    lines = []
+    for pem in pems:
+        text = pem.decode() if isinstance(pem, bytes) else pem
+        lines += [line for line in text.splitlines() if line and not line.startswith("-----")]
+    return lines
+
+
+def test_no_span_carries_a_token_its_segments_key_material_or_the_authorization_metadata(
+    pki: Pki, jwks: Jwks, callers_file: Path, span_exporter: InMemorySpanExporter
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    service = build_service(
+        callers_file,
+        tracing=True,
+        tls_cert=str(pki.cert),
+        tls_key=str(pki.key),
+        tls_client_ca=str(pki.ca_file),
+        **_token_settings(jwks),
+    )
+    service.start()
+    span_exporter.clear()
+    good, bad = jwks.token(), _bad_tokens(jwks)
+    try:
+        with _client(service, pki.credentials(pki.orchestrator, token=good)) as client:  # mTLS + token
+            assert _generate(client).WhichOneof("outcome") == "success"
+            assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.INVALID_ARGUMENT
+            assert client.check_connection("demo")
+        with _client(service, pki.credentials(pki.orchestrator)) as client:  # mTLS alone
+            assert _generate(client).WhichOneof("outcome") == "success"
+        for token in bad.values():
+            with _client(service, pki.credentials(pki.orchestrator, token=token)) as client:
+                assert _code(lambda: _generate(client)) is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        service.stop()
+    spans = span_exporter.get_finished_spans()
+    names = [s.name for s in spans]
+    # The scan below means something only if the calls were traced, down to the step and Cognito.
+    assert names.count("/stepexecutor.v1.StepExecutor/GenerateOtp") >= 3, names
+    assert "cognito_otp_generate" in names and "/stepexecutor.v1.StepExecutor/CheckConnection" in names
+    signing_key = jwks.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    secrets = [part for token in (good, *bad.values()) for part in token.split(".") if len(part) >= 8]
+    secrets += _key_material(pki.orchestrator.key, pki.key.read_bytes(), signing_key)
+    for span in spans:
+        dump = span.to_json()  # name, attributes, events, links, status and resource, as exported
+        assert "authorization" not in dump.lower() and "bearer" not in dump.lower(), dump
+        for secret in secrets:
+            assert secret not in dump, (span.name, secret[:6])
 
 
 # --- Per-caller rate ------------------------------------------------------------------------------------------
