@@ -322,6 +322,21 @@ def test_bad_or_missing_tokens_are_unauthenticated_and_nothing_leaks(
                     assert part not in line, (record.name, line)
 
 
+def test_a_cached_token_is_refused_once_past_its_exp(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks
+) -> None:
+    # exp 25 s ago: still inside the 30 s leeway, so verified and cached, and past it about 5 s from now.
+    token = jwks.token(exp=int(time.time()) - 25)
+    with _client(tokens_only, pki.credentials(token=token)) as client:
+        assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.INVALID_ARGUMENT  # admitted
+        assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.INVALID_ARGUMENT  # the cache
+        deadline = time.monotonic() + 20
+        while (code := _code(lambda: _invalid_generate(client))) is grpc.StatusCode.INVALID_ARGUMENT:
+            assert time.monotonic() < deadline, "a cached token is still accepted past its exp"
+            time.sleep(0.05)
+    assert code is grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_reflection_needs_a_credential_health_does_not(
     tokens_only: RunningService, pki: Pki, jwks: Jwks
 ) -> None:

@@ -36,14 +36,19 @@ from google.rpc import code_pb2, error_details_pb2
 from otp_step_service.adapters.jwks import JwksCache
 from otp_step_service.callers import Caller, Callers
 from otp_step_service.step_rate import StepRate
+from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ChallengeStoreError, TokenVerificationError
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
+from otp_step_service.transport.token_cache import MAX_AGE_SECONDS, VerifiedTokens
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _CALLER: ContextVar[Caller | None] = ContextVar("otp_step_caller", default=None)
+
+# Clock skew allowed on exp and nbf (the verified-token cache keeps entries no longer than this past exp).
+TOKEN_LEEWAY_SECONDS = 30
 
 # One message for every authentication failure: which check failed would help a forger more than a caller.
 UNAUTHENTICATED_MESSAGE = "authentication required"
@@ -84,16 +89,33 @@ async def _deny(context: Context, reason: str, message: str) -> NoReturn:
 
 
 class BearerTokens:
-    """Verifies bearer tokens from one issuer; keys from its JWKS (cached, refetch on unknown kid bounded)."""
+    """Verifies bearer tokens from one issuer; keys from its JWKS (cached, refetch on unknown kid bounded).
+    Verified tokens are remembered (`VerifiedTokens`: until exp, at most `cache_seconds`, while their key is
+    still published), so a worker's token costs one RS256 verification, not one per call. `keys` replaces
+    the key fetcher (tests)."""
 
-    def __init__(self, *, issuer: str, audience: str, jwks_url: str, algorithms: list[str]) -> None:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        jwks_url: str,
+        algorithms: list[str],
+        cache_seconds: float = MAX_AGE_SECONDS,
+        clock: Clock = SYSTEM_CLOCK,
+        keys: JwksCache | None = None,
+    ) -> None:
         self._issuer = issuer
         self._audience = audience
         self._algorithms = algorithms
-        self._keys = JwksCache(jwks_url)
+        self._keys = keys or JwksCache(jwks_url)
+        self._verified = VerifiedTokens(max_age_seconds=cache_seconds, clock=clock)
 
     async def subject(self, token: str) -> str:
         """The verified token's `sub`, or TokenVerificationError saying which check failed (not the token)."""
+        cached = self._verified.subject(token, self._keys.known)
+        if cached is not None:
+            return cached
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -112,11 +134,14 @@ class BearerTokens:
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": ["exp", "iss", "aud", "sub"]},
-                leeway=30,
+                leeway=TOKEN_LEEWAY_SECONDS,
             )
         except jwt.InvalidTokenError as exc:
             raise TokenVerificationError(type(exc).__name__) from None
-        return str(claims["sub"])
+        subject = str(claims["sub"])
+        # decode() checked that exp is a number; past exp + leeway a fresh verification refuses the token.
+        self._verified.remember(token, subject, kid, key, float(claims["exp"]) + TOKEN_LEEWAY_SECONDS)
+        return subject
 
     async def aclose(self) -> None:
         """Close the key fetcher."""

@@ -59,6 +59,8 @@ class PortSecurity:
                 audience=settings.token_audience,
                 jwks_url=settings.token_jwks_url,
                 algorithms=token_algorithms(settings.token_algorithms),
+                cache_seconds=settings.token_cache_seconds,
+                clock=clock,
             )
         certificates = settings.tls_client_ca is not None
         if not (tokens or certificates or settings.steps_per_second_per_caller):
