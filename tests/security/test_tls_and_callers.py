@@ -50,6 +50,10 @@ token_subjects = ["noisy-worker"]
 connections = ["*"]
 steps_per_second = 2
 
+[callers.cognito-app]
+token_subjects = ["app-client-1"]
+connections = ["demo"]
+
 [callers.slow]
 token_subjects = ["slow-worker"]
 connections = ["demo"]
@@ -335,6 +339,62 @@ def test_a_cached_token_is_refused_once_past_its_exp(
             assert time.monotonic() < deadline, "a cached token is still accepted past its exp"
             time.sleep(0.05)
     assert code is grpc.StatusCode.UNAUTHENTICATED
+
+
+def _access_token(jwks: Jwks, **claims: Any) -> str:
+    """A Cognito-style access token (client credentials): no aud, client_id and token_use instead."""
+    now = int(time.time())
+    body = {"iss": ISSUER, "sub": "app-client-1", "client_id": "app-client-1", "token_use": "access"}
+    body = {**body, "scope": "otp-steps/run", "iat": now, "exp": now + 300, **claims}
+    return jwt.encode(
+        {k: v for k, v in body.items() if v is not None}, jwks.key, "RS256", headers={"kid": "k1"}
+    )
+
+
+def test_cognito_access_tokens_are_accepted_only_when_opted_in_for_their_app_client(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks, callers_file: Path
+) -> None:
+    service = build_service(
+        callers_file,
+        tls_cert=str(pki.cert),
+        tls_key=str(pki.key),
+        token_access_client_ids="app-client-1, app-client-2",
+        **_token_settings(jwks),
+    )
+    service.start()
+    refused = {
+        "another app client": _access_token(jwks, client_id="app-client-9"),
+        "no client_id": _access_token(jwks, client_id=None),
+        "an id token's token_use": _access_token(jwks, token_use="id"),
+        "no token_use": _access_token(jwks, token_use=None),
+        "expired": _access_token(jwks, exp=int(time.time()) - 120),
+        "another issuer": _access_token(jwks, iss="https://evil.example.test"),
+    }
+    try:
+        admitted = {
+            "access token": _access_token(jwks),
+            "a token with aud, as before": jwks.token(),
+        }
+        for name, token in admitted.items():
+            with _client(service, pki.credentials(token=token)) as client:
+                assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.INVALID_ARGUMENT, name
+        for name, token in refused.items():
+            with _client(service, pki.credentials(token=token)) as client:
+                assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.UNAUTHENTICATED, name
+    finally:
+        service.stop()
+    # Not opted in: the same access token has no aud, and is refused.
+    with _client(tokens_only, pki.credentials(token=_access_token(jwks))) as client:
+        assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_access_tokens_alone_need_no_audience_but_tokens_need_one_of_the_two(jwks: Jwks) -> None:
+    settings = ServiceSettings.from_env(
+        token_issuer=ISSUER, token_jwks_url=jwks.url, token_access_client_ids="app-client-1"
+    )
+    assert settings.token_audience is None
+    with pytest.raises(SettingsError, match="OTP_STEP_TOKEN_ACCESS_CLIENT_IDS"):
+        ServiceSettings.from_env(token_issuer=ISSUER, token_jwks_url=jwks.url)
 
 
 def test_reflection_needs_a_credential_health_does_not(

@@ -94,6 +94,11 @@ class ServiceSettings(BaseSettings):
     token_issuer: str | None = Field(None, description="bearer tokens: the issuer (iss) they must name")
     token_audience: str | None = Field(None, description="bearer tokens: the audience (aud) they must name")
     token_jwks_url: str | None = Field(None, description="bearer tokens: the issuer's JWKS address")
+    token_access_client_ids: str = Field(
+        "",
+        description="bearer tokens: also accept this issuer's Cognito access tokens (no aud; token_use "
+        "'access') whose client_id is one of these comma-separated app client ids; empty: off",
+    )
     token_algorithms: str = Field("RS256,ES256", description="bearer tokens: accepted signing algorithms")
     token_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
         300.0,

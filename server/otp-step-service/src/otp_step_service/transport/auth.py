@@ -4,8 +4,8 @@
 health checks, from
 
 1. a bearer token (`authorization: Bearer <JWT>`), when one is sent: verified against the configured issuer's
-   JWKS (signature, exp, nbf, aud, iss, an allowed asymmetric algorithm; never `none`); the caller is the
-   token's `sub`;
+   JWKS (signature, exp, nbf, aud, iss, an allowed asymmetric algorithm; never `none`; or, opted in, a
+   Cognito access token's client_id and token_use instead of aud); the caller is the token's `sub`;
 2. else the client certificate verified by the TLS handshake (mTLS): its SPIFFE-style URI SAN, else its first
    DNS SAN, else its subject CN.
 
@@ -92,21 +92,27 @@ class BearerTokens:
     """Verifies bearer tokens from one issuer; keys from its JWKS (cached, refetch on unknown kid bounded).
     Verified tokens are remembered (`VerifiedTokens`: until exp, at most `cache_seconds`, while their key is
     still published), so a worker's token costs one RS256 verification, not one per call. `keys` replaces
-    the key fetcher (tests)."""
+    the key fetcher (tests).
+
+    Tokens carry `aud` = `audience`, or, opted in with `access_client_ids`, are Cognito access tokens: no
+    `aud`, but `token_use: access` and a `client_id` from that set (Cognito puts the app client there, not
+    in `aud`; aws-jwt-verify checks access tokens the same way)."""
 
     def __init__(
         self,
         *,
         issuer: str,
-        audience: str,
+        audience: str | None,
         jwks_url: str,
         algorithms: list[str],
+        access_client_ids: frozenset[str] = frozenset(),
         cache_seconds: float = MAX_AGE_SECONDS,
         clock: Clock = SYSTEM_CLOCK,
         keys: JwksCache | None = None,
     ) -> None:
         self._issuer = issuer
         self._audience = audience
+        self._access_clients = access_client_ids
         self._algorithms = algorithms
         self._keys = keys or JwksCache(jwks_url)
         self._verified = VerifiedTokens(max_age_seconds=cache_seconds, clock=clock)
@@ -127,17 +133,29 @@ class BearerTokens:
             raise TokenVerificationError("the token names no signing key (kid)")
         key = await self._keys.key(kid)
         try:
+            # Which rules apply is read from the unverified payload; the rules themselves are then checked
+            # on the verified one (a forged `token_use` fails the signature like any other claim).
+            access = bool(self._access_clients) and "aud" not in jwt.decode(
+                token, options={"verify_signature": False}
+            )
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
                 algorithms=self._algorithms,
-                audience=self._audience,
+                audience=None if access else self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iss", "aud", "sub"]},
+                options={
+                    "require": ["exp", "iss", "sub", *(["client_id", "token_use"] if access else ["aud"])],
+                    "verify_aud": not access,
+                },
                 leeway=TOKEN_LEEWAY_SECONDS,
             )
         except jwt.InvalidTokenError as exc:
             raise TokenVerificationError(type(exc).__name__) from None
+        if access and claims["token_use"] != "access":
+            raise TokenVerificationError("a token without aud that is no access token (token_use)")
+        if access and claims["client_id"] not in self._access_clients:
+            raise TokenVerificationError("an access token of an app client not accepted (client_id)")
         subject = str(claims["sub"])
         # decode() checked that exp is a number; past exp + leeway a fresh verification refuses the token.
         self._verified.remember(token, subject, kid, key, float(claims["exp"]) + TOKEN_LEEWAY_SECONDS)

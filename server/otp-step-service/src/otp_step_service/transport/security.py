@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health
 
 from otp_step_service.callers import Callers, load_callers
-from otp_step_service.exposure import token_algorithms
+from otp_step_service.exposure import comma_list, token_algorithms
 from otp_step_service.settings import ServiceSettings
 from otp_step_service.step_rate import InProcessStepRate, StepRate
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
@@ -53,12 +53,14 @@ class PortSecurity:
                 settings.listen,
             )
         tokens = None
-        if settings.token_issuer and settings.token_audience and settings.token_jwks_url:
+        access_clients = frozenset(comma_list(settings.token_access_client_ids))
+        if settings.token_issuer and settings.token_jwks_url and (settings.token_audience or access_clients):
             tokens = BearerTokens(
                 issuer=settings.token_issuer,
                 audience=settings.token_audience,
                 jwks_url=settings.token_jwks_url,
                 algorithms=token_algorithms(settings.token_algorithms),
+                access_client_ids=access_clients,
                 cache_seconds=settings.token_cache_seconds,
                 clock=clock,
             )
