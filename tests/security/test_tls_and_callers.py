@@ -528,6 +528,9 @@ def test_instances_sharing_redis_hold_a_caller_to_one_rate_across_them(
     finally:
         for instance in instances:
             instance.stop()
+    refusals = [i.service.server.security.authentication for i in instances]
+    # Counted where refused, for otp_rejected_calls_total{reason="CALLER_RATE_LIMITED"}.
+    assert sum(a.refusals["CALLER_RATE_LIMITED"] for a in refusals if a is not None) == 3
     admitted = (grpc.StatusCode.INVALID_ARGUMENT, "")
     limited = (grpc.StatusCode.RESOURCE_EXHAUSTED, "CALLER_RATE_LIMITED")
     assert slow_answers == [admitted, limited, limited, limited]
@@ -553,6 +556,9 @@ def test_steps_are_refused_while_the_shared_rate_store_is_unreachable(
             with pytest.raises(StepExecutorError) as raised:
                 _invalid_generate(client)
             assert client.health() == "SERVING"  # probes are not steps: they never touch the store
+        authentication = service.service.server.security.authentication
+        assert authentication is not None
+        assert authentication.refusals["CHALLENGE_STORE_UNAVAILABLE"] == 1
     finally:
         service.stop()
     error = raised.value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,11 @@ class Service:
         server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
-            metrics.watch_admission(lambda: server.admission.steps_in_flight, server.admission.refusals)
+            refusals: Mapping[str, int] = server.admission.refusals
+            if security.authentication is not None:
+                # Distinct reasons in each: one view of both, read at scrape time.
+                refusals = ChainMap(server.admission.refusals, security.authentication.refusals)
+            metrics.watch_admission(lambda: server.admission.steps_in_flight, refusals)
             metrics.watch_circuits(lambda: runner.connections)
         service = cls(settings, runner, server, metrics)
         service.readiness = ConnectionReadiness(server.health, ("", SERVICE_NAME))

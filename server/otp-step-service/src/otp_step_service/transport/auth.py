@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, NoReturn
@@ -196,6 +197,9 @@ class Authentication(grpc.aio.ServerInterceptor):
         self._steps = step_methods
         self._steps_per_second = steps_per_second
         self._rate = rate
+        # Steps refused for their caller's rate, by reason: read by the metrics at scrape time, beside
+        # Admission's refusals (otp_rejected_calls_total).
+        self.refusals: Counter[str] = Counter()
 
     @property
     def authenticates(self) -> bool:
@@ -260,6 +264,7 @@ class Authentication(grpc.aio.ServerInterceptor):
         try:
             decision = await self._rate.take(key, rate)
         except ChallengeStoreError as exc:
+            self.refusals["CHALLENGE_STORE_UNAVAILABLE"] += 1
             log.warning("step rate unavailable (the shared store failed: %s); step refused", exc)
             await abort(
                 context,
@@ -269,6 +274,7 @@ class Authentication(grpc.aio.ServerInterceptor):
                 error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=200_000_000)),
             )
         if not decision.allowed:
+            self.refusals["CALLER_RATE_LIMITED"] += 1
             wait = max(decision.retry_after_seconds, 0.001)
             await abort(
                 context,
