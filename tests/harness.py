@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,10 +380,11 @@ def start_service_process(
     env: Mapping[str, str] = {},
     listen: str = "127.0.0.1:0",
     servers: int = 1,
+    flags: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """`python -m otp_step_service serve`, stderr to `log`; returns once `servers` processes serve, with the
-    process and its port."""
-    command = [sys.executable, "-m", "otp_step_service", "serve", "--listen", listen]
+    """`python -m otp_step_service serve [flags]`, stderr to `log`; returns once `servers` processes serve,
+    with the process and its port."""
+    command = [sys.executable, "-m", "otp_step_service", "serve", "--listen", listen, *flags]
     with log.open("w") as sink:
         process = subprocess.Popen(
             [*command, "--connections", str(connections_file)],

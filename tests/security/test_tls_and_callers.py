@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import Emulator, RunningService, build_service, free_port
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otp_step_client import Credentials, Journey, Step, StepExecutorClient, StepExecutorError
 from otp_step_service.local_ca import Issued, LocalCa
 from otp_step_service.settings import ServiceSettings, SettingsError
@@ -50,6 +51,15 @@ tenant = "tenant-a"
 token_subjects = ["noisy-worker"]
 connections = ["*"]
 steps_per_second = 2
+
+[callers.cognito-app]
+token_subjects = ["app-client-1"]
+connections = ["demo"]
+
+[callers.slow]
+token_subjects = ["slow-worker"]
+connections = ["demo"]
+steps_per_second = 0.1
 """
 
 
@@ -323,6 +333,77 @@ def test_bad_or_missing_tokens_are_unauthenticated_and_nothing_leaks(
                     assert part not in line, (record.name, line)
 
 
+def test_a_cached_token_is_refused_once_past_its_exp(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks
+) -> None:
+    # exp 25 s ago: still inside the 30 s leeway, so verified and cached, and past it about 5 s from now.
+    token = jwks.token(exp=int(time.time()) - 25)
+    with _client(tokens_only, pki.credentials(token=token)) as client:
+        assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.INVALID_ARGUMENT  # admitted
+        assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.INVALID_ARGUMENT  # the cache
+        deadline = time.monotonic() + 20
+        while (code := _code(lambda: _invalid_generate(client))) is grpc.StatusCode.INVALID_ARGUMENT:
+            assert time.monotonic() < deadline, "a cached token is still accepted past its exp"
+            time.sleep(0.05)
+    assert code is grpc.StatusCode.UNAUTHENTICATED
+
+
+def _access_token(jwks: Jwks, **claims: Any) -> str:
+    """A Cognito-style access token (client credentials): no aud, client_id and token_use instead."""
+    now = int(time.time())
+    body = {"iss": ISSUER, "sub": "app-client-1", "client_id": "app-client-1", "token_use": "access"}
+    body = {**body, "scope": "otp-steps/run", "iat": now, "exp": now + 300, **claims}
+    return jwt.encode(
+        {k: v for k, v in body.items() if v is not None}, jwks.key, "RS256", headers={"kid": "k1"}
+    )
+
+
+def test_cognito_access_tokens_are_accepted_only_when_opted_in_for_their_app_client(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks, callers_file: Path
+) -> None:
+    service = build_service(
+        callers_file,
+        tls_cert=str(pki.cert),
+        tls_key=str(pki.key),
+        token_access_client_ids="app-client-1, app-client-2",
+        **_token_settings(jwks),
+    )
+    service.start()
+    refused = {
+        "another app client": _access_token(jwks, client_id="app-client-9"),
+        "no client_id": _access_token(jwks, client_id=None),
+        "an id token's token_use": _access_token(jwks, token_use="id"),
+        "no token_use": _access_token(jwks, token_use=None),
+        "expired": _access_token(jwks, exp=int(time.time()) - 120),
+        "another issuer": _access_token(jwks, iss="https://evil.example.test"),
+    }
+    try:
+        admitted = {
+            "access token": _access_token(jwks),
+            "a token with aud, as before": jwks.token(),
+        }
+        for name, token in admitted.items():
+            with _client(service, pki.credentials(token=token)) as client:
+                assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.INVALID_ARGUMENT, name
+        for name, token in refused.items():
+            with _client(service, pki.credentials(token=token)) as client:
+                assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.UNAUTHENTICATED, name
+    finally:
+        service.stop()
+    # Not opted in: the same access token has no aud, and is refused.
+    with _client(tokens_only, pki.credentials(token=_access_token(jwks))) as client:
+        assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_access_tokens_alone_need_no_audience_but_tokens_need_one_of_the_two(jwks: Jwks) -> None:
+    settings = ServiceSettings.from_env(
+        token_issuer=ISSUER, token_jwks_url=jwks.url, token_access_client_ids="app-client-1"
+    )
+    assert settings.token_audience is None
+    with pytest.raises(SettingsError, match="OTP_STEP_TOKEN_ACCESS_CLIENT_IDS"):
+        ServiceSettings.from_env(token_issuer=ISSUER, token_jwks_url=jwks.url)
+
+
 def test_reflection_needs_a_credential_health_does_not(
     tokens_only: RunningService, pki: Pki, jwks: Jwks
 ) -> None:
@@ -341,6 +422,60 @@ def test_reflection_needs_a_credential_health_does_not(
         assert "stepexecutor.v1.StepExecutor" in {s.name for s in answer[0].list_services_response.service}
     with _client(tokens_only, pki.credentials()) as client:
         assert client.health() == "SERVING"
+
+
+def _key_material(*pems: bytes | str) -> list[str]:
+    """The base64 lines of PEM private keys (any one of them in a span would be a leak)."""
+    lines = []
+    for pem in pems:
+        text = pem.decode() if isinstance(pem, bytes) else pem
+        lines += [line for line in text.splitlines() if line and not line.startswith("-----")]
+    return lines
+
+
+def test_no_span_carries_a_token_its_segments_key_material_or_the_authorization_metadata(
+    pki: Pki, jwks: Jwks, callers_file: Path, span_exporter: InMemorySpanExporter
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    service = build_service(
+        callers_file,
+        tracing=True,
+        tls_cert=str(pki.cert),
+        tls_key=str(pki.key),
+        tls_client_ca=str(pki.ca_file),
+        **_token_settings(jwks),
+    )
+    service.start()
+    span_exporter.clear()
+    good, bad = jwks.token(), _bad_tokens(jwks)
+    try:
+        with _client(service, pki.credentials(pki.orchestrator, token=good)) as client:  # mTLS + token
+            assert _generate(client).WhichOneof("outcome") == "success"
+            assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.INVALID_ARGUMENT
+            assert client.check_connection("demo")
+        with _client(service, pki.credentials(pki.orchestrator)) as client:  # mTLS alone
+            assert _generate(client).WhichOneof("outcome") == "success"
+        for token in bad.values():
+            with _client(service, pki.credentials(pki.orchestrator, token=token)) as client:
+                assert _code(lambda: _generate(client)) is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        service.stop()
+    spans = span_exporter.get_finished_spans()
+    names = [s.name for s in spans]
+    # The scan below means something only if the calls were traced, down to the step and Cognito.
+    assert names.count("/stepexecutor.v1.StepExecutor/GenerateOtp") >= 3, names
+    assert "cognito_otp_generate" in names and "/stepexecutor.v1.StepExecutor/CheckConnection" in names
+    signing_key = jwks.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    secrets = [part for token in (good, *bad.values()) for part in token.split(".") if len(part) >= 8]
+    secrets += _key_material(pki.orchestrator.key, pki.key.read_bytes(), signing_key)
+    for span in spans:
+        dump = span.to_json()  # name, attributes, events, links, status and resource, as exported
+        assert "authorization" not in dump.lower() and "bearer" not in dump.lower(), dump
+        for secret in secrets:
+            assert secret not in dump, (span.name, secret[:6])
 
 
 # --- Per-caller rate ------------------------------------------------------------------------------------------
@@ -418,6 +553,83 @@ def test_every_authentication_and_authorization_refusal_is_counted_by_its_reason
         "CONNECTION_NOT_PERMITTED": 1,
         "TENANT_MISMATCH": 1,
     }
+
+
+def _answer(call: Any) -> tuple[grpc.StatusCode, str]:
+    """The status and ErrorInfo reason of a call that the service refuses one way or another."""
+    with pytest.raises(StepExecutorError) as raised:
+        call()
+    return raised.value.code, raised.value.reason
+
+
+def test_instances_sharing_redis_hold_a_caller_to_one_rate_across_them(
+    pki: Pki, jwks: Jwks, callers_file: Path, redis_url: str, keys_file: Path
+) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    shared = {
+        "challenge_store": redis_url,
+        "challenge_keys_file": str(keys_file),
+        "steps_per_second_per_caller": "50",  # the quiet caller is limited too, by its own allowance
+        "tls_cert": str(pki.cert),
+        "tls_key": str(pki.key),
+        **_token_settings(jwks),
+    }
+    instances = [build_service(callers_file, **shared), build_service(callers_file, **shared)]
+    for instance in instances:
+        instance.start()
+    slow_token, quiet_token = jwks.token("slow-worker"), jwks.token()
+    try:
+        slow = [_client(i, pki.credentials(token=slow_token)) for i in instances]
+        quiet = [_client(i, pki.credentials(token=quiet_token)) for i in instances]
+        # One step every 10 s for the slow caller: each instance alone would allow its first step.
+        slow_answers = [_answer(lambda c=c: _invalid_generate(c)) for c in (*slow, *slow)]
+        quiet_answers = [_answer(lambda c=c: _invalid_generate(c)) for c in (*quiet, *quiet)]
+        for client in (*slow, *quiet):
+            client.close()
+    finally:
+        for instance in instances:
+            instance.stop()
+    refusals = [i.service.server.security.authentication for i in instances]
+    # Counted where refused, for otp_rejected_calls_total{reason="CALLER_RATE_LIMITED"}.
+    assert sum(a.refusals["CALLER_RATE_LIMITED"] for a in refusals if a is not None) == 3
+    admitted = (grpc.StatusCode.INVALID_ARGUMENT, "")
+    limited = (grpc.StatusCode.RESOURCE_EXHAUSTED, "CALLER_RATE_LIMITED")
+    assert slow_answers == [admitted, limited, limited, limited]
+    assert quiet_answers == [admitted] * 4
+
+
+def test_steps_are_refused_while_the_shared_rate_store_is_unreachable(
+    pki: Pki, jwks: Jwks, callers_file: Path, keys_file: Path
+) -> None:
+    from harness import free_port
+
+    service = build_service(
+        callers_file,
+        challenge_store=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        challenge_keys_file=str(keys_file),
+        tls_cert=str(pki.cert),
+        tls_key=str(pki.key),
+        **_token_settings(jwks),
+    )
+    service.start()
+    try:
+        with _client(service, pki.credentials(token=jwks.token("noisy-worker"))) as client:
+            with pytest.raises(StepExecutorError) as raised:
+                _invalid_generate(client)
+            assert client.health() == "SERVING"  # probes are not steps: they never touch the store
+        authentication = service.service.server.security.authentication
+        assert authentication is not None
+        assert authentication.refusals["CHALLENGE_STORE_UNAVAILABLE"] == 1
+    finally:
+        service.stop()
+    error = raised.value
+    assert (error.code, error.reason, error.retryable) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "CHALLENGE_STORE_UNAVAILABLE",
+        True,
+    )
 
 
 # --- Certificate rotation -------------------------------------------------------------------------------------
@@ -504,6 +716,49 @@ def test_plaintext_beyond_loopback_with_tokens_is_allowed_when_asked(jwks: Jwks)
         listen="0.0.0.0:50051", allow_insecure="true", **_token_settings(jwks)
     )
     assert settings.allow_insecure and not settings.listens_on_loopback
+
+
+def test_the_allow_insecure_flag_is_what_lets_the_process_serve_plaintext_beyond_loopback(
+    callers_file: Path, jwks: Jwks, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from harness import start_service_process
+
+    env = {
+        **os.environ,
+        "OTP_STEP_SELF_TEST": "off",
+        **{f"OTP_STEP_{k.upper()}": v for k, v in _token_settings(jwks).items()},
+    }
+    env.pop("OTP_STEP_ALLOW_INSECURE", None)
+    serve = [sys.executable, "-m", "otp_step_service", "serve", "--connections", str(callers_file)]
+    refused = subprocess.run(
+        [*serve, "--listen", "0.0.0.0:0"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "beyond loopback" in refused.stderr and "--allow-insecure" in refused.stderr
+    log_file = tmp_path / "service.log"
+    process, port = start_service_process(
+        callers_file, log_file, env, listen="0.0.0.0:0", flags=["--allow-insecure"]
+    )
+    try:
+        with StepExecutorClient(f"127.0.0.1:{port}", timeout=5) as client:
+            assert client.health() == "SERVING"  # plaintext, as asked
+            assert _code(lambda: _invalid_generate(client)) is grpc.StatusCode.UNAUTHENTICATED
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    warnings = [
+        json.loads(line)
+        for line in log_file.read_text().splitlines()
+        if "SERVING PLAINTEXT BEYOND LOOPBACK" in line
+    ]
+    assert len(warnings) == 1 and warnings[0]["level"] == "WARNING", log_file.read_text()
+    assert "--allow-insecure" in warnings[0]["message"]
 
 
 # --- The CLI and the configuration ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Telemetry fixtures: an in-memory span exporter behind the global tracer provider, a traced server."""
+"""Telemetry fixtures: a traced server (the in-memory span exporter is the suite's, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,8 @@ from pathlib import Path
 
 import pytest
 from harness import Emulator, Journeys, RunningService, build_service
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otp_step_client import StepExecutorClient
-
-_EXPORTER = InMemorySpanExporter()
-
-
-@pytest.fixture(scope="session")
-def span_exporter() -> InMemorySpanExporter:
-    """The process-wide in-memory exporter (a global tracer provider can be set only once)."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider(resource=Resource.create({"service.name": "otp-step-service"}))
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        trace.set_tracer_provider(provider)
-    return _EXPORTER
 
 
 @pytest.fixture(scope="session")

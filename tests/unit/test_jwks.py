@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import jwt
@@ -55,3 +56,29 @@ def test_unknown_kids_cannot_flood_the_key_endpoint() -> None:
         assert cache.fetches == 1  # one fetch at start; made-up kids within the interval fetch nothing
 
     asyncio.run(scenario())
+
+
+def test_a_cached_token_dies_with_its_key_when_the_key_set_rotates_or_drops_it() -> None:
+    from otp_step_service.transport.auth import BearerTokens
+
+    signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk: dict[str, Any] = jwt.algorithms.RSAAlgorithm.to_jwk(signing.public_key(), as_dict=True)
+    published = {"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}
+    now = int(time.time())
+    claims = {"iss": "https://issuer.test", "aud": "svc", "sub": "worker", "exp": now + 300}
+    token = jwt.encode(claims, signing, algorithm="RS256", headers={"kid": "k1"})
+
+    async def scenario(next_set: dict[str, Any]) -> None:
+        keys = ScriptedCache([published, next_set], min_refresh_interval_seconds=0.0)
+        tokens = BearerTokens(
+            issuer="https://issuer.test", audience="svc", jwks_url="", algorithms=["RS256"], keys=keys
+        )
+        assert await tokens.subject(token) == "worker"
+        assert await tokens.subject(token) == "worker"  # from the cache: no fetch
+        assert keys.fetches == 1
+        await keys.refresh(force=True)  # the issuer's key set, as fetched next
+        with pytest.raises(TokenVerificationError):
+            await tokens.subject(token)
+
+    asyncio.run(scenario(_key_set("k1")))  # rotated: another key under the same kid
+    asyncio.run(scenario(_key_set("k2")))  # removed

@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--self-test", choices=("warn", "strict", "off"), help="(OTP_STEP_SELF_TEST)"
             )
+            # store_const with default None, not store_true: an absent flag must leave the environment's
+            # OTP_STEP_ALLOW_INSECURE in force (from_env drops None), not override it with False.
+            command.add_argument(
+                "--allow-insecure",
+                action="store_const",
+                const=True,
+                default=None,
+                help="serve plaintext beyond loopback on purpose, logged as a warning (OTP_STEP_ALLOW_INSECURE)",
+            )
     return parser
 
 

@@ -33,14 +33,21 @@ class SecuritySettings(Protocol):
     @property
     def token_jwks_url(self) -> str | None: ...
     @property
+    def token_access_client_ids(self) -> str: ...
+    @property
     def token_algorithms(self) -> str: ...
     @property
     def listens_on_loopback(self) -> bool: ...
 
 
+def comma_list(value: str) -> list[str]:
+    """A comma-separated setting as its non-empty items."""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def token_algorithms(value: str) -> list[str]:
     """The comma-separated algorithm list as names."""
-    return [name.strip() for name in value.split(",") if name.strip()]
+    return comma_list(value)
 
 
 def check_exposure(settings: SecuritySettings) -> None:
@@ -49,10 +56,13 @@ def check_exposure(settings: SecuritySettings) -> None:
         raise ValueError("OTP_STEP_TLS_CERT and OTP_STEP_TLS_KEY go together: set both, or neither")
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise ValueError("OTP_STEP_TLS_CLIENT_CA (mTLS) needs OTP_STEP_TLS_CERT and OTP_STEP_TLS_KEY")
-    token = (settings.token_issuer, settings.token_audience, settings.token_jwks_url)
+    # An audience, or Cognito access tokens' client ids, or both: access tokens carry no aud.
+    accepted = settings.token_audience or comma_list(settings.token_access_client_ids)
+    token = (settings.token_issuer, accepted, settings.token_jwks_url)
     if any(token) and not all(token):
         raise ValueError(
-            "bearer tokens need OTP_STEP_TOKEN_ISSUER, OTP_STEP_TOKEN_AUDIENCE and OTP_STEP_TOKEN_JWKS_URL together"
+            "bearer tokens need OTP_STEP_TOKEN_ISSUER, OTP_STEP_TOKEN_JWKS_URL and OTP_STEP_TOKEN_AUDIENCE "
+            "(and/or OTP_STEP_TOKEN_ACCESS_CLIENT_IDS for Cognito access tokens) together"
         )
     algorithms = token_algorithms(settings.token_algorithms)
     unknown = sorted(set(algorithms) - TOKEN_ALGORITHMS)
@@ -66,7 +76,7 @@ def check_exposure(settings: SecuritySettings) -> None:
     if settings.tls_cert is None and not settings.allow_insecure:
         raise ValueError(
             "OTP_STEP_LISTEN is beyond loopback: set OTP_STEP_TLS_CERT and OTP_STEP_TLS_KEY, "
-            "or OTP_STEP_ALLOW_INSECURE=true to serve plaintext on purpose"
+            "or OTP_STEP_ALLOW_INSECURE=true (--allow-insecure) to serve plaintext on purpose"
         )
     if settings.tls_client_ca is None and settings.token_issuer is None:
         raise ValueError(

@@ -20,6 +20,7 @@ from otp_step_service.metrics import Metrics
 from otp_step_service.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from otp_step_service.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.settings import ServiceSettings
+from otp_step_service.step_rate import StepRate
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.errors import ConfigurationError
@@ -121,11 +122,13 @@ class Service:
         clock: Clock = SYSTEM_CLOCK,
         connections: Mapping[str, Connection] | None = None,
         metrics: Metrics | None = None,
+        step_rate: StepRate | None = None,
     ) -> Service:
         """Validate the configuration and assemble the parts (configuration errors raise here, before
         serving). Pass `store`, `clock` or `connections` to replace the real ones (tests), `metrics` to
         record into a registry of your own (otherwise they are recorded only with OTP_STEP_METRICS_LISTEN or
-        OTEL_METRICS_EXPORTER=otlp, which exports that registry, whoever made it, by OTLP)."""
+        OTEL_METRICS_EXPORTER=otlp, which exports that registry, whoever made it, by OTLP), `step_rate` to
+        count callers' steps per second elsewhere than beside the store."""
         otlp = otlp_metrics_configured()
         if metrics is None and (settings.metrics_listen or otlp):
             metrics = Metrics()
@@ -151,7 +154,7 @@ class Service:
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
         )
-        security = PortSecurity.from_settings(settings, STEP_METHODS)
+        security = PortSecurity.from_settings(settings, STEP_METHODS, rate=step_rate, clock=clock)
         server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))

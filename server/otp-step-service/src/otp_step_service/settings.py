@@ -99,10 +99,20 @@ class ServiceSettings(BaseSettings):
     token_issuer: str | None = Field(None, description="bearer tokens: the issuer (iss) they must name")
     token_audience: str | None = Field(None, description="bearer tokens: the audience (aud) they must name")
     token_jwks_url: str | None = Field(None, description="bearer tokens: the issuer's JWKS address")
+    token_access_client_ids: str = Field(
+        "",
+        description="bearer tokens: also accept this issuer's Cognito access tokens (no aud; token_use "
+        "'access') whose client_id is one of these comma-separated app client ids; empty: off",
+    )
     token_algorithms: str = Field("RS256,ES256", description="bearer tokens: accepted signing algorithms")
+    token_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        300.0,
+        description="bearer tokens: how long a verified token is remembered at most (never past its exp); 0: off",
+    )
     steps_per_second_per_caller: Annotated[float, Field(ge=0, le=100_000)] = Field(
         0,
-        description="steps per second per caller (token bucket, per process) before RESOURCE_EXHAUSTED; 0: off",
+        description="steps per second per caller before RESOURCE_EXHAUSTED (shared in Redis with a Redis store, "
+        "else per process); 0: off",
     )
     metrics_listen: str = Field(
         "", description="Prometheus scrape endpoint (host:port, its own port); empty: no metrics are recorded"

@@ -56,6 +56,10 @@ class JwksCache:
             raise TokenVerificationError("signing key unavailable: no key with this kid")
         return found
 
+    def known(self, kid: str) -> jwt.PyJWK | None:
+        """The key with id `kid` as last fetched, without fetching (None: not in the current set)."""
+        return self._keys.get(kid)
+
     async def refresh(self, *, force: bool) -> None:
         """Fetch the set again, unless another task just did, or one tried within the refresh interval
         (`force`, at start-up, only skips the interval when nothing was ever fetched)."""

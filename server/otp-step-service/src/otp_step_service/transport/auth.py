@@ -4,8 +4,8 @@
 health checks, from
 
 1. a bearer token (`authorization: Bearer <JWT>`), when one is sent: verified against the configured issuer's
-   JWKS (signature, exp, nbf, aud, iss, an allowed asymmetric algorithm; never `none`); the caller is the
-   token's `sub`;
+   JWKS (signature, exp, nbf, aud, iss, an allowed asymmetric algorithm; never `none`; or, opted in, a
+   Cognito access token's client_id and token_use instead of aud); the caller is the token's `sub`;
 2. else the client certificate verified by the TLS handshake (mTLS): its SPIFFE-style URI SAN, else its first
    DNS SAN, else its subject CN.
 
@@ -17,17 +17,19 @@ Admission (its per-caller bound) and the servicer (`authorize`: connection and t
 Every refusal is counted by a bounded reason (`refusals`, read by the metrics at scrape time as
 `otp_rejected_calls_total{reason}`): NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED (UNAUTHENTICATED);
 UNKNOWN_CALLER, CONNECTION_NOT_PERMITTED, TENANT_MISMATCH (PERMISSION_DENIED); CALLER_RATE_LIMITED
-(RESOURCE_EXHAUSTED). Never why a token failed in detail, which the log line gives.
+(RESOURCE_EXHAUSTED); CHALLENGE_STORE_UNAVAILABLE (UNAVAILABLE). Never why a token failed in detail, which
+the log line gives.
 
-Steps per second per caller are a token bucket kept in this process: with several processes or instances
-each enforces the rate on its own (the shared-store bucket is still to do).
+Steps per second per caller are taken from a `StepRate` (step_rate.py): in this process with the in-memory
+store, in Redis with a Redis store so every instance draws on one allowance per caller. When that Redis
+fails, the step is refused with UNAVAILABLE (`CHALLENGE_STORE_UNAVAILABLE`, retryable): fail closed, as the
+store's own failures are, rather than let a caller past its rate while the shared count is out of reach.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
@@ -40,8 +42,11 @@ from google.rpc import code_pb2, error_details_pb2
 
 from otp_step_service.adapters.jwks import JwksCache
 from otp_step_service.callers import Caller, Callers
-from otp_step_service.steps.errors import TokenVerificationError
+from otp_step_service.step_rate import StepRate
+from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
+from otp_step_service.steps.errors import ChallengeStoreError, TokenVerificationError
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
+from otp_step_service.transport.token_cache import MAX_AGE_SECONDS, VerifiedTokens
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +57,11 @@ _CALLER: ContextVar[Caller | None] = ContextVar("otp_step_caller", default=None)
 # no reference to it) counts its denials where the other refusals are.
 _REFUSALS: ContextVar[Counter[str] | None] = ContextVar("otp_step_refusals", default=None)
 
+# Clock skew allowed on exp and nbf (the verified-token cache keeps entries no longer than this past exp).
+TOKEN_LEEWAY_SECONDS = 30
+
 # One message for every authentication failure: which check failed would help a forger more than a caller.
 UNAUTHENTICATED_MESSAGE = "authentication required"
-
-# Rate buckets kept before idle ones are forgotten.
-MAX_BUCKETS = 10_000
 
 
 def current_caller() -> Caller | None:
@@ -97,16 +102,39 @@ async def _deny(context: Context, reason: str, message: str) -> NoReturn:
 
 
 class BearerTokens:
-    """Verifies bearer tokens from one issuer; keys from its JWKS (cached, refetch on unknown kid bounded)."""
+    """Verifies bearer tokens from one issuer; keys from its JWKS (cached, refetch on unknown kid bounded).
+    Verified tokens are remembered (`VerifiedTokens`: until exp, at most `cache_seconds`, while their key is
+    still published), so a worker's token costs one RS256 verification, not one per call. `keys` replaces
+    the key fetcher (tests).
 
-    def __init__(self, *, issuer: str, audience: str, jwks_url: str, algorithms: list[str]) -> None:
+    Tokens carry `aud` = `audience`, or, opted in with `access_client_ids`, are Cognito access tokens: no
+    `aud`, but `token_use: access` and a `client_id` from that set (Cognito puts the app client there, not
+    in `aud`; aws-jwt-verify checks access tokens the same way)."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str | None,
+        jwks_url: str,
+        algorithms: list[str],
+        access_client_ids: frozenset[str] = frozenset(),
+        cache_seconds: float = MAX_AGE_SECONDS,
+        clock: Clock = SYSTEM_CLOCK,
+        keys: JwksCache | None = None,
+    ) -> None:
         self._issuer = issuer
         self._audience = audience
+        self._access_clients = access_client_ids
         self._algorithms = algorithms
-        self._keys = JwksCache(jwks_url)
+        self._keys = keys or JwksCache(jwks_url)
+        self._verified = VerifiedTokens(max_age_seconds=cache_seconds, clock=clock)
 
     async def subject(self, token: str) -> str:
         """The verified token's `sub`, or TokenVerificationError saying which check failed (not the token)."""
+        cached = self._verified.subject(token, self._keys.known)
+        if cached is not None:
+            return cached
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -118,18 +146,33 @@ class BearerTokens:
             raise TokenVerificationError("the token names no signing key (kid)")
         key = await self._keys.key(kid)
         try:
+            # Which rules apply is read from the unverified payload; the rules themselves are then checked
+            # on the verified one (a forged `token_use` fails the signature like any other claim).
+            access = bool(self._access_clients) and "aud" not in jwt.decode(
+                token, options={"verify_signature": False}
+            )
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
                 algorithms=self._algorithms,
-                audience=self._audience,
+                audience=None if access else self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iss", "aud", "sub"]},
-                leeway=30,
+                options={
+                    "require": ["exp", "iss", "sub", *(["client_id", "token_use"] if access else ["aud"])],
+                    "verify_aud": not access,
+                },
+                leeway=TOKEN_LEEWAY_SECONDS,
             )
         except jwt.InvalidTokenError as exc:
             raise TokenVerificationError(type(exc).__name__) from None
-        return str(claims["sub"])
+        if access and claims["token_use"] != "access":
+            raise TokenVerificationError("a token without aud that is no access token (token_use)")
+        if access and claims["client_id"] not in self._access_clients:
+            raise TokenVerificationError("an access token of an app client not accepted (client_id)")
+        subject = str(claims["sub"])
+        # decode() checked that exp is a number; past exp + leeway a fresh verification refuses the token.
+        self._verified.remember(token, subject, kid, key, float(claims["exp"]) + TOKEN_LEEWAY_SECONDS)
+        return subject
 
     async def aclose(self) -> None:
         """Close the key fetcher."""
@@ -145,33 +188,6 @@ def certificate_identity(context: Context) -> str | None:
     return None
 
 
-class TokenBucket:
-    """`rate` tokens a second, at most `rate` (one second's worth, at least 1) saved up."""
-
-    __slots__ = ("_capacity", "_level", "_rate", "_stamp")
-
-    def __init__(self, rate: float) -> None:
-        self._rate = rate
-        self._capacity = max(1.0, rate)
-        self._level = self._capacity
-        self._stamp = time.monotonic()
-
-    @property
-    def idle(self) -> bool:
-        """Whether the bucket would be full now (forgetting it changes nothing)."""
-        return self._level + (time.monotonic() - self._stamp) * self._rate >= self._capacity
-
-    def take(self) -> bool:
-        """One token if there is one."""
-        now = time.monotonic()
-        self._level = min(self._capacity, self._level + (now - self._stamp) * self._rate)
-        self._stamp = now
-        if self._level < 1.0:
-            return False
-        self._level -= 1.0
-        return True
-
-
 class Authentication(grpc.aio.ServerInterceptor):
     """Names the caller of each call (see the module docstring) and applies its steps-per-second rate."""
 
@@ -184,14 +200,15 @@ class Authentication(grpc.aio.ServerInterceptor):
         open_methods: frozenset[str],
         step_methods: frozenset[str],
         steps_per_second: float,
+        rate: StepRate,
     ) -> None:
         self._callers = callers
         self._tokens = tokens
         self._certificates = certificates
         self._open = open_methods
         self._steps = step_methods
-        self._rate = steps_per_second
-        self._buckets: dict[str, TokenBucket] = {}
+        self._steps_per_second = steps_per_second
+        self._rate = rate
         self.refusals: Counter[str] = Counter()
         """Calls refused, by reason (see the module docstring): plain counts, read at scrape time."""
 
@@ -249,30 +266,37 @@ class Authentication(grpc.aio.ServerInterceptor):
         _REFUSALS.set(self.refusals)
         caller = await self._authenticate(context, metadata) if self.authenticates else None
         if is_step:
-            rate = caller.steps_per_second if caller is not None and caller.steps_per_second else self._rate
+            rate = caller.steps_per_second if caller is not None and caller.steps_per_second else None
+            rate = rate or self._steps_per_second
             if rate > 0:
-                key = caller.name if caller is not None else context.peer()
-                bucket = self._buckets.get(key)
-                if bucket is None:
-                    if len(self._buckets) >= MAX_BUCKETS:
-                        self._forget_idle_buckets()
-                    bucket = self._buckets[key] = TokenBucket(rate)
-                if not bucket.take():
-                    self.refusals["CALLER_RATE_LIMITED"] += 1
-                    await abort(
-                        context,
-                        code_pb2.RESOURCE_EXHAUSTED,
-                        f"this caller is above its {rate:g} steps per second: back off and retry",
-                        error_details_pb2.ErrorInfo(reason="CALLER_RATE_LIMITED", domain=ERROR_DOMAIN),
-                        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(1e9 / rate))),
-                    )
+                await self._take_step(context, caller.name if caller is not None else context.peer(), rate)
         return caller
 
-    def _forget_idle_buckets(self) -> None:
-        # Without authentication the key is the peer address, new with every client connection: full
-        # buckets are dropped so the table stays bounded by the callers that are actually busy.
-        for key in [key for key, bucket in self._buckets.items() if bucket.idle]:
-            del self._buckets[key]
+    async def _take_step(self, context: Context, key: str, rate: float) -> None:
+        try:
+            decision = await self._rate.take(key, rate)
+        except ChallengeStoreError as exc:
+            self.refusals["CHALLENGE_STORE_UNAVAILABLE"] += 1
+            log.warning("step rate unavailable (the shared store failed: %s); step refused", exc)
+            await abort(
+                context,
+                code_pb2.UNAVAILABLE,
+                "the shared store that counts this caller's steps could not be reached: retry",
+                error_details_pb2.ErrorInfo(reason="CHALLENGE_STORE_UNAVAILABLE", domain=ERROR_DOMAIN),
+                error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=200_000_000)),
+            )
+        if not decision.allowed:
+            self.refusals["CALLER_RATE_LIMITED"] += 1
+            wait = max(decision.retry_after_seconds, 0.001)
+            await abort(
+                context,
+                code_pb2.RESOURCE_EXHAUSTED,
+                f"this caller is above its {rate:g} steps per second: back off and retry",
+                error_details_pb2.ErrorInfo(reason="CALLER_RATE_LIMITED", domain=ERROR_DOMAIN),
+                error_details_pb2.RetryInfo(
+                    retry_delay=duration_pb2.Duration(seconds=int(wait), nanos=int(wait % 1 * 1e9))
+                ),
+            )
 
     async def _authenticate(self, context: Context, metadata: Any) -> Caller:
         token = _bearer(metadata)
@@ -304,9 +328,10 @@ class Authentication(grpc.aio.ServerInterceptor):
         await abort(context, code_pb2.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
     async def aclose(self) -> None:
-        """Close the token key fetcher."""
+        """Close the token key fetcher and the step rate's connections."""
         if self._tokens is not None:
             await self._tokens.aclose()
+        await self._rate.aclose()
 
 
 def _bearer(metadata: Any) -> str | None:

@@ -9,8 +9,10 @@ import grpc
 from grpc_health.v1 import health
 
 from otp_step_service.callers import Callers, load_callers
-from otp_step_service.exposure import token_algorithms
+from otp_step_service.exposure import comma_list, token_algorithms
 from otp_step_service.settings import ServiceSettings
+from otp_step_service.step_rate import InProcessStepRate, StepRate
+from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.transport.auth import Authentication, BearerTokens
 from otp_step_service.transport.tls import ReloadingCertificates, TlsFiles, server_credentials
@@ -30,24 +32,37 @@ class PortSecurity:
     certificates: ReloadingCertificates | None = None
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings, step_methods: frozenset[str]) -> PortSecurity:
-        """Read the callers when authentication is on; warn loudly about plaintext beyond loopback."""
+    def from_settings(
+        cls,
+        settings: ServiceSettings,
+        step_methods: frozenset[str],
+        *,
+        rate: StepRate | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> PortSecurity:
+        """Read the callers when authentication is on; warn loudly about plaintext beyond loopback. The step
+        rate is `rate`, else the one beside the challenge store (`step_rate`)."""
         tls = None
         if settings.tls_cert is not None and settings.tls_key is not None:
             tls = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         elif not settings.listens_on_loopback:
             log.warning(
-                "SERVING PLAINTEXT BEYOND LOOPBACK on %s (OTP_STEP_ALLOW_INSECURE): anyone on the path can read "
+                "SERVING PLAINTEXT BEYOND LOOPBACK on %s (--allow-insecure / OTP_STEP_ALLOW_INSECURE): anyone on "
+                "the path can read "
                 "codes, claims and credentials; set OTP_STEP_TLS_CERT and OTP_STEP_TLS_KEY",
                 settings.listen,
             )
         tokens = None
-        if settings.token_issuer and settings.token_audience and settings.token_jwks_url:
+        access_clients = frozenset(comma_list(settings.token_access_client_ids))
+        if settings.token_issuer and settings.token_jwks_url and (settings.token_audience or access_clients):
             tokens = BearerTokens(
                 issuer=settings.token_issuer,
                 audience=settings.token_audience,
                 jwks_url=settings.token_jwks_url,
                 algorithms=token_algorithms(settings.token_algorithms),
+                access_client_ids=access_clients,
+                cache_seconds=settings.token_cache_seconds,
+                clock=clock,
             )
         certificates = settings.tls_client_ca is not None
         if not (tokens or certificates or settings.steps_per_second_per_caller):
@@ -67,6 +82,7 @@ class PortSecurity:
             open_methods=OPEN_METHODS,
             step_methods=step_methods,
             steps_per_second=settings.steps_per_second_per_caller,
+            rate=rate or step_rate(settings.challenge_store, clock),
         )
         return cls(tls, authentication)
 
@@ -81,3 +97,13 @@ class PortSecurity:
                 f"OTP_STEP_TLS_CERT / OTP_STEP_TLS_KEY / OTP_STEP_TLS_CLIENT_CA: cannot load ({exc})"
             ) from None
         return server.add_secure_port(listen, credentials)
+
+
+def step_rate(store_url: str, clock: Clock = SYSTEM_CLOCK) -> StepRate:
+    """Where per-caller steps per second are counted: in this process beside the in-memory store, in the same
+    Redis as a Redis store (shared by every instance and process that uses it)."""
+    if store_url == "memory":
+        return InProcessStepRate(clock)
+    from otp_step_service.adapters.redis_rate import RedisStepRate
+
+    return RedisStepRate.from_url(store_url, clock=clock)

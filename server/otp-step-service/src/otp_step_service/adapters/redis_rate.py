@@ -1,0 +1,88 @@
+"""Steps per second per caller shared by every instance: GCRA (step_rate.Gcra) in one Lua script on Redis.
+
+With several instances (or OTP_STEP_PROCESSES > 1) a caller's steps land on all of them, so a bucket per
+process would let it run the rate once per process. Here the caller's theoretical arrival time lives in Redis
+under `<prefix>rate:<32 hex of sha256(caller)>`: the key's length does not depend on the caller's name or peer
+address, and it expires when the TAT passes (an idle caller's key is gone, and a missing key means a full
+burst). The script decides and writes in one atomic step, so two instances can never both spend the last
+step of a burst.
+
+Time is each instance's wall clock (the same clock the challenge store's expiries use), passed in by the
+caller; a TAT already ahead of a lagging instance's clock simply counts as ahead, so clock skew between
+instances shifts the rate by at most the skew, never lets a caller past its burst.
+
+On a Redis failure the step is refused (ChallengeStoreError, answered UNAVAILABLE by Authentication): the
+same fail-closed policy as the challenge store, whose steps cannot run without that Redis anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from otp_step_service.step_rate import Gcra, RateDecision
+from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
+from otp_step_service.steps.errors import ChallengeStoreError
+
+# KEYS: the caller's TAT. ARGV: now (s), emission interval (s), tolerance (s), epsilon.
+# Mirrors Gcra.take; '%.17g' keeps the TAT exact (tostring would round epoch seconds to 0.1 ms).
+_TAKE = """
+local now = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local ahead = tat - now
+if ahead > tonumber(ARGV[3]) + tonumber(ARGV[4]) then
+  return {0, string.format('%.17g', ahead - tonumber(ARGV[3]))}
+end
+local next_tat = tat + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], string.format('%.17g', next_tat), 'PX', math.ceil((next_tat - now) * 1000))
+return {1, '0'}
+"""
+
+_EPSILON = 1e-9
+
+
+class RedisStepRate:
+    """StepRate on Redis, shared by every instance using the same Redis and prefix."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "otp-steps:", clock: Clock = SYSTEM_CLOCK) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._clock = clock
+        self._take = client.register_script(_TAKE)
+
+    @classmethod
+    def from_url(cls, url: str, *, max_connections: int = 64, clock: Clock = SYSTEM_CLOCK) -> RedisStepRate:
+        """A limiter for `redis://host:port/db` (or rediss://, unix://); short timeouts, as the store's."""
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=30,
+            max_connections=max_connections,
+        )
+        return cls(client, clock=clock)
+
+    def key(self, caller: str) -> str:
+        """The Redis key of `caller`'s TAT (bounded length whatever the caller's name)."""
+        return f"{self._prefix}rate:{hashlib.sha256(caller.encode()).hexdigest()[:32]}"
+
+    async def take(self, caller: str, rate: float) -> RateDecision:
+        """One atomic GCRA step on the shared TAT; ChallengeStoreError when Redis fails."""
+        limit = Gcra.per_second(rate)
+        try:
+            allowed, wait = await self._take(
+                keys=[self.key(caller)],
+                args=[repr(self._clock.now()), repr(limit.interval), repr(limit.tolerance), repr(_EPSILON)],
+            )
+        except (RedisError, OSError) as exc:
+            raise ChallengeStoreError(type(exc).__name__) from exc
+        if int(allowed) == 1:
+            return RateDecision(True)
+        return RateDecision(False, float(wait.decode() if isinstance(wait, bytes) else wait))
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
