@@ -31,6 +31,7 @@ from otp_step_client import Credentials, Journey, Step, StepExecutorClient, Step
 from otp_step_service.local_ca import Issued, LocalCa
 from otp_step_service.settings import ServiceSettings, SettingsError
 from prometheus_client.parser import text_string_to_metric_families
+from stepexecutor.v1 import step_executor_pb2 as pb
 
 ISSUER = "https://issuer.example.test"
 AUDIENCE = "otp-step-service"
@@ -60,6 +61,11 @@ connections = ["demo"]
 token_subjects = ["slow-worker"]
 connections = ["demo"]
 steps_per_second = 0.1
+
+[callers.budgeted]
+token_subjects = ["budgeted-worker"]
+connections = ["demo"]
+send_budget_per_minute = 2
 """
 
 
@@ -860,3 +866,17 @@ def test_ghz_drives_the_service_over_mtls_and_with_a_bearer_token(
             check=False,
         )
         assert json.loads(result.stdout)["statusCodeDistribution"] == {"OK": 50}, (name, result.stderr)
+
+
+def test_a_callers_send_budget_holds_only_that_caller_back(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks
+) -> None:
+    # "budgeted": 2 codes per minute over all its connections, whoever they go to; "orchestrator" has none.
+    with _client(tokens_only, pki.credentials(token=jwks.token("budgeted-worker"))) as budgeted:
+        answers = [_generate(budgeted) for _ in range(3)]
+    with _client(tokens_only, pki.credentials(token=jwks.token("orchestrator-worker"))) as other:
+        unaffected = _generate(other)
+    assert [a.WhichOneof("outcome") for a in answers[:2]] == ["success", "success"]
+    assert answers[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
+    assert 0 < answers[2].failure.retry_after_seconds <= 60
+    assert unaffected.WhichOneof("outcome") == "success"

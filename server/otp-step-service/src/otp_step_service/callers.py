@@ -36,6 +36,11 @@ class CallerConfig(BaseModel):
     steps_per_second: Annotated[float | None, Field(gt=0, le=100_000)] = Field(
         None, description="this caller's steps per second (overrides OTP_STEP_STEPS_PER_SECOND_PER_CALLER)"
     )
+    # Codes this caller may have sent per minute / hour / day, over all its connections: one orchestrator
+    # (or its stolen credential) cannot spend the whole account's budget. Unset: no cap per caller.
+    send_budget_per_minute: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    send_budget_per_hour: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    send_budget_per_day: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
 
     @model_validator(mode="after")
     def _identified(self) -> CallerConfig:
@@ -61,6 +66,7 @@ class Caller:
     connections: frozenset[str]
     tenant: str | None
     steps_per_second: float | None
+    send_budgets: tuple[tuple[int, int], ...] = ()  # (codes, window seconds), over all its connections
 
     def may_use(self, connection: str) -> bool:
         """Whether this caller may run steps on `connection`."""
@@ -80,7 +86,21 @@ class Callers:
         by_certificate: dict[str, Caller] = {}
         by_subject: dict[str, Caller] = {}
         for name, config in configs.items():
-            caller = Caller(name, frozenset(config.connections), config.tenant, config.steps_per_second)
+            caller = Caller(
+                name,
+                frozenset(config.connections),
+                config.tenant,
+                config.steps_per_second,
+                tuple(
+                    (limit, window)
+                    for limit, window in (
+                        (config.send_budget_per_minute, 60),
+                        (config.send_budget_per_hour, 3600),
+                        (config.send_budget_per_day, 86400),
+                    )
+                    if limit is not None
+                ),
+            )
             for index, identities in (
                 (by_certificate, config.certificate_identities),
                 (by_subject, config.token_subjects),

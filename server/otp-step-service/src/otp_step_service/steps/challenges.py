@@ -168,6 +168,11 @@ def tenant_budget_subject(connection: str, tenant_id: str, window_seconds: int) 
     return f"budget:tenant:{digest}:{window_seconds}"
 
 
+def caller_budget_subject(caller: str, window_seconds: int) -> str:
+    """The counter of codes sent for one authenticated caller per window, over all its connections."""
+    return f"budget:caller:{hashlib.sha256(caller.encode()).hexdigest()[:32]}:{window_seconds}"
+
+
 def ip_subject(connection: str, ip_address: str) -> str:
     """The counter of codes sent for one end-user IP address (when the journey supplies it)."""
     return "ip:" + hashlib.sha256(f"{connection}\x00{ip_address}".encode()).hexdigest()

@@ -22,6 +22,7 @@ from .challenges import (
     SendVerdict,
     alias_subject,
     budget_subject,
+    caller_budget_subject,
     ip_subject,
     lockout_subject,
     prefix_subject,
@@ -34,7 +35,7 @@ from .cognito_failures import failure_for
 from .deadline import Deadline
 from .errors import ChallengeStoreError
 from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier, sms_refusal
-from .journey import GenerateRequest, JourneyContext
+from .journey import GenerateRequest
 from .model import AuthChallenge, CognitoError, CognitoRequests, ConnectionPolicy
 from .outcomes import Channel, CodeSent, FailureCode, StepFailure, StepOutcome
 from .ports import ChallengeStore, Connection
@@ -117,7 +118,7 @@ class GenerateOtpStep:
             lockout_subject=lockout_subject(policy.name, identifier.value),
             lockout_threshold=policy.lockout_threshold,
             reservation_seconds=RESERVATION_SECONDS,
-            budgets=_budgets(policy, identifier, channel, request.journey),
+            budgets=_budgets(policy, identifier, channel, request),
             alias_subject=alias_subject(policy.name, identifier.value),
             alias_seconds=max(policy.send_window_seconds, policy.lockout_window_seconds),
         )
@@ -149,16 +150,16 @@ class GenerateOtpStep:
             case SendVerdict.BUDGET_TRIPPED:
                 wait = math.ceil(reservation.wait_seconds)
                 log.warning(
-                    "send budget of connection %s (or of its tenant, this number range or this address) "
-                    "spent: no code is sent for %d s",
+                    "send budget of connection %s (or of its tenant, the caller, this number range or this "
+                    "address) spent: no code is sent for %d s",
                     policy.name,
                     wait,
                 )
                 return failed(
                     StepFailure(
                         FailureCode.SEND_BUDGET_EXHAUSTED,
-                        "the send budget of the connection, its tenant, this number range or this address is "
-                        "spent; try again later",
+                        "the send budget of the connection, its tenant, the caller, this number range or this "
+                        "address is spent; try again later",
                         retry_after_seconds=wait,
                     )
                 )
@@ -279,11 +280,12 @@ def _shown_destination(masked: str, identifier: UserIdentifier, channel: Channel
 
 
 def _budgets(
-    policy: ConnectionPolicy, identifier: UserIdentifier, channel: Channel, journey: JourneyContext
+    policy: ConnectionPolicy, identifier: UserIdentifier, channel: Channel, request: GenerateRequest
 ) -> tuple[SendBudget, ...]:
     """The counters beyond the identifier's own a send is checked against: the connection's budgets, its
-    tenant's when the journey names one, for an SMS to a number its prefix's, and the end user's IP address's
-    when the journey supplies one (the transport has validated it as an address)."""
+    tenant's when the journey names one, the calling orchestrator's, for an SMS to a number its prefix's,
+    and the end user's IP address's when the journey supplies one (the transport has validated it)."""
+    journey = request.journey
     ip_address = journey.end_user.ip_address
     budgets = [
         SendBudget(budget_subject(policy.name, window), limit, window)
@@ -293,6 +295,11 @@ def _budgets(
         budgets.extend(
             SendBudget(tenant_budget_subject(policy.name, journey.tenant_id, window), limit, window)
             for limit, window in policy.tenant_send_budgets
+        )
+    if request.caller is not None:
+        budgets.extend(
+            SendBudget(caller_budget_subject(request.caller.name, window), limit, window)
+            for limit, window in request.caller.send_budgets
         )
     if channel is Channel.SMS and identifier.kind is IdentifierKind.PHONE and policy.sms_prefix_limit:
         prefix = identifier.value[: policy.sms_prefix_digits + 1]  # "+" and the digits

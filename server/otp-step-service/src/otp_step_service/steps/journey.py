@@ -57,11 +57,20 @@ class StepConfiguration:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerQuota:
+    """What the authenticated caller (the orchestrator that sent the step) may spend on codes."""
+
+    name: str
+    send_budgets: tuple[tuple[int, int], ...]  # (codes, window seconds), over all the caller's connections
+
+
+@dataclass(frozen=True, slots=True)
 class GenerateRequest:
     """Run "Cognito OTP Generate"."""
 
     journey: JourneyContext
     step: StepConfiguration
+    caller: CallerQuota | None = None  # set by the transport when the caller has send budgets
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -14,9 +15,10 @@ from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 from otp_step_service.execution import Executed, StepRunner
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.errors import UnknownConnectionError
+from otp_step_service.steps.journey import CallerQuota
 from otp_step_service.steps.outcomes import CodeSent, CodeVerified, S
 from otp_step_service.transport import messages
-from otp_step_service.transport.auth import authorize
+from otp_step_service.transport.auth import authorize, current_caller
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
 
         async def run() -> Executed[CodeSent]:
             parsed = messages.generate_request(request)  # malformed beats late: INVALID_ARGUMENT first
+            caller = current_caller()
+            if caller is not None and caller.send_budgets:
+                parsed = replace(parsed, caller=CallerQuota(caller.name, caller.send_budgets))
             return await self._runner.generate(parsed, await _deadline(context))
 
         return await self._execute(context, run, messages.generate_response)
