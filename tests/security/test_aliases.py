@@ -8,6 +8,7 @@ counts per user (the username Cognito's challenge names), in both stores.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 from harness import Emulator, Journeys, fresh_journeys, wrong_code
+from otp_step_client import Step, StepExecutorError
+from otp_step_service.steps.challenges import MAX_UNRESOLVED_SENDS
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 EMAIL, PHONE = "ada@example.com", "+15555550100"  # one user: ada
@@ -131,3 +134,49 @@ def test_a_right_code_is_not_counted_against_the_user(
                 codes.append(answer.failure.code)
     invalid, locked = pb.FAILURE_CODE_INVALID_CODE, pb.FAILURE_CODE_IDENTIFIER_LOCKED
     assert codes == [invalid, invalid, invalid, locked]
+
+
+def _settled_count(emulator: Emulator, destination: str, quiet_seconds: float = 0.8) -> int:
+    """The outbox's size once no message has arrived for `quiet_seconds` (delayed sends land late)."""
+    deadline = time.monotonic() + 10
+    count, since = len(emulator.outbox(destination)), time.monotonic()
+    while time.monotonic() - since < quiet_seconds and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = len(emulator.outbox(destination))
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
+def test_answers_lost_on_purpose_through_a_fresh_alias_open_no_second_budget(
+    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+) -> None:
+    # The user's budget (10) is spent by email. Then the phone alias, new to the store, with InitiateAuth
+    # slowed to 400 ms and 0.3 s deadlines: Cognito sends each code, but no answer ever names the user, so
+    # none can be counted for her. After MAX_UNRESOLVED_SENDS such codes the alias waits for its window.
+    with _service(connections_file, emulator, store_settings) as journeys:
+        for _ in range(10):
+            sent, _ = journeys.generate(EMAIL, connection="budget")
+            assert sent.WhichOneof("outcome") == "success"
+        before = len(emulator.outbox(PHONE))
+        emulator.inject(operation="InitiateAuth", latency_ms=400, count=6)
+        answers = []
+        try:
+            for _ in range(6):
+                try:
+                    sent = journeys.client.generate_otp(
+                        journeys.journey(), Step("budget", PHONE, channel="SMS"), timeout=0.3
+                    )
+                    answers.append(
+                        pb.FailureCode.Name(sent.failure.code) if sent.HasField("failure") else "SENT"
+                    )
+                except StepExecutorError as exc:
+                    answers.append(exc.code.name)
+        finally:
+            emulator.clear_faults()
+        lost = _settled_count(emulator, PHONE) - before
+        later, _ = journeys.generate(PHONE, channel="SMS", connection="budget")
+    assert lost == MAX_UNRESOLVED_SENDS, answers
+    assert answers[MAX_UNRESOLVED_SENDS:] == ["FAILURE_CODE_RESEND_TOO_SOON"] * (6 - MAX_UNRESOLVED_SENDS)
+    assert later.failure.code == pb.FAILURE_CODE_RESEND_TOO_SOON  # no fault now, still held: nothing sent
+    assert len(emulator.outbox(PHONE)) - before == lost

@@ -18,6 +18,8 @@ from otp_step_service.adapters.redis_store import RedisChallengeStore
 from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.challenges import (
     EXPIRED_GRACE_SECONDS,
+    USER_FAILURES,
+    USER_SENDS,
     AttemptRequest,
     AttemptVerdict,
     Challenge,
@@ -295,6 +297,107 @@ def test_a_locked_identifier_gets_no_code(make_store: StoreFactory) -> None:
         for _ in range(3):
             await store.begin_attempt(_attempt())
         assert (await store.begin_send(_send("late", time.time() + 1))).verdict is SendVerdict.LOCKED
+
+    run(make_store, scenario)
+
+
+# --- Counters per Cognito user (aliases) -----------------------------------------------------------------
+
+ALIAS = "alias:ada-email"
+
+
+def _aliased(nonce: str, run: str, now: float | None = None, **changes: Any) -> SendRequest:
+    """A send through ALIAS (the identifier's entry in the map of which user it reached), in journey `run`."""
+    request = _send(nonce, now, execution=nonce)
+    return replace(
+        request,
+        key=ChallengeKey("demo", run, "ada@example.com"),
+        alias_subject=ALIAS,
+        alias_seconds=60,
+        **changes,
+    )
+
+
+async def _sent_to(store: ChallengeStore, request: SendRequest, user: str) -> None:
+    assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+    challenge = replace(request.placeholder, pending=False, session="s", user=user)
+    await store.finish_send(request, SendResult.SENT, challenge)
+
+
+def test_a_users_sends_are_counted_once_its_alias_is_known_and_given_back_when_not_sent(
+    make_store: StoreFactory,
+) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _sent_to(store, _aliased("a", "run-a"), "U")  # unknown at begin: counted for U afterwards
+        assert await store.events(USER_SENDS + "U") == 1
+        second = _aliased("b", "run-b")
+        assert (await store.begin_send(second)).verdict is SendVerdict.RESERVED  # known: counted up front
+        assert await store.events(USER_SENDS + "U") == 2
+        await store.finish_send(second, SendResult.NOT_SENT, None)
+        assert await store.events(USER_SENDS + "U") == 1
+        assert await store.events(SENDS) == 1
+
+    run(make_store, scenario)
+
+
+def test_a_fresh_alias_sends_one_code_at_a_time(make_store: StoreFactory) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        first = _aliased("a", "run-a")
+        assert (await store.begin_send(first)).verdict is SendVerdict.RESERVED
+        meanwhile = await store.begin_send(_aliased("b", "run-b"))
+        assert meanwhile.verdict is SendVerdict.TOO_SOON and meanwhile.wait_seconds == 1
+        await store.finish_send(first, SendResult.SENT, replace(first.placeholder, pending=False, user="U"))
+        assert (await store.begin_send(_aliased("c", "run-c"))).verdict is SendVerdict.RESERVED
+
+    run(make_store, scenario)
+
+
+def test_codes_lost_through_a_fresh_alias_are_bounded_then_counted_for_its_user(
+    make_store: StoreFactory,
+) -> None:
+    async def lose(store: ChallengeStore, request: SendRequest) -> None:
+        """A send Cognito may have made, whose answer never named the user (a timeout, a cancelled call)."""
+        assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+        unusable = replace(request.placeholder, pending=False, unusable=True)
+        await store.finish_send(request, SendResult.MAYBE_SENT, unusable)
+
+    async def scenario(store: ChallengeStore) -> None:
+        for nonce in ("a", "b"):
+            await lose(store, _aliased(nonce, f"run-{nonce}"))
+        held = await store.begin_send(_aliased("c", "run-c"))
+        assert held.verdict is SendVerdict.TOO_SOON and held.wait_seconds > 1  # until the window ends
+        # Another fresh alias loses one answer, then the next one names the user: both codes count for them.
+        phone = "alias:ada-phone"
+        await lose(store, replace(_aliased("d", "run-d"), alias_subject=phone))
+        await _sent_to(store, replace(_aliased("e", "run-e"), alias_subject=phone), "U")
+        assert await store.events(USER_SENDS + "U") == 2
+
+    run(make_store, scenario)
+
+
+def test_a_users_wrong_codes_are_counted_and_given_back_with_the_identifiers(
+    make_store: StoreFactory,
+) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        await _saved(store, _challenge(user="U"))
+        subjects = (FAILURES, USER_FAILURES + "U")
+        assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
+        assert await store.events(USER_FAILURES + "U") == 1
+        await store.finish_attempt(KEY, "n1", Judgement.UNJUDGED, subjects)
+        assert await store.events(USER_FAILURES + "U") == await store.events(FAILURES) == 0
+        for _ in range(2):
+            assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
+        # Another identifier's challenge for the same user: the user is locked, though that identifier is not.
+        other = replace(
+            _attempt(threshold=2),
+            key=ChallengeKey("demo", "run-2", "+15555550100"),
+            lockout_subject="failures:phone",
+        )
+        request = replace(_send("p"), key=other.key)
+        assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+        await store.finish_send(request, SendResult.SENT, _challenge(nonce="p", user="U"))
+        assert (await store.begin_attempt(other)).verdict is AttemptVerdict.LOCKED
+        assert await store.events("failures:phone") == 0  # a locked user touches nothing
 
     run(make_store, scenario)
 

@@ -32,6 +32,9 @@ from otp_step_service.steps.challenges import (
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.outcomes import Channel
 
+# Beside an identifier's alias entry: codes that may have gone out while its user was unknown.
+_UNRESOLVED = ":unresolved"
+
 _Packed = tuple[str, str, str, str, float, int, int, str, float, str, bool, bool, bool, str]
 
 
@@ -123,7 +126,10 @@ class InMemoryChallengeStore:
         elif request.alias_subject:
             _, until = self._resolving.get(request.alias_subject, ("", 0.0))
             if until > now:  # this identifier's first code is on its way: its user is not known yet
-                return SendReservation(SendVerdict.TOO_SOON, wait_seconds=max(until - now, 1.0))
+                return SendReservation(SendVerdict.TOO_SOON, wait_seconds=1.0)
+            lost, ends = self._counters.get(request.alias_subject + _UNRESOLVED, (0, 0.0))
+            if ends > now and lost >= request.max_unresolved_sends:
+                return SendReservation(SendVerdict.TOO_SOON, wait_seconds=ends - now)
         for budget in request.budgets:
             spent, ends = self._counters.get(budget.subject, (0, 0.0))
             if ends > now and spent >= budget.limit:
@@ -164,10 +170,17 @@ class InMemoryChallengeStore:
         if not alias:
             return
         user = challenge.user if challenge is not None else ""
+        unresolved = alias + _UNRESOLVED
         if user:
             if user != counted_user:  # the identifier's user was unknown at begin_send (or has changed)
                 self._increment(USER_SENDS + user, request.send_window_seconds, now)
+            # Codes that went out through this identifier while its user was unknown were this user's too.
+            for _ in range(self._count(unresolved, now)):
+                self._increment(USER_SENDS + user, request.send_window_seconds, now)
+            self._counters.pop(unresolved, None)
             self._hold(self._aliases, alias, user, now + request.alias_seconds)
+        elif not counted_user and result is SendResult.MAYBE_SENT:
+            self._increment(unresolved, request.send_window_seconds, now)  # to a user nobody can name yet
         self._release(alias, nonce)
 
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:

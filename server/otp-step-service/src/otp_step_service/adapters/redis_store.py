@@ -41,6 +41,8 @@ P = ParamSpec("P")
 
 # Beside an identifier's alias entry: the one send in flight while the identifier's user is unknown.
 _HOLD = ":hold"
+# Beside it: codes that may have gone out while the user was unknown (MAX_UNRESOLVED_SENDS).
+_UNRESOLVED = ":unresolved"
 R = TypeVar("R")
 
 # Shared by the scripts: a counter's value (0 when absent), and giving one event back.
@@ -54,9 +56,10 @@ local function add(key, window)
 end
 """
 
-# KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, budgets...
+# KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, alias unresolved sends, budgets...
 # ARGV: placeholder json, now, execution id, cooldown s, placeholder TTL ms, send limit, send window s,
-#       lockout threshold, reservation s, user sends prefix, user failures prefix, budgets' (limit, window)...
+#       lockout threshold, reservation s, user sends prefix, user failures prefix, max unresolved sends,
+#       budgets' (limit, window)...
 # The alias entry names the identifier's Cognito user (a digest); that user's counters are built from it, so
 # they are keys the script did not declare (fine on one Redis; see the module docstring).
 _BEGIN_SEND = (
@@ -83,18 +86,21 @@ end
 if user and count(ARGV[10] .. user) >= tonumber(ARGV[6]) then
   return {'over_budget', tostring(math.max(redis.call('TTL', ARGV[10] .. user), 1))}
 end
-if not user and KEYS[4] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then
+if not user and KEYS[4] ~= '' then
   -- This identifier's first code is on its way and its user is not known yet.
-  return {'too_soon', tostring(math.max(redis.call('PTTL', KEYS[5]) / 1000, 1))}
+  if redis.call('EXISTS', KEYS[5]) == 1 then return {'too_soon', '1'} end
+  if count(KEYS[6]) >= tonumber(ARGV[12]) then
+    return {'too_soon', tostring(math.max(redis.call('TTL', KEYS[6]), 1))}
+  end
 end
-for i = 6, #KEYS do
-  local limit = tonumber(ARGV[12 + (i - 6) * 2])
+for i = 7, #KEYS do
+  local limit = tonumber(ARGV[13 + (i - 7) * 2])
   if count(KEYS[i]) >= limit then
     return {'budget_tripped', tostring(math.max(redis.call('TTL', KEYS[i]), 1))}
   end
 end
 add(KEYS[2], ARGV[7])
-for i = 6, #KEYS do add(KEYS[i], ARGV[13 + (i - 6) * 2]) end
+for i = 7, #KEYS do add(KEYS[i], ARGV[14 + (i - 7) * 2]) end
 local placeholder = cjson.decode(ARGV[1])
 if user then
   add(ARGV[10] .. user, ARGV[7])
@@ -107,7 +113,7 @@ return {'reserved', false}
 """
 )
 
-# KEYS: challenge, alias entry, alias hold, counted counters...
+# KEYS: challenge, alias entry, alias hold, alias unresolved sends, counted counters...
 # ARGV: nonce, result, challenge json (or ''), TTL ms, the challenge's user (or ''), send window s,
 #       alias TTL s, user sends prefix.
 _FINISH_SEND = (
@@ -120,16 +126,26 @@ local counted_user = (mine and current.user) or ''
 local holding = KEYS[2] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1]
 if ARGV[2] == 'not_sent' then
   if mine then redis.call('DEL', KEYS[1]) end
-  for i = 4, #KEYS do give_back(KEYS[i]) end
-  if counted_user ~= '' then give_back(ARGV[9] .. counted_user) end
+  for i = 5, #KEYS do give_back(KEYS[i]) end
+  if counted_user ~= '' then give_back(ARGV[8] .. counted_user) end
   if holding then redis.call('DEL', KEYS[3]) end
   return 1
 end
 if mine and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 local user = ARGV[5]
 if KEYS[2] ~= '' and user ~= '' then
-  if user ~= counted_user then add(ARGV[8] .. user, ARGV[6]) end
+  local sends = ARGV[8] .. user
+  if user ~= counted_user then add(sends, ARGV[6]) end
+  -- Codes that went out through this identifier while its user was unknown were this user's too.
+  local lost = count(KEYS[4])
+  if lost > 0 then
+    redis.call('INCRBY', sends, lost)
+    if redis.call('PTTL', sends) < 0 then redis.call('EXPIRE', sends, ARGV[6]) end
+    redis.call('DEL', KEYS[4])
+  end
   redis.call('SET', KEYS[2], user, 'EX', ARGV[7])
+elseif KEYS[2] ~= '' and counted_user == '' and ARGV[2] == 'maybe_sent' then
+  add(KEYS[4], ARGV[6])  -- a code may have reached a user nobody can name yet
 end
 if holding then redis.call('DEL', KEYS[3]) end
 return 1
@@ -295,6 +311,7 @@ class RedisChallengeStore:
                 self._prefix + request.lockout_subject,
                 alias,
                 alias + _HOLD if alias else "",
+                alias + _UNRESOLVED if alias else "",
                 *(self._prefix + budget.subject for budget in request.budgets),
             ],
             args=[
@@ -309,6 +326,7 @@ class RedisChallengeStore:
                 request.reservation_seconds,
                 self._prefix + USER_SENDS,
                 self._prefix + USER_FAILURES,
+                request.max_unresolved_sends,
                 *(value for budget in request.budgets for value in (budget.limit, budget.window_seconds)),
             ],
         )
@@ -333,6 +351,7 @@ class RedisChallengeStore:
                 self._key(request.key),
                 alias,
                 alias + _HOLD if alias else "",
+                alias + _UNRESOLVED if alias else "",
                 *(self._prefix + subject for subject in request.counted),
             ],
             args=[

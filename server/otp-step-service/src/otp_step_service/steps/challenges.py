@@ -53,6 +53,12 @@ USER_SENDS = "sends:user:"
 USER_FAILURES = "failures:user:"
 
 
+# Codes that may have gone out through an identifier whose user is still unknown (Cognito's answer was lost:
+# a timeout, a cancelled call) before its Generates wait for the send window to end: such a code cannot be
+# counted for the user, so without this bound lost answers would give each fresh alias a budget of its own.
+MAX_UNRESOLVED_SENDS = 2
+
+
 def user_digest(connection: str, username: str) -> str:
     """A Cognito user of a connection as stores name it: a digest, so the store never spells out a username."""
     return hashlib.sha256(f"{connection}\x00user\x00{username}".encode()).hexdigest()
@@ -205,6 +211,7 @@ class SendRequest:
     # past the user's budget. The map remembers a user for `alias_seconds`.
     alias_subject: str = ""
     alias_seconds: int = 0
+    max_unresolved_sends: int = MAX_UNRESOLVED_SENDS
 
     @property
     def counted(self) -> tuple[str, ...]:
