@@ -179,7 +179,7 @@ class InMemoryChallengeStore:
                 self._increment(USER_SENDS + user, request.send_window_seconds, now)
             self._counters.pop(unresolved, None)
             self._hold(self._aliases, alias, user, now + request.alias_seconds)
-        elif not counted_user and result is SendResult.MAYBE_SENT:
+        elif not counted_user and result is SendResult.LOST:
             self._increment(unresolved, request.send_window_seconds, now)  # to a user nobody can name yet
         self._release(alias, nonce)
 

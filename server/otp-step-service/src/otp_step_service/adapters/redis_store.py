@@ -144,7 +144,7 @@ if KEYS[2] ~= '' and user ~= '' then
     redis.call('DEL', KEYS[4])
   end
   redis.call('SET', KEYS[2], user, 'EX', ARGV[7])
-elseif KEYS[2] ~= '' and counted_user == '' and ARGV[2] == 'maybe_sent' then
+elseif KEYS[2] ~= '' and counted_user == '' and ARGV[2] == 'lost' then
   add(KEYS[4], ARGV[6])  -- a code may have reached a user nobody can name yet
 end
 if holding then redis.call('DEL', KEYS[3]) end

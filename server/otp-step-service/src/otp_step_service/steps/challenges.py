@@ -53,9 +53,10 @@ USER_SENDS = "sends:user:"
 USER_FAILURES = "failures:user:"
 
 
-# Codes that may have gone out through an identifier whose user is still unknown (Cognito's answer was lost:
-# a timeout, a cancelled call) before its Generates wait for the send window to end: such a code cannot be
-# counted for the user, so without this bound lost answers would give each fresh alias a budget of its own.
+# Codes that may have gone out through an identifier whose user is still unknown, their answers cut off by
+# the caller (SendResult.LOST: a short deadline, a cancelled call), before its Generates wait for the send
+# window to end: such a code cannot be counted for the user, so without this bound answers withheld on
+# purpose would give each fresh alias a budget of its own.
 MAX_UNRESOLVED_SENDS = 2
 
 
@@ -239,6 +240,11 @@ class SendResult(enum.Enum):
 
     SENT = "sent"  # Cognito sent the code (or a decoy stands in for it): store the challenge
     MAYBE_SENT = "maybe_sent"  # no session came back, but Cognito may have acted: keep the count
+    # As MAYBE_SENT, but the answer was cut off on the caller's side (its deadline, or it went away): a caller
+    # can do that on purpose, so while the identifier's user is unknown such codes are bounded per identifier
+    # (MAX_UNRESOLVED_SENDS). Cognito's own failures (5xx, its slowness past call_timeout) are not: an
+    # outage must not hold a user's fresh identifier for the send window once Cognito is back.
+    LOST = "lost"
     NOT_SENT = "not_sent"  # Cognito certainly sent nothing: release the key, give the send back
 
 

@@ -36,7 +36,7 @@ from .deadline import Deadline
 from .errors import ChallengeStoreError
 from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier, sms_refusal
 from .journey import GenerateRequest
-from .model import AuthChallenge, CognitoError, CognitoRequests, ConnectionPolicy
+from .model import AuthChallenge, CognitoError, CognitoErrorKind, CognitoRequests, ConnectionPolicy
 from .outcomes import Channel, CodeSent, FailureCode, StepFailure, StepOutcome
 from .ports import ChallengeStore, Connection
 
@@ -185,14 +185,19 @@ class GenerateOtpStep:
             result = SendResult.SENT
         except CognitoError as error:
             failure = failure_for(error)
-            result = SendResult.NOT_SENT if error.certainly_not_acted else SendResult.MAYBE_SENT
+            if error.certainly_not_acted:
+                result = SendResult.NOT_SENT
+            elif error.kind is CognitoErrorKind.TIMEOUT and _cut_short(deadline):
+                result = SendResult.LOST
+            else:
+                result = SendResult.MAYBE_SENT
         except ChannelNotAvailableError as exc:
             failure = StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc))
             result = SendResult.MAYBE_SENT if exc.code_may_be_sent else SendResult.NOT_SENT
         except BaseException:
             # The caller went away mid-call (or a bug surfaced): whatever Cognito did is settled before this
             # goes on, and a request that left counts as a sent code (Cognito may have delivered it).
-            result = SendResult.MAYBE_SENT if requests.sent else SendResult.NOT_SENT
+            result = SendResult.LOST if requests.sent else SendResult.NOT_SENT
             await self._settle(send, result, _unusable(placeholder, result), quiet=True)
             raise
         if failure is not None and failure.code in _USER_STATE and policy.user_enumeration_protection:
@@ -317,9 +322,16 @@ def _budgets(
     return tuple(budgets)
 
 
+def _cut_short(deadline: Deadline) -> bool:
+    """Whether a Cognito call that timed out was cut by the caller's deadline (each call gets at most what is
+    left of it, less 50 ms), not by the connection's own call_timeout."""
+    left = deadline.remaining()
+    return left is not None and left < 0.2
+
+
 def _unusable(placeholder: Challenge, result: SendResult) -> Challenge | None:
     """What stands in the key when Cognito may have sent a code whose session never came back."""
-    if result is not SendResult.MAYBE_SENT:
+    if result not in (SendResult.MAYBE_SENT, SendResult.LOST):
         return None
     # No execution id: a retry of this execution must not replay a challenge nobody can answer.
     return replace(placeholder, pending=False, unusable=True, step_execution_id="")

@@ -111,8 +111,8 @@ class ChallengeStore(Protocol):
     async def finish_send(
         self, request: SendRequest, result: SendResult, challenge: Challenge | None
     ) -> None:
-        """Settle the reservation `request` made: SENT / MAYBE_SENT store `challenge` in its place
-        (MAYBE_SENT: an unusable one that still holds the cooldown), NOT_SENT releases the key and gives back
+        """Settle the reservation `request` made: SENT / MAYBE_SENT / LOST store `challenge` in its place
+        (MAYBE_SENT, LOST: an unusable one that still holds the cooldown), NOT_SENT releases the key and gives back
         one event of every counter begin_send added to. A challenge naming its user (`Challenge.user`)
         records which user the identifier reached, and counts the send for them if begin_send could not."""
 
