@@ -233,13 +233,14 @@ class ConfigurationWatch:
         log.info("configuration watch: %s changed, reloading", self._path.name)
         # Noted before reloading: a rejected file is not retried every interval, only after its next change.
         self._seen = now
-        applied = await self._reload()
-        # A valid file may name other secret files; an invalid one keeps watching the file alone. With the
-        # same files, `now` (taken before the reload read them) stays what was seen: a write landing during
-        # the reload still differs from it and is picked up at the next look.
+        # A valid file may name other secret files; an invalid one keeps watching the file alone. Both the
+        # files and their fingerprint are taken *before* the reload reads them, so a write landing during or
+        # just after the reload still differs from what was seen and is picked up at the next look.
         files = watched_files(self._path)
+        files_seen = fingerprint(files)
+        applied = await self._reload()
         if files != self._files:
-            self._files, self._seen = files, fingerprint(files)
+            self._files, self._seen = files, files_seen
         return applied
 
     async def aclose(self) -> None:
