@@ -16,6 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from otp_step_service.steps.challenges import budget_windows
 from otp_step_service.steps.errors import ConfigurationError
 
 ANY_CONNECTION = "*"
@@ -91,14 +92,8 @@ class Callers:
                 frozenset(config.connections),
                 config.tenant,
                 config.steps_per_second,
-                tuple(
-                    (limit, window)
-                    for limit, window in (
-                        (config.send_budget_per_minute, 60),
-                        (config.send_budget_per_hour, 3600),
-                        (config.send_budget_per_day, 86400),
-                    )
-                    if limit is not None
+                budget_windows(
+                    config.send_budget_per_minute, config.send_budget_per_hour, config.send_budget_per_day
                 ),
             )
             for index, identities in (

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from otp_step_service.adapters.cognito import AioCognitoGateway, CognitoTarget
 from otp_step_service.adapters.id_tokens import JwksIdTokenVerifier, issuer_for, jwks_url_for
 from otp_step_service.callers import CallerConfig
+from otp_step_service.steps.challenges import budget_windows
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import ConnectionPolicy
 from otp_step_service.steps.outcomes import Channel
@@ -253,23 +254,12 @@ def policy_from_config(name: str, config: ConnectionConfig) -> ConnectionPolicy:
         sms_prefix_window_seconds=config.sms_prefix_window_seconds,
         ip_send_limit=config.ip_send_limit,
         ip_send_window_seconds=config.ip_send_window_seconds,
-        send_budgets=_windows(
+        send_budgets=budget_windows(
             config.send_budget_per_minute, config.send_budget_per_hour, config.send_budget_per_day
         ),
-        tenant_send_budgets=_windows(
+        tenant_send_budgets=budget_windows(
             config.tenant_send_budget_per_minute,
             config.tenant_send_budget_per_hour,
             config.tenant_send_budget_per_day,
         ),
-    )
-
-
-def _windows(
-    per_minute: int | None, per_hour: int | None, per_day: int | None
-) -> tuple[tuple[int, int], ...]:
-    """(codes, window seconds) for each budget that is set."""
-    return tuple(
-        (limit, window)
-        for limit, window in ((per_minute, 60), (per_hour, 3600), (per_day, 86400))
-        if limit is not None
     )

@@ -172,11 +172,11 @@ class InMemoryChallengeStore:
         user = challenge.user if challenge is not None else ""
         unresolved = alias + _UNRESOLVED
         if user:
-            if user != counted_user:  # the identifier's user was unknown at begin_send (or has changed)
-                self._increment(USER_SENDS + user, request.send_window_seconds, now)
-            # Codes that went out through this identifier while its user was unknown were this user's too.
-            for _ in range(self._count(unresolved, now)):
-                self._increment(USER_SENDS + user, request.send_window_seconds, now)
+            # This send if begin_send could not count it for the user (unknown then, or since changed), and
+            # the codes that went out through this identifier while its user was unknown: all the user's.
+            sends = int(user != counted_user) + self._count(unresolved, now)
+            if sends:
+                self._increment(USER_SENDS + user, request.send_window_seconds, now, by=sends)
             self._counters.pop(unresolved, None)
             self._hold(self._aliases, alias, user, now + request.alias_seconds)
         elif not counted_user and result is SendResult.LOST:
@@ -257,13 +257,13 @@ class InMemoryChallengeStore:
         events, window_end = self._counters.get(subject, (0, 0.0))
         return events if window_end > now else 0
 
-    def _increment(self, subject: str, window_seconds: int, now: float) -> None:
-        """One more event in a fixed window that starts with the first event."""
+    def _increment(self, subject: str, window_seconds: int, now: float, by: int = 1) -> None:
+        """`by` more events in a fixed window that starts with the first event."""
         events, window_end = self._counters.get(subject, (0, 0.0))
         if window_end <= now:
             events, window_end = 0, now + window_seconds
             heapq.heappush(self._expiry, (window_end, subject))
-        self._counters[subject] = (events + 1, window_end)
+        self._counters[subject] = (events + by, window_end)
 
     def _decrement(self, *subjects: str) -> None:
         for subject in subjects:

@@ -20,11 +20,10 @@ from __future__ import annotations
 import hashlib
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
+from otp_step_service.adapters.redis_store import redis_client, store_errors, text
 from otp_step_service.step_rate import Gcra, RateDecision
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
-from otp_step_service.steps.errors import ChallengeStoreError
 
 # KEYS: the caller's TAT. ARGV: now (s), emission interval (s), tolerance (s), epsilon.
 # Mirrors Gcra.take; '%.17g' keeps the TAT exact (tostring would round epoch seconds to 0.1 ms).
@@ -56,32 +55,23 @@ class RedisStepRate:
     @classmethod
     def from_url(cls, url: str, *, max_connections: int = 64, clock: Clock = SYSTEM_CLOCK) -> RedisStepRate:
         """A limiter for `redis://host:port/db` (or rediss://, unix://); short timeouts, as the store's."""
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            health_check_interval=30,
-            max_connections=max_connections,
-        )
-        return cls(client, clock=clock)
+        return cls(redis_client(url, max_connections), clock=clock)
 
     def key(self, caller: str) -> str:
         """The Redis key of `caller`'s TAT (bounded length whatever the caller's name)."""
         return f"{self._prefix}rate:{hashlib.sha256(caller.encode()).hexdigest()[:32]}"
 
+    @store_errors
     async def take(self, caller: str, rate: float) -> RateDecision:
         """One atomic GCRA step on the shared TAT; ChallengeStoreError when Redis fails."""
         limit = Gcra.per_second(rate)
-        try:
-            allowed, wait = await self._take(
-                keys=[self.key(caller)],
-                args=[repr(self._clock.now()), repr(limit.interval), repr(limit.tolerance), repr(_EPSILON)],
-            )
-        except (RedisError, OSError) as exc:
-            raise ChallengeStoreError(type(exc).__name__) from exc
+        allowed, wait = await self._take(
+            keys=[self.key(caller)],
+            args=[repr(self._clock.now()), repr(limit.interval), repr(limit.tolerance), repr(_EPSILON)],
+        )
         if int(allowed) == 1:
             return RateDecision(True)
-        return RateDecision(False, float(wait.decode() if isinstance(wait, bytes) else wait))
+        return RateDecision(False, float(text(wait)))
 
     async def aclose(self) -> None:
         """Close the connection pool."""

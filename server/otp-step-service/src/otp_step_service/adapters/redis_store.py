@@ -243,11 +243,24 @@ def _decode(raw: str | bytes, sealer: SessionSealer, context: str) -> Challenge:
     )
 
 
-def _text(value: Any) -> str:
+def redis_client(url: str, max_connections: int) -> redis.Redis:
+    """A client for `redis://host:port/db` (or rediss://, unix://) with short socket timeouts: a Redis that
+    hangs must fail a step quickly (a retryable store failure), not hold it to the caller's deadline."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        health_check_interval=30,
+        max_connections=max_connections,
+    )
+
+
+def text(value: Any) -> str:
+    """A Redis reply as str (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Redis failures leave as ChallengeStoreError: a retryable step failure, not a crashed RPC."""
 
     @functools.wraps(method)
@@ -284,14 +297,7 @@ class RedisChallengeStore:
         cls, url: str, sealer: SessionSealer, *, max_connections: int = 256, clock: Clock = SYSTEM_CLOCK
     ) -> RedisChallengeStore:
         """A store for `redis://host:port/db` (or rediss://, unix://), with short socket timeouts."""
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            health_check_interval=30,
-            max_connections=max_connections,
-        )
-        return cls(client, sealer, clock=clock)
+        return cls(redis_client(url, max_connections), sealer, clock=clock)
 
     def _key(self, key: ChallengeKey) -> str:
         return self._prefix + key.storage_key()
@@ -299,7 +305,7 @@ class RedisChallengeStore:
     def _ttl_ms(self, challenge: Challenge) -> int:
         return max(1, int((challenge.forget_at - self._clock.now()) * 1000))
 
-    @_store_errors
+    @store_errors
     async def begin_send(self, request: SendRequest) -> SendReservation:
         """Decide, count and hold the key in one script."""
         placeholder = request.placeholder
@@ -330,16 +336,16 @@ class RedisChallengeStore:
                 *(value for budget in request.budgets for value in (budget.limit, budget.window_seconds)),
             ],
         )
-        name = _text(verdict)
+        name = text(verdict)
         if name == "replay":
             return SendReservation(
                 SendVerdict.REPLAY, _decode(value, self._sealer, request.key.storage_key())
             )
         if name in ("too_soon", "over_budget", "budget_tripped"):
-            return SendReservation(SendVerdict(name), wait_seconds=float(_text(value)))
+            return SendReservation(SendVerdict(name), wait_seconds=float(text(value)))
         return SendReservation(SendVerdict(name))
 
-    @_store_errors
+    @store_errors
     async def finish_send(
         self, request: SendRequest, result: SendResult, challenge: Challenge | None
     ) -> None:
@@ -366,7 +372,7 @@ class RedisChallengeStore:
             ],
         )
 
-    @_store_errors
+    @store_errors
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
         """Check the lockouts, spend one attempt and count one wrong code in one script."""
         verdict, raw = await self._begin_attempt(
@@ -378,12 +384,12 @@ class RedisChallengeStore:
                 self._prefix + USER_FAILURES,
             ],
         )
-        name = _text(verdict)
+        name = text(verdict)
         if name == "granted":
             return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw, self._sealer, request.key.storage_key()))
         return AttemptGrant(AttemptVerdict(name))
 
-    @_store_errors
+    @store_errors
     async def finish_attempt(
         self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]
     ) -> None:
@@ -393,7 +399,7 @@ class RedisChallengeStore:
             args=[nonce, judgement.value],
         )
 
-    @_store_errors
+    @store_errors
     async def load(self, key: ChallengeKey) -> Challenge | None:
         """The live, usable challenge, if any."""
         raw = await self._redis.get(self._key(key))
@@ -402,7 +408,7 @@ class RedisChallengeStore:
         challenge = _decode(raw, self._sealer, key.storage_key())
         return challenge if challenge.usable and challenge.expires_at > self._clock.now() else None
 
-    @_store_errors
+    @store_errors
     async def events(self, subject: str) -> int:
         """The counter's value (0 when absent or expired)."""
         raw = await self._redis.get(self._prefix + subject)

@@ -164,6 +164,17 @@ class SendBudget:
     window_seconds: int
 
 
+def budget_windows(
+    per_minute: int | None, per_hour: int | None, per_day: int | None
+) -> tuple[tuple[int, int], ...]:
+    """(codes, window seconds) for each of a configuration's per-minute / hour / day send budgets that is set."""
+    return tuple(
+        (limit, window)
+        for limit, window in ((per_minute, 60), (per_hour, 3600), (per_day, 86400))
+        if limit is not None
+    )
+
+
 def budget_subject(connection: str, window_seconds: int) -> str:
     """The counter of codes sent through one connection per window."""
     return f"budget:{hashlib.sha256(connection.encode()).hexdigest()[:32]}:{window_seconds}"
