@@ -72,10 +72,16 @@ class WrongCodeLatency:
     def __init__(self, keep: int = 256) -> None:
         self._keep = keep
         self._seen: dict[str, deque[float]] = {}
+        self.oversleep = 0.0
+        """How much longer than asked a decoy's sleep recently took (an exponential average, seconds)."""
 
     def observe(self, connection: str, seconds: float) -> None:
         """A real judgement took `seconds`."""
         self._seen.setdefault(connection, deque(maxlen=self._keep)).append(seconds)
+
+    def slept(self, asked: float, took: float) -> None:
+        """A decoy's sleep of `asked` seconds took `took`: update the average overshoot."""
+        self.oversleep += 0.5 * (max(took - asked, 0.0) - self.oversleep)
 
     def draw(self, connection: str) -> float:
         """A duration for a decoy's judgement."""
@@ -288,8 +294,14 @@ class ValidateOtpStep:
         left = deadline.remaining()
         if left is not None:
             wait = min(wait, max(left - 0.05, 0.0))
+        # A real judgement's duration already includes the time this process took to get back to it once
+        # Cognito answered; a sleep adds its own wake-up delay on top (milliseconds on a busy machine), so the
+        # decoy asks for that much less (the recent average overshoot of its sleeps).
+        wait -= self._latency.oversleep
         if wait > 0:
+            asked = self._clock.monotonic()
             await asyncio.sleep(wait)
+            self._latency.slept(wait, self._clock.monotonic() - asked)
 
     @staticmethod
     async def _attributes(
