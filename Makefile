@@ -21,7 +21,7 @@ EMULATOR_PORT ?= 4566
 SERVICE_ADDR  ?= 127.0.0.1:50051
 RUN_DIR       := var/run
 
-MEMBERS := client/stepexecutor-proto client/otp-step-client server/otp-step-service server/cognito-emulator
+MEMBERS := client/stepexecutor-proto client/otp-step-client server/otp-step-service server/cognito-emulator server/otp-step-demo
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock $(addsuffix /pyproject.toml,$(MEMBERS)) | sha1sum | cut -c1-12)
 
 .PHONY: help
@@ -89,7 +89,7 @@ emulator: $(STAMP) ## Run the local Cognito emulator in the foreground (EMULATOR
 
 .PHONY: run
 run: $(STAMP) $(if $(JAEGER),$(BIN)/jaeger) ## Start the seeded emulator and the service (JAEGER=1: and Jaeger; TLS=1: mTLS, local CA); prints how to try it
-	$(PY) -m otp_step_service.demo --emulator-port $(EMULATOR_PORT) --listen $(SERVICE_ADDR) --run-dir $(RUN_DIR) $(if $(JAEGER),--jaeger) $(if $(TLS),--tls) $(RUN_ARGS)
+	$(PY) -m otp_step_demo --emulator-port $(EMULATOR_PORT) --listen $(SERVICE_ADDR) --run-dir $(RUN_DIR) $(if $(JAEGER),--jaeger) $(if $(TLS),--tls) $(RUN_ARGS)
 
 # ---------------------------------------------------------------------------------------------------------
 # Checking

@@ -29,7 +29,7 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
-from otp_step_service.local_ca import LocalCa
+from otp_step_demo.local_ca import LocalCa
 
 from bench.ghz import find_ghz
 

@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from otp_step_service.__main__ import main as serve
+from otp_step_service.app.cli import main as serve
 
 STEP_LOGGER = "otp_step_service.steps"
 OUTCOMES_FILE = "BENCH_OUTCOMES_FILE"

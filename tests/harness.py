@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 from cognito_emulator import SeedResult
 from cognito_emulator.seed import cognito_client
 from otp_step_client import Journey, Step, StepExecutorClient
-from otp_step_service.execution import StepRunner
-from otp_step_service.service import Service, challenge_store
-from otp_step_service.settings import ServiceSettings
+from otp_step_service.app.execution import StepRunner
+from otp_step_service.app.service import Service, challenge_store
+from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.steps.challenges import Challenge, SendRequest, SendResult
 from otp_step_service.steps.ports import ChallengeStore
 from stepexecutor.v1 import step_executor_pb2 as pb

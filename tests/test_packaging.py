@@ -37,15 +37,29 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         [str(UV), "build", "--all-packages", "--wheel", "--out-dir", str(out), "-q"], cwd=ROOT, check=True
     )
     built = {re.sub(r"-\d.*$", "", p.name): p for p in out.glob("*.whl")}
-    assert set(built) == {"stepexecutor_proto", "otp_step_client", "otp_step_service", "cognito_emulator"}
+    assert set(built) == {
+        "stepexecutor_proto",
+        "otp_step_client",
+        "otp_step_service",
+        "cognito_emulator",
+        "otp_step_demo",
+    }
     return built
 
 
 def test_the_service_wheel_holds_every_layer_and_no_test_tooling(wheels: dict[str, Path]) -> None:
     with zipfile.ZipFile(wheels["otp_step_service"]) as archive:
         names = set(archive.namelist())
-    for module in ("adapters/cognito.py", "steps/generate.py", "transport/server.py", "py.typed"):
+    for module in (
+        "adapters/cognito.py",
+        "steps/generate.py",
+        "transport/server.py",
+        "app/cli.py",
+        "py.typed",
+    ):
         assert f"otp_step_service/{module}" in names, module
+    # The demo and its certificate authority are a development distribution of their own.
+    assert not [n for n in names if re.search(r"demo|local_ca", n)], sorted(names)
     runtime = [r for r in _requirements(wheels["otp_step_service"]) if "extra ==" not in r]
     assert not [r for r in runtime if re.match(r"(moto|boto3|pytest|hypothesis|cognito-emulator)\b", r)], (
         runtime

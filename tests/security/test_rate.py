@@ -9,8 +9,8 @@ import pytest
 import redis
 from harness import FakeClock, free_port
 from otp_step_service.adapters.redis_rate import RedisStepRate
-from otp_step_service.step_rate import Gcra, InProcessStepRate, StepRate
 from otp_step_service.steps.errors import ChallengeStoreError
+from otp_step_service.steps.step_rate import Gcra, InProcessStepRate, StepRate
 
 # --- The arithmetic -------------------------------------------------------------------------------------------
 

@@ -28,8 +28,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import Emulator, RunningService, build_service, free_port
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otp_step_client import Credentials, Journey, Step, StepExecutorClient, StepExecutorError
-from otp_step_service.local_ca import Issued, LocalCa
-from otp_step_service.settings import ServiceSettings, SettingsError
+from otp_step_demo.local_ca import Issued, LocalCa
+from otp_step_service.config.settings import ServiceSettings, SettingsError
 from prometheus_client.parser import text_string_to_metric_families
 from stepexecutor.v1 import step_executor_pb2 as pb
 
@@ -810,7 +810,7 @@ def test_the_cli_calls_over_mtls_and_with_a_token(
 def test_a_caller_naming_a_missing_connection_is_a_configuration_error(
     connections_file: Path, tmp_path: Path
 ) -> None:
-    from otp_step_service.connections import load_connections_file
+    from otp_step_service.config.connections import load_connections_file
     from otp_step_service.steps.errors import ConfigurationError
 
     path = tmp_path / "connections.toml"

@@ -24,7 +24,7 @@ from harness import (
     start_service_process,
 )
 from otp_step_client import Step, StepExecutorClient
-from otp_step_service.step_log import JsonFormatter, configure_logging
+from otp_step_service.observability.step_log import JsonFormatter, configure_logging
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 from opentelemetry.sdk.resources import Resource
-from otp_step_service.metrics import LATENCY_BUCKETS, Metrics
-from otp_step_service.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
+from otp_step_service.observability.metrics import LATENCY_BUCKETS, Metrics
+from otp_step_service.observability.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from prometheus_client import CollectorRegistry
 
 
@@ -121,7 +121,7 @@ def test_a_failing_or_raising_collector_is_logged_once_and_the_next_export_still
     metrics.steps.labels("cognito_otp_generate", "demo", "success", "").inc()
     exporter = Capturing([MetricExportResult.FAILURE, ConnectionError("refused"), MetricExportResult.SUCCESS])
     bridge = _bridge(metrics, exporter)
-    with caplog.at_level(logging.INFO, logger="otp_step_service.otlp_metrics"):
+    with caplog.at_level(logging.INFO, logger="otp_step_service.observability.otlp_metrics"):
         assert bridge.export_once() is False
         assert bridge.export_once() is False  # raised inside the exporter: no exception escapes
         assert bridge.export_once() is True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from otp_step_service.settings import ServiceSettings, SettingsError
+from otp_step_service.config.settings import ServiceSettings, SettingsError
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import FakeClock
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
-from otp_step_service.connections import ConnectionConfig, policy_from_config
+from otp_step_service.config.connections import ConnectionConfig, policy_from_config
 from otp_step_service.steps.challenges import lockout_subject, sends_subject
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.generate import GenerateOtpStep

@@ -37,6 +37,7 @@ from aiobotocore.session import AioSession, get_session
 
 from otp_step_service.adapters.call_policy import CallTimeout, RetryPolicy, read_retries, throttle_retries
 from otp_step_service.adapters.circuit_breaker import CircuitBreaker
+from otp_step_service.observability.telemetry import CognitoCallSpan
 from otp_step_service.steps.cognito_failures import failure_for
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.model import (
@@ -49,10 +50,9 @@ from otp_step_service.steps.model import (
     EndUser,
 )
 from otp_step_service.steps.outcomes import Channel, CognitoTokens, ErrorCategory
-from otp_step_service.telemetry import CognitoCallSpan
 
 if TYPE_CHECKING:
-    from otp_step_service.metrics import CognitoCallMetrics
+    from otp_step_service.observability.metrics import CognitoCallMetrics
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from prometheus_client import Counter, Histogram
 
-from otp_step_service.metrics import Metrics
+from otp_step_service.observability.metrics import Metrics
 from otp_step_service.steps.challenges import (
     AttemptGrant,
     AttemptRequest,

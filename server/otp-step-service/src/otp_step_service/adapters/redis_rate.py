@@ -22,8 +22,8 @@ import hashlib
 import redis.asyncio as redis
 
 from otp_step_service.adapters.redis_store import redis_client, store_errors, text
-from otp_step_service.step_rate import Gcra, RateDecision
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
+from otp_step_service.steps.step_rate import Gcra, RateDecision
 
 # KEYS: the caller's TAT. ARGV: now (s), emission interval (s), tolerance (s), epsilon.
 # Mirrors Gcra.take; '%.17g' keeps the TAT exact (tostring would round epoch seconds to 0.1 ms).

@@ -41,10 +41,10 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2
 
 from otp_step_service.adapters.jwks import JwksCache
-from otp_step_service.callers import Caller, Callers
-from otp_step_service.step_rate import StepRate
+from otp_step_service.config.callers import Caller, Callers
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ChallengeStoreError, TokenVerificationError
+from otp_step_service.steps.step_rate import StepRate
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
 from otp_step_service.transport.token_cache import MAX_AGE_SECONDS, VerifiedTokens
 

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from stepexecutor.v1 import step_executor_pb2 as pb
 
-from otp_step_service.execution import Executed
+from otp_step_service.app.execution import Executed
 from otp_step_service.steps.errors import OtpStepError, RpcStatus
 from otp_step_service.steps.event_data import EventData
 from otp_step_service.steps.journey import (

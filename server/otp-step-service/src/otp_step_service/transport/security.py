@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health
 
-from otp_step_service.callers import Callers, load_callers
-from otp_step_service.exposure import comma_list, token_algorithms
-from otp_step_service.settings import ServiceSettings
-from otp_step_service.step_rate import InProcessStepRate, StepRate
+from otp_step_service.config.callers import Callers, load_callers
+from otp_step_service.config.exposure import comma_list, token_algorithms
+from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ConfigurationError
+from otp_step_service.steps.step_rate import InProcessStepRate, StepRate
 from otp_step_service.transport.auth import Authentication, BearerTokens
 from otp_step_service.transport.tls import ReloadingCertificates, TlsFiles, server_credentials
 

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
-from otp_step_service.execution import StepRunner
+from otp_step_service.app.execution import StepRunner
 from otp_step_service.transport.admission import Admission, AdmissionLimits
 from otp_step_service.transport.security import PortSecurity
 from otp_step_service.transport.servicer import StepExecutorServicer

@@ -12,7 +12,7 @@ from google.rpc import code_pb2, error_details_pb2
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
-from otp_step_service.execution import Executed, StepRunner
+from otp_step_service.app.execution import Executed, StepRunner
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.errors import UnknownConnectionError
 from otp_step_service.steps.journey import CallerQuota

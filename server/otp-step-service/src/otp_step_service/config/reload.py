@@ -17,9 +17,13 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from otp_step_service.connections import ConnectionConfig, connection_from_config, load_connections_file
-from otp_step_service.execution import StepRunner
-from otp_step_service.metrics import Metrics
+from otp_step_service.app.execution import StepRunner
+from otp_step_service.config.connections import (
+    ConnectionConfig,
+    connection_from_config,
+    load_connections_file,
+)
+from otp_step_service.observability.metrics import Metrics
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.ports import Connection
 
@@ -103,7 +107,7 @@ class ConnectionsReloader:
         }
         if built and self._self_test != "off":
             # Imported here: service imports this module to wire it.
-            from otp_step_service.service import report_self_test, self_test_all
+            from otp_step_service.app.service import report_self_test, self_test_all
 
             if not report_self_test(await self_test_all(built)) and self._self_test == "strict":
                 log.error(

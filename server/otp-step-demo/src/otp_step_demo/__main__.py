@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from otp_step_service.__main__ import main as serve
+from otp_step_service.app.cli import main as serve
 
 JAEGER_UI = "http://127.0.0.1:16686"
 # `make run` exposes metrics; the service alone does not unless OTP_STEP_METRICS_LISTEN says where.
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault("OTEL_SERVICE_NAME", "otp-step-service")
         flags = ""
         if args.tls:
-            from otp_step_service import demo_tls
+            from otp_step_demo import tls as demo_tls
 
             os.environ.update(demo_tls.prepare(run_dir, connections))
             flags = demo_tls.client_flags(run_dir)

@@ -14,18 +14,18 @@ from pathlib import Path
 
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.adapters.metered_store import MeteredChallengeStore
-from otp_step_service.connections import build_connections
-from otp_step_service.execution import StepRunner
-from otp_step_service.metrics import Metrics
-from otp_step_service.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
-from otp_step_service.reload import ConfigurationWatch, ConnectionsReloader
-from otp_step_service.settings import ServiceSettings
-from otp_step_service.step_rate import StepRate
+from otp_step_service.app.execution import StepRunner
+from otp_step_service.config.connections import build_connections
+from otp_step_service.config.reload import ConfigurationWatch, ConnectionsReloader
+from otp_step_service.config.settings import ServiceSettings
+from otp_step_service.observability.metrics import Metrics
+from otp_step_service.observability.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import CheckStatus, ConnectionCheck
 from otp_step_service.steps.ports import ChallengeStore, Connection
+from otp_step_service.steps.step_rate import StepRate
 from otp_step_service.transport.call_metrics import CallDuration
 from otp_step_service.transport.readiness import ConnectionReadiness
 from otp_step_service.transport.security import PortSecurity

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic
 
-from otp_step_service import telemetry
+from otp_step_service.observability import telemetry
 from otp_step_service.steps.branching import fail
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
@@ -37,7 +37,7 @@ from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.validate import ValidateOtpStep
 
 if TYPE_CHECKING:
-    from otp_step_service.metrics import Metrics
+    from otp_step_service.observability.metrics import Metrics
 
 log = logging.getLogger("otp_step_service.steps")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otp_step_service.local_ca import LocalCa
+from otp_step_demo.local_ca import LocalCa
 
 DEMO_CALLER = "spiffe://otp-step.local/demo-client"
 

@@ -192,7 +192,7 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 "OTP_STEP_MAX_OPEN_RPCS_PER_CALLER must be below OTP_STEP_MAX_OPEN_RPCS, or one caller can fill it"
             )
-        from otp_step_service.exposure import check_exposure
+        from otp_step_service.config.exposure import check_exposure
 
         check_exposure(self)
         return self

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from otp_step_service.adapters.cognito import AioCognitoGateway, CognitoTarget
 from otp_step_service.adapters.id_tokens import JwksIdTokenVerifier, issuer_for, jwks_url_for
-from otp_step_service.callers import CallerConfig
+from otp_step_service.config.callers import CallerConfig
 from otp_step_service.steps.challenges import budget_windows
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import ConnectionPolicy
@@ -25,7 +25,7 @@ from otp_step_service.steps.outcomes import Channel
 from otp_step_service.steps.ports import Connection
 
 if TYPE_CHECKING:
-    from otp_step_service.metrics import Metrics
+    from otp_step_service.observability.metrics import Metrics
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

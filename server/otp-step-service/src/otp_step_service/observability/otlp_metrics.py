@@ -115,7 +115,7 @@ def metrics_resource() -> Resource:
     """
     from opentelemetry.sdk.resources import Resource
 
-    from otp_step_service.telemetry import tracing_resource
+    from otp_step_service.observability.telemetry import tracing_resource
 
     resource = tracing_resource()
     if "service.instance.id" in resource.attributes:

@@ -1,0 +1,1 @@
+"""Configuration: settings from the environment, the connections file (connections and callers), reload."""

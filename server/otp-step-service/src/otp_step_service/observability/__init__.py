@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics (and their OTLP bridge), traces with journey event data, step logs."""
