@@ -23,7 +23,7 @@ import grpc
 import jwt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import Emulator, RunningService, build_service, free_port
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -74,8 +74,17 @@ class Jwks:
 
     def __init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec_key = ec.generate_private_key(ec.SECP256R1())
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        document = json.dumps({"keys": [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+        ec_public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec_key.public_key()))
+        # "k1" names its algorithm; "k-rsa" and "k-ec" do not (a JWKS may omit `alg`), so only their key
+        # types say what they verify.
+        keys = [
+            {**public, "kid": "k1", "use": "sig", "alg": "RS256"},
+            {**public, "kid": "k-rsa", "use": "sig"},
+            {**ec_public, "kid": "k-ec", "use": "sig"},
+        ]
+        document = json.dumps({"keys": keys}).encode()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -337,6 +346,30 @@ def test_bad_or_missing_tokens_are_unauthenticated_and_nothing_leaks(
             for part in secret.split("."):  # no token, nor its signature, nor any key material
                 if len(part) > 20:
                     assert part not in line, (record.name, line)
+
+
+def test_a_token_whose_algorithm_does_not_fit_its_keys_type_is_refused_and_counted(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Algorithm / key-type confusion: an ES256 header naming an RSA key (or the reverse) used to reach PyJWT
+    # with a key of the wrong type, which raised TypeError: UNKNOWN for the caller, a stack trace per call.
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "orchestrator-worker", "exp": now + 300}
+    confused = {
+        "ES256 naming an RSA key with alg": jwt.encode(body, jwks.ec_key, "ES256", headers={"kid": "k1"}),
+        "ES256 naming an RSA key": jwt.encode(body, jwks.ec_key, "ES256", headers={"kid": "k-rsa"}),
+        "RS256 naming an EC key": jwt.encode(body, jwks.key, "RS256", headers={"kid": "k-ec"}),
+    }
+    good = jwt.encode(body, jwks.ec_key, "ES256", headers={"kid": "k-ec"})
+    caplog.set_level(logging.INFO)
+    before = _rejected(tokens_only)
+    for name, token in confused.items():
+        with _client(tokens_only, pki.credentials(token=token)) as client:
+            assert _code(lambda: _generate(client)) is grpc.StatusCode.UNAUTHENTICATED, name
+    assert _moved(before, _rejected(tokens_only)) == {"INVALID_TOKEN": len(confused)}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "no stack trace per bad token"
+    with _client(tokens_only, pki.credentials(token=good)) as client:  # the EC key itself still verifies
+        assert _generate(client).WhichOneof("outcome") == "success"
 
 
 def test_a_cached_token_is_refused_once_past_its_exp(
