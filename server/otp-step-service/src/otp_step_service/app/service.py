@@ -22,6 +22,7 @@ from otp_step_service.observability.metrics import Metrics
 from otp_step_service.observability.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
+from otp_step_service.steps.decoys import DecoyMasks
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import CheckStatus, ConnectionCheck
 from otp_step_service.steps.ports import ChallengeStore, Connection
@@ -57,6 +58,16 @@ def challenge_store(
     return RedisChallengeStore.from_url(
         url, SessionSealer.from_file(keys_file), max_connections=max_connections, clock=clock
     )
+
+
+def decoy_masks(keys_file: Path | None) -> DecoyMasks:
+    """The decoys' mask key: derived from the challenge keys (so every instance sharing the store, and so
+    the keys, shows one unknown identifier the same mask), else this process's own."""
+    if keys_file is None:
+        return DecoyMasks.ephemeral()
+    from otp_step_service.adapters.sealing import SessionSealer
+
+    return DecoyMasks(SessionSealer.from_file(keys_file).derived_key("decoy masks"))
 
 
 async def self_test_all(
@@ -143,7 +154,7 @@ class Service:
             )
         if metrics is not None:
             store = MeteredChallengeStore(store, metrics)
-        runner = StepRunner(connections, store, clock, metrics)
+        runner = StepRunner(connections, store, clock, metrics, decoy_masks(settings.challenge_keys_file))
         limits = ServerLimits(
             max_concurrent_steps=settings.max_concurrent_steps,
             max_steps_per_caller=settings.max_steps_per_caller,
