@@ -913,3 +913,70 @@ def test_a_callers_send_budget_holds_only_that_caller_back(
     assert answers[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
     assert 0 < answers[2].failure.retry_after_seconds <= 60
     assert unaffected.WhichOneof("outcome") == "success"
+
+
+# --- Callers reloaded -----------------------------------------------------------------------------------------
+
+
+def _load(client: StepExecutorClient, stop: threading.Event, seen: list[tuple[float, str]]) -> None:
+    """Generate after Generate on "demo" until `stop`: (when the call started, how it ended)."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            _generate(client)  # its outcome (a code sent, or held back by the cooldown) is the step's business
+            outcome = "ran"
+        except StepExecutorError as exc:
+            outcome = f"{exc.code.name}:{exc.reason}"
+        seen.append((started, outcome))
+
+
+def test_a_caller_removed_or_narrowed_by_a_reload_is_refused_from_its_next_call_under_load(
+    pki: Pki, jwks: Jwks, callers_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "connections.toml"
+    base = callers_file.read_text()
+    path.write_text(
+        base
+        + '\n[callers.revocable]\ntoken_subjects = ["revocable-worker"]\nconnections = ["demo"]\n'
+        + '\n[callers.narrowed]\ntoken_subjects = ["narrowed-worker"]\nconnections = ["demo", "tokens"]\n'
+    )
+    service = build_service(path, tls_cert=str(pki.cert), tls_key=str(pki.key), **_token_settings(jwks))
+    service.start()
+    caplog.set_level(logging.INFO)
+    stop = threading.Event()
+    seen: dict[str, list[tuple[float, str]]] = {"revocable": [], "narrowed": []}
+    clients = {name: _client(service, pki.credentials(token=jwks.token(f"{name}-worker"))) for name in seen}
+    threads = [threading.Thread(target=_load, args=(clients[n], stop, seen[n])) for n in seen]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while min(len(s) for s in seen.values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Revoke one caller, narrow the other to "tokens": the file a stolen credential's owner would write.
+        path.write_text(
+            base + '\n[callers.narrowed]\ntoken_subjects = ["narrowed-worker"]\nconnections = ["tokens"]\n'
+        )
+        assert service.run(service.service.reload())
+        reloaded = time.monotonic()
+        while min(sum(t > reloaded for t, _ in s) for s in seen.values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        for client in clients.values():
+            client.close()
+        service.stop()
+    after = {name: {o for t, o in s if t > reloaded} for name, s in seen.items()}
+    assert after == {
+        "revocable": {"PERMISSION_DENIED:UNKNOWN_CALLER"},
+        "narrowed": {"PERMISSION_DENIED:CONNECTION_NOT_PERMITTED"},
+    }, after
+    for name, calls in seen.items():
+        before = [o for t, o in calls if t <= reloaded]
+        assert before[0] == "ran", (name, before)  # it was live
+        # In flight at the reload: finished one way or the other, never cut off with an error of its own.
+        assert set(before) <= {"ran", *after[name]}, (name, before)
+    reload_line = next(r.getMessage() for r in caplog.records if "configuration reloaded" in r.getMessage())
+    assert "callers: removed: revocable; changed: narrowed" in reload_line, reload_line

@@ -15,7 +15,7 @@ from pathlib import Path
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.adapters.metered_store import MeteredChallengeStore
 from otp_step_service.app.execution import StepRunner
-from otp_step_service.config.connections import build_connections
+from otp_step_service.config.connections import build_connections, load_configuration
 from otp_step_service.config.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.observability.metrics import Metrics
@@ -143,10 +143,12 @@ class Service:
         otlp = otlp_metrics_configured()
         if metrics is None and (settings.metrics_listen or otlp):
             metrics = Metrics()
-        built_here = connections is None
+        # The connections file, read once here: the connections, the callers and the watched files.
+        configuration = None
         if connections is None:
+            configuration = load_configuration(settings.connections_path)
             connections = build_connections(
-                settings.connections_path, max_connections=settings.max_concurrent_steps, metrics=metrics
+                configuration, max_connections=settings.max_concurrent_steps, metrics=metrics
             )
         if store is None:
             store = challenge_store(
@@ -165,7 +167,13 @@ class Service:
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
         )
-        security = PortSecurity.from_settings(settings, STEP_METHODS, rate=step_rate, clock=clock)
+        security = PortSecurity.from_settings(
+            settings,
+            STEP_METHODS,
+            rate=step_rate,
+            clock=clock,
+            callers=configuration.callers if configuration is not None else None,
+        )
         server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
@@ -186,9 +194,12 @@ class Service:
             drain_seconds=settings.grace_seconds,
             self_test=settings.self_test,
             metrics=metrics,
+            callers=security.authentication
+            if security.authentication is not None and security.authentication.authenticates
+            else None,
         )
-        if built_here:
-            service.reloader.remember_current()
+        if configuration is not None:
+            service.reloader.remember(configuration)
         return service
 
     async def prepare(self, self_test: bool = True) -> None:

@@ -214,6 +214,16 @@ class Authentication(grpc.aio.ServerInterceptor):
         """Calls refused, by reason (see the module docstring): plain counts, read at scrape time."""
 
     @property
+    def callers(self) -> Callers:
+        """The known callers now."""
+        return self._callers
+
+    def replace_callers(self, callers: Callers) -> None:
+        """Authenticate the next calls against `callers` (a reload): one removed or narrowed is refused from
+        its next call on; calls already admitted carry the Caller they were admitted as and finish."""
+        self._callers = callers
+
+    @property
     def authenticates(self) -> bool:
         """Whether callers must authenticate (else only the rate applies, per peer)."""
         return self._tokens is not None or self._certificates
