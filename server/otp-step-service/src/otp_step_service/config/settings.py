@@ -87,7 +87,7 @@ class ServiceSettings(BaseSettings):
         "on SIGHUP); 0: only SIGHUP reloads",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Python log level")
-    # Transport security and caller authentication (issue 10; the README, "TLS and authentication").
+    # Transport security and caller authentication (docs: "TLS and authentication").
     tls_cert: Path | None = Field(
         None, description="PEM certificate chain of the gRPC port (reloaded on change)"
     )
