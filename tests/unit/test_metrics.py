@@ -10,9 +10,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from otp_step_service.adapters.circuit_breaker import CircuitBreaker
 from otp_step_service.config.settings import ServiceSettings, SettingsError
 from otp_step_service.observability.metrics import CATALOGUE, Metrics, destination_country
+from otp_step_service.steps.circuit_breaker import CircuitBreaker
 from otp_step_service.steps.model import CognitoErrorKind
 from otp_step_service.steps.outcomes import FailureBranch, FailureCode, StepFailure, StepOutcome, Success
 from prometheus_client import CollectorRegistry, generate_latest

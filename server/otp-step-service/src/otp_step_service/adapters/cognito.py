@@ -36,8 +36,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
 from otp_step_service.adapters.call_policy import CallTimeout, RetryPolicy, read_retries, throttle_retries
-from otp_step_service.adapters.circuit_breaker import CircuitBreaker
 from otp_step_service.observability.telemetry import CognitoCallSpan
+from otp_step_service.steps.circuit_breaker import CircuitBreaker
 from otp_step_service.steps.cognito_failures import failure_for
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.model import (

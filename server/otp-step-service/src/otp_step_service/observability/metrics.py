@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from otp_step_service.adapters.circuit_breaker import CircuitBreaker, CircuitState
+from otp_step_service.steps.circuit_breaker import CircuitBreaker, CircuitState
 from otp_step_service.steps.outcomes import FailureCode, StepOutcome
 from otp_step_service.steps.ports import Connection
 
