@@ -17,7 +17,7 @@ from otp_step_service.steps.model import CognitoErrorKind
 from otp_step_service.steps.outcomes import FailureBranch, FailureCode, StepFailure, StepOutcome, Success
 from prometheus_client import CollectorRegistry, generate_latest
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "reference" / "metrics.md"
 
 
 def _failure(code: FailureCode) -> StepOutcome[Any]:
@@ -132,7 +132,7 @@ def test_the_catalogue_lists_every_metric_the_registry_exposes_and_the_docs_list
     assert exposed == {m.name for m in CATALOGUE}
     docs = DOCS.read_text()
     for metric in CATALOGUE:
-        assert f"`{metric.name}`" in docs, f"the docs (operations.md, Metrics) do not list {metric.name}"
+        assert f"`{metric.name}`" in docs, f"the metrics reference page does not list {metric.name}"
 
 
 def test_an_open_circuit_shows_at_the_next_scrape() -> None:

@@ -135,7 +135,7 @@ CATALOGUE: tuple[MetricDoc, ...] = (
         "counter",
         ("reason",),
         "calls refused before any work: overload (OVERLOADED, CALLER_OVERLOADED, IDLE_STREAM), the caller's rate "
-        "(CALLER_RATE_LIMITED), authentication (NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED) and "
+        "(CALLER_RATE_LIMITED, CHALLENGE_STORE_UNAVAILABLE when the Redis counting it fails), authentication (NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED) and "
         "authorization (UNKNOWN_CALLER, CONNECTION_NOT_PERMITTED, TENANT_MISMATCH)",
     ),
 )
