@@ -138,7 +138,6 @@ def test_every_service_module_is_in_a_layer() -> None:
 KNOWN_LEAKS = {
     ("otp_step_service.adapters.cognito", "otp_step_service.observability.telemetry"),
     ("otp_step_service.adapters.cognito", "otp_step_service.observability.metrics"),
-    ("otp_step_service.adapters.metered_store", "otp_step_service.observability.metrics"),
     ("otp_step_service.config.connections", "otp_step_service.adapters.cognito"),
     ("otp_step_service.config.connections", "otp_step_service.adapters.id_tokens"),
     ("otp_step_service.config.connections", "otp_step_service.observability.metrics"),
@@ -251,5 +250,7 @@ MAX_LINES = 600
 def test_no_module_is_over_600_lines() -> None:
     """A module that long does several jobs: split it by what they are (generated code aside)."""
     sources = [*MODULES.values(), *ROOT.glob("bench/**/*.py"), *ROOT.glob("scripts/*.py")]
-    long = {str(p.relative_to(ROOT)): n for p in sources if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n for p in sources if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, long

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
-from otp_step_service.adapters.metered_store import MeteredChallengeStore
 from otp_step_service.app.connection_checks import (
     check_connections,
     close_connections,
@@ -22,6 +21,7 @@ from otp_step_service.app.execution import StepRunner
 from otp_step_service.app.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.config.connections import build_connections
 from otp_step_service.config.settings import ServiceSettings
+from otp_step_service.observability.metered_store import MeteredChallengeStore
 from otp_step_service.observability.metrics import Metrics
 from otp_step_service.observability.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
