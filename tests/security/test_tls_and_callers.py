@@ -923,7 +923,9 @@ def _load(client: StepExecutorClient, stop: threading.Event, seen: list[tuple[fl
     while not stop.is_set():
         started = time.monotonic()
         try:
-            _generate(client)  # its outcome (a code sent, or held back by the cooldown) is the step's business
+            _generate(
+                client
+            )  # its outcome (a code sent, or held back by the cooldown) is the step's business
             outcome = "ran"
         except StepExecutorError as exc:
             outcome = f"{exc.code.name}:{exc.reason}"

@@ -3,9 +3,10 @@
 A decoy is answered without a Cognito call: a wrong code for an unknown user at Validate, a "sent" code
 refused through another alias at Generate. Answered at once it would tell them from real ones by timing alone
 (~1 ms against ~4 ms on the emulator, 100+ ms on AWS). So the decoy waits a duration drawn from the recent real
-calls of the same connection and operation: the same distribution, whatever it is *now*. Only calls within the
-last `window_seconds` are drawn from (when Cognito's latency rises, the decoys follow within that window);
-when none is that recent, the latest few stand in.
+calls of the same connection and operation: the same distribution, whatever it is *now*. Only the latest
+`RECENT` calls within the last `window_seconds` are drawn from, so when Cognito's latency moves the decoys
+follow within that many real calls (or that window, whichever comes first); when none is that recent, the
+latest few stand in.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ class CognitoLatency:
 
     # Before any real call was seen: a typical Cognito round trip [obs: 200-300 ms warm on AWS].
     PRIOR_SECONDS = 0.2
-    # When no call is recent enough, the decoy draws from this many of the latest.
-    FALLBACK = 8
+    # The decoy draws from at most this many of the latest calls within the window (or, when none is within
+    # it, from this many of the latest whenever they were).
+    RECENT = 16
 
-    def __init__(self, keep: int = 256, window_seconds: float = 30.0, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, keep: int = 64, window_seconds: float = 10.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self._keep = keep
         self._window = window_seconds
         self._clock = clock
@@ -53,9 +55,8 @@ class CognitoLatency:
         if not seen:
             return self.PRIOR_SECONDS
         since = self._clock.monotonic() - self._window
-        recent = [seconds for at, seconds in seen if at >= since]
-        if not recent:
-            recent = [seconds for _, seconds in list(seen)[-self.FALLBACK :]]
+        latest = list(seen)[-self.RECENT :]
+        recent = [seconds for at, seconds in latest if at >= since] or [seconds for _, seconds in latest]
         # Not for security: which real duration is replayed only has to follow their distribution.
         return recent[random.randrange(len(recent))]
 
