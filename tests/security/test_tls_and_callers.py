@@ -743,11 +743,18 @@ def test_a_rotated_certificate_reaches_new_handshakes_while_open_channels_keep_w
         ({"token_issuer": ISSUER}, "together"),
         ({"token_algorithms": "none"}, "OTP_STEP_TOKEN_ALGORITHMS"),
         ({"token_algorithms": "HS256"}, "OTP_STEP_TOKEN_ALGORITHMS"),
+        ({"metrics_listen": "0.0.0.0:9464"}, "OTP_STEP_METRICS_ALLOW_REMOTE"),
     ],
 )
 def test_settings_refuse_an_open_port(settings: dict[str, str], complaint: str) -> None:
     with pytest.raises(SettingsError, match=complaint):
         ServiceSettings.from_env(**settings)
+
+
+def test_metrics_beyond_loopback_are_served_only_when_asked() -> None:
+    assert ServiceSettings(metrics_listen="127.0.0.1:9464").metrics_on_loopback
+    assert not ServiceSettings(metrics_listen="0.0.0.0:9464", metrics_allow_remote=True).metrics_on_loopback
+    assert ServiceSettings(metrics_listen="[::]:9464", allow_insecure=True).metrics_listen == "[::]:9464"
 
 
 def test_plaintext_beyond_loopback_with_tokens_is_allowed_when_asked(jwks: Jwks) -> None:

@@ -185,6 +185,11 @@ class Service:
                     "(OTP_STEP_METRICS_LISTEN)"
                 ) from None
             log.info("metrics: http://%s/metrics (port %d)", self.settings.metrics_listen, port)
+            if not self.settings.metrics_on_loopback:
+                log.warning(
+                    "METRICS BEYOND LOOPBACK on %s (OTP_STEP_METRICS_ALLOW_REMOTE): plaintext and unauthenticated",
+                    self.settings.metrics_listen,
+                )
         if self.otlp_metrics is not None:
             self.otlp_metrics.start()
         if self.reloader is not None and self.settings.reload_poll_seconds > 0:
