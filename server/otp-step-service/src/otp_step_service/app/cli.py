@@ -19,8 +19,8 @@ from otp_step_service.app.connection_checks import (
     report_self_test,
     self_test_all,
 )
+from otp_step_service.app.connections import build_connections
 from otp_step_service.app.service import Service
-from otp_step_service.config.connections import build_connections
 from otp_step_service.config.settings import (
     ServiceSettings,
     SettingsError,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _self_test(settings: ServiceSettings) -> int:
-    connections = build_connections(settings.connections_path, max_connections=4)
+    connections = build_connections(settings.connections_path, http_pool_size=4)
     try:
         return 0 if report_self_test(await self_test_all(connections)) else 1
     finally:
@@ -194,7 +194,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
     try:
         # Configuration and the self-test are checked once, here, on an event loop that is closed again
         # before forking: it uses aiobotocore only, no gRPC, and leaves no connection open.
-        connections = build_connections(settings.connections_path, max_connections=1)
+        connections = build_connections(settings.connections_path, http_pool_size=1)
 
         async def checked() -> None:
             try:

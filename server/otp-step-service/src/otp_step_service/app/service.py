@@ -17,9 +17,10 @@ from otp_step_service.app.connection_checks import (
     check_connections,
     close_connections,
 )
+from otp_step_service.app.connections import build_connections
 from otp_step_service.app.execution import StepRunner
 from otp_step_service.app.reload import ConfigurationWatch, ConnectionsReloader
-from otp_step_service.config.connections import build_connections, load_configuration
+from otp_step_service.config.connections import load_configuration
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.observability.metered_store import MeteredChallengeStore
 from otp_step_service.observability.metrics import Metrics
@@ -104,7 +105,7 @@ class Service:
         if connections is None:
             configuration = load_configuration(settings.connections_path)
             connections = build_connections(
-                configuration, max_connections=settings.max_concurrent_steps, metrics=metrics
+                configuration, http_pool_size=settings.max_concurrent_steps, metrics=metrics
             )
         if store is None:
             store = challenge_store(
@@ -146,7 +147,7 @@ class Service:
         service.reloader = ConnectionsReloader(
             runner,
             settings.connections_path,
-            max_connections=settings.max_concurrent_steps,
+            http_pool_size=settings.max_concurrent_steps,
             drain_seconds=settings.grace_seconds,
             self_test=settings.self_test,
             metrics=metrics,
