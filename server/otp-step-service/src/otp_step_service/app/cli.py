@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     for name in deprecated_variables():
         log.warning("%s no longer does anything: steps run on an event loop, not on worker threads", name)
     for name, meant in mistyped_variables():
