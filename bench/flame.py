@@ -72,7 +72,15 @@ TRACING_FILES = (
     "observability/telemetry.py",
     "sdk/resources",
 )
-STEP_FILES = ("otp_step_service/", "aiobotocore/", "botocore/", "aiohttp/", "bench/", "stepexecutor/", "google/")
+STEP_FILES = (
+    "otp_step_service/",
+    "aiobotocore/",
+    "botocore/",
+    "aiohttp/",
+    "bench/",
+    "stepexecutor/",
+    "google/",
+)
 
 
 def _owner(frame: str) -> str | None:

@@ -42,7 +42,7 @@ def test_steps_run_on_while_nobody_reads_the_services_stderr(
                 try:
                     if client.health() == "SERVING":
                         break
-                except Exception:  # noqa: BLE001 - not listening yet
+                except Exception:  # not listening yet
                     pass
                 assert process.poll() is None and time.monotonic() < deadline, "the service did not start"
                 time.sleep(0.05)
