@@ -25,6 +25,7 @@ import copy
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import re
 import sys
@@ -189,6 +190,7 @@ class _ContextualListener(logging.handlers.QueueListener):
 
 
 _listener: logging.handlers.QueueListener | None = None
+_configured: tuple[str, LogFormat] | None = None
 
 
 def otlp_logs_configured(environ: Mapping[str, str] | None = None) -> bool:
@@ -219,8 +221,9 @@ def _otlp_handler() -> logging.Handler:
 def configure_logging(level: str, log_format: LogFormat = "json") -> None:
     """Records of the whole process to stderr, one a line in `log_format`, written by a thread of their own
     (and by OTLP too when OTEL_LOGS_EXPORTER=otlp)."""
-    global _listener
+    global _listener, _configured  # one writer per process
     _stop_listener()
+    _configured = (level, log_format)
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handlers: list[logging.Handler] = [stream]
@@ -236,6 +239,23 @@ def configure_logging(level: str, log_format: LogFormat = "json") -> None:
     # botocore logs request bodies (USERNAME, codes, sessions) at DEBUG: never let it below WARNING.
     for noisy in ("botocore", "aiobotocore", "boto3", "urllib3", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _restart_in_child() -> None:
+    # A forked server process (OTP_STEP_PROCESSES) inherits the queue but not the writer thread: it gets
+    # a queue and a writer of its own.
+    global _listener
+    if _configured is not None and _listener is not None:
+        _listener = None
+        configure_logging(*_configured)
+
+
+os.register_at_fork(after_in_child=_restart_in_child)
+
+
+def flush_logs() -> None:
+    """Write every queued record and end the writer (before `os._exit`, which skips atexit)."""
+    _stop_listener()
 
 
 def _stop_listener() -> None:
