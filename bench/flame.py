@@ -70,6 +70,7 @@ TRACING_FILES = (
     "_shared_internal",
     "semconv",
     "observability/telemetry.py",
+    "transport/server_spans.py",
     "sdk/resources",
 )
 STEP_FILES = (
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.ghz(service, bench.generate_load(3.0), {"service": service.process})
             for name, service in services.items():
                 svg = args.out / f"{name}{args.suffix}.svg"
-                raw = args.out / f"{name}{args.suffix}.collapsed.txt"
+                raw = bench.folder / f"{name}{args.suffix}.collapsed.txt"  # large: not kept beside the SVG
                 for output, form in ((svg, "flamegraph"), (raw, "raw")):
                     run = _sampled(bench, spy, service, output, form, args, {"jaeger": jaeger})
                 cpu = run.cpu_cores["service"]
