@@ -28,7 +28,7 @@ from otp_step_service.config.settings import (
     documented,
     mistyped_variables,
 )
-from otp_step_service.observability.step_log import configure_logging
+from otp_step_service.observability.step_log import configure_logging, flush_logs
 from otp_step_service.observability.telemetry import configure_tracing
 from otp_step_service.steps.errors import ConfigurationError
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     for name in deprecated_variables():
         log.warning("%s no longer does anything: steps run on an event loop, not on worker threads", name)
     for name, meant in mistyped_variables():
@@ -229,6 +229,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
             try:
                 code = _serve(settings.for_process(index), self_test=False)
             finally:
+                flush_logs()
                 os._exit(code)
         children.append(pid)
     codes: dict[int, int] = {}

@@ -139,6 +139,8 @@ class Service:
                 refusals.append(security.authentication.refusals)
             metrics.watch_admission(lambda: server.admission.steps_in_flight, *refusals)
             metrics.watch_circuits(lambda: runner.connections)
+            if tracing:
+                metrics.watch_span_export()
         service = cls(settings, runner, server, metrics)
         if metrics is not None and otlp:
             service.otlp_metrics = OtlpMetricsBridge.from_environment(metrics.registry)
