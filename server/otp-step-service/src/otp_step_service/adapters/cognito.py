@@ -23,9 +23,9 @@ import logging
 import secrets
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeAlias
 
 import aiobotocore
 import botocore
@@ -35,7 +35,6 @@ from aiobotocore.session import AioSession, get_session
 
 from otp_step_service.adapters.call_policy import CallTimeout, RetryPolicy, read_retries, throttle_retries
 from otp_step_service.adapters.cognito_errors import classify
-from otp_step_service.observability.telemetry import CognitoCallSpan
 from otp_step_service.steps.circuit_breaker import CircuitBreaker
 from otp_step_service.steps.cognito_failures import failure_for
 from otp_step_service.steps.deadline import Deadline
@@ -49,9 +48,6 @@ from otp_step_service.steps.model import (
     EndUser,
 )
 from otp_step_service.steps.outcomes import Channel, CognitoTokens, ErrorCategory
-
-if TYPE_CHECKING:
-    from otp_step_service.observability.metrics import CognitoCallMetrics
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +102,50 @@ class CognitoTarget:
         return f"CognitoTarget({self.region}, {self.user_pool_id}, {self.client_id}, secret=<redacted>)"
 
 
+class CallSpan(Protocol):
+    """The client span of one Cognito call: ended by `answered` or `failed`, or on leaving the block."""
+
+    def __enter__(self) -> CallSpan: ...
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None: ...
+
+    def answered(self, metadata: Mapping[str, Any] | None) -> None: ...
+
+    def failed(self, error_type: str, system: bool, metadata: Mapping[str, Any] | None) -> None: ...
+
+
+#: Opens the span of one call: (API operation, region, server address). Observability provides the real one.
+CallSpans: TypeAlias = Callable[[str, str, str], CallSpan]
+
+
+class CallMetrics(Protocol):
+    """What the gateway records of its calls: each try and its latency, and each retry."""
+
+    def call(self, operation: str, error_type: str, seconds: float) -> None: ...
+
+    def retry(self, operation: str, error_type: str) -> None: ...
+
+
+class _Untraced:
+    """No span: what a gateway built without tracing records."""
+
+    def __enter__(self) -> _Untraced:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        return None
+
+    def answered(self, metadata: Mapping[str, Any] | None) -> None:
+        return None
+
+    def failed(self, error_type: str, system: bool, metadata: Mapping[str, Any] | None) -> None:
+        return None
+
+
+def _untraced(operation: str, region: str, server_address: str) -> CallSpan:
+    return _Untraced()
+
+
 class AioCognitoGateway:
     """CognitoGateway over aiobotocore for one connection: one client, its HTTP connection pool sized for the
     service's concurrency, botocore's own retries off (the RetryPolicy decides per operation)."""
@@ -114,10 +154,12 @@ class AioCognitoGateway:
         self,
         target: CognitoTarget,
         session: AioSession | None = None,
-        metrics: CognitoCallMetrics | None = None,
+        metrics: CallMetrics | None = None,
+        spans: CallSpans = _untraced,
     ) -> None:
         self._target = target
         self._metrics = metrics
+        self._spans = spans
         self.breaker = CircuitBreaker(target.circuit_failure_threshold, target.circuit_open_seconds)
         self._session = session or get_session()
         self._client: Any = None
@@ -354,7 +396,7 @@ class AioCognitoGateway:
         sent_before = requests.sent
         token = _step_requests.set(requests)
         try:
-            with CognitoCallSpan(
+            with self._spans(
                 client.meta.method_to_api_mapping[operation], self._target.region, self._server_address
             ) as span:
                 try:

@@ -17,6 +17,7 @@ from otp_step_service.config.connections import (
     policy_from_config,
 )
 from otp_step_service.observability.metrics import Metrics
+from otp_step_service.observability.telemetry import CognitoCallSpan
 from otp_step_service.steps.ports import Connection
 
 
@@ -63,5 +64,7 @@ def connection_from_config(
         jwks_url=jwks_url_for(config.region, config.user_pool_id, config.endpoint_url),
         fetch_timeout=config.call_timeout_seconds,
     )
-    gateway = AioCognitoGateway(target, metrics=metrics.cognito(name) if metrics is not None else None)
+    gateway = AioCognitoGateway(
+        target, metrics=metrics.cognito(name) if metrics is not None else None, spans=CognitoCallSpan
+    )
     return Connection(policy=policy, gateway=gateway, verifier=verifier)
