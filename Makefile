@@ -94,12 +94,13 @@ run: $(STAMP) $(if $(JAEGER),$(BIN)/jaeger) ## Start the seeded emulator and the
 # ---------------------------------------------------------------------------------------------------------
 # Checking
 .PHONY: test
-test: $(STAMP) tools polyglot ## Lint, then the whole test suite against real parts
+test: $(STAMP) tools polyglot image chart-tools ## Lint, then the whole test suite against real parts
 	$(MAKE) --no-print-directory lint
 	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
 
 include mk/conformance.mk
 include mk/metrics.mk
+include mk/image.mk
 
 .PHONY: bench
 bench: $(STAMP) $(BIN)/ghz redis ## Load test with ghz (QUICK=1 for a smoke run); results under bench-results/

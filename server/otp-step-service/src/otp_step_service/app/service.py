@@ -155,7 +155,14 @@ class Service:
             reuse_port=settings.processes > 1,
         )
         security = PortSecurity.from_settings(settings, STEP_METHODS, rate=step_rate, clock=clock)
-        server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
+        server = StepExecutorServer(
+            runner,
+            settings.listen,
+            limits,
+            tracing=tracing,
+            security=security,
+            health_listen=settings.health_listen,
+        )
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
             refusals = [server.admission.refusals]
