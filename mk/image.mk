@@ -18,7 +18,7 @@ PODMAN          := podman
 # own, which on these machines includes the egress proxy's CA.
 BUILD_CA        ?= $(or $(SSL_CERT_FILE),/etc/ssl/certs/ca-certificates.crt)
 
-# The base: Debian 12's python3 and ca-certificates in an `essential` rootfs (no apt), merged-/usr by
+# The base: Debian 12's python3, ca-certificates and libstdc++ (grpcio's extension needs it) in an `essential` rootfs (no apt), merged-/usr by
 # mmdebstrap's hook (so usrmerge and the perl it needs stay out), without recommends, docs, man pages,
 # locales, or iconv modules (copyright files kept). Its tag is the recipe's hash, so a
 # changed recipe makes a new base and an unchanged one is never rebuilt.
@@ -26,7 +26,7 @@ BASE_SUITE      := bookworm
 BASE_MIRRORS    := "deb http://deb.debian.org/debian $(BASE_SUITE) main" \
                    "deb http://deb.debian.org/debian $(BASE_SUITE)-updates main" \
                    "deb http://deb.debian.org/debian-security $(BASE_SUITE)-security main"
-BASE_RECIPE     := mmdebstrap --format=tar --variant=essential --include=usr-is-merged,python3,ca-certificates \
+BASE_RECIPE     := mmdebstrap --format=tar --variant=essential --include=usr-is-merged,python3,ca-certificates,libstdc++6 \
                    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr --aptopt='Acquire::Languages "none"' \
                    --aptopt='APT::Install-Recommends "false"' \
                    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \

@@ -27,6 +27,9 @@ from otp_step_service.transport.servicer import StepExecutorServicer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StepExecutor"].full_name
+# A health service name that is SERVING while the process serves, whatever Cognito's state: what a liveness
+# probe asks (the overall "" follows the connections' circuits, and restarting a pod cannot mend Cognito).
+LIVENESS_SERVICE = "liveness"
 STEP_METHODS = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("GenerateOtp", "ValidateOtp", "CheckConnection"))
 
 
@@ -150,7 +153,7 @@ class StepExecutorServer:
                 await server.stop(0)
                 self._server = None
                 raise
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, LIVENESS_SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def _start_health_port(self) -> None:
