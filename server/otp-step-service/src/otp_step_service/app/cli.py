@@ -147,7 +147,7 @@ def _health(args: argparse.Namespace) -> int:
 
 
 async def _self_test(settings: ServiceSettings) -> int:
-    from otp_step_service.app.service import close_connections, report_self_test, self_test_all
+    from otp_step_service.app.connection_checks import close_connections, report_self_test, self_test_all
     from otp_step_service.config.connections import build_connections
 
     connections = build_connections(settings.connections_path, max_connections=4)
@@ -245,7 +245,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
     (several orchestrator instances, or clients opening more than one channel). The parent creates no gRPC
     object and no running event loop before forking: neither survives fork.
     """
-    from otp_step_service.app.service import check_connections, close_connections
+    from otp_step_service.app.connection_checks import check_connections, close_connections
     from otp_step_service.config.connections import build_connections
     from otp_step_service.steps.errors import ConfigurationError
 
