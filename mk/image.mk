@@ -50,7 +50,7 @@ $(IMAGE_CACHE)/base-$(BASE_TAG).tar: | podman
 	mv $@.part $@
 
 .PHONY: image-base
-image-base: $(IMAGE_CACHE)/base-$(BASE_TAG).tar ## The base image (mmdebstrap + podman import), once per recipe
+image-base: $(IMAGE_CACHE)/base-$(BASE_TAG).tar | podman ## The base image (mmdebstrap + podman import), once per recipe
 	@$(PODMAN) image exists $(BASE_IMAGE) || \
 	  $(PODMAN) import --change 'CMD ["/usr/bin/python3"]' $< $(BASE_IMAGE) >/dev/null
 	@# uv's own image is /uv and /uvx at the root; this is that, made from the pinned uv in .bin/.
