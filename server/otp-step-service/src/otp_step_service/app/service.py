@@ -17,14 +17,16 @@ from otp_step_service.app.connection_checks import (
     check_connections,
     close_connections,
 )
+from otp_step_service.app.connections import build_connections
 from otp_step_service.app.execution import StepRunner
 from otp_step_service.app.reload import ConfigurationWatch, ConnectionsReloader
-from otp_step_service.config.connections import build_connections
+from otp_step_service.config.connections import load_configuration
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.observability.metered_store import MeteredChallengeStore
 from otp_step_service.observability.metrics import Metrics
 from otp_step_service.observability.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
+from otp_step_service.steps.decoys import DecoyMasks
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.step_rate import StepRate
@@ -53,6 +55,16 @@ def challenge_store(
     return RedisChallengeStore.from_url(
         url, SessionSealer.from_file(keys_file), max_connections=max_connections, clock=clock
     )
+
+
+def decoy_masks(keys_file: Path | None) -> DecoyMasks:
+    """The decoys' mask key: derived from the challenge keys (so every instance sharing the store, and so
+    the keys, shows one unknown identifier the same mask), else this process's own."""
+    if keys_file is None:
+        return DecoyMasks.ephemeral()
+    from otp_step_service.adapters.sealing import SessionSealer
+
+    return DecoyMasks(SessionSealer.from_file(keys_file).derived_key("decoy masks"))
 
 
 @dataclass
@@ -88,10 +100,12 @@ class Service:
         otlp = otlp_metrics_configured()
         if metrics is None and (settings.metrics_listen or otlp):
             metrics = Metrics()
-        built_here = connections is None
+        # The connections file, read once here: the connections, the callers and the watched files.
+        configuration = None
         if connections is None:
+            configuration = load_configuration(settings.connections_path)
             connections = build_connections(
-                settings.connections_path, max_connections=settings.max_concurrent_steps, metrics=metrics
+                configuration, http_pool_size=settings.max_concurrent_steps, metrics=metrics
             )
         if store is None:
             store = challenge_store(
@@ -99,7 +113,7 @@ class Service:
             )
         if metrics is not None:
             store = MeteredChallengeStore(store, metrics)
-        runner = StepRunner(connections, store, clock, metrics)
+        runner = StepRunner(connections, store, clock, metrics, decoy_masks(settings.challenge_keys_file))
         limits = ServerLimits(
             max_concurrent_steps=settings.max_concurrent_steps,
             max_steps_per_caller=settings.max_steps_per_caller,
@@ -110,6 +124,7 @@ class Service:
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
         )
+<<<<<<< HEAD
         security = PortSecurity.from_settings(settings, STEP_METHODS, rate=step_rate, clock=clock)
         server = StepExecutorServer(
             runner,
@@ -119,6 +134,16 @@ class Service:
             security=security,
             health_listen=settings.health_listen,
         )
+=======
+        security = PortSecurity.from_settings(
+            settings,
+            STEP_METHODS,
+            rate=step_rate,
+            clock=clock,
+            callers=configuration.callers if configuration is not None else None,
+        )
+        server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
+>>>>>>> main
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
             refusals = [server.admission.refusals]
@@ -134,13 +159,16 @@ class Service:
         service.reloader = ConnectionsReloader(
             runner,
             settings.connections_path,
-            max_connections=settings.max_concurrent_steps,
+            http_pool_size=settings.max_concurrent_steps,
             drain_seconds=settings.grace_seconds,
             self_test=settings.self_test,
             metrics=metrics,
+            callers=security.authentication
+            if security.authentication is not None and security.authentication.authenticates
+            else None,
         )
-        if built_here:
-            service.reloader.remember_current()
+        if configuration is not None:
+            service.reloader.remember(configuration)
         return service
 
     async def prepare(self, self_test: bool = True) -> None:
@@ -170,6 +198,11 @@ class Service:
                     "(OTP_STEP_METRICS_LISTEN)"
                 ) from None
             log.info("metrics: http://%s/metrics (port %d)", self.settings.metrics_listen, port)
+            if not self.settings.metrics_on_loopback:
+                log.warning(
+                    "METRICS BEYOND LOOPBACK on %s (OTP_STEP_METRICS_ALLOW_REMOTE): plaintext and unauthenticated",
+                    self.settings.metrics_listen,
+                )
         if self.otlp_metrics is not None:
             self.otlp_metrics.start()
         if self.reloader is not None and self.settings.reload_poll_seconds > 0:
