@@ -16,7 +16,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-<<<<<<< HEAD
 from otp_step_service.app.health_probe import ProbeTls, check, default_target
 
 if TYPE_CHECKING:
@@ -24,26 +23,6 @@ if TYPE_CHECKING:
 
 # The service's modules are imported where they are used, not here: `health` (run by the image's HEALTHCHECK
 # every few seconds) needs none of them, and importing them all costs a second of CPU.
-=======
-from otp_step_service.app.connection_checks import (
-    check_connections,
-    close_connections,
-    report_self_test,
-    self_test_all,
-)
-from otp_step_service.app.connections import build_connections
-from otp_step_service.app.service import Service
-from otp_step_service.config.settings import (
-    ServiceSettings,
-    SettingsError,
-    deprecated_variables,
-    documented,
-    mistyped_variables,
-)
-from otp_step_service.observability.step_log import configure_logging
-from otp_step_service.observability.telemetry import configure_tracing
-from otp_step_service.steps.errors import ConfigurationError
->>>>>>> main
 
 log = logging.getLogger("otp_step_service")
 
@@ -168,14 +147,10 @@ def _health(args: argparse.Namespace) -> int:
 
 
 async def _self_test(settings: ServiceSettings) -> int:
-<<<<<<< HEAD
     from otp_step_service.app.connection_checks import close_connections, report_self_test, self_test_all
-    from otp_step_service.config.connections import build_connections
+    from otp_step_service.app.connections import build_connections
 
-    connections = build_connections(settings.connections_path, max_connections=4)
-=======
     connections = build_connections(settings.connections_path, http_pool_size=4)
->>>>>>> main
     try:
         return 0 if report_self_test(await self_test_all(connections)) else 1
     finally:
@@ -271,7 +246,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
     object and no running event loop before forking: neither survives fork.
     """
     from otp_step_service.app.connection_checks import check_connections, close_connections
-    from otp_step_service.config.connections import build_connections
+    from otp_step_service.app.connections import build_connections
     from otp_step_service.steps.errors import ConfigurationError
 
     try:

@@ -124,8 +124,13 @@ class Service:
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
         )
-<<<<<<< HEAD
-        security = PortSecurity.from_settings(settings, STEP_METHODS, rate=step_rate, clock=clock)
+        security = PortSecurity.from_settings(
+            settings,
+            STEP_METHODS,
+            rate=step_rate,
+            clock=clock,
+            callers=configuration.callers if configuration is not None else None,
+        )
         server = StepExecutorServer(
             runner,
             settings.listen,
@@ -134,16 +139,6 @@ class Service:
             security=security,
             health_listen=settings.health_listen,
         )
-=======
-        security = PortSecurity.from_settings(
-            settings,
-            STEP_METHODS,
-            rate=step_rate,
-            clock=clock,
-            callers=configuration.callers if configuration is not None else None,
-        )
-        server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
->>>>>>> main
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
             refusals = [server.admission.refusals]
