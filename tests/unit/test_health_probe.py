@@ -8,8 +8,8 @@ from otp_step_service.config.settings import ServiceSettings, variable
 
 
 def test_the_probe_names_the_settings_variables_and_default() -> None:
-    assert health_probe.HEALTH_LISTEN_VARIABLE == variable("health_listen")
-    assert health_probe.LISTEN_VARIABLE == variable("listen")
+    assert variable("health_listen") == health_probe.HEALTH_LISTEN_VARIABLE
+    assert variable("listen") == health_probe.LISTEN_VARIABLE
     assert ServiceSettings.model_fields["listen"].default == health_probe.DEFAULT_LISTEN
 
 
