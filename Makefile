@@ -94,7 +94,7 @@ run: $(STAMP) $(if $(JAEGER),$(BIN)/jaeger) ## Start the seeded emulator and the
 # ---------------------------------------------------------------------------------------------------------
 # Checking
 .PHONY: test
-test: $(STAMP) tools polyglot ## Lint, then the whole test suite against real parts
+test: $(STAMP) tools polyglot image chart-tools ## Lint, then the whole test suite against real parts
 	$(MAKE) --no-print-directory lint
 	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -106,6 +106,7 @@ test-unit: $(STAMP) ## The fast tier only, in seconds: domain units, the guards,
 include mk/docs.mk
 include mk/conformance.mk
 include mk/metrics.mk
+include mk/image.mk
 
 .PHONY: bench
 bench: $(STAMP) $(BIN)/ghz redis ## Load test with ghz (QUICK=1 for a smoke run); results under bench-results/

@@ -1,4 +1,5 @@
-"""The `otp-step-service` command (also `python -m otp_step_service`): serve (default) or self-test the configured connections."""
+"""The `otp-step-service` command (also `python -m otp_step_service`): serve (default), self-test the configured
+connections, or ask a running service whether it is healthy (`health`)."""
 
 from __future__ import annotations
 
@@ -11,31 +12,38 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from otp_step_service.app.connection_checks import (
-    check_connections,
-    close_connections,
-    report_self_test,
-    self_test_all,
-)
-from otp_step_service.app.connections import build_connections
-from otp_step_service.app.service import Service
-from otp_step_service.config.settings import (
-    ServiceSettings,
-    SettingsError,
-    deprecated_variables,
-    documented,
-    mistyped_variables,
-)
-from otp_step_service.observability.step_log import configure_logging, flush_logs
-from otp_step_service.observability.telemetry import configure_tracing
-from otp_step_service.steps.errors import ConfigurationError
+from otp_step_service.app.health_probe import ProbeTls, check, default_target
+
+if TYPE_CHECKING:
+    from otp_step_service.config.settings import ServiceSettings
+
+# The service's modules are imported where they are used, not here: `health` (run by the image's HEALTHCHECK
+# every few seconds) needs none of them, and importing them all costs a second of CPU.
 
 log = logging.getLogger("otp_step_service")
 
 
+def _health_arguments(health: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    health.add_argument(
+        "--target",
+        help="host:port to ask (default: OTP_STEP_HEALTH_LISTEN, else OTP_STEP_LISTEN, on loopback)",
+    )
+    health.add_argument("--service", default="", help="health service name ('' : the server as a whole)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds before the check fails")
+    health.add_argument("--tls-ca", type=Path, help="speak TLS, verifying the server with this PEM CA bundle")
+    health.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for an mTLS port")
+    health.add_argument("--tls-key", type=Path, help="client private key (PEM) for an mTLS port")
+    health.add_argument("--tls-server-name", help="the name in the server's certificate, if not the target's")
+    return health
+
+
 def _parser() -> argparse.ArgumentParser:
+    from otp_step_service.config.settings import documented
+
     parser = argparse.ArgumentParser(
         prog="python -m otp_step_service",
         description="Cognito OTP Generate / Validate journey steps over gRPC (StepExecutor).",
@@ -43,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         + "; ".join(f"{name} (default {default!r}): {what}" for name, default, what in documented()),
     )
     sub = parser.add_subparsers(dest="command")
+    _health_arguments(
+        sub.add_parser(
+            "health",
+            help="exit 0 when the running service reports SERVING (the image's HEALTHCHECK; an exec probe)",
+        )
+    )
     for name in ("serve", "self-test"):
         command = sub.add_parser(name)
         command.add_argument(
@@ -77,7 +91,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["health"]:
+        return _health(
+            _health_arguments(argparse.ArgumentParser(prog="otp-step-service health")).parse_args(argv[1:])
+        )
     args = _parser().parse_args(argv)
+    from otp_step_service.config.settings import (
+        ServiceSettings,
+        SettingsError,
+        deprecated_variables,
+        mistyped_variables,
+    )
+    from otp_step_service.observability.step_log import configure_logging
+    from otp_step_service.steps.errors import ConfigurationError
+
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         settings = ServiceSettings.from_env(**overrides)
@@ -100,7 +128,28 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(settings)
 
 
+def _health(args: argparse.Namespace) -> int:
+    """Ask the service's health service; print the status, exit 0 only on SERVING."""
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_cert and args.tls_ca is None):
+        print("health: --tls-cert and --tls-key go together, with --tls-ca", file=sys.stderr)
+        return 2
+    tls = None
+    if args.tls_ca is not None:
+        tls = ProbeTls(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    target = args.target or default_target()
+    try:
+        status = check(target, args.service, tls, args.timeout)
+    except OSError as exc:  # a TLS file that cannot be read
+        print(f"health: {exc}", file=sys.stderr)
+        return 2
+    print(f"{target}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
 async def _self_test(settings: ServiceSettings) -> int:
+    from otp_step_service.app.connection_checks import close_connections, report_self_test, self_test_all
+    from otp_step_service.app.connections import build_connections
+
     connections = build_connections(settings.connections_path, http_pool_size=4)
     try:
         return 0 if report_self_test(await self_test_all(connections)) else 1
@@ -110,6 +159,8 @@ async def _self_test(settings: ServiceSettings) -> int:
 
 def _serve(settings: ServiceSettings, self_test: bool = True) -> int:
     """Build, prepare and run one server process until SIGTERM / SIGINT."""
+    from otp_step_service.observability.telemetry import configure_tracing
+
     provider = configure_tracing()
     try:
         code = asyncio.run(_serve_async(settings, self_test, tracing=provider is not None))
@@ -122,6 +173,9 @@ def _serve(settings: ServiceSettings, self_test: bool = True) -> int:
 
 
 async def _serve_async(settings: ServiceSettings, self_test: bool, tracing: bool) -> int:
+    from otp_step_service.app.service import Service
+    from otp_step_service.steps.errors import ConfigurationError
+
     try:
         service = Service.build(settings, tracing=tracing)
     except (ConfigurationError, OSError) as exc:
@@ -191,6 +245,10 @@ def _serve_processes(settings: ServiceSettings) -> int:
     (several orchestrator instances, or clients opening more than one channel). The parent creates no gRPC
     object and no running event loop before forking: neither survives fork.
     """
+    from otp_step_service.app.connection_checks import check_connections, close_connections
+    from otp_step_service.app.connections import build_connections
+    from otp_step_service.steps.errors import ConfigurationError
+
     try:
         # Configuration and the self-test are checked once, here, on an event loop that is closed again
         # before forking: it uses aiobotocore only, no gRPC, and leaves no connection open.
@@ -229,6 +287,8 @@ def _serve_processes(settings: ServiceSettings) -> int:
             try:
                 code = _serve(settings.for_process(index), self_test=False)
             finally:
+                from otp_step_service.observability.step_log import flush_logs
+
                 flush_logs()
                 os._exit(code)
         children.append(pid)

@@ -131,7 +131,14 @@ class Service:
             clock=clock,
             callers=configuration.callers if configuration is not None else None,
         )
-        server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
+        server = StepExecutorServer(
+            runner,
+            settings.listen,
+            limits,
+            tracing=tracing,
+            security=security,
+            health_listen=settings.health_listen,
+        )
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
             refusals = [server.admission.refusals]

@@ -127,19 +127,24 @@ class ServiceSettings(BaseSettings):
     metrics_listen: str = Field(
         "", description="Prometheus scrape endpoint (host:port, its own port); empty: no metrics are recorded"
     )
+    health_listen: str = Field(
+        "",
+        description="a plaintext port serving grpc.health.v1 only (host:port), for probes that cannot speak "
+        "TLS, such as Kubernetes' gRPC probes; empty: health is served on OTP_STEP_LISTEN only",
+    )
     metrics_allow_remote: bool = Field(
         False,
         description="allow the (plaintext) scrape endpoint beyond loopback (logged as a warning); "
         "OTP_STEP_ALLOW_INSECURE allows it too",
     )
 
-    @field_validator("metrics_listen")
+    @field_validator("metrics_listen", "health_listen")
     @classmethod
     def _metrics_host_port(cls, value: str) -> str:
         if value:
             host, _, port = value.rpartition(":")
             if not host or not port.isdigit():
-                raise ValueError("expected host:port, e.g. 127.0.0.1:9464, or empty for no metrics")
+                raise ValueError("expected host:port, e.g. 0.0.0.0:9464, or empty for none")
         return value
 
     @model_validator(mode="after")

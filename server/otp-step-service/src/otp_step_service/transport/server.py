@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StepExecutor"].full_name
 HEALTH_METHODS = frozenset(f"/{health.SERVICE_NAME}/{m}" for m in ("Check", "Watch"))
+# A health service name that is SERVING while the process serves, whatever Cognito's state: what a liveness
+# probe asks (the overall "" follows the connections' circuits, and restarting a pod cannot mend Cognito).
+LIVENESS_SERVICE = "liveness"
 STEP_METHODS = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("GenerateOtp", "ValidateOtp", "CheckConnection"))
 
 
@@ -78,8 +81,12 @@ class StepExecutorServer:
         limits: ServerLimits,
         tracing: bool = False,
         security: PortSecurity | None = None,
+        health_listen: str = "",
     ) -> None:
         self.security = security or PortSecurity(None, None)
+        self._health_listen = health_listen
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port = 0
         self._runner = runner
         self._listen = listen
         self._limits = limits
@@ -140,8 +147,39 @@ class StepExecutorServer:
             )
         await server.start()
         self._server, self.port = server, port
-        for name in ("", SERVICE_NAME):
+        if self._health_listen:
+            try:
+                await self._start_health_port()
+            except OSError:
+                await server.stop(0)
+                self._server = None
+                raise
+        for name in ("", SERVICE_NAME, LIVENESS_SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _start_health_port(self) -> None:
+        """A second, plaintext server with the same health servicer and nothing else on it.
+
+        Kubernetes' gRPC probes speak plaintext only: with TLS on the main port they could never pass. This
+        port answers `grpc.health.v1` (the same statuses, drain included) and serves no step, no reflection,
+        so leaving it unencrypted discloses a serving status and nothing more.
+        """
+        server = grpc.aio.server(
+            maximum_concurrent_rpcs=64,
+            options=[("grpc.so_reuseport", 1 if self._limits.reuse_port else 0)],
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        try:
+            port = server.add_insecure_port(self._health_listen)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise OSError(
+                f"cannot listen on {self._health_listen} for health: address in use or not available "
+                "(OTP_STEP_HEALTH_LISTEN)"
+            )
+        await server.start()
+        self._health_server, self.health_port = server, port
 
     async def stop(self, grace: float, notice: float = 0.0) -> None:
         """Report NOT_SERVING, keep serving for `notice` seconds (load balancers see it and stop sending),
@@ -153,6 +191,10 @@ class StepExecutorServer:
             await asyncio.sleep(notice)
         await self._server.stop(grace)
         self._server = None
+        # Last: probes keep seeing NOT_SERVING (not a refused connection) until the steps have drained.
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         if self.security.authentication is not None:
             await self.security.authentication.aclose()
 
