@@ -117,7 +117,9 @@ def test_attempts_are_spent_one_by_one_then_the_challenge_is_gone(make_store: St
         assert first.challenge is not None and first.challenge.attempts_remaining == 1
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.EXHAUSTED
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.NOT_FOUND
-        assert await store.events(FAILURES) == 2  # each granted attempt counted one wrong code up front
+        assert (
+            await store.events("demo", FAILURES) == 2
+        )  # each granted attempt counted one wrong code up front
 
     run(make_store, scenario)
 
@@ -127,7 +129,7 @@ def test_an_unjudged_attempt_is_given_back_with_its_wrong_code_count(make_store:
         await _saved(store, _challenge(max_attempts=1))
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
         await store.finish_attempt(KEY, "n1", Judgement.UNJUDGED, (FAILURES,))
-        assert await store.events(FAILURES) == 0
+        assert await store.events("demo", FAILURES) == 0
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
 
     run(make_store, scenario)
@@ -138,7 +140,7 @@ def test_an_unknown_judgement_spends_the_attempt_but_not_the_lockout(make_store:
         await _saved(store, _challenge(max_attempts=2))
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
         await store.finish_attempt(KEY, "n1", Judgement.UNKNOWN, (FAILURES,))
-        assert await store.events(FAILURES) == 0
+        assert await store.events("demo", FAILURES) == 0
         grant = await store.begin_attempt(_attempt())
         assert grant.challenge is not None and grant.challenge.attempts_remaining == 0
 
@@ -150,7 +152,7 @@ def test_a_right_code_uses_the_challenge_and_forgives_its_count(make_store: Stor
         await _saved(store, _challenge())
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
         await store.finish_attempt(KEY, "n1", Judgement.RIGHT, (FAILURES,))
-        assert await store.events(FAILURES) == 0
+        assert await store.events("demo", FAILURES) == 0
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.NOT_FOUND
 
     run(make_store, scenario)
@@ -162,7 +164,7 @@ def test_a_locked_identifier_spends_nothing(make_store: StoreFactory) -> None:
         for _ in range(2):
             assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
         assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.LOCKED
-        assert await store.events(FAILURES) == 2
+        assert await store.events("demo", FAILURES) == 2
 
     run(make_store, scenario)
 
@@ -185,7 +187,9 @@ def test_a_stale_nonce_touches_nothing(make_store: StoreFactory) -> None:
         grant = await store.begin_attempt(_attempt())
         assert grant.challenge is not None
         assert grant.challenge.nonce == "new" and grant.challenge.attempts_used == 2
-        assert await store.events(FAILURES) == 2  # neither stale settle touched the live challenge's counts
+        assert (
+            await store.events("demo", FAILURES) == 2
+        )  # neither stale settle touched the live challenge's counts
 
     run(make_store, scenario)
 
@@ -212,7 +216,7 @@ def test_a_reservation_holds_the_key_against_resends_and_replays_its_execution(
         assert 24 <= other.wait_seconds <= 25
         later = await store.begin_send(_send("e", now + 31, execution="y"))
         assert later.verdict is SendVerdict.RESERVED
-        assert await store.events(SENDS) == 2  # only the reservations that went ahead were counted
+        assert await store.events("demo", SENDS) == 2  # only the reservations that went ahead were counted
 
     run(make_store, scenario)
 
@@ -221,7 +225,7 @@ def test_a_send_that_certainly_did_not_happen_is_given_back(make_store: StoreFac
     async def scenario(store: ChallengeStore) -> None:
         assert (await store.begin_send(_send("a"))).verdict is SendVerdict.RESERVED
         await store.finish_send(_send("a"), SendResult.NOT_SENT, None)
-        assert await store.events(SENDS) == 0
+        assert await store.events("demo", SENDS) == 0
         assert (await store.begin_send(_send("b"))).verdict is SendVerdict.RESERVED  # the key is free again
 
     run(make_store, scenario)
@@ -233,7 +237,7 @@ def test_a_send_that_may_have_happened_counts_and_holds_the_cooldown(make_store:
         assert (await store.begin_send(_send("a", now, execution="x"))).verdict is SendVerdict.RESERVED
         unusable = _challenge(nonce="a", sent_at=now, unusable=True)
         await store.finish_send(_send("a", now, execution="x"), SendResult.MAYBE_SENT, unusable)
-        assert await store.events(SENDS) == 1
+        assert await store.events("demo", SENDS) == 1
         assert (await store.begin_attempt(_attempt(now))).verdict is AttemptVerdict.NOT_FOUND
         assert (await store.begin_send(_send("b", now + 1, execution="x"))).verdict is SendVerdict.TOO_SOON
         assert (await store.begin_send(_send("c", now + 31))).verdict is SendVerdict.RESERVED
@@ -274,7 +278,7 @@ def test_the_connections_budget_trips_across_identifiers_and_gives_back_unsent_c
         assert verdicts == [SendVerdict.RESERVED, SendVerdict.RESERVED, SendVerdict.BUDGET_TRIPPED]
         # A reservation that certainly sent nothing gives its share of the budget back.
         await store.finish_send(requests[0], SendResult.NOT_SENT, None)
-        assert await store.events(breaker.subject) == 1
+        assert await store.events("demo", breaker.subject) == 1
 
     run(make_store, scenario)
 
@@ -329,13 +333,13 @@ def test_a_users_sends_are_counted_once_its_alias_is_known_and_given_back_when_n
 ) -> None:
     async def scenario(store: ChallengeStore) -> None:
         await _sent_to(store, _aliased("a", "run-a"), "U")  # unknown at begin: counted for U afterwards
-        assert await store.events(USER_SENDS + "U") == 1
+        assert await store.events("demo", USER_SENDS + "U") == 1
         second = _aliased("b", "run-b")
         assert (await store.begin_send(second)).verdict is SendVerdict.RESERVED  # known: counted up front
-        assert await store.events(USER_SENDS + "U") == 2
+        assert await store.events("demo", USER_SENDS + "U") == 2
         await store.finish_send(second, SendResult.NOT_SENT, None)
-        assert await store.events(USER_SENDS + "U") == 1
-        assert await store.events(SENDS) == 1
+        assert await store.events("demo", USER_SENDS + "U") == 1
+        assert await store.events("demo", SENDS) == 1
 
     run(make_store, scenario)
 
@@ -377,7 +381,7 @@ def test_codes_lost_through_a_fresh_alias_are_bounded_then_counted_for_its_user(
         phone = "alias:ada-phone"
         await lose(store, replace(_aliased("d", "run-d"), alias_subject=phone))
         await _sent_to(store, replace(_aliased("e", "run-e"), alias_subject=phone), "U")
-        assert await store.events(USER_SENDS + "U") == 2
+        assert await store.events("demo", USER_SENDS + "U") == 2
 
     run(make_store, scenario)
 
@@ -389,9 +393,9 @@ def test_a_users_wrong_codes_are_counted_and_given_back_with_the_identifiers(
         await _saved(store, _challenge(user="U"))
         subjects = (FAILURES, USER_FAILURES + "U")
         assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
-        assert await store.events(USER_FAILURES + "U") == 1
+        assert await store.events("demo", USER_FAILURES + "U") == 1
         await store.finish_attempt(KEY, "n1", Judgement.UNJUDGED, subjects)
-        assert await store.events(USER_FAILURES + "U") == await store.events(FAILURES) == 0
+        assert await store.events("demo", USER_FAILURES + "U") == await store.events("demo", FAILURES) == 0
         for _ in range(2):
             assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
         # Another identifier's challenge for the same user: the user is locked, though that identifier is not.
@@ -404,7 +408,7 @@ def test_a_users_wrong_codes_are_counted_and_given_back_with_the_identifiers(
         assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
         await store.finish_send(request, SendResult.SENT, _challenge(nonce="p", user="U"))
         assert (await store.begin_attempt(other)).verdict is AttemptVerdict.LOCKED
-        assert await store.events("failures:phone") == 0  # a locked user touches nothing
+        assert await store.events("demo", "failures:phone") == 0  # a locked user touches nothing
 
     run(make_store, scenario)
 

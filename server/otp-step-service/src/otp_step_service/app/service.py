@@ -10,11 +10,11 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.adapters.metered_store import MeteredChallengeStore
 from otp_step_service.app.execution import StepRunner
+from otp_step_service.app.stores import challenge_store, store_secrets
+from otp_step_service.app.stores import step_rate as shared_step_rate
 from otp_step_service.config.connections import build_connections
 from otp_step_service.config.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.config.settings import ServiceSettings
@@ -38,25 +38,6 @@ SELF_TEST_SECONDS = 10.0
 
 class SelfTestFailedError(ConfigurationError):
     """A connection failed its self-test and OTP_STEP_SELF_TEST=strict."""
-
-
-def challenge_store(
-    url: str, keys_file: Path | None = None, clock: Clock = SYSTEM_CLOCK, max_connections: int = 256
-) -> ChallengeStore:
-    """The store named by OTP_STEP_CHALLENGE_STORE (a shared one seals sessions with OTP_STEP_CHALLENGE_KEYS_FILE)."""
-    if url == "memory":
-        return InMemoryChallengeStore(clock)
-    from otp_step_service.adapters.redis_store import RedisChallengeStore
-    from otp_step_service.adapters.sealing import SessionSealer
-
-    if keys_file is None:
-        raise ConfigurationError(
-            "OTP_STEP_CHALLENGE_KEYS_FILE is required with a shared challenge store: Cognito sessions are sealed "
-            "at rest (see README, Configuration)"
-        )
-    return RedisChallengeStore.from_url(
-        url, SessionSealer.from_file(keys_file), max_connections=max_connections, clock=clock
-    )
 
 
 async def self_test_all(
@@ -139,7 +120,12 @@ class Service:
             )
         if store is None:
             store = challenge_store(
-                settings.challenge_store, settings.challenge_keys_file, clock, settings.max_concurrent_steps
+                settings.challenge_store,
+                settings.challenge_keys_file,
+                clock,
+                settings.max_concurrent_steps,
+                secrets=store_secrets(settings),
+                min_replicas=settings.store_min_replicas,
             )
         if metrics is not None:
             store = MeteredChallengeStore(store, metrics)
@@ -154,7 +140,9 @@ class Service:
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
         )
-        security = PortSecurity.from_settings(settings, STEP_METHODS, rate=step_rate, clock=clock)
+        security = PortSecurity.from_settings(
+            settings, STEP_METHODS, rate=lambda: step_rate or shared_step_rate(settings, clock), clock=clock
+        )
         server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
