@@ -38,15 +38,21 @@ from stepexecutor.v1 import step_executor_pb2 as pb
 StoreFactory = Callable[[], ChallengeStore]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "sentinel", "cluster"])
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
-    """A factory: each contract test builds its store inside its own event loop (redis.asyncio binds to one)."""
+    """A factory: each contract test builds its store inside its own event loop (redis.asyncio binds to one).
+    Behind Sentinel the store WAITs for the replica (its default with replicas); in the cluster every script
+    must keep to one slot (CROSSSLOT otherwise)."""
     if request.param == "memory":
         return InMemoryChallengeStore
-    url = request.getfixturevalue("redis_url")
-    redis.Redis.from_url(url).flushdb()
     sealer = SessionSealer.from_file(request.getfixturevalue("keys_file"))
-    return lambda: RedisChallengeStore.from_url(url, sealer)
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        redis.Redis.from_url(url).flushdb()
+        return lambda: RedisChallengeStore.from_url(url, sealer)
+    topology = request.getfixturevalue("sentinel_set" if request.param == "sentinel" else "redis_cluster")
+    topology.flush()
+    return lambda: RedisChallengeStore.from_url(topology.url, sealer, min_replicas=None)
 
 
 def run(make_store: StoreFactory, scenario: Callable[[ChallengeStore], Awaitable[None]]) -> None:

@@ -153,6 +153,7 @@ def redis_client(address: StoreAddress, secrets: StoreSecrets, max_connections: 
 async def replicas_of_primary(client: RedisClient, key: str) -> int:
     """How many replicas the primary serving `key` has connected now."""
     if isinstance(client, RedisCluster):
+        await client.initialize()  # the slot map, once (a no-op after the first call)
         node = client.get_node_from_key(key)
         info = await client.info("replication", target_nodes=node)
     else:
@@ -171,6 +172,7 @@ async def run_script(
         return await script(keys=keys, args=args), 0
     node: ClusterNode | None = None
     if isinstance(client, RedisCluster):
+        await client.initialize()
         node = client.get_node_from_key(keys[0])
         assert node is not None, "a cluster serves every slot"
         connection: AbstractConnection = node.acquire_connection()
