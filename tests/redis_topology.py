@@ -100,7 +100,9 @@ class SentinelSet:
 
     def start(self) -> SentinelSet:
         auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
-        primary = RedisNode(p := free_port(), self.folder / "primary", _server_args(p, *auth), password=self.password)
+        primary = RedisNode(
+            p := free_port(), self.folder / "primary", _server_args(p, *auth), password=self.password
+        )
         replica_port = free_port()
         replica = RedisNode(
             replica_port,
@@ -147,7 +149,7 @@ class SentinelSet:
 
     def primary(self) -> RedisNode:
         """The server the sentinels name as primary now."""
-        host, port = self.sentinels[0].client().sentinel_get_master_addr_by_name(MASTER)
+        _, port = self.sentinels[0].client().sentinel_get_master_addr_by_name(MASTER)
         return next(s for s in self.servers if s.port == int(port))
 
     def flush(self) -> None:

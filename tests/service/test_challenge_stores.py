@@ -29,6 +29,7 @@ from otp_step_service.steps.challenges import (
     SendRequest,
     SendResult,
     SendVerdict,
+    caller_budget_subject,
 )
 from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.outcomes import Channel
@@ -285,6 +286,39 @@ def test_the_connections_budget_trips_across_identifiers_and_gives_back_unsent_c
         # A reservation that certainly sent nothing gives its share of the budget back.
         await store.finish_send(requests[0], SendResult.NOT_SENT, None)
         assert await store.events("demo", breaker.subject) == 1
+
+    run(make_store, scenario)
+
+
+def test_a_callers_budget_spans_its_connections_and_a_tripped_one_holds_nothing(
+    make_store: StoreFactory,
+) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        budget = SendBudget(caller_budget_subject("journeys", 60), 2, 60)
+        requests = [
+            replace(
+                _send(f"n{i}", now),
+                key=ChallengeKey(connection, f"run-{i}", "ada"),
+                sends_subject=f"sends:{i}",
+                budgets=(budget,),
+            )
+            for i, connection in enumerate(["demo", "other", "third"])
+        ]
+        verdicts = [(await store.begin_send(request)).verdict for request in requests]
+        assert verdicts == [SendVerdict.RESERVED, SendVerdict.RESERVED, SendVerdict.BUDGET_TRIPPED]
+        assert await store.events("", budget.subject) == 2
+        # The tripped send counted nothing and holds no key: its identifier's counter is untouched...
+        assert await store.events("third", "sends:2") == 0
+        assert await store.load(requests[2].key) is None
+        # ...and an unsent code gives the caller's budget back, whichever connection it went through.
+        await store.finish_send(requests[1], SendResult.NOT_SENT, None)
+        assert await store.events("", budget.subject) == 1
+        assert (
+            await store.begin_send(
+                replace(requests[2], placeholder=replace(requests[2].placeholder, nonce="again"))
+            )
+        ).verdict is SendVerdict.RESERVED
 
     run(make_store, scenario)
 

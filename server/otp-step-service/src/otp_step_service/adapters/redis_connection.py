@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -28,7 +29,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
 from redis.exceptions import AskError, ConnectionError, MovedError, NoScriptError, TimeoutError
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 from otp_step_service.config.store_url import StoreAddress
 
@@ -96,8 +97,15 @@ def redis_client(address: StoreAddress, secrets: StoreSecrets, max_connections: 
         "retry_on_error": [ConnectionError, TimeoutError],
     }
     auth: dict[str, Any] = {}
+    url = address.url
     if secrets.password_file is not None:
-        auth["credential_provider"] = PasswordFile(secrets.password_file, address.username)
+        username = address.username
+        if address.kind == "redis" and "@" in urlsplit(url).netloc:
+            # redis-py takes a user from the URL or from a credential provider, not both: move it over.
+            parts = urlsplit(url)
+            username = unquote(parts.username or "") or None
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        auth["credential_provider"] = PasswordFile(secrets.password_file, username)
     elif address.kind != "redis":
         auth.update(username=address.username, password=address.password)
     tls: dict[str, Any] = {}
@@ -111,7 +119,7 @@ def redis_client(address: StoreAddress, secrets: StoreSecrets, max_connections: 
         if address.tls:
             common.update({k: v for k, v in tls.items() if v is not None})
         return redis.Redis.from_url(
-            address.url, health_check_interval=30, max_connections=max_connections, **common, **auth
+            url, health_check_interval=30, max_connections=max_connections, **common, **auth
         )
     if address.kind == "cluster":
         return RedisCluster(
