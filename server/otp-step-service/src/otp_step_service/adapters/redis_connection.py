@@ -24,12 +24,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
 from redis.exceptions import AskError, ConnectionError, MovedError, NoScriptError, TimeoutError
-from redis.asyncio.retry import Retry
 
 from otp_step_service.config.store_url import StoreAddress
 
