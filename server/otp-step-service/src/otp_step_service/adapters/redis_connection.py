@@ -29,7 +29,14 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
-from redis.exceptions import AskError, ConnectionError, MovedError, NoScriptError, TimeoutError
+from redis.exceptions import (
+    AskError,
+    ConnectionError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    TimeoutError,
+)
 
 from otp_step_service.config.store_url import StoreAddress
 
@@ -211,9 +218,14 @@ async def run_script(
             healthy = True
             return reply, acknowledged
         raise NoScriptError("the script could not be loaded")
-    except (MovedError, AskError):
+    except (MovedError, AskError, ConnectionError, TimeoutError):
+        # A slot moved or its primary is gone (a cluster failover): this path bypasses the cluster client's
+        # own handling, so refresh its slot map here; the step fails retryably and the next finds the new one.
         if isinstance(client, RedisCluster):
-            await client.nodes_manager.initialize()
+            try:
+                await client.nodes_manager.initialize()
+            except (RedisError, OSError) as exc:
+                log.debug("cluster map not refreshed yet (%s)", type(exc).__name__)
         raise
     finally:
         if not healthy:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -62,6 +64,9 @@ _HOLD = ":hold"
 # Beside it: codes that may have gone out while the user was unknown (MAX_UNRESOLVED_SENDS).
 _UNRESOLVED = ":unresolved"
 R = TypeVar("R")
+
+# How long an unset OTP_STEP_STORE_MIN_REPLICAS trusts what it last saw of a primary's replicas.
+REPLICAS_RECHECK_SECONDS = 10.0
 
 # Shared by the scripts: a counter's value (0 when absent), and giving one event back.
 _COUNTERS = """
@@ -337,6 +342,7 @@ class RedisChallengeStore:
         self._prefix = prefix
         self._clock = clock
         self._min_replicas = min_replicas
+        self._auto_replicas: dict[str, tuple[int, float]] = {}
         self._begin_send = client.register_script(_BEGIN_SEND)
         self._take_budgets = client.register_script(_TAKE_BUDGETS)
         self._give_back = client.register_script(_GIVE_BACK)
@@ -380,17 +386,32 @@ class RedisChallengeStore:
     def _ttl_ms(self, challenge: Challenge) -> int:
         return max(1, int((challenge.forget_at - self._clock.now()) * 1000))
 
-    async def _replicas(self, key: str) -> int:
-        if self._min_replicas is None:
-            self._min_replicas = 1 if await replicas_of_primary(self._redis, key) > 0 else 0
-        return self._min_replicas
+    async def _replicas(self, key: str, *, fresh: bool = False) -> int:
+        """Replicas to WAIT for: the setting, or (unset) 1 while the key's primary has a replica, which is
+        looked up again every REPLICAS_RECHECK_SECONDS (a failover leaves the new primary without one until
+        the old one returns as its replica) and at once after a WAIT fell short."""
+        if self._min_replicas is not None:
+            return self._min_replicas
+        slot = key[key.index("{") : key.index("}") + 1] if isinstance(self._redis, RedisCluster) else ""
+        known = self._auto_replicas.get(slot)
+        now = time.monotonic()
+        if fresh or known is None or now - known[1] > REPLICAS_RECHECK_SECONDS:
+            known = (1 if await replicas_of_primary(self._redis, key) > 0 else 0, now)
+            if len(self._auto_replicas) > 4096:
+                self._auto_replicas.clear()
+            self._auto_replicas[slot] = known
+        return known[0]
 
     async def _counted(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run a script that adds to a security counter; with replicas, only once one holds it."""
         wanted = await self._replicas(keys[0])
         reply, acknowledged = await run_script(self._redis, script, keys, args, wanted)
-        if acknowledged < wanted:
-            # The counter is on the primary alone: a failover now could forget it, so Cognito is not asked.
+        if acknowledged < wanted and (
+            self._min_replicas is not None or await self._replicas(keys[0], fresh=True)
+        ):
+            # The counter is on the primary alone while a replica could take over and forget it: Cognito is
+            # not asked. (Unset, and the primary has no replica left at all: nothing can forget it by a
+            # failover, and the step goes on.)
             raise ChallengeStoreError(f"WAIT: {acknowledged} of {wanted} replicas")
         return reply
 
