@@ -98,6 +98,12 @@ test: $(STAMP) tools polyglot ## Lint, then the whole test suite against real pa
 	$(MAKE) --no-print-directory lint
 	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
 
+# The fast tier: pure Python (tests/unit, the architecture guard, the docs), no server or tool outside the venv.
+.PHONY: test-unit
+test-unit: $(STAMP) ## The fast tier only, in seconds: domain units, the guards, the docs build
+	$(PY) -m pytest -m unit -q tests/unit tests/test_architecture.py tests/docs $(PYTEST_ARGS)
+
+include mk/docs.mk
 include mk/conformance.mk
 include mk/metrics.mk
 

@@ -29,176 +29,215 @@ class Verdict:
 
 
 def judge(results: Sequence[ScenarioResult], plan: Plan) -> list[Verdict]:
-    """Each target of the README's "Load testing", from the medians of this run."""
-    by_key = {r.key: r for r in results}
-    verdicts: list[Verdict] = []
-    judged = None if plan.quick else True  # quick runs report figures, never pass/fail
+    """Each target of the docs' "Load testing", from the medians of this run, group by group."""
+    judging = _Judging(results, plan)
+    for group in (
+        judging.service_cost,
+        judging.latency_hiding,
+        judging.half_rate,
+        judging.journeys,
+        judging.scaling,
+        judging.memory,
+        judging.tracing,
+        judging.metrics,
+        judging.variants,
+        judging.errors,
+    ):
+        group()
+    return judging.verdicts
 
-    def verdict(target: str, measured: str, wanted: str, ok: bool) -> None:
-        verdicts.append(Verdict(target, measured, wanted, ok if judged else None))
 
-    cost, floor2, previous = (
-        by_key.get("2-service-cost"),
-        by_key.get("2f-aio-floor"),
-        by_key.get("2s-previous-sync-service"),
-    )
-    if cost and floor2 and floor2.median("rps"):
-        s2, f2 = cost.median("rps"), floor2.median("rps")
-        verdict(
-            "Service cost: scenario 2 ≥ 0.8 x the grpc.aio + aiobotocore floor (2f)",
-            f"{s2:,.0f} vs {f2:,.0f} req/s = {s2 / f2:.2f}",
-            "≥ 0.80",
-            s2 / f2 >= 0.8,
+class _Judging:
+    """The verdicts of one run: one method a scenario group, each judging what that group measured."""
+
+    def __init__(self, results: Sequence[ScenarioResult], plan: Plan) -> None:
+        self.results = results
+        self.plan = plan
+        self.by_key = {r.key: r for r in results}
+        self.verdicts: list[Verdict] = []
+        self._judged = not plan.quick  # quick runs report figures, never pass/fail
+
+    def _target(self, target: str, measured: str, wanted: str, ok: bool) -> None:
+        self.verdicts.append(Verdict(target, measured, wanted, ok if self._judged else None))
+
+    def _report(self, what: str, measured: str) -> None:
+        """A variant: reported beside its reference, never judged."""
+        self.verdicts.append(Verdict(f"(variant, not a target) {what}", measured, "report", None))
+
+    def _cpu_variant(self, title: str, variant: ScenarioResult | None, reference: ScenarioResult) -> None:
+        """CPU per step at the fixed rate of `variant` against `reference`'s, when both measured it."""
+        base_runs = reference.extra.get("cpu_ms_per_step_at_fixed_rate")
+        runs = variant.extra.get("cpu_ms_per_step_at_fixed_rate") if variant else None
+        if base_runs and runs and statistics.median(base_runs):
+            base, cost = statistics.median(base_runs), statistics.median(runs)
+            self._report(
+                f"CPU per step at {reference.extra['fixed_rate']} req/s, {title}",
+                f"{cost:.2f} vs {base:.2f} ms = x {cost / base:.2f}",
+            )
+
+    def service_cost(self) -> None:
+        """Scenario 2 against the bare grpc.aio + aiobotocore floor and the previous sync service."""
+        cost, floor2, previous = (
+            self.by_key.get("2-service-cost"),
+            self.by_key.get("2f-aio-floor"),
+            self.by_key.get("2s-previous-sync-service"),
         )
-    if cost and previous and previous.median("rps"):
-        s2, old = cost.median("rps"), previous.median("rps")
-        verdict(
-            "Async core: scenario 2 ≥ 1.6 x the previous sync service in the same run (2s)",
-            f"{s2:,.0f} vs {old:,.0f} req/s = {s2 / old:.2f}",
-            "≥ 1.60",
-            s2 / old >= 1.6,
-        )
-    hiding = by_key.get("4-latency-hiding")
-    if hiding:
-        bound = 50 / (LITTLE_DELAY_MS / 1000)
-        rps, p99 = hiding.median("rps"), hiding.median("p99_ms")
-        verdict(
-            "Latency hiding: ≥ 0.95 x Little's-law bound, p99 ≤ 130 ms",
-            f"{rps:,.0f} req/s = {rps / bound:.2f} x {bound:,.0f}; p99 {p99:.0f} ms",
-            "≥ 0.95, ≤ 130 ms",
-            rps / bound >= 0.95 and p99 <= 130,
-        )
-    added, standin_alone = by_key.get("h-half-rate-service"), by_key.get("h-half-rate-floor")
-    if added and standin_alone and _cpu_ms_per_request(added) and _cpu_ms_per_request(standin_alone):
-        ours, floor_cost = _cpu_ms_per_request(added), _cpu_ms_per_request(standin_alone)
-        # CPU per step at one fixed rate is the steadier measure of the service's own cost (two identical
-        # services differ by about 2% there, against 10-30% in saturated throughput on a shared machine).
-        verdict(
-            "Service cost by CPU per step at the half rate: floor / service ≥ 0.8",
-            f"{floor_cost:.2f} vs {ours:.2f} ms of CPU per step = {floor_cost / ours:.2f}",
-            "≥ 0.80",
-            floor_cost / ours >= 0.8,
-        )
-    if added and standin_alone:
-        extra = added.median("p99_ms") - standin_alone.median("p99_ms")
-        verdict(
+        if cost and floor2 and floor2.median("rps"):
+            s2, f2 = cost.median("rps"), floor2.median("rps")
+            self._target(
+                "Service cost: scenario 2 ≥ 0.8 x the grpc.aio + aiobotocore floor (2f)",
+                f"{s2:,.0f} vs {f2:,.0f} req/s = {s2 / f2:.2f}",
+                "≥ 0.80",
+                s2 / f2 >= 0.8,
+            )
+        if cost and previous and previous.median("rps"):
+            s2, old = cost.median("rps"), previous.median("rps")
+            self._target(
+                "Async core: scenario 2 ≥ 1.6 x the previous sync service in the same run (2s)",
+                f"{s2:,.0f} vs {old:,.0f} req/s = {s2 / old:.2f}",
+                "≥ 1.60",
+                s2 / old >= 1.6,
+            )
+
+    def latency_hiding(self) -> None:
+        """A slow Cognito with 50 in flight, against Little's law."""
+        hiding = self.by_key.get("4-latency-hiding")
+        if hiding:
+            bound = 50 / (LITTLE_DELAY_MS / 1000)
+            rps, p99 = hiding.median("rps"), hiding.median("p99_ms")
+            self._target(
+                "Latency hiding: ≥ 0.95 x Little's-law bound, p99 ≤ 130 ms",
+                f"{rps:,.0f} req/s = {rps / bound:.2f} x {bound:,.0f}; p99 {p99:.0f} ms",
+                "≥ 0.95, ≤ 130 ms",
+                rps / bound >= 0.95 and p99 <= 130,
+            )
+
+    def half_rate(self) -> None:
+        """The service and the floor at one fixed rate: CPU per step, and the p99 the service adds."""
+        added, floor = self.by_key.get("h-half-rate-service"), self.by_key.get("h-half-rate-floor")
+        if not (added and floor):
+            return
+        ours, floor_cost = _cpu_ms_per_request(added), _cpu_ms_per_request(floor)
+        if ours and floor_cost:
+            # CPU per step at one fixed rate is the steadier measure of the service's own cost (two identical
+            # services differ by about 2% there, against 10-30% in saturated throughput on a shared machine).
+            self._target(
+                "Service cost by CPU per step at the half rate: floor / service ≥ 0.8",
+                f"{floor_cost:.2f} vs {ours:.2f} ms of CPU per step = {floor_cost / ours:.2f}",
+                "≥ 0.80",
+                floor_cost / ours >= 0.8,
+            )
+        extra = added.median("p99_ms") - floor.median("p99_ms")
+        self._target(
             "At half the saturating rate, p99 added by the service over the floor's ≤ 5 ms",
-            f"p99 {added.median('p99_ms'):.1f} vs {standin_alone.median('p99_ms'):.1f} ms = +{extra:.1f} ms "
+            f"p99 {added.median('p99_ms'):.1f} vs {floor.median('p99_ms'):.1f} ms = +{extra:.1f} ms "
             f"at {added.extra.get('rate', 0):,} req/s",
             "≤ 5 ms",
             extra <= 5,
         )
-    # Judged against 5g: "the same boto3 calls" are the ones Validate makes, GetUser included; 5d (sign-in
-    # only) is shown beside it.
-    through, same, bare = by_key.get("5-journeys"), by_key.get("5g-direct-getuser"), by_key.get("5d-direct")
-    if through and same and same.median("rps"):
-        ratio = through.median("rps") / same.median("rps")
-        also = f"; vs {bare.median('rps'):,.1f} without GetUser (5d)" if bare else ""
-        verdict(
-            "End to end: ≥ 0.9 x the same calls made directly against the emulator (5g, boto3 threads)",
-            f"{through.median('rps'):,.1f} vs {same.median('rps'):,.1f} journeys/s = {ratio:.2f}{also}",
-            "≥ 0.90",
-            ratio >= 0.9,
+
+    def journeys(self) -> None:
+        """End to end through the service against the same Cognito calls made directly."""
+        # Judged against 5g: "the same boto3 calls" are the ones Validate makes, GetUser included; 5d (sign-in
+        # only) is shown beside it.
+        through, same, bare = (
+            self.by_key.get("5-journeys"),
+            self.by_key.get("5g-direct-getuser"),
+            self.by_key.get("5d-direct"),
         )
-    one, two = by_key.get("s1-one-process"), by_key.get("s2-two-processes")
-    if one and two and one.median("rps"):
-        ratio = two.median("rps") / one.median("rps")
-        verdict(
-            "Multi-core: OTP_STEP_PROCESSES=2 ≥ 1.8 x one process (4 client connections, Redis store)",
-            f"{two.median('rps'):,.0f} vs {one.median('rps'):,.0f} req/s = {ratio:.2f}",
-            "≥ 1.80",
-            ratio >= 1.8,
-        )
-    mem = by_key.get("m-memory")
-    if mem and mem.extra.get("rss_early_bytes"):
-        ratio = float(mem.extra["rss_ratio"])
-        verdict(
-            "Memory: RSS after the sustained load within 10% of RSS at 20 s",
-            f"{mem.extra['rss_early_bytes'] / 2**20:,.1f} → {mem.extra['rss_end_bytes'] / 2**20:,.1f} MiB "
-            f"(x {ratio:.3f})",
-            "≤ 1.10",
-            ratio <= 1.10,
-        )
-    off, on = by_key.get("t-tracing-off"), by_key.get("t-tracing-on")
-    if off and on and off.median("rps"):
-        ratio = on.median("rps") / off.median("rps")
-        verdict(
-            "Tracing costs at most 10% (on / off, scenario 2)",
-            f"{on.median('rps'):,.0f} vs {off.median('rps'):,.0f} req/s = {ratio:.2f}",
-            "≥ 0.90",
-            ratio >= 0.9,
-        )
-    m_off, m_on = by_key.get("x-metrics-off"), by_key.get("x-metrics-on")
-    if m_off and m_on and m_off.median("rps"):
-        ratio = m_on.median("rps") / m_off.median("rps")
-        verdict(
-            "Metrics cost at most 5% (on and scraped / off)",
-            f"{m_on.median('rps'):,.0f} vs {m_off.median('rps'):,.0f} req/s = {ratio:.2f}",
-            "≥ 0.95",
-            ratio >= 0.95,
-        )
-        base_runs, on_runs = (
-            m_off.extra.get("cpu_ms_per_step_at_fixed_rate"),
-            m_on.extra.get("cpu_ms_per_step_at_fixed_rate"),
-        )
-        if base_runs and on_runs and statistics.median(base_runs):
-            base, cost = statistics.median(base_runs), statistics.median(on_runs)
-            verdicts.append(
-                Verdict(
-                    f"(variant, not a target) CPU per step at {m_off.extra['fixed_rate']} req/s, metrics on / off",
-                    f"{cost:.2f} vs {base:.2f} ms = x {cost / base:.2f}",
-                    "report",
-                    None,
-                )
+        if through and same and same.median("rps"):
+            ratio = through.median("rps") / same.median("rps")
+            also = f"; vs {bare.median('rps'):,.1f} without GetUser (5d)" if bare else ""
+            self._target(
+                "End to end: ≥ 0.9 x the same calls made directly against the emulator (5g, boto3 threads)",
+                f"{through.median('rps'):,.1f} vs {same.median('rps'):,.1f} journeys/s = {ratio:.2f}{also}",
+                "≥ 0.90",
+                ratio >= 0.9,
             )
-    # The tracing variants' CPU per step at a fixed rate, against tracing off.
-    if off and off.extra.get("cpu_ms_per_step_at_fixed_rate"):
-        base = statistics.median(off.extra["cpu_ms_per_step_at_fixed_rate"])
-        for key, title in (
-            ("t-tracing-on", "tracing on"),
-            ("t-tracing-10pct", "tracing 10% sampled"),
-            ("t-tracing-unsampled", "tracing on, nothing sampled"),
+
+    def scaling(self) -> None:
+        """Two processes sharing the port against one."""
+        one, two = self.by_key.get("s1-one-process"), self.by_key.get("s2-two-processes")
+        if one and two and one.median("rps"):
+            ratio = two.median("rps") / one.median("rps")
+            self._target(
+                "Multi-core: OTP_STEP_PROCESSES=2 ≥ 1.8 x one process (4 client connections, Redis store)",
+                f"{two.median('rps'):,.0f} vs {one.median('rps'):,.0f} req/s = {ratio:.2f}",
+                "≥ 1.80",
+                ratio >= 1.8,
+            )
+
+    def memory(self) -> None:
+        """RSS after sustained load against RSS early in it."""
+        mem = self.by_key.get("m-memory")
+        if mem and mem.extra.get("rss_early_bytes"):
+            ratio = float(mem.extra["rss_ratio"])
+            self._target(
+                "Memory: RSS after the sustained load within 10% of RSS at 20 s",
+                f"{mem.extra['rss_early_bytes'] / 2**20:,.1f} → {mem.extra['rss_end_bytes'] / 2**20:,.1f} MiB "
+                f"(x {ratio:.3f})",
+                "≤ 1.10",
+                ratio <= 1.10,
+            )
+
+    def tracing(self) -> None:
+        """Tracing on against off, in throughput and in CPU per step at a fixed rate."""
+        off, on = self.by_key.get("t-tracing-off"), self.by_key.get("t-tracing-on")
+        if off and on and off.median("rps"):
+            ratio = on.median("rps") / off.median("rps")
+            self._target(
+                "Tracing costs at most 10% (on / off, scenario 2)",
+                f"{on.median('rps'):,.0f} vs {off.median('rps'):,.0f} req/s = {ratio:.2f}",
+                "≥ 0.90",
+                ratio >= 0.9,
+            )
+        if off:
+            for key, title in (
+                ("t-tracing-on", "tracing on / off"),
+                ("t-tracing-10pct", "tracing 10% sampled / off"),
+                ("t-tracing-unsampled", "tracing on, nothing sampled / off"),
+            ):
+                self._cpu_variant(title, self.by_key.get(key), off)
+
+    def metrics(self) -> None:
+        """Metrics on and scraped against off."""
+        m_off, m_on = self.by_key.get("x-metrics-off"), self.by_key.get("x-metrics-on")
+        if m_off and m_on and m_off.median("rps"):
+            ratio = m_on.median("rps") / m_off.median("rps")
+            self._target(
+                "Metrics cost at most 5% (on and scraped / off)",
+                f"{m_on.median('rps'):,.0f} vs {m_off.median('rps'):,.0f} req/s = {ratio:.2f}",
+                "≥ 0.95",
+                ratio >= 0.95,
+            )
+            self._cpu_variant("metrics on / off", m_on, m_off)
+
+    def variants(self) -> None:
+        """Throughput variants beside their reference."""
+        for title, variant_key, reference_key in (
+            ("tracing with 10% sampling, on / off", "t-tracing-10pct", "t-tracing-off"),
+            ("tracing on with nothing sampled, on / off", "t-tracing-unsampled", "t-tracing-off"),
+            (f"INFO logging vs {self.plan.log_level}", "2i-service-cost-info", "2-service-cost"),
         ):
-            variant = by_key.get(key)
-            if variant and variant.extra.get("cpu_ms_per_step_at_fixed_rate") and base:
-                cost = statistics.median(variant.extra["cpu_ms_per_step_at_fixed_rate"])
-                verdicts.append(
-                    Verdict(
-                        f"(variant, not a target) CPU per step at {off.extra['fixed_rate']} req/s, {title} / off",
-                        f"{cost:.2f} vs {base:.2f} ms = x {cost / base:.2f}",
-                        "report",
-                        None,
-                    )
-                )
-    # Variants: reported as a ratio to their reference, never judged.
-    variants = (
-        ("tracing with 10% sampling, on / off", "t-tracing-10pct", "t-tracing-off"),
-        ("tracing on with nothing sampled, on / off", "t-tracing-unsampled", "t-tracing-off"),
-        (f"INFO logging vs {plan.log_level}", "2i-service-cost-info", "2-service-cost"),
-    )
-    for title, variant_key, reference_key in variants:
-        variant, reference = by_key.get(variant_key), by_key.get(reference_key)
-        if variant and reference and reference.median("rps"):
-            ratio = variant.median("rps") / reference.median("rps")
-            verdicts.append(
-                Verdict(
-                    f"(variant, not a target) {title}",
+            variant, reference = self.by_key.get(variant_key), self.by_key.get(reference_key)
+            if variant and reference and reference.median("rps"):
+                ratio = variant.median("rps") / reference.median("rps")
+                self._report(
+                    title,
                     f"{variant.median('rps'):,.0f} vs {reference.median('rps'):,.0f} req/s = {ratio:.2f}",
-                    "report",
-                    None,
                 )
+
+    def errors(self) -> None:
+        """No scenario had an error: judged in quick mode too, the smoke's one real check."""
+        failing = {r.key: sum(r.errors.values()) for r in self.results if sum(r.errors.values())}
+        self.verdicts.append(
+            Verdict(
+                "Zero errors in every scenario",
+                "none" if not failing else ", ".join(f"{k}: {v}" for k, v in failing.items()),
+                "0",
+                not failing,
             )
-    errors = {r.key: sum(r.errors.values()) for r in results}
-    failing = {k: v for k, v in errors.items() if v}
-    verdicts.append(
-        Verdict(
-            "Zero errors in every scenario",
-            "none" if not failing else ", ".join(f"{k}: {v}" for k, v in failing.items()),
-            "0",
-            not failing,  # judged in quick mode too: the smoke's one real check
         )
-    )
-    return verdicts
 
 
 def to_json(

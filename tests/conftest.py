@@ -35,6 +35,28 @@ os.environ.update(
 for variable in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
     os.environ.pop(variable, None)
 
+TESTS = Path(__file__).resolve().parent
+# The fast tier: pure Python, no server or tool outside the virtualenv (`make test-unit`).
+UNIT_TIER = ("unit/", "test_architecture.py", "docs/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is in one tier: `unit` (tests/unit, the guards, the docs) or `integration` (real parts)."""
+    for item in items:
+        where = item.path.relative_to(TESTS).as_posix()
+        tier = "unit" if where.startswith(UNIT_TIER) else "integration"
+        item.add_marker(getattr(pytest.mark, tier))
+
+
+def require_tool(name: str, install: str) -> str:
+    """The path of a program a test needs; when it is missing the test fails saying how to install it."""
+    path = shutil.which(name) or (
+        str(TESTS.parent / ".bin" / name) if (TESTS.parent / ".bin" / name).exists() else None
+    )
+    if path is None:
+        pytest.fail(f"{name} is not installed: {install}")
+    return path
+
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
@@ -104,8 +126,7 @@ def journeys(client: StepExecutorClient, emulator: Emulator) -> Iterator[Journey
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free loopback port (installed by `make tools`), stopped after the session."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: run `make tools` (apt-get install redis-server)"
+    binary = require_tool("redis-server", "`make redis` (apt-get install redis-server), or `make tools`")
     port = free_port()
     folder = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""The Go and TypeScript snippets of the README ("Calling from other languages") compile as they are:
+"""The Go and TypeScript snippets of the docs ("Calling from other languages") compile as they are:
 copy-paste means that."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .toolchain import ROOT, require_binary, require_path, run
 
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "calling.md"
 
 
 def snippet(language: str) -> str:

@@ -70,7 +70,7 @@ def test_a_valid_file_adds_a_connection_and_an_invalid_one_is_rejected_with_the_
 ) -> None:
     demo_before = reloadable.runner.connection("demo")
     _add_copy(connections_copy, "demo", "added")
-    with caplog.at_level(logging.INFO, logger="otp_step_service.config.reload"):
+    with caplog.at_level(logging.INFO, logger="otp_step_service.app.reload"):
         assert reloadable.run(reloadable.service.reload()) is True
     assert "changed or added: added; removed: none" in caplog.text
     # Unchanged connections are kept as they were (warm clients), the new one serves at once.
@@ -82,7 +82,7 @@ def test_a_valid_file_adds_a_connection_and_an_invalid_one_is_rejected_with_the_
         good.replace('[connections."added"]', '[connections."added"]\ncolour = "blue"')
     )
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="otp_step_service.config.reload"):
+    with caplog.at_level(logging.INFO, logger="otp_step_service.app.reload"):
         assert reloadable.run(reloadable.service.reload()) is False
     assert "configuration reload rejected, the running configuration is kept" in caplog.text
     assert "connections.added.colour" in caplog.text
@@ -97,7 +97,7 @@ def test_a_valid_file_adds_a_connection_and_an_invalid_one_is_rejected_with_the_
     secret_missing = good + "\n" + broken
     connections_copy.write_text(secret_missing)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="otp_step_service.config.reload"):
+    with caplog.at_level(logging.INFO, logger="otp_step_service.app.reload"):
         assert reloadable.run(reloadable.service.reload()) is False
     assert "connections.broken.client_secret_file: cannot read /nonexistent/secret" in caplog.text
     assert "broken" not in reloadable.runner.connections

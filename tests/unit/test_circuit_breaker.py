@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from otp_step_service.adapters.circuit_breaker import CircuitBreaker, CircuitState
+from otp_step_service.steps.circuit_breaker import CircuitBreaker, CircuitState
 from otp_step_service.steps.model import CognitoErrorKind
 
 DOWN = CognitoErrorKind.UNAVAILABLE

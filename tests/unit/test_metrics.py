@@ -1,5 +1,5 @@
 """The metrics' meaning, without a server: each outcome lands in the counters an SRE alerts on, Admission's
-counts are read at scrape time, and the catalogue in the README, "Metrics" lists every metric the registry has."""
+counts are read at scrape time, and the catalogue in the docs ("Operations", Metrics) lists every metric the registry has."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from otp_step_service.adapters.circuit_breaker import CircuitBreaker
 from otp_step_service.config.settings import ServiceSettings, SettingsError
 from otp_step_service.observability.metrics import CATALOGUE, Metrics, destination_country
+from otp_step_service.steps.circuit_breaker import CircuitBreaker
 from otp_step_service.steps.model import CognitoErrorKind
 from otp_step_service.steps.outcomes import FailureBranch, FailureCode, StepFailure, StepOutcome, Success
 from prometheus_client import CollectorRegistry, generate_latest
 
-DOCS = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "reference" / "metrics.md"
 
 
 def _failure(code: FailureCode) -> StepOutcome[Any]:
@@ -132,7 +132,7 @@ def test_the_catalogue_lists_every_metric_the_registry_exposes_and_the_docs_list
     assert exposed == {m.name for m in CATALOGUE}
     docs = DOCS.read_text()
     for metric in CATALOGUE:
-        assert f"`{metric.name}`" in docs, f"the README (Metrics) does not list {metric.name}"
+        assert f"`{metric.name}`" in docs, f"the metrics reference page does not list {metric.name}"
 
 
 def test_an_open_circuit_shows_at_the_next_scrape() -> None:

@@ -17,7 +17,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from cognito_emulator.settings import DEFAULT_PORT as EMULATOR_PORT
 from otp_step_service.app.cli import main as serve
+from otp_step_service.config.settings import DEFAULT_LISTEN
 
 JAEGER_UI = "http://127.0.0.1:16686"
 # `make run` exposes metrics; the service alone does not unless OTP_STEP_METRICS_LISTEN says where.
@@ -76,8 +78,8 @@ def _banner(listen: str, emulator: str, jaeger: bool, client_flags: str = "") ->
 def main(argv: list[str] | None = None) -> int:
     """Start the emulator (and Jaeger), then serve until interrupted."""
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
-    parser.add_argument("--emulator-port", type=int, default=4566)
-    parser.add_argument("--listen", default="127.0.0.1:50051")
+    parser.add_argument("--emulator-port", type=int, default=EMULATOR_PORT)
+    parser.add_argument("--listen", default=DEFAULT_LISTEN)
     parser.add_argument("--run-dir", type=Path, default=Path("var") / "run")
     parser.add_argument("--jaeger", action="store_true", help="start a local Jaeger and export traces to it")
     parser.add_argument("--tls", action="store_true", help="mTLS with a throw-away local CA (var/run/tls/)")

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import socket
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -29,15 +28,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiobotocore
-import aiohttp
 import botocore
 import botocore.exceptions
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
 from otp_step_service.adapters.call_policy import CallTimeout, RetryPolicy, read_retries, throttle_retries
-from otp_step_service.adapters.circuit_breaker import CircuitBreaker
+from otp_step_service.adapters.cognito_errors import classify
 from otp_step_service.observability.telemetry import CognitoCallSpan
+from otp_step_service.steps.circuit_breaker import CircuitBreaker
 from otp_step_service.steps.cognito_failures import failure_for
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.model import (
@@ -58,36 +57,6 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"otp-step-service aiobotocore/{aiobotocore.__version__} botocore/{botocore.__version__}"
 
-_CONFIGURATION_ERRORS = frozenset(
-    {
-        "InvalidParameterException",
-        "ResourceNotFoundException",
-        "InvalidSmsRoleAccessPolicyException",
-        "InvalidSmsRoleTrustRelationshipException",
-        "InvalidEmailRoleAccessPolicyException",
-        "InvalidUserPoolConfigurationException",
-        "UnsupportedOperationException",
-        "ForbiddenException",
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "MFAMethodNotFoundException",
-    }
-)
-_KINDS: Mapping[str, CognitoErrorKind] = {
-    "UserNotFoundException": CognitoErrorKind.USER_NOT_FOUND,
-    "CodeMismatchException": CognitoErrorKind.CODE_MISMATCH,
-    "ExpiredCodeException": CognitoErrorKind.CODE_EXPIRED,
-    "UserNotConfirmedException": CognitoErrorKind.USER_NOT_READY,
-    "PasswordResetRequiredException": CognitoErrorKind.USER_NOT_READY,
-    "TooManyRequestsException": CognitoErrorKind.THROTTLED,
-    "InternalErrorException": CognitoErrorKind.UNAVAILABLE,
-    "UnexpectedLambdaException": CognitoErrorKind.TRIGGER_FAILED,
-    "UserLambdaValidationException": CognitoErrorKind.TRIGGER_FAILED,
-    "InvalidLambdaResponseException": CognitoErrorKind.TRIGGER_FAILED,
-    **{name: CognitoErrorKind.MISCONFIGURED for name in _CONFIGURATION_ERRORS},
-}
-
 
 def secret_hash(*, username: str, client_id: str, client_secret: str) -> str:
     """Cognito's SECRET_HASH: base64(HMAC-SHA256(key=client secret, msg=USERNAME + client id)) [doc].
@@ -96,55 +65,6 @@ def secret_hash(*, username: str, client_id: str, client_secret: str) -> str:
     """
     digest = hmac.new(client_secret.encode(), (username + client_id).encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
-
-
-def _never_connected(exc: botocore.exceptions.EndpointConnectionError) -> bool:
-    """aiobotocore reports a refused connect and a connection reset after sending alike; only the first
-    certainly kept the request from Cognito."""
-    cause = exc.kwargs.get("error")
-    return isinstance(cause, aiohttp.ClientConnectorError | socket.gaierror)
-
-
-def classify(exc: Exception) -> CognitoError:
-    """Sort a botocore failure into a CognitoError whose detail is safe to return."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        name = str(error.get("Code", "Unknown"))
-        message = str(error.get("Message", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if name == "NotAuthorizedException":
-            return CognitoError(_not_authorized_kind(message), name, message)
-        kind = _KINDS.get(name)
-        if kind is None:
-            kind = CognitoErrorKind.UNAVAILABLE if status >= 500 else CognitoErrorKind.UNEXPECTED
-        return CognitoError(kind, name, message)
-    if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
-        return CognitoError(
-            CognitoErrorKind.TIMEOUT,
-            type(exc).__name__,
-            "no connection within the time budget",
-            reached_cognito=False,
-        )
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
-        return CognitoError(
-            CognitoErrorKind.UNAVAILABLE,
-            type(exc).__name__,
-            "Cognito could not be reached",
-            reached_cognito=not _never_connected(exc),
-        )
-    if isinstance(exc, botocore.exceptions.ReadTimeoutError):
-        return CognitoError(CognitoErrorKind.TIMEOUT, type(exc).__name__, "no answer within the time budget")
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return CognitoError(
-            CognitoErrorKind.MISCONFIGURED,
-            "NoCredentialsError",
-            "the admin API needs IAM credentials (standard AWS credential chain)",
-            reached_cognito=False,
-        )
-    if isinstance(exc, botocore.exceptions.BotoCoreError):
-        # Dropped connections, broken responses: Cognito is out of reach, perhaps after acting.
-        return CognitoError(CognitoErrorKind.UNAVAILABLE, type(exc).__name__, "Cognito could not be reached")
-    raise exc
 
 
 # The step whose requests the `before-send` hook counts: one per asyncio task, so concurrent steps never mix.
@@ -162,19 +82,6 @@ def _count_request(**_: Any) -> None:
 def _api_name(operation: str) -> str:
     """botocore's method name as the API names it (initiate_auth → InitiateAuth): the metrics' operation."""
     return "".join(part.title() for part in operation.split("_"))
-
-
-def _not_authorized_kind(message: str) -> CognitoErrorKind:
-    # NotAuthorizedException covers several situations told apart only by message [obs]; unknown messages
-    # fall back to the generic kind, never to a wrong specific one.
-    text = message.lower()
-    if "secret" in text:
-        return CognitoErrorKind.SECRET_INVALID
-    if "disabled" in text:
-        return CognitoErrorKind.USER_DISABLED
-    if "session" in text:
-        return CognitoErrorKind.SESSION_INVALID
-    return CognitoErrorKind.NOT_AUTHORIZED
 
 
 @dataclass(frozen=True, slots=True)

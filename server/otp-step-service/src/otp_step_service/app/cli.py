@@ -13,13 +13,13 @@ import signal
 import sys
 from types import FrameType
 
-from otp_step_service.app.service import (
-    Service,
+from otp_step_service.app.connection_checks import (
     check_connections,
     close_connections,
     report_self_test,
     self_test_all,
 )
+from otp_step_service.app.service import Service
 from otp_step_service.config.connections import build_connections
 from otp_step_service.config.settings import (
     ServiceSettings,

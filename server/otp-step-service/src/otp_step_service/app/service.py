@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from otp_step_service.adapters.metered_store import MeteredChallengeStore
+from otp_step_service.app.connection_checks import (
+    check_connections,
+    close_connections,
+)
 from otp_step_service.app.execution import StepRunner
+from otp_step_service.app.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.app.stores import challenge_store, store_secrets
 from otp_step_service.app.stores import step_rate as shared_step_rate
 from otp_step_service.config.connections import build_connections
-from otp_step_service.config.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.config.settings import ServiceSettings
+from otp_step_service.observability.metered_store import MeteredChallengeStore
 from otp_step_service.observability.metrics import Metrics
 from otp_step_service.observability.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
-from otp_step_service.steps.deadline import Deadline
-from otp_step_service.steps.errors import ConfigurationError
-from otp_step_service.steps.model import CheckStatus, ConnectionCheck
 from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.step_rate import StepRate
 from otp_step_service.transport.call_metrics import CallDuration
@@ -32,52 +33,6 @@ from otp_step_service.transport.security import PortSecurity
 from otp_step_service.transport.server import SERVICE_NAME, STEP_METHODS, ServerLimits, StepExecutorServer
 
 log = logging.getLogger(__name__)
-
-SELF_TEST_SECONDS = 10.0
-
-
-class SelfTestFailedError(ConfigurationError):
-    """A connection failed its self-test and OTP_STEP_SELF_TEST=strict."""
-
-
-async def self_test_all(
-    connections: Mapping[str, Connection], timeout: float = SELF_TEST_SECONDS
-) -> dict[str, Sequence[ConnectionCheck]]:
-    """Run every connection's self-test concurrently (never sends a code)."""
-    names = list(connections)
-    results = await asyncio.gather(
-        *(connections[n].gateway.self_test(Deadline.after(timeout)) for n in names)
-    )
-    return dict(zip(names, results, strict=True))
-
-
-def report_self_test(results: Mapping[str, Sequence[ConnectionCheck]]) -> bool:
-    """Log each finding once; True when nothing failed."""
-    ok = True
-    for name, checks in results.items():
-        for check in checks:
-            level = logging.WARNING if check.status is CheckStatus.FAILED else logging.INFO
-            ok &= check.status is not CheckStatus.FAILED
-            log.log(level, "connection %s: %s %s — %s", name, check.name, check.status.value, check.detail)
-    return ok
-
-
-async def check_connections(connections: Mapping[str, Connection], mode: str) -> None:
-    """The start-up self-test per OTP_STEP_SELF_TEST: 'warn' logs, 'strict' raises, 'off' skips it."""
-    if mode == "off":
-        return
-    if not report_self_test(await self_test_all(connections)) and mode == "strict":
-        raise SelfTestFailedError("a connection failed its self-test (OTP_STEP_SELF_TEST=strict)")
-
-
-async def close_connections(connections: Mapping[str, Connection]) -> None:
-    """Close every connection's HTTP clients; one that fails to close does not keep the others open."""
-    for name, connection in connections.items():
-        for part in (connection.gateway, connection.verifier):
-            try:
-                await part.aclose()
-            except Exception as exc:  # shutting down: log and go on
-                log.warning("connection %s: could not close cleanly (%s)", name, type(exc).__name__)
 
 
 @dataclass

@@ -87,7 +87,7 @@ class ConnectionConfig(BaseModel):
     # whatever identifiers they go to. None: off.
     ip_send_limit: Annotated[int | None, Field(ge=1, le=10_000_000)] = 30
     ip_send_window_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
-    # The circuit breaker (adapters/circuit_breaker.py): consecutive outages before steps fail fast (0: off),
+    # The circuit breaker (steps/circuit_breaker.py): consecutive outages before steps fail fast (0: off),
     # and how long before one probe call is let through.
     circuit_failure_threshold: Annotated[int, Field(ge=0, le=1000)] = 5
     circuit_open_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0

@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from otp_step_service.steps.errors import ConfigurationError
 
 PREFIX = "OTP_STEP_"
+# The service's address by default: loopback only, so a bare start exposes nothing (the demo uses it too).
+DEFAULT_LISTEN = "127.0.0.1:50051"
 
 
 class SettingsError(ConfigurationError, ValueError):
@@ -28,7 +30,7 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid", populate_by_name=True)
 
-    listen: str = Field("127.0.0.1:50051", description="gRPC bind address (host:port; [::1]:port for IPv6)")
+    listen: str = Field(DEFAULT_LISTEN, description="gRPC bind address (host:port; [::1]:port for IPv6)")
     connections_path: Path = Field(
         Path("connections.toml"),
         validation_alias="OTP_STEP_CONNECTIONS",
@@ -109,7 +111,7 @@ class ServiceSettings(BaseSettings):
         "on SIGHUP); 0: only SIGHUP reloads",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Python log level")
-    # Transport security and caller authentication (issue 10; the README, "TLS and authentication").
+    # Transport security and caller authentication (docs: "TLS and authentication").
     tls_cert: Path | None = Field(
         None, description="PEM certificate chain of the gRPC port (reloaded on change)"
     )
@@ -180,7 +182,7 @@ class ServiceSettings(BaseSettings):
     def _host_port(cls, value: str) -> str:
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError("expected host:port, e.g. 127.0.0.1:50051")
+            raise ValueError(f"expected host:port, e.g. {DEFAULT_LISTEN}")
         return value
 
     @field_validator("challenge_store")

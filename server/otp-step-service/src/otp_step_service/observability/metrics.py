@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from otp_step_service.adapters.circuit_breaker import CircuitBreaker, CircuitState
+from otp_step_service.steps.circuit_breaker import CircuitBreaker, CircuitState
 from otp_step_service.steps.outcomes import FailureCode, StepOutcome
 from otp_step_service.steps.ports import Connection
 
@@ -135,10 +135,12 @@ CATALOGUE: tuple[MetricDoc, ...] = (
         "counter",
         ("reason",),
         "calls refused before any work: overload (OVERLOADED, CALLER_OVERLOADED, IDLE_STREAM), the caller's rate "
-        "(CALLER_RATE_LIMITED), authentication (NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED) and "
+        "(CALLER_RATE_LIMITED, CHALLENGE_STORE_UNAVAILABLE when the Redis counting it fails), authentication (NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED) and "
         "authorization (UNKNOWN_CALLER, CONNECTION_NOT_PERMITTED, TENANT_MISMATCH)",
     ),
 )
+
+_DOCUMENTED = {metric.name: metric for metric in CATALOGUE}
 
 
 class AdmissionCounts(Collector):
@@ -190,74 +192,33 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.rpc_duration = Histogram(
-            "rpc_server_call_duration_seconds",
-            "Duration of inbound RPCs (OTel rpc.server.call.duration)",
-            ["rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.steps = Counter(
-            "otp_steps", "Finished steps", ["step_type", "connection", "outcome", "failure_code"], registry=r
-        )
-        self.step_duration = Histogram(
-            "otp_step_duration_seconds",
-            "A step's own time",
-            ["step_type", "outcome"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.codes_sent = Counter(
-            "otp_codes_sent",
-            "Codes Cognito accepted to deliver",
-            ["connection", "channel", "country"],
-            registry=r,
-        )
-        self.validations = Counter(
-            "otp_validations", "Validate steps that judged a code", ["connection", "result"], registry=r
-        )
-        self.lockouts = Counter(
-            "otp_lockouts", "Steps refused for a locked identifier", ["step_type", "connection"], registry=r
-        )
-        self.budget_trips = Counter(
-            "otp_send_budget_trips",
-            "Generates refused by the cooldown or the send budget",
-            ["connection", "channel"],
-            registry=r,
-        )
-        self.cognito_calls = Counter(
-            "otp_cognito_calls", "Cognito API calls", ["connection", "operation", "error_type"], registry=r
-        )
-        self.cognito_duration = Histogram(
-            "otp_cognito_call_duration_seconds",
-            "One Cognito API call",
-            ["connection", "operation"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.cognito_retries = Counter(
-            "otp_cognito_retries",
-            "Cognito calls retried",
-            ["connection", "operation", "error_type"],
-            registry=r,
-        )
-        self.store_duration = Histogram(
-            "otp_challenge_store_operation_duration_seconds",
-            "One challenge-store operation",
-            ["operation"],
-            buckets=STORE_BUCKETS,
-            registry=r,
-        )
-        self.store_errors = Counter(
-            "otp_challenge_store_errors",
-            "Failed challenge-store operations",
-            ["operation", "error_type"],
-            registry=r,
-        )
+        # Name, labels and help text come from the catalogue: each metric is described once.
+        self.rpc_duration = self._histogram("rpc_server_call_duration_seconds", LATENCY_BUCKETS)
+        self.steps = self._counter("otp_steps_total")
+        self.step_duration = self._histogram("otp_step_duration_seconds", LATENCY_BUCKETS)
+        self.codes_sent = self._counter("otp_codes_sent_total")
+        self.validations = self._counter("otp_validations_total")
+        self.lockouts = self._counter("otp_lockouts_total")
+        self.budget_trips = self._counter("otp_send_budget_trips_total")
+        self.cognito_calls = self._counter("otp_cognito_calls_total")
+        self.cognito_duration = self._histogram("otp_cognito_call_duration_seconds", LATENCY_BUCKETS)
+        self.cognito_retries = self._counter("otp_cognito_retries_total")
+        self.store_duration = self._histogram("otp_challenge_store_operation_duration_seconds", STORE_BUCKETS)
+        self.store_errors = self._counter("otp_challenge_store_errors_total")
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port = 0
+
+    def _counter(self, name: str) -> Counter:
+        doc = _DOCUMENTED[name]
+        assert doc.kind == "counter", name
+        # prometheus_client appends _total to a counter's name itself.
+        return Counter(name.removesuffix("_total"), doc.meaning, doc.labels, registry=self.registry)
+
+    def _histogram(self, name: str, buckets: Sequence[float]) -> Histogram:
+        doc = _DOCUMENTED[name]
+        assert doc.kind == "histogram", name
+        return Histogram(name, doc.meaning, doc.labels, buckets=buckets, registry=self.registry)
 
     # -- wiring -------------------------------------------------------------------------------------------
     def watch_admission(self, in_flight: Callable[[], int], *refusals: Mapping[str, int]) -> None:

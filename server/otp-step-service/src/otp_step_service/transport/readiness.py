@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from grpc_health.v1 import health, health_pb2
 
-from otp_step_service.adapters.circuit_breaker import CircuitBreaker, CircuitState
+from otp_step_service.steps.circuit_breaker import CircuitBreaker, CircuitState
 from otp_step_service.steps.ports import Connection
 
 PREFIX = "otp.connection/"

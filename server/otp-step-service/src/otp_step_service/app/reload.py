@@ -17,6 +17,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+from otp_step_service.app.connection_checks import report_self_test, self_test_all
 from otp_step_service.app.execution import StepRunner
 from otp_step_service.config.connections import (
     ConnectionConfig,
@@ -105,18 +106,15 @@ class ConnectionsReloader:
             for name, (config, secret) in sources.items()
             if name in changed
         }
-        if built and self._self_test != "off":
-            # Imported here: service imports this module to wire it.
-            from otp_step_service.app.service import report_self_test, self_test_all
-
-            if not report_self_test(await self_test_all(built)) and self._self_test == "strict":
-                log.error(
-                    "configuration reload rejected, the running configuration is kept: a changed connection "
-                    "failed its self-test (OTP_STEP_SELF_TEST=strict): %s",
-                    ", ".join(sorted(built)),
-                )
-                self._close_later(built, 0)
-                return False
+        passed = not built or self._self_test == "off" or report_self_test(await self_test_all(built))
+        if not passed and self._self_test == "strict":
+            log.error(
+                "configuration reload rejected, the running configuration is kept: a changed connection "
+                "failed its self-test (OTP_STEP_SELF_TEST=strict): %s",
+                ", ".join(sorted(built)),
+            )
+            self._close_later(built, 0)
+            return False
         replacement = {name: built.get(name) or current[name] for name in sources}
         retired = {name: current[name] for name in [*changed, *removed] if name in current}
         self._runner.replace_connections(replacement)

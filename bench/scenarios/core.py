@@ -1,0 +1,304 @@
+"""What every scenario shares: the plan (durations, repetitions), results, and the `Bench` that runs loads.
+
+Ratios are what the targets judge, so the loads compared by a target run one after the other inside each
+repetition (A, B, A, B, ...), on the same processes, and each figure is the median over repetitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import ghz
+from bench.ghz import GhzLoad, LoadResult
+from bench.processes import ManagedProcess, run_to_completion
+from bench.stack import (
+    REGION,
+    ROOT,
+    STANDIN_APP,
+    ServiceProcess,
+    Standin,
+    child_env,
+    start_service,
+    write_connections,
+)
+
+LITTLE_DELAY_MS = 100.0
+# The last commit of the synchronous (thread-per-step) service, measured beside the async one in one run.
+PREVIOUS_SYNC_SERVICE = "d26499f0e61c"
+
+
+def previous_checkout(logs: Path) -> Path:
+    """A worktree of PREVIOUS_SYNC_SERVICE with its venv (`make venv` there), made once and kept in var/."""
+    folder = ROOT / "var" / "bench-previous"
+    if not (folder / ".venv" / "bin" / "python").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=True)
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(ROOT),
+                "worktree",
+                "add",
+                "--force",
+                "--detach",
+                str(folder),
+                PREVIOUS_SYNC_SERVICE,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        with (logs / "previous-setup.log").open("wb") as log:
+            subprocess.run(["make", "venv"], cwd=folder, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return folder
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How long and how hard a run loads things."""
+
+    quick: bool
+    repetitions: int
+    seconds: float  # per measured load
+    warmup_seconds: float
+    concurrency: int
+    journeys: int  # per phase of scenario 5 (each one a distinct emulator user)
+    memory_seconds: float
+    memory_early_seconds: float
+    memory_challenge_seconds: int  # challenge lifetime in the memory run: steady state well before "early"
+    log_level: str
+    tracing: bool
+    max_requests: int = 1_000_000  # count bound of the boto3 loop (time ends it first)
+
+    @classmethod
+    def full(cls, tracing: bool = False, log_level: str = "WARNING") -> Plan:
+        """The default run: a few minutes."""
+        return cls(False, 3, 4.0, 1.5, 50, 400, 120.0, 20.0, 8, log_level, tracing)
+
+    @classmethod
+    def smoke(cls, tracing: bool = False, log_level: str = "WARNING") -> Plan:
+        """`--quick`: every scenario once, briefly; the figures mean nothing."""
+        return cls(True, 1, 1.0, 0.3, 20, 30, 4.0, 1.0, 2, log_level, tracing)
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario (or variant): its runs, in repetition order."""
+
+    key: str
+    title: str
+    unit: str
+    runs: list[LoadResult] = field(default_factory=list)
+    # Step outcomes that were not success, counted by the service for this scenario's steps.
+    step_errors: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def median(self, attribute: str) -> float:
+        """Median of a LoadResult attribute over the runs."""
+        values = sorted(float(getattr(run, attribute)) for run in self.runs)
+        if not values:
+            return 0.0
+        middle = len(values) // 2
+        return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+    def median_cpu(self) -> dict[str, float]:
+        """Median CPU cores per process."""
+        names = sorted({name for run in self.runs for name in run.cpu_cores})
+        medians = {}
+        for name in names:
+            values = sorted(run.cpu_cores.get(name, 0.0) for run in self.runs)
+            medians[name] = values[len(values) // 2]
+        return medians
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Every error: per run, plus failed step outcomes."""
+        total: dict[str, int] = dict(self.step_errors)
+        for run in self.runs:
+            for kind, count in run.errors.items():
+                total[kind] = total.get(kind, 0) + count
+        return total
+
+
+class Bench:
+    """One harness run: where things go, what is running, and the scenarios' results."""
+
+    def __init__(self, plan: Plan, folder: Path) -> None:
+        self.plan = plan
+        self.folder = folder
+        self.logs = folder / "logs"
+        self.work = folder / "work"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.results: list[ScenarioResult] = []
+        self.protoset = self.work / "stepexecutor.protoset"
+        # OK RPCs sent to each service process, by call: each must match a successful step outcome.
+        self.ok_rpcs: Counter[tuple[str, str]] = Counter()
+        self.started = time.monotonic()
+        self._stage = ""
+
+    def begin(self, number: int, total: int, name: str) -> None:
+        """Scenario group `number` of `total` starts: every progress line says so from now on."""
+        self._stage = f"{number}/{total} {name}"
+        self.say(f"scenario group {number} of {total}: {name}")
+
+    def say(self, message: str) -> None:
+        """Progress on stderr (the summary goes to stdout), with the group and the time since the start: a
+        full run takes minutes, and someone watching wants to know how far it is."""
+        elapsed = int(time.monotonic() - self.started)
+        where = f" {self._stage}" if self._stage else ""
+        print(f"[bench{where} +{elapsed // 60}m{elapsed % 60:02d}s] {message}", file=sys.stderr, flush=True)
+
+    # -- plumbing --------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def running(self, *processes: ManagedProcess) -> Iterator[None]:
+        """Stop these processes when the block ends, whatever happens."""
+        try:
+            yield
+        finally:
+            for process in reversed(processes):
+                process.stop()
+
+    def ensure_protoset(self, address: str) -> None:
+        """Fetch the descriptors from the service's reflection once."""
+        if not self.protoset.exists():
+            self.protoset.write_bytes(ghz.protoset_from_reflection(address))
+
+    def ghz(
+        self, service: ServiceProcess, load: GhzLoad, watched: Mapping[str, ManagedProcess]
+    ) -> LoadResult:
+        """Run ghz against the service; CPU of each watched process over the run."""
+        result = self.measured(watched, lambda: ghz.run_ghz(load, service.address, self.protoset, self.work))
+        self.ok_rpcs[(service.process.name, load.call)] += result.ok
+        return result
+
+    def step_errors(self, service: ServiceProcess) -> dict[str, int]:
+        """Failed step outcomes of a stopped service, and OK RPCs without a successful step."""
+        outcomes = service.outcomes()
+        if not outcomes and not any(n == service.process.name for n, _ in self.ok_rpcs):
+            return {}
+        if not outcomes:
+            return {"step:outcomes-unavailable": 1}
+        errors = {f"step:{k}": v for k, v in outcomes.items() if ":success" not in k}
+        for call, step_type in (
+            (ghz.GENERATE, "cognito_otp_generate"),
+            (ghz.VALIDATE, "cognito_otp_validate"),
+        ):
+            counted = sum(v for k, v in outcomes.items() if k.startswith(step_type + ":"))
+            missing = self.ok_rpcs[(service.process.name, call)] - counted
+            if missing:
+                errors[f"step:{step_type}:unaccounted"] = missing
+        return errors
+
+    @staticmethod
+    def measured(watched: Mapping[str, ManagedProcess], run: Callable[[], LoadResult]) -> LoadResult:
+        """Run `run`, then set the CPU cores each watched process and the load generator used."""
+        before = {name: process.cpu_seconds() for name, process in watched.items()}
+        started = time.perf_counter()
+        result = run()
+        wall = time.perf_counter() - started
+        result.cpu_cores = {
+            name: round((process.cpu_seconds() - before[name]) / wall, 3) for name, process in watched.items()
+        }
+        result.cpu_cores["ghz"] = round(result.generator_cpu_seconds / wall, 3)
+        return result
+
+    def boto_load(
+        self, arguments: Sequence[str], watched: Mapping[str, ManagedProcess], timeout: float
+    ) -> dict[str, Any]:
+        """Run `python -m bench.boto_load` with CPU of the watched processes sampled around its phases."""
+        before = {name: process.cpu_seconds() for name, process in watched.items()}
+        started = time.perf_counter()
+        finished = run_to_completion(
+            [sys.executable, "-m", "bench.boto_load", *arguments], timeout=timeout, env=child_env()
+        )
+        wall = time.perf_counter() - started
+        if finished.returncode != 0:
+            raise RuntimeError(f"boto_load failed: {finished.stderr.decode(errors='replace')[-2000:]}")
+        report: dict[str, Any] = json.loads(finished.stdout)
+        report["watched_cpu_seconds"] = {n: p.cpu_seconds() - before[n] for n, p in watched.items()}
+        report["wall_seconds"] = wall
+        return report
+
+    def service(
+        self,
+        name: str,
+        connections: Path,
+        log_level: str | None = None,
+        env: Mapping[str, str] | None = None,
+        module: str = "bench.counted_service",
+    ) -> ServiceProcess:
+        """Start a service process and make sure the protoset exists."""
+        service = start_service(self.logs, name, connections, log_level or self.plan.log_level, env, module)
+        if module == "bench.counted_service":
+            self.ensure_protoset(service.address)
+        return service
+
+    def previous_service(self, connections: Path) -> ServiceProcess | None:
+        """The sync service of PREVIOUS_SYNC_SERVICE, from a git worktree with its own venv (full runs only:
+        its first set-up takes a minute)."""
+        if self.plan.quick:
+            return None
+        checkout = previous_checkout(self.logs)
+        return start_service(
+            self.logs,
+            "previous-sync",
+            connections,
+            self.plan.log_level,
+            {"OTP_STEP_WORKERS": "64"},
+            python=str(checkout / ".venv" / "bin" / "python"),
+            cwd=checkout,
+        )
+
+    def standin_connection(self, standin: Standin, name: str = "standin", **options: Any) -> Path:
+        """A connections file pointing at the stand-in."""
+        app = dataclasses.replace(STANDIN_APP, endpoint_url=standin.url)
+        return write_connections(self.work / name, "standin", app, options)
+
+    def generate_load(self, seconds: float, concurrency: int | None = None) -> GhzLoad:
+        """GenerateOtp on the stand-in connection: a new journey run and identifier per request."""
+        return GhzLoad(
+            call=ghz.GENERATE,
+            concurrency=concurrency or self.plan.concurrency,
+            seconds=seconds,
+            data=GENERATE_TEMPLATE,
+        )
+
+
+# Each request its own journey run and identifier, so no two requests share a challenge (or a Cognito user's
+# rate limit, were this a real pool).
+GENERATE_TEMPLATE: Mapping[str, Any] = {
+    "journey": {"journey_id": "bench", "journey_run_id": "{{newUUID}}", "step_id": "send-code"},
+    "step": {
+        "connection": "standin",
+        "user_identifier": "u{{.RequestNumber}}-{{randomString 6}}@example.com",
+        "otp_channel": "OTP_CHANNEL_EMAIL",
+    },
+}
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures came from."""
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": sys.version.split()[0],
+        "platform": sys.platform,
+        "region": REGION,
+    }

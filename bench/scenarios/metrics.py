@@ -1,0 +1,69 @@
+"""Metrics overhead: the same load with metrics off and on (scraped), side by side."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import urllib.request
+
+from bench.processes import free_port
+from bench.scenarios.core import Bench, ScenarioResult
+from bench.scenarios.tracing import TRACING_FIXED_RATE
+from bench.stack import (
+    start_standin,
+)
+
+
+def metrics_overhead(bench: Bench) -> None:
+    """Throughput with metrics off and on (OTP_STEP_METRICS_LISTEN, scraped every second as Prometheus
+    would), same load, interleaved; and CPU per step at a fixed rate below saturation."""
+    plan = bench.plan
+    repetitions = plan.repetitions if plan.quick else max(plan.repetitions, 5)
+    standin = start_standin(bench.logs, "standin-metrics")
+    connections = bench.standin_connection(standin, name="standin-metrics")
+    scrape = f"127.0.0.1:{free_port()}"
+    off = bench.service("service-metrics-off", connections)
+    on = bench.service("service-metrics-on", connections, env={"OTP_STEP_METRICS_LISTEN": scrape})
+    off_result = ScenarioResult("x-metrics-off", "Service cost, metrics off", "req/s")
+    on_result = ScenarioResult("x-metrics-on", "Service cost, metrics on (scraped every second)", "req/s")
+    pairs = ((off, off_result), (on, on_result))
+    scraping = threading.Event()
+    scrapes: list[int] = []
+
+    def scraper() -> None:
+        while not scraping.wait(1.0):
+            try:
+                with urllib.request.urlopen(f"http://{scrape}/metrics", timeout=2) as answer:
+                    scrapes.append(len(answer.read()))
+            except OSError:
+                scrapes.append(-1)
+
+    thread = threading.Thread(target=scraper, name="metrics-scraper", daemon=True)
+    with bench.running(standin.process, *(service.process for service, _ in pairs)):
+        thread.start()
+        try:
+            for service, _ in pairs:
+                bench.ghz(service, bench.generate_load(plan.warmup_seconds), {"service": service.process})
+            for rep in range(repetitions):
+                bench.say(f"metrics: repetition {rep + 1}/{repetitions}")
+                for service, scenario in pairs:
+                    watched = {"service": service.process, "stand-in": standin.process}
+                    scenario.runs.append(bench.ghz(service, bench.generate_load(plan.seconds), watched))
+            rate = TRACING_FIXED_RATE if not plan.quick else 20
+            for rep in range(repetitions):
+                bench.say(f"metrics at {rate} req/s: repetition {rep + 1}/{repetitions}")
+                for service, scenario in pairs:
+                    load = dataclasses.replace(bench.generate_load(plan.seconds), rate=rate)
+                    run = bench.ghz(service, load, {"service": service.process})
+                    cpu_ms = run.cpu_cores["service"] / run.rps * 1000 if run.rps else 0.0
+                    scenario.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(round(cpu_ms, 3))
+                    scenario.extra["fixed_rate"] = rate
+        finally:
+            scraping.set()
+            thread.join(timeout=5)
+    on_result.extra["scrapes"] = len(scrapes)
+    on_result.extra["failed_scrapes"] = sum(1 for size in scrapes if size < 0)
+    on_result.extra["scrape_bytes"] = max(scrapes, default=0)
+    for service, scenario in pairs:
+        scenario.step_errors = bench.step_errors(service)
+    bench.results += [result for _, result in pairs]
