@@ -26,6 +26,7 @@ from pathlib import Path
 import redis
 from otp_step_service.adapters.redis_store import RedisChallengeStore
 from otp_step_service.adapters.sealing import SessionSealer
+from otp_step_service.app.stores import redis_challenge_store
 from otp_step_service.steps.challenges import (
     AttemptRequest,
     Challenge,
@@ -143,8 +144,7 @@ async def _main(args: argparse.Namespace) -> None:
         sealer = SessionSealer.from_file(keys)
         url = f"redis://127.0.0.1:{primary_port}/0"
         stores = {
-            wait: RedisChallengeStore.from_url(url, sealer, min_replicas=wait, max_connections=64)
-            for wait in (0, 1)
+            wait: redis_challenge_store(url, sealer, min_replicas=wait, max_connections=64) for wait in (0, 1)
         }
         for store in stores.values():
             await _drive(store, 50, args.concurrency)  # warm: scripts loaded, connections open

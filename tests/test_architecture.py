@@ -142,7 +142,6 @@ KNOWN_LEAKS = {
     ("otp_step_service.config.connections", "otp_step_service.adapters.id_tokens"),
     ("otp_step_service.config.connections", "otp_step_service.observability.metrics"),
     ("otp_step_service.transport.auth", "otp_step_service.adapters.jwks"),
-    ("otp_step_service.transport.security", "otp_step_service.adapters.redis_rate"),
 }
 
 

@@ -14,8 +14,8 @@ import redis
 from harness import Emulator, FakeClock, Journeys, build_service, free_port, wrong_code
 from otp_step_client import StepExecutorClient
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
-from otp_step_service.adapters.redis_store import RedisChallengeStore
 from otp_step_service.adapters.sealing import SessionSealer
+from otp_step_service.app.stores import redis_challenge_store
 from otp_step_service.steps.challenges import (
     EXPIRED_GRACE_SECONDS,
     USER_FAILURES,
@@ -50,10 +50,10 @@ def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         redis.Redis.from_url(url).flushdb()
-        return lambda: RedisChallengeStore.from_url(url, sealer)
+        return lambda: redis_challenge_store(url, sealer)
     topology = request.getfixturevalue("sentinel_set" if request.param == "sentinel" else "redis_cluster")
     topology.flush()
-    return lambda: RedisChallengeStore.from_url(topology.url, sealer, min_replicas=None)
+    return lambda: redis_challenge_store(topology.url, sealer, min_replicas=None)
 
 
 def run(make_store: StoreFactory, scenario: Callable[[ChallengeStore], Awaitable[None]]) -> None:
@@ -530,19 +530,19 @@ def test_redis_holds_no_session_or_username_in_clear_and_keys_rotate(redis_url: 
     async def scenario() -> None:
         client = redis.Redis.from_url(redis_url)
         before = SessionSealer([_parse(old_line)])
-        store = RedisChallengeStore.from_url(redis_url, before)
+        store = redis_challenge_store(redis_url, before)
         challenge = _challenge(nonce="n1")
         await _saved(store, challenge)
         raw = b"".join(client.get(k) or b"" for k in client.keys("otp-steps:challenge:*"))
         assert b"session-xyz" not in raw and b'"ada"' not in raw
         await store.aclose()
         # Rotation: the new key seals from now on, the old one still opens what it sealed.
-        rotated = RedisChallengeStore.from_url(redis_url, SessionSealer([_parse(new_line), _parse(old_line)]))
+        rotated = redis_challenge_store(redis_url, SessionSealer([_parse(new_line), _parse(old_line)]))
         grant = await rotated.begin_attempt(_attempt())
         assert grant.challenge is not None and grant.challenge.session == "session-xyz"
         await rotated.aclose()
         # Without the old key, the challenge does not open: a store failure, never a session in clear.
-        lost = RedisChallengeStore.from_url(redis_url, SessionSealer([_parse(new_line)]))
+        lost = redis_challenge_store(redis_url, SessionSealer([_parse(new_line)]))
         with pytest.raises(ChallengeStoreError):
             await lost.begin_attempt(_attempt())
         await lost.aclose()

@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio as redis
@@ -38,8 +38,6 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from otp_step_service.config.store_url import StoreAddress
-
 log = logging.getLogger(__name__)
 
 RedisClient = redis.Redis | RedisCluster
@@ -48,6 +46,31 @@ SOCKET_SECONDS = 2.0
 # Milliseconds a WAIT may block for the replicas: past it the write is treated as not durable (the step fails
 # retryably). A healthy replica acknowledges within a millisecond or two on one network.
 WAIT_MILLISECONDS = 500
+
+
+class RedisAddress(Protocol):
+    """Where the store is, as `config.store_url.StoreAddress` says it (kind: redis, sentinel or cluster)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]: ...
+    @property
+    def master(self) -> str: ...
+    @property
+    def db(self) -> int: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def sentinel_username(self) -> str | None: ...
+    @property
+    def sentinel_password(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -95,7 +118,7 @@ class PasswordFile(CredentialProvider):
         return f"PasswordFile({str(self._path)!r})"
 
 
-def redis_client(address: StoreAddress, secrets: StoreSecrets, max_connections: int) -> RedisClient:
+def redis_client(address: RedisAddress, secrets: StoreSecrets, max_connections: int) -> RedisClient:
     """A client for the store `address` names (not `memory`)."""
     common: dict[str, Any] = {
         "socket_timeout": SOCKET_SECONDS,

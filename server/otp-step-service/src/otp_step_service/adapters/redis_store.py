@@ -30,13 +30,10 @@ from redis.exceptions import RedisError
 
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
-    StoreSecrets,
-    redis_client,
     replicas_of_primary,
     run_script,
 )
 from otp_step_service.adapters.sealing import SessionSealer
-from otp_step_service.config.store_url import parse_store_url
 from otp_step_service.steps.challenges import (
     USER_FAILURES,
     USER_SENDS,
@@ -352,21 +349,6 @@ class RedisChallengeStore:
         # The user each open reservation counted its send for (finish_send runs where begin_send ran); a
         # stale or missing entry costs one more round trip, never a wrong count (the script checks it).
         self._reserved_for: OrderedDict[str, str] = OrderedDict()
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        sealer: SessionSealer,
-        *,
-        max_connections: int = 256,
-        clock: Clock = SYSTEM_CLOCK,
-        secrets: StoreSecrets | None = None,
-        min_replicas: int | None = 0,
-    ) -> RedisChallengeStore:
-        """A store for any store URL but `memory` (config.store_url), with short socket timeouts."""
-        client = redis_client(parse_store_url(url), secrets or StoreSecrets(), max_connections)
-        return cls(client, sealer, clock=clock, min_replicas=min_replicas)
 
     # Key layout: <prefix>{c:<connection digest>}<subject> for everything of one connection,
     # <prefix>{<caller scope>}<subject> for a caller's budgets across connections.

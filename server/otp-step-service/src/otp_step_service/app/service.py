@@ -94,6 +94,8 @@ class Service:
             idle_stream_seconds=settings.idle_stream_seconds,
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
+            max_connection_age_seconds=settings.max_connection_age_seconds,
+            max_connection_age_grace_seconds=settings.max_connection_age_grace_seconds,
         )
         security = PortSecurity.from_settings(
             settings, STEP_METHODS, rate=lambda: step_rate or shared_step_rate(settings, clock), clock=clock

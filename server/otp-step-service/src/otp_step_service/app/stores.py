@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
-from otp_step_service.adapters.redis_connection import StoreSecrets
+from otp_step_service.adapters.redis_connection import StoreSecrets, redis_client
+from otp_step_service.adapters.redis_store import RedisChallengeStore
+from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.config.store_url import parse_store_url
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
@@ -41,10 +43,6 @@ def challenge_store(
     address = parse_store_url(url)
     if not address.shared:
         return InMemoryChallengeStore(clock)
-    from otp_step_service.adapters.redis_connection import redis_client
-    from otp_step_service.adapters.redis_store import RedisChallengeStore
-    from otp_step_service.adapters.sealing import SessionSealer
-
     if keys_file is None:
         raise ConfigurationError(
             "OTP_STEP_CHALLENGE_KEYS_FILE is required with a shared challenge store: Cognito sessions are sealed "
@@ -56,13 +54,26 @@ def challenge_store(
     )
 
 
+def redis_challenge_store(
+    url: str,
+    sealer: SessionSealer,
+    *,
+    max_connections: int = 256,
+    clock: Clock = SYSTEM_CLOCK,
+    secrets: StoreSecrets | None = None,
+    min_replicas: int | None = 0,
+) -> RedisChallengeStore:
+    """A Redis store for any store URL but `memory`, sealing with `sealer` (tests, benchmarks, tools)."""
+    client = redis_client(parse_store_url(url), secrets or StoreSecrets(), max_connections)
+    return RedisChallengeStore(client, sealer, clock=clock, min_replicas=min_replicas)
+
+
 def step_rate(settings: ServiceSettings, clock: Clock = SYSTEM_CLOCK) -> StepRate:
     """Where per-caller steps per second are counted: in this process beside the in-memory store, in the same
     Redis as a Redis store (shared by every instance and process that uses it)."""
     address = parse_store_url(settings.challenge_store)
     if not address.shared:
         return InProcessStepRate(clock)
-    from otp_step_service.adapters.redis_connection import redis_client
     from otp_step_service.adapters.redis_rate import RedisStepRate
 
     return RedisStepRate(redis_client(address, store_secrets(settings), 64), clock=clock)

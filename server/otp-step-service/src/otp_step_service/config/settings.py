@@ -64,6 +64,14 @@ class ServiceSettings(BaseSettings):
     max_message_bytes: Annotated[int, Field(ge=4096, le=64 << 20)] = Field(
         1 << 20, description="largest request or response message"
     )
+    max_connection_age_seconds: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        0.0,
+        description="a client connection older than this is asked to reconnect (GOAWAY), so after a scale-out "
+        "clients resolve the name again and reach new instances; 0: never (a fleet: e.g. 300)",
+    )
+    max_connection_age_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        30.0, description="how long calls open on a connection past its maximum age may still finish"
+    )
     grace_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
         10.0, description="on SIGTERM/SIGINT, how long in-flight steps may finish"
     )

@@ -64,6 +64,8 @@ class ServerLimits:
     idle_stream_seconds: float
     max_message_bytes: int
     reuse_port: bool  # several server processes share the port (OTP_STEP_PROCESSES)
+    max_connection_age_seconds: float = 0.0  # 0: connections live as long as their clients keep them
+    max_connection_age_grace_seconds: float = 30.0
 
 
 class StepExecutorServer:
@@ -97,6 +99,17 @@ class StepExecutorServer:
         # Interceptors that must see every call before Admission does (call metrics), set before start().
         self.outer_interceptors: list[grpc.aio.ServerInterceptor] = []
 
+    @staticmethod
+    def _connection_age(limits: ServerLimits) -> list[tuple[str, int]]:
+        """gRFC A9: a client connection older than the age gets GOAWAY, its open calls the grace to finish, and
+        the client reconnects, resolving the name again: after a scale-out, load reaches the new instances."""
+        if limits.max_connection_age_seconds <= 0:
+            return []
+        return [
+            ("grpc.max_connection_age_ms", int(limits.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(limits.max_connection_age_grace_seconds * 1000)),
+        ]
+
     async def start(self) -> None:
         """Bind, start serving and report SERVING; OSError when the address cannot be bound."""
         interceptors: list[Any] = [self.admission]
@@ -122,6 +135,10 @@ class StepExecutorServer:
                 ("grpc.so_reuseport", 1 if limits.reuse_port else 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                # Accept client keepalive pings every 20 s or more (the shipped client sends one every 30 s):
+                # the default enforcement (5 min) would answer them with GOAWAY too_many_pings.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
+                *self._connection_age(limits),
             ],
         )
         pb_grpc.add_StepExecutorServicer_to_server(StepExecutorServicer(self._runner), server)
