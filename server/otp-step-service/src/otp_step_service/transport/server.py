@@ -52,6 +52,10 @@ class MethodAwareReflection(reflection.aio.ReflectionServicer):  # type: ignore[
         return response
 
 
+# The most often a client may send keepalive pings (the shipped client config sends one every 30 s).
+MIN_CLIENT_PING_MS = 20_000
+
+
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     """Concurrency and size bounds (from ServiceSettings, where their defaults are defined)."""
@@ -137,7 +141,7 @@ class StepExecutorServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 # Accept client keepalive pings every 20 s or more (the shipped client sends one every 30 s):
                 # the default enforcement (5 min) would answer them with GOAWAY too_many_pings.
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_MS),
                 *self._connection_age(limits),
             ],
         )
