@@ -3,11 +3,11 @@ dead instance and a scale-out of a fleet behind one DNS name (a headless Service
 
 - `round_robin`: calls spread over every address the name resolves to (gRPC's default, `pick_first`, would
   send everything down one connection to one instance).
-- `waitForReady`: a call made while no instance is reachable (all restarting) waits, within its deadline,
-  instead of failing at once.
+- `waitForReady`: a step called while no instance is reachable (all restarting) waits, within its deadline,
+  instead of failing at once. Health checks keep gRPC's defaults: a probe reports what it finds, at once.
 - `retryPolicy` on `UNAVAILABLE` for the methods that are safe to repeat: GenerateOtp (idempotent per journey
   run and step execution: a repeat replays the code already sent, never sends a second), CheckConnection (reads
-  only), and health checks. Not ValidateOtp: a Validate that reached Cognito before its instance died may have
+  only). Not ValidateOtp: a Validate that reached Cognito before its instance died may have
   spent the code, and a blind repeat would spend an attempt; its caller decides (the journey's retry).
   gRPC retries only calls that got no response headers, at most `maxAttempts` times in all.
 - keepalive pings every 30 s (with no call open too), which the service's enforcement accepts (it allows one
@@ -33,7 +33,6 @@ SERVICE_CONFIG: dict[str, object] = {
             "name": [
                 {"service": "stepexecutor.v1.StepExecutor", "method": "GenerateOtp"},
                 {"service": "stepexecutor.v1.StepExecutor", "method": "CheckConnection"},
-                {"service": "grpc.health.v1.Health", "method": "Check"},
             ],
             "waitForReady": True,
             "retryPolicy": _RETRY,
