@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cognito_emulator.connections_file import write_connections_file
 from cryptography.hazmat.primitives.asymmetric import rsa
 from otp_step_demo.local_ca import LocalCa
 
@@ -122,10 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         headers={"kid": "k1"},
     )
     connections = work / "connections.toml"
-    connections.write_text(
-        '[connections.demo]\nregion = "us-east-1"\nuser_pool_id = "us-east-1_bench"\nclient_id = "bench"\n'
-        'endpoint_url = "http://127.0.0.1:9"\n\n'
-        '[callers.bench]\ntoken_subjects = ["bench-worker"]\nconnections = ["*"]\n'
+    write_connections_file(
+        connections,
+        {
+            "demo": {
+                "region": "us-east-1",
+                "user_pool_id": "us-east-1_bench",
+                "client_id": "bench",
+                "endpoint_url": "http://127.0.0.1:9",
+            }
+        },
+        {"bench": {"token_subjects": ["bench-worker"], "connections": ["*"]}},
     )
     tls = {"OTP_STEP_TLS_CERT": str(cert), "OTP_STEP_TLS_KEY": str(key)}
     tokens = {"OTP_STEP_TOKEN_ISSUER": ISSUER, "OTP_STEP_TOKEN_AUDIENCE": AUDIENCE}

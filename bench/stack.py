@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cognito_emulator.connections_file import write_connections_file, write_secret_file
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.processes import ManagedProcess, free_port
@@ -70,11 +71,7 @@ def write_connections(
     folder: Path, name: str, app: CognitoApp, options: Mapping[str, Any] | None = None
 ) -> Path:
     """A connections file with one `[connections.<name>]` table (secret in its own 0600 file)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    secret = folder / f"{name}.secret"
-    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(app.client_secret)
+    secret = write_secret_file(folder / f"{name}.secret", app.client_secret)
     values: dict[str, Any] = {
         "region": REGION,
         "user_pool_id": app.user_pool_id,
@@ -84,11 +81,7 @@ def write_connections(
         "api": "public",
         **(options or {}),
     }
-    # json.dumps writes valid TOML for strings, numbers and booleans (same escapes, lower-case true/false).
-    lines = [f"[connections.{name}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
-    path = folder / f"{name}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_connections_file(folder / f"{name}.toml", {name: values})
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cognito_emulator import SeedResult
+from cognito_emulator.connections_file import write_connections_file
 from cognito_emulator.seed import cognito_client
 from otp_step_client import Journey, Step, StepExecutorClient
 from otp_step_service.app.execution import StepRunner
@@ -237,13 +238,7 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "reveal_identifiers": True,
         },
     }
-    lines = []
-    for name, values in connections.items():
-        lines.append(f'[connections."{name}"]')
-        for key, value in {**base, **values}.items():
-            lines.append(f"{key} = {json.dumps(value)}")
-        lines.append("")
-    path.write_text("\n".join(lines))
+    write_connections_file(path, {name: {**base, **values} for name, values in connections.items()})
 
 
 T = TypeVar("T")

@@ -23,7 +23,7 @@ import grpc
 import jwt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import Emulator, RunningService, build_service, free_port
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -74,8 +74,17 @@ class Jwks:
 
     def __init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec_key = ec.generate_private_key(ec.SECP256R1())
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        document = json.dumps({"keys": [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+        ec_public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec_key.public_key()))
+        # "k1" names its algorithm; "k-rsa" and "k-ec" do not (a JWKS may omit `alg`), so only their key
+        # types say what they verify.
+        keys = [
+            {**public, "kid": "k1", "use": "sig", "alg": "RS256"},
+            {**public, "kid": "k-rsa", "use": "sig"},
+            {**ec_public, "kid": "k-ec", "use": "sig"},
+        ]
+        document = json.dumps({"keys": keys}).encode()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -337,6 +346,30 @@ def test_bad_or_missing_tokens_are_unauthenticated_and_nothing_leaks(
             for part in secret.split("."):  # no token, nor its signature, nor any key material
                 if len(part) > 20:
                     assert part not in line, (record.name, line)
+
+
+def test_a_token_whose_algorithm_does_not_fit_its_keys_type_is_refused_and_counted(
+    tokens_only: RunningService, pki: Pki, jwks: Jwks, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Algorithm / key-type confusion: an ES256 header naming an RSA key (or the reverse) used to reach PyJWT
+    # with a key of the wrong type, which raised TypeError: UNKNOWN for the caller, a stack trace per call.
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "orchestrator-worker", "exp": now + 300}
+    confused = {
+        "ES256 naming an RSA key with alg": jwt.encode(body, jwks.ec_key, "ES256", headers={"kid": "k1"}),
+        "ES256 naming an RSA key": jwt.encode(body, jwks.ec_key, "ES256", headers={"kid": "k-rsa"}),
+        "RS256 naming an EC key": jwt.encode(body, jwks.key, "RS256", headers={"kid": "k-ec"}),
+    }
+    good = jwt.encode(body, jwks.ec_key, "ES256", headers={"kid": "k-ec"})
+    caplog.set_level(logging.INFO)
+    before = _rejected(tokens_only)
+    for name, token in confused.items():
+        with _client(tokens_only, pki.credentials(token=token)) as client:
+            assert _code(lambda: _generate(client)) is grpc.StatusCode.UNAUTHENTICATED, name
+    assert _moved(before, _rejected(tokens_only)) == {"INVALID_TOKEN": len(confused)}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "no stack trace per bad token"
+    with _client(tokens_only, pki.credentials(token=good)) as client:  # the EC key itself still verifies
+        assert _generate(client).WhichOneof("outcome") == "success"
 
 
 def test_a_cached_token_is_refused_once_past_its_exp(
@@ -710,11 +743,18 @@ def test_a_rotated_certificate_reaches_new_handshakes_while_open_channels_keep_w
         ({"token_issuer": ISSUER}, "together"),
         ({"token_algorithms": "none"}, "OTP_STEP_TOKEN_ALGORITHMS"),
         ({"token_algorithms": "HS256"}, "OTP_STEP_TOKEN_ALGORITHMS"),
+        ({"metrics_listen": "0.0.0.0:9464"}, "OTP_STEP_METRICS_ALLOW_REMOTE"),
     ],
 )
 def test_settings_refuse_an_open_port(settings: dict[str, str], complaint: str) -> None:
     with pytest.raises(SettingsError, match=complaint):
         ServiceSettings.from_env(**settings)
+
+
+def test_metrics_beyond_loopback_are_served_only_when_asked() -> None:
+    assert ServiceSettings(metrics_listen="127.0.0.1:9464").metrics_on_loopback
+    assert not ServiceSettings(metrics_listen="0.0.0.0:9464", metrics_allow_remote=True).metrics_on_loopback
+    assert ServiceSettings(metrics_listen="[::]:9464", allow_insecure=True).metrics_listen == "[::]:9464"
 
 
 def test_plaintext_beyond_loopback_with_tokens_is_allowed_when_asked(jwks: Jwks) -> None:
@@ -880,3 +920,72 @@ def test_a_callers_send_budget_holds_only_that_caller_back(
     assert answers[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
     assert 0 < answers[2].failure.retry_after_seconds <= 60
     assert unaffected.WhichOneof("outcome") == "success"
+
+
+# --- Callers reloaded -----------------------------------------------------------------------------------------
+
+
+def _load(client: StepExecutorClient, stop: threading.Event, seen: list[tuple[float, str]]) -> None:
+    """Generate after Generate on "demo" until `stop`: (when the call started, how it ended)."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            _generate(
+                client
+            )  # its outcome (a code sent, or held back by the cooldown) is the step's business
+            outcome = "ran"
+        except StepExecutorError as exc:
+            outcome = f"{exc.code.name}:{exc.reason}"
+        seen.append((started, outcome))
+
+
+def test_a_caller_removed_or_narrowed_by_a_reload_is_refused_from_its_next_call_under_load(
+    pki: Pki, jwks: Jwks, callers_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "connections.toml"
+    base = callers_file.read_text()
+    path.write_text(
+        base
+        + '\n[callers.revocable]\ntoken_subjects = ["revocable-worker"]\nconnections = ["demo"]\n'
+        + '\n[callers.narrowed]\ntoken_subjects = ["narrowed-worker"]\nconnections = ["demo", "tokens"]\n'
+    )
+    service = build_service(path, tls_cert=str(pki.cert), tls_key=str(pki.key), **_token_settings(jwks))
+    service.start()
+    caplog.set_level(logging.INFO)
+    stop = threading.Event()
+    seen: dict[str, list[tuple[float, str]]] = {"revocable": [], "narrowed": []}
+    clients = {name: _client(service, pki.credentials(token=jwks.token(f"{name}-worker"))) for name in seen}
+    threads = [threading.Thread(target=_load, args=(clients[n], stop, seen[n])) for n in seen]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while min(len(s) for s in seen.values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Revoke one caller, narrow the other to "tokens": the file a stolen credential's owner would write.
+        path.write_text(
+            base + '\n[callers.narrowed]\ntoken_subjects = ["narrowed-worker"]\nconnections = ["tokens"]\n'
+        )
+        assert service.run(service.service.reload())
+        reloaded = time.monotonic()
+        while min(sum(t > reloaded for t, _ in s) for s in seen.values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        for client in clients.values():
+            client.close()
+        service.stop()
+    after = {name: {o for t, o in s if t > reloaded} for name, s in seen.items()}
+    assert after == {
+        "revocable": {"PERMISSION_DENIED:UNKNOWN_CALLER"},
+        "narrowed": {"PERMISSION_DENIED:CONNECTION_NOT_PERMITTED"},
+    }, after
+    for name, calls in seen.items():
+        before = [o for t, o in calls if t <= reloaded]
+        assert before[0] == "ran", (name, before)  # it was live
+        # In flight at the reload: finished one way or the other, never cut off with an error of its own.
+        assert set(before) <= {"ran", *after[name]}, (name, before)
+    reload_line = next(r.getMessage() for r in caplog.records if "configuration reloaded" in r.getMessage())
+    assert "callers: removed: revocable; changed: narrowed" in reload_line, reload_line

@@ -212,3 +212,42 @@ def test_the_watch_reloads_a_changed_file_or_secret_without_sighup_and_keeps_the
 async def _checked(service: RunningService) -> bool | None:
     assert service.service.watch is not None
     return await service.service.watch.check()
+
+
+def test_a_large_file_is_parsed_off_the_event_loop_and_one_beyond_the_bound_is_refused_unread(
+    reloadable: RunningService, connections_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The attack: a 20 MB connections file stalled health probes for 440-520 ms while the loop parsed it.
+    # Here a file just inside the bound (many unknown keys: parsed in full, then rejected), probed meanwhile.
+    good = connections_copy.read_text()
+    bulk = "".join(f'k{i} = "{"x" * 24}"\n' for i in range(110_000))
+    connections_copy.write_text(good + "\n[padding]\n" + bulk)
+    assert connections_copy.stat().st_size < 4 * 1024 * 1024
+    probes: list[float] = []
+    done = threading.Event()
+    with StepExecutorClient(f"127.0.0.1:{reloadable.port}", timeout=10) as client:
+        client.health()
+
+        def probe() -> None:
+            while not done.is_set():
+                started = time.perf_counter()
+                client.health()
+                probes.append(time.perf_counter() - started)
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        try:
+            started = time.perf_counter()
+            assert not reloadable.run(reloadable.service.reload())  # rejected: [padding] is no table of ours
+            took = time.perf_counter() - started
+        finally:
+            done.set()
+            prober.join(10)
+    assert took > 0.2, took  # long enough for a stall to show
+    assert len(probes) >= 3 and max(probes) < took / 2, (took, max(probes), len(probes))
+    # Beyond the bound: refused before anything is parsed, the running configuration kept.
+    connections_copy.write_text(good + "#" * (4 * 1024 * 1024) + "\n")
+    caplog.set_level(logging.ERROR)
+    assert not reloadable.run(reloadable.service.reload())
+    assert any("refused unread" in r.getMessage() for r in caplog.records)
+    assert "demo" in reloadable.runner.connections

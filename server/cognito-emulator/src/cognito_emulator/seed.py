@@ -7,8 +7,6 @@ secret in its own file (mode 0600), never in the TOML itself.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
+
+from cognito_emulator.connections_file import write_connections_file, write_secret_file
 
 DEMO_POOL_NAME = "demo-passwordless"
 DEMO_CLIENT_NAME = "otp-steps"
@@ -171,25 +171,13 @@ def write_connection_files(
     The TOML file is replaced as a whole. The secret file is created with mode 0600 (and tightened to
     0600 if it existed).
     """
-    secret_path = Path(secret_path).resolve()
-    secret_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, result.client_secret.encode())
-    finally:
-        os.close(fd)
-
-    connections_path = Path(connections_path)
-    connections_path.parent.mkdir(parents=True, exist_ok=True)
-    # json.dumps yields a valid TOML basic string (same escapes) for these plain values.
-    lines = [
-        f"[connections.{name}]",
-        f"region = {json.dumps(result.region)}",
-        f"user_pool_id = {json.dumps(result.user_pool_id)}",
-        f"client_id = {json.dumps(result.client_id)}",
-        f"client_secret_file = {json.dumps(str(secret_path))}",
-        f"endpoint_url = {json.dumps(result.endpoint_url)}",
-        f"api = {json.dumps(api)}",
-    ]
-    connections_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    secret_path = write_secret_file(Path(secret_path).resolve(), result.client_secret)
+    table = {
+        "region": result.region,
+        "user_pool_id": result.user_pool_id,
+        "client_id": result.client_id,
+        "client_secret_file": str(secret_path),
+        "endpoint_url": result.endpoint_url,
+        "api": api,
+    }
+    write_connections_file(Path(connections_path), {name: table})

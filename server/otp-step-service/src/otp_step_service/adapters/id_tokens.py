@@ -11,7 +11,7 @@ from typing import Any
 
 import jwt
 
-from otp_step_service.adapters.jwks import JwksCache
+from otp_step_service.adapters.jwks import JwksCache, decode_signed
 from otp_step_service.steps.errors import TokenVerificationError
 
 
@@ -38,24 +38,23 @@ class JwksIdTokenVerifier:
     async def verify(self, id_token: str) -> Mapping[str, Any]:
         """Verified claims, or TokenVerificationError naming what failed (never the token itself)."""
         try:
-            kid = jwt.get_unverified_header(id_token).get("kid")
+            header = jwt.get_unverified_header(id_token)
         except jwt.InvalidTokenError as exc:
             raise TokenVerificationError(f"{type(exc).__name__}: {exc}") from None
+        kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise TokenVerificationError("the token names no signing key (kid)")
         key = await self._keys.key(kid)
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                id_token,
-                key.key,
-                algorithms=["RS256"],
-                audience=self._audience,
-                issuer=self._issuer,
-                options={"require": ["exp", "iat", "iss", "aud", "sub", "token_use"]},
-                leeway=30,
-            )
-        except jwt.InvalidTokenError as exc:
-            raise TokenVerificationError(f"{type(exc).__name__}: {exc}") from None
+        claims = decode_signed(
+            id_token,
+            key,
+            header.get("alg"),
+            ("RS256",),  # Cognito signs ID tokens with RS256 [doc]
+            audience=self._audience,
+            issuer=self._issuer,
+            options={"require": ["exp", "iat", "iss", "aud", "sub", "token_use"]},
+            leeway=30,
+        )
         if claims.get("token_use") != "id":
             raise TokenVerificationError("token_use is not 'id'")
         return claims

@@ -11,12 +11,58 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from typing import Any
 
 import aiohttp
 import jwt
 
 from otp_step_service.steps.errors import TokenVerificationError
+
+# The algorithms each key type can verify. A JWK that names its `alg` verifies that one only; one that does
+# not is pinned to its type (and curve): an ES256 header naming an RSA key must fail as a bad token, never
+# reach the library with a key of the wrong type (PyJWT then raises TypeError, not InvalidTokenError).
+_RSA = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_EC_BY_CURVE = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+_OKP_BY_CURVE = {"Ed25519": "EdDSA", "Ed448": "EdDSA"}
+
+
+def key_algorithms(key: jwt.PyJWK) -> frozenset[str]:
+    """The signing algorithms `key` may verify: its JWK's `alg`, else every one of its type and curve."""
+    data: dict[str, Any] = getattr(key, "_jwk_data", {})
+    named = data.get("alg")
+    if isinstance(named, str) and named:
+        return frozenset({named})
+    curve = data.get("crv")
+    match key.key_type:
+        case "RSA":
+            return _RSA
+        case "EC" if isinstance(curve, str) and curve in _EC_BY_CURVE:
+            return frozenset({_EC_BY_CURVE[curve]})
+        case "OKP" if isinstance(curve, str) and curve in _OKP_BY_CURVE:
+            return frozenset({_OKP_BY_CURVE[curve]})
+    return frozenset()
+
+
+def decode_signed(
+    token: str, key: jwt.PyJWK, algorithm: object, allowed: Collection[str], **checks: Any
+) -> dict[str, Any]:
+    """The token's claims once its signature (by `key`, with the header's `algorithm`) and `checks` hold.
+
+    The algorithm must be both allowed and one `key`'s type verifies. Whatever the library raises on a
+    hostile token (TypeError and ValueError included, not only InvalidTokenError) becomes a
+    TokenVerificationError, so every bad token is refused and counted the same way."""
+    if not isinstance(algorithm, str) or algorithm not in allowed:
+        raise TokenVerificationError("algorithm not allowed")
+    if algorithm not in key_algorithms(key):
+        raise TokenVerificationError("the algorithm does not match the signing key's type")
+    try:
+        claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=[algorithm], **checks)
+    except jwt.InvalidTokenError as exc:
+        raise TokenVerificationError(type(exc).__name__) from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a token shaped to confuse the library
+        raise TokenVerificationError(f"malformed token ({type(exc).__name__})") from None
+    return claims
 
 
 class JwksCache:

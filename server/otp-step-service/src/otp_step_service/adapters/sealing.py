@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import re
 from collections.abc import Sequence
@@ -34,7 +36,14 @@ class SessionSealer:
         if not keys:
             raise ConfigurationError("the challenge keys file holds no key")
         self._current = keys[0][0]
+        self._current_key = keys[0][1]
         self._keys = {kid: AESGCM(key) for kid, key in keys}
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for another `purpose` (the decoy masks), derived from the sealing key: rotated with it."""
+        return hmac.new(
+            self._current_key, b"otp-step-service\x00" + purpose.encode(), hashlib.sha256
+        ).digest()
 
     @classmethod
     def from_file(cls, path: Path) -> SessionSealer:

@@ -18,6 +18,7 @@ from otp_step_service.observability import telemetry
 from otp_step_service.steps.branching import fail
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
+from otp_step_service.steps.decoys import DecoyMasks
 from otp_step_service.steps.errors import ChallengeStoreError, UnknownConnectionError
 from otp_step_service.steps.event_data import EventData, step_event_data
 from otp_step_service.steps.generate import GenerateOtpStep
@@ -62,6 +63,7 @@ class StepRunner:
         store: ChallengeStore,
         clock: Clock = SYSTEM_CLOCK,
         metrics: Metrics | None = None,
+        decoys: DecoyMasks | None = None,
     ) -> None:
         self._connections = dict(connections)
         self._metrics = metrics
@@ -69,7 +71,7 @@ class StepRunner:
         self._using: Counter[int] = Counter()
         self.store = store
         self.clock = clock
-        self._generate = GenerateOtpStep(store, clock)
+        self._generate = GenerateOtpStep(store, clock, decoys)
         self._validate = ValidateOtpStep(store, clock)
 
     @property

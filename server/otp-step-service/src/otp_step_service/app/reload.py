@@ -7,6 +7,11 @@ kept. A valid one replaces the runner's connections in one assignment on the eve
 either the old set or the new one, never a mix; a step already running keeps the Connection it looked up
 (old pool, old secret) until it ends. Unchanged connections keep their objects (and their warm HTTP clients);
 changed and removed ones are closed once no step uses them any more.
+
+The `[callers.*]` tables are applied with the connections, in the same step: a caller removed (a revoked
+credential) or narrowed is refused from its next call on; a call already admitted finishes. The file is read
+and parsed in a worker thread (the event loop keeps serving health checks and steps while a large file is
+parsed), and a file above `MAX_FILE_BYTES` is refused unread.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from otp_step_service.app.connection_checks import report_self_test, self_test_all
 from otp_step_service.app.execution import StepRunner
+from otp_step_service.config.callers import Callers
 from otp_step_service.config.connections import (
-    ConnectionConfig,
+    Configuration,
+    Source,
     connection_from_config,
-    load_connections_file,
+    load_configuration,
 )
 from otp_step_service.observability.metrics import Metrics
 from otp_step_service.steps.errors import ConfigurationError
@@ -30,23 +38,39 @@ from otp_step_service.steps.ports import Connection
 
 log = logging.getLogger(__name__)
 
-# What a connection is built from: its validated table and the secret read for it.
-Source = tuple[ConnectionConfig, str | None]
+
+class CallersHolder(Protocol):
+    """What holds the callers a reload replaces (the port's authentication)."""
+
+    @property
+    def callers(self) -> Callers: ...
+
+    def replace_callers(self, callers: Callers) -> None: ...
 
 
-def read_sources(path: Path) -> dict[str, Source]:
-    """Every connection's table and secret, or ConfigurationError listing every problem (as at start-up)."""
-    parsed = load_connections_file(path)
-    sources: dict[str, Source] = {}
-    problems: list[str] = []
-    for name, config in parsed.connections.items():
-        try:
-            sources[name] = (config, config.read_secret(path.parent))
-        except ValueError as exc:
-            problems.append(f"  connections.{name}.{exc}")
-    if problems:
-        raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems))
-    return sources
+def caller_changes(old: Callers, new: Callers) -> str:
+    """What a reload changes in the callers, for its log line ("none" when nothing)."""
+    before, after = old.names(), new.names()
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(
+        n
+        for n in set(before) & set(after)
+        if before[n] != after[n] or _identities(old, n) != _identities(new, n)
+    )
+    parts = [
+        f"{label}: {', '.join(names)}"
+        for label, names in (("added", added), ("removed", removed), ("changed", changed))
+        if names
+    ]
+    return "; ".join(parts) or "none"
+
+
+def _identities(callers: Callers, name: str) -> frozenset[str]:
+    return frozenset(
+        [f"cert:{i}" for i, c in callers.by_certificate.items() if c.name == name]
+        + [f"sub:{i}" for i, c in callers.by_token_subject.items() if c.name == name]
+    )
 
 
 class ConnectionsReloader:
@@ -61,6 +85,7 @@ class ConnectionsReloader:
         drain_seconds: float,
         self_test: str = "off",
         metrics: Metrics | None = None,
+        callers: CallersHolder | None = None,
     ) -> None:
         self._runner = runner
         self._path = path
@@ -68,18 +93,16 @@ class ConnectionsReloader:
         self._drain_seconds = drain_seconds
         self._self_test = self_test
         self._metrics = metrics
-        self._sources: dict[str, Source] | None = None
+        self._sources: Mapping[str, Source] | None = None
+        self._callers = callers
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
         self._retired: list[Connection] = []
 
-    def remember_current(self) -> None:
+    def remember(self, configuration: Configuration) -> None:
         """Record what the running connections were built from, so the next reload rebuilds only changes.
         Without it, every connection counts as changed on the first reload (correct, only slower)."""
-        try:
-            self._sources = read_sources(self._path)
-        except ConfigurationError:
-            self._sources = None
+        self._sources = configuration.sources
 
     @property
     def retired_open(self) -> int:
@@ -93,10 +116,15 @@ class ConnectionsReloader:
 
     async def _reload(self) -> bool:
         try:
-            sources = read_sources(self._path)
+            configuration = await asyncio.to_thread(load_configuration, self._path)
+            if self._callers is not None and not len(configuration.callers):
+                raise ConfigurationError(
+                    f"callers authenticate, but {self._path} defines no [callers.<name>] table any more"
+                )
         except ConfigurationError as exc:
             log.error("configuration reload rejected, the running configuration is kept: %s", exc)
             return False
+        sources = configuration.sources
         current = self._runner.connections
         previous = self._sources or {}
         changed = [n for n, s in sources.items() if n not in current or previous.get(n) != s]
@@ -117,14 +145,19 @@ class ConnectionsReloader:
             return False
         replacement = {name: built.get(name) or current[name] for name in sources}
         retired = {name: current[name] for name in [*changed, *removed] if name in current}
+        callers = "not authenticated"
+        if self._callers is not None:
+            callers = caller_changes(self._callers.callers, configuration.callers)
+            self._callers.replace_callers(configuration.callers)  # with the connections, no await between
         self._runner.replace_connections(replacement)
         self._sources = sources
         self._close_later(retired, self._drain_seconds)
         log.info(
-            "configuration reloaded: %d connections (changed or added: %s; removed: %s)",
+            "configuration reloaded: %d connections (changed or added: %s; removed: %s); callers: %s",
             len(replacement),
             ", ".join(sorted(changed)) or "none",
             ", ".join(sorted(removed)) or "none",
+            callers,
         )
         return True
 
@@ -168,19 +201,13 @@ async def _close(connection: Connection) -> None:
 Fingerprint = tuple[tuple[str, int, int, int] | None, ...]
 
 
-def watched_files(path: Path) -> list[Path]:
-    """The connections file and every client secret file it names (just the file itself while it is
-    invalid: a reload would be rejected anyway, and its next change is what matters)."""
+def current_files(path: Path) -> list[Path]:
+    """The files a change to which means a reload (just the connections file while it is invalid: a reload
+    would be rejected anyway, and its next change is what matters)."""
     try:
-        parsed = load_connections_file(path)
+        return list(load_configuration(path).files)
     except ConfigurationError:
         return [path]
-    files = [path]
-    for config in parsed.connections.values():
-        if config.client_secret_file is not None:
-            secret = config.client_secret_file
-            files.append(secret if secret.is_absolute() else path.parent / secret)
-    return files
 
 
 def fingerprint(files: list[Path]) -> Fingerprint:
@@ -210,7 +237,7 @@ class ConfigurationWatch:
         self._path = path
         self.interval = interval
         self._reload = reload
-        self._files = watched_files(path)
+        self._files = current_files(path)
         self._seen = fingerprint(self._files)
         self._task: asyncio.Task[None] | None = None
 
@@ -238,7 +265,7 @@ class ConfigurationWatch:
         # A valid file may name other secret files; an invalid one keeps watching the file alone. Both the
         # files and their fingerprint are taken *before* the reload reads them, so a write landing during or
         # just after the reload still differs from what was seen and is picked up at the next look.
-        files = watched_files(self._path)
+        files = await asyncio.to_thread(current_files, self._path)
         files_seen = fingerprint(files)
         applied = await self._reload()
         if files != self._files:

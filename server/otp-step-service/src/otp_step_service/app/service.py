@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from otp_step_service.app.connection_checks import (
     check_connections,
@@ -19,12 +20,13 @@ from otp_step_service.app.execution import StepRunner
 from otp_step_service.app.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.app.stores import challenge_store, store_secrets
 from otp_step_service.app.stores import step_rate as shared_step_rate
-from otp_step_service.config.connections import build_connections
+from otp_step_service.config.connections import build_connections, load_configuration
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.observability.metered_store import MeteredChallengeStore
 from otp_step_service.observability.metrics import Metrics
 from otp_step_service.observability.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
+from otp_step_service.steps.decoys import DecoyMasks
 from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.step_rate import StepRate
 from otp_step_service.transport.call_metrics import CallDuration
@@ -33,6 +35,16 @@ from otp_step_service.transport.security import PortSecurity
 from otp_step_service.transport.server import SERVICE_NAME, STEP_METHODS, ServerLimits, StepExecutorServer
 
 log = logging.getLogger(__name__)
+
+
+def decoy_masks(keys_file: Path | None) -> DecoyMasks:
+    """The decoys' mask key: derived from the challenge keys (so every instance sharing the store, and so
+    the keys, shows one unknown identifier the same mask), else this process's own."""
+    if keys_file is None:
+        return DecoyMasks.ephemeral()
+    from otp_step_service.adapters.sealing import SessionSealer
+
+    return DecoyMasks(SessionSealer.from_file(keys_file).derived_key("decoy masks"))
 
 
 @dataclass
@@ -68,10 +80,12 @@ class Service:
         otlp = otlp_metrics_configured()
         if metrics is None and (settings.metrics_listen or otlp):
             metrics = Metrics()
-        built_here = connections is None
+        # The connections file, read once here: the connections, the callers and the watched files.
+        configuration = None
         if connections is None:
+            configuration = load_configuration(settings.connections_path)
             connections = build_connections(
-                settings.connections_path, max_connections=settings.max_concurrent_steps, metrics=metrics
+                configuration, max_connections=settings.max_concurrent_steps, metrics=metrics
             )
         if store is None:
             store = challenge_store(
@@ -84,7 +98,7 @@ class Service:
             )
         if metrics is not None:
             store = MeteredChallengeStore(store, metrics)
-        runner = StepRunner(connections, store, clock, metrics)
+        runner = StepRunner(connections, store, clock, metrics, decoy_masks(settings.challenge_keys_file))
         limits = ServerLimits(
             max_concurrent_steps=settings.max_concurrent_steps,
             max_steps_per_caller=settings.max_steps_per_caller,
@@ -98,7 +112,11 @@ class Service:
             max_connection_age_grace_seconds=settings.max_connection_age_grace_seconds,
         )
         security = PortSecurity.from_settings(
-            settings, STEP_METHODS, rate=lambda: step_rate or shared_step_rate(settings, clock), clock=clock
+            settings,
+            STEP_METHODS,
+            rate=lambda: step_rate or shared_step_rate(settings, clock),
+            clock=clock,
+            callers=configuration.callers if configuration is not None else None,
         )
         server = StepExecutorServer(runner, settings.listen, limits, tracing=tracing, security=security)
         if metrics is not None:
@@ -120,9 +138,12 @@ class Service:
             drain_seconds=settings.grace_seconds,
             self_test=settings.self_test,
             metrics=metrics,
+            callers=security.authentication
+            if security.authentication is not None and security.authentication.authenticates
+            else None,
         )
-        if built_here:
-            service.reloader.remember_current()
+        if configuration is not None:
+            service.reloader.remember(configuration)
         return service
 
     async def prepare(self, self_test: bool = True) -> None:
@@ -152,6 +173,11 @@ class Service:
                     "(OTP_STEP_METRICS_LISTEN)"
                 ) from None
             log.info("metrics: http://%s/metrics (port %d)", self.settings.metrics_listen, port)
+            if not self.settings.metrics_on_loopback:
+                log.warning(
+                    "METRICS BEYOND LOOPBACK on %s (OTP_STEP_METRICS_ALLOW_REMOTE): plaintext and unauthenticated",
+                    self.settings.metrics_listen,
+                )
         if self.otlp_metrics is not None:
             self.otlp_metrics.start()
         if self.reloader is not None and self.settings.reload_poll_seconds > 0:

@@ -8,13 +8,11 @@ no table names is not a caller (PERMISSION_DENIED).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from otp_step_service.steps.challenges import budget_windows
 from otp_step_service.steps.errors import ConfigurationError
@@ -50,13 +48,6 @@ class CallerConfig(BaseModel):
         if not self.connections:
             raise ValueError("list the connections this caller may use ('*' for all)")
         return self
-
-
-class _CallersSection(BaseModel):
-    # Only the callers: the connections are validated by connections.py.
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    callers: dict[str, CallerConfig] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,22 +99,9 @@ class Callers:
                     index[identity] = caller
         return cls(by_certificate, by_subject)
 
+    def names(self) -> dict[str, Caller]:
+        """Every caller, by name."""
+        return {c.name: c for c in (*self.by_certificate.values(), *self.by_token_subject.values())}
+
     def __len__(self) -> int:
         return len({c.name for c in (*self.by_certificate.values(), *self.by_token_subject.values())})
-
-
-def load_callers(path: Path) -> Callers:
-    """The `[callers.*]` tables of the connections file, validated."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigurationError(f"connections file {path}: cannot read its callers ({exc})") from None
-    try:
-        section = _CallersSection.model_validate(raw)
-    except ValidationError as exc:
-        problems = [
-            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems)) from None
-    return Callers.from_configs(section.callers)

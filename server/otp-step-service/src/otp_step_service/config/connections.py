@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -17,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from otp_step_service.adapters.cognito import AioCognitoGateway, CognitoTarget
 from otp_step_service.adapters.id_tokens import JwksIdTokenVerifier, issuer_for, jwks_url_for
-from otp_step_service.config.callers import CallerConfig
+from otp_step_service.config.callers import CallerConfig, Callers
 from otp_step_service.steps.challenges import budget_windows
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import ConnectionPolicy
@@ -48,6 +50,11 @@ class ConnectionConfig(BaseModel):
     user_enumeration_protection: bool = True
     return_tokens: bool = False
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    # The codes the pool itself judges per session before ending it: not published by AWS [inferred]; 3 is
+    # what `make conformance` measures on the emulator and what real pools were seen to allow. max_attempts may
+    # not exceed it: beyond it, a real user's session ends (ATTEMPTS_EXHAUSTED) while a decoy's goes on
+    # (INVALID_CODE), which tells them apart.
+    pool_max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     session_validity_minutes: Annotated[int, Field(ge=3, le=15)] = 3
     # Overrides session_validity_minutes for emulators running with a short code lifetime (tests only).
     session_validity_seconds: Annotated[int | None, Field(ge=1, le=900)] = None
@@ -105,6 +112,15 @@ class ConnectionConfig(BaseModel):
             raise ValueError("set client_secret_env or client_secret_file, not both")
         return self
 
+    @model_validator(mode="after")
+    def _attempts_within_the_pools(self) -> ConnectionConfig:
+        if self.max_attempts > self.pool_max_attempts:
+            raise ValueError(
+                f"max_attempts = {self.max_attempts} is above the pool's cap per session (pool_max_attempts = "
+                f"{self.pool_max_attempts}): lower it, or declare the cap `make conformance` measured on the pool"
+            )
+        return self
+
     def read_secret(self, base: Path) -> str | None:
         """The client secret from its env var or file (None when the app client has no secret)."""
         if self.client_secret_env:
@@ -157,16 +173,45 @@ class ConnectionsFile(BaseModel):
         return self
 
 
-def load_connections_file(path: Path) -> ConnectionsFile:
+# A connections file is a few kilobytes per connection; a far bigger one is a mistake (or an attack on a
+# writable mount), and parsing it would hold a worker thread for seconds.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+# What a connection is built from: its validated table and the secret read for it.
+Source = tuple[ConnectionConfig, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """The connections file, read once: each connection's table and secret, the callers, and the files a
+    change to which means a reload (the file and every client secret file it names)."""
+
+    path: Path
+    sources: Mapping[str, Source]
+    callers: Callers
+    files: tuple[Path, ...]
+
+
+def load_connections_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> ConnectionsFile:
     """Parse and validate the file, or raise ConfigurationError listing every problem."""
     try:
-        raw = tomllib.loads(path.read_text())
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
     except FileNotFoundError:
         raise ConfigurationError(
             f"connections file {path} not found: set OTP_STEP_CONNECTIONS or --connections "
             "(`make run` writes one for the local emulator)"
         ) from None
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:
+        raise ConfigurationError(f"connections file {path}: cannot read it ({exc.strerror})") from None
+    if len(data) > max_bytes:
+        raise ConfigurationError(
+            f"connections file {path} is larger than {max_bytes} bytes: refused unread "
+            "(a connections file is a few kilobytes per connection)"
+        )
+    try:
+        raw = tomllib.loads(data.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"connections file {path} is not valid TOML: {exc}") from None
     try:
         return ConnectionsFile.model_validate(raw)
@@ -178,24 +223,44 @@ def load_connections_file(path: Path) -> ConnectionsFile:
         raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems)) from None
 
 
-def build_connections(
-    path: Path, max_connections: int, metrics: Metrics | None = None
-) -> dict[str, Connection]:
-    """Load the file and build each connection's adapters (no network yet). `max_connections` sizes each
-    connection's HTTP pool to Cognito: one connection per step that may be waiting on it."""
-    parsed = load_connections_file(path)
-    built: dict[str, Connection] = {}
+def watched_files(path: Path, parsed: ConnectionsFile) -> tuple[Path, ...]:
+    """The connections file and every client secret file it names."""
+    files = [path]
+    for config in parsed.connections.values():
+        if config.client_secret_file is not None:
+            secret = config.client_secret_file
+            files.append(secret if secret.is_absolute() else path.parent / secret)
+    return tuple(files)
+
+
+def load_configuration(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Configuration:
+    """The one reader of the connections file (start-up, reload, the file watch, the callers): parsed,
+    validated, secrets read; ConfigurationError listing every problem. Blocking: off the event loop once
+    serving."""
+    parsed = load_connections_file(path, max_bytes)
+    sources: dict[str, Source] = {}
     problems: list[str] = []
     for name, config in parsed.connections.items():
         try:
-            secret = config.read_secret(path.parent)
+            sources[name] = (config, config.read_secret(path.parent))
         except ValueError as exc:
             problems.append(f"  connections.{name}.{exc}")
-            continue
-        built[name] = connection_from_config(name, config, secret, max_connections, metrics)
     if problems:
         raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems))
-    return built
+    return Configuration(path, sources, Callers.from_configs(parsed.callers), watched_files(path, parsed))
+
+
+def build_connections(
+    path: Path | Configuration, max_connections: int, metrics: Metrics | None = None
+) -> dict[str, Connection]:
+    """Build each connection's adapters (no network yet) from the file (or what was read of it).
+    `max_connections` sizes each connection's HTTP pool to Cognito: one connection per step that may be
+    waiting on it."""
+    configuration = path if isinstance(path, Configuration) else load_configuration(path)
+    return {
+        name: connection_from_config(name, config, secret, max_connections, metrics)
+        for name, (config, secret) in configuration.sources.items()
+    }
 
 
 def connection_from_config(

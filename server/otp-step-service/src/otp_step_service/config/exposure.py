@@ -38,6 +38,10 @@ class SecuritySettings(Protocol):
     def token_algorithms(self) -> str: ...
     @property
     def listens_on_loopback(self) -> bool: ...
+    @property
+    def metrics_on_loopback(self) -> bool: ...
+    @property
+    def metrics_allow_remote(self) -> bool: ...
 
 
 def comma_list(value: str) -> list[str]:
@@ -70,6 +74,13 @@ def check_exposure(settings: SecuritySettings) -> None:
         raise ValueError(
             f"OTP_STEP_TOKEN_ALGORITHMS: {', '.join(unknown) or 'empty'} not accepted; "
             f"use some of {', '.join(sorted(TOKEN_ALGORITHMS))}"
+        )
+    if not settings.metrics_on_loopback and not (settings.metrics_allow_remote or settings.allow_insecure):
+        # The scrape endpoint is plaintext HTTP without authentication: beyond loopback only on purpose, as
+        # for the step port.
+        raise ValueError(
+            "OTP_STEP_METRICS_LISTEN is beyond loopback (plaintext, unauthenticated): set "
+            "OTP_STEP_METRICS_ALLOW_REMOTE=true to serve it there on purpose (or scrape through a local proxy)"
         )
     if settings.listens_on_loopback:
         return

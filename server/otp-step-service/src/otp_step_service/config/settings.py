@@ -25,6 +25,11 @@ class SettingsError(ConfigurationError, ValueError):
     """A setting is invalid; the message names the variable and the fix."""
 
 
+def _loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    return host in {"127.0.0.1", "localhost", "::1"} or host.startswith("127.")
+
+
 class ServiceSettings(BaseSettings):
     """Validated service settings, from OTP_STEP_* variables (and flags, which override them)."""
 
@@ -149,6 +154,11 @@ class ServiceSettings(BaseSettings):
     metrics_listen: str = Field(
         "", description="Prometheus scrape endpoint (host:port, its own port); empty: no metrics are recorded"
     )
+    metrics_allow_remote: bool = Field(
+        False,
+        description="allow the (plaintext) scrape endpoint beyond loopback (logged as a warning); "
+        "OTP_STEP_ALLOW_INSECURE allows it too",
+    )
 
     @field_validator("metrics_listen")
     @classmethod
@@ -236,8 +246,12 @@ class ServiceSettings(BaseSettings):
     @property
     def listens_on_loopback(self) -> bool:
         """Whether only this machine can reach the port."""
-        host = self.listen.rpartition(":")[0].strip("[]")
-        return host in {"127.0.0.1", "localhost", "::1"} or host.startswith("127.")
+        return _loopback(self.listen)
+
+    @property
+    def metrics_on_loopback(self) -> bool:
+        """Whether only this machine can reach the scrape endpoint (True without one)."""
+        return not self.metrics_listen or _loopback(self.metrics_listen)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceSettings:

@@ -7,9 +7,12 @@ failure for its own logs.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from typing import Any
 
 from .journey import StepConfiguration
+from .model import ConnectionPolicy
 from .outcomes import (
     Abort,
     EndUserError,
@@ -21,6 +24,8 @@ from .outcomes import (
     StepFailure,
     Success,
 )
+
+log = logging.getLogger(__name__)
 
 _TRY_LATER = EndUserError(
     "TRY_AGAIN_LATER", "Something went wrong on our side. Please try again in a moment."
@@ -55,3 +60,21 @@ def fail(step: StepConfiguration, failure: StepFailure, *, validating: bool) -> 
     if step.failure_behavior is FailureBehavior.ABORT:
         return Abort(end_user_error_for(failure, validating=validating), failure, variables)
     return FailureBranch(failure, variables)
+
+
+def protected(failure: StepFailure, policy: ConnectionPolicy) -> StepFailure:
+    """`failure` as the journey may see it: under enumeration protection, a flow failure (what depends on the
+    user) without Cognito's error name (an answer with one and an answer without would tell a real user's
+    judgement from a decoy's). Configuration and system failures keep it: they say nothing of the user."""
+    if (
+        not failure.cognito_error
+        or not policy.user_enumeration_protection
+        or failure.category is not ErrorCategory.FLOW_LOGIC
+    ):
+        return failure
+    log.info(
+        "enumeration protection: %s (%s) answered without Cognito's error",
+        failure.code.value,
+        failure.cognito_error,
+    )
+    return replace(failure, cognito_error="")

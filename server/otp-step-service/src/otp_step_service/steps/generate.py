@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import re
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from .branching import fail, succeed
+from .branching import fail, protected, succeed
 from .challenges import (
     RESERVATION_SECONDS,
     Challenge,
@@ -33,9 +32,11 @@ from .challenges import (
 from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
 from .deadline import Deadline
-from .errors import ChallengeStoreError
+from .decoys import DecoyMasks, sending_regions
+from .errors import ChallengeStoreError, OtpStepError
 from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier, sms_refusal
-from .journey import GenerateRequest
+from .journey import GenerateRequest, StepConfiguration
+from .latency import CognitoLatency, Operation
 from .model import AuthChallenge, CognitoError, CognitoErrorKind, CognitoRequests, ConnectionPolicy
 from .outcomes import Channel, CodeSent, FailureCode, StepFailure, StepOutcome
 from .ports import ChallengeStore, Connection
@@ -63,33 +64,74 @@ def locked_failure(window_seconds: int) -> StepFailure:
     )
 
 
-class GenerateOtpStep:
-    """Runs Generate: normalize the identifier, start USER_AUTH, keep the Cognito session server-side."""
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A Generate past its checks of the request alone: what the later phases work on."""
 
-    def __init__(self, store: ChallengeStore, clock: Clock = SYSTEM_CLOCK) -> None:
+    step: StepConfiguration
+    policy: ConnectionPolicy
+    identifier: UserIdentifier
+    channel: Channel
+    send: SendRequest
+
+    def failed(self, failure: StepFailure) -> StepOutcome[CodeSent]:
+        return fail(self.step, protected(failure, self.policy), validating=False)
+
+
+@dataclass(slots=True)
+class _Sending:
+    """How asking Cognito ended: the result for the store, the challenge to keep, the failure to answer."""
+
+    result: SendResult = SendResult.MAYBE_SENT
+    saved: Challenge | None = None
+    failure: StepFailure | None = None
+
+
+class GenerateOtpStep:
+    """Runs Generate: normalize the identifier, start USER_AUTH, keep the Cognito session server-side.
+
+    The story of `run`: admit the request (identifier, destination rules), reserve a send in the store (the
+    cooldown, budgets and lockout, in one atomic decision), send through Cognito, hide what the answer says
+    about the account when enumeration protection is on, and record the outcome in the store."""
+
+    def __init__(
+        self,
+        store: ChallengeStore,
+        clock: Clock = SYSTEM_CLOCK,
+        decoys: DecoyMasks | None = None,
+        latency: CognitoLatency | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._decoys = decoys or DecoyMasks.ephemeral()
+        self._latency = latency or CognitoLatency(clock=clock)
 
     async def run(
         self, request: GenerateRequest, connection: Connection, deadline: Deadline
     ) -> StepOutcome[CodeSent]:
         """Execute the step; every failure becomes an outcome, never an exception."""
-        step, policy = request.step, connection.policy
+        admitted = self._admit(request, connection.policy)
+        if not isinstance(admitted, _Admitted):
+            return admitted
+        refused = await self._reserve(admitted, deadline)
+        if refused is not None:
+            return refused
+        sending = await self._send(admitted, request, connection, deadline)
+        self._protect(admitted, sending)
+        return await self._record(admitted, sending)
+
+    def _admit(self, request: GenerateRequest, policy: ConnectionPolicy) -> _Admitted | StepOutcome[CodeSent]:
+        """Check what the request alone decides (no store, no Cognito) and frame the send request."""
+        step = request.step
         # The transport rejects a Generate without a channel; the default only keeps the type exact.
         channel = step.channel or Channel.EMAIL
-
-        def failed(failure: StepFailure) -> StepOutcome[CodeSent]:
-            return fail(step, failure, validating=False)
-
         try:
             identifier = parse_identifier(step.user_identifier, policy.default_phone_region)
         except InvalidIdentifierError as exc:
-            return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
+            return fail(step, StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)), validating=False)
         if channel is Channel.SMS and (refusal := sms_refusal(identifier, policy.sms_countries)):
-            return failed(StepFailure(FailureCode.DESTINATION_NOT_ALLOWED, refusal))
-        key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
+            return fail(step, StepFailure(FailureCode.DESTINATION_NOT_ALLOWED, refusal), validating=False)
         now = self._clock.now()
-        nonce = secrets.token_hex(8)
         placeholder = Challenge(
             username=identifier.value,
             session="",
@@ -99,16 +141,11 @@ class GenerateOtpStep:
             max_attempts=policy.max_attempts,
             step_execution_id=request.journey.step_execution_id,
             sent_at=now,
-            nonce=nonce,
+            nonce=secrets.token_hex(8),
             pending=True,
         )
-        # One atomic decision before Cognito is asked: neither concurrent retries of one execution, nor a
-        # journey looping back to Generate ("resend"), nor journey after journey to one identifier (SMS
-        # pumping, inbox flooding), nor a flood across identifiers (the connection's budgets) can make Cognito
-        # send more codes than the cooldown and the budgets allow; a locked identifier gets no code at all (or
-        # an attacker could keep guessing across fresh challenges).
         send = SendRequest(
-            key=key,
+            key=ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value),
             placeholder=placeholder,
             now=now,
             cooldown_seconds=policy.resend_cooldown_seconds,
@@ -122,16 +159,34 @@ class GenerateOtpStep:
             alias_subject=alias_subject(policy.name, identifier.value),
             alias_seconds=max(policy.send_window_seconds, policy.lockout_window_seconds),
         )
+        return _Admitted(step, policy, identifier, channel, send)
+
+    async def _reserve(self, admitted: _Admitted, deadline: Deadline) -> StepOutcome[CodeSent] | None:
+        """One atomic decision before Cognito is asked; None when the send is reserved.
+
+        Neither concurrent retries of one execution, nor a journey looping back to Generate ("resend"), nor
+        journey after journey to one identifier (SMS pumping, inbox flooding), nor a flood across identifiers
+        (the connection's budgets) can make Cognito send more codes than the cooldown and the budgets allow; a
+        locked identifier gets no code at all (or an attacker could keep guessing across fresh challenges)."""
+        policy, send = admitted.policy, admitted.send
         reservation = await self._store.begin_send(send)
+        if (
+            reservation.verdict in (SendVerdict.LOCKED, SendVerdict.OVER_BUDGET)
+            and policy.user_enumeration_protection
+            and send.alias_subject
+        ):
+            linked = await self._refused_through_another_alias(admitted, deadline)
+            if linked is not None:
+                return linked
         match reservation.verdict:
             case SendVerdict.LOCKED:
-                return failed(locked_failure(policy.lockout_window_seconds))
+                return admitted.failed(locked_failure(policy.lockout_window_seconds))
             case SendVerdict.REPLAY if reservation.challenge is not None:
                 # A retry of the same execution (the caller timed out, say): answer as the first time did.
-                return succeed(step, _sent(reservation.challenge))
+                return succeed(admitted.step, _sent(reservation.challenge))
             case SendVerdict.TOO_SOON:
                 wait = math.ceil(reservation.wait_seconds)
-                return failed(
+                return admitted.failed(
                     StepFailure(
                         FailureCode.RESEND_TOO_SOON,
                         f"a code was sent moments ago; a new one can be sent in {wait} s",
@@ -139,7 +194,7 @@ class GenerateOtpStep:
                     )
                 )
             case SendVerdict.OVER_BUDGET:
-                return failed(
+                return admitted.failed(
                     StepFailure(
                         FailureCode.RESEND_TOO_SOON,
                         f"more than {policy.send_limit} codes for this identifier within "
@@ -155,7 +210,7 @@ class GenerateOtpStep:
                     policy.name,
                     wait,
                 )
-                return failed(
+                return admitted.failed(
                     StepFailure(
                         FailureCode.SEND_BUDGET_EXHAUSTED,
                         "the send budget of the connection, its tenant, the caller, this number range or this "
@@ -164,54 +219,138 @@ class GenerateOtpStep:
                     )
                 )
             case SendVerdict.RESERVED:
-                pass
+                return None
             case _:  # a verdict without what it promises (REPLAY without its challenge): never send on it
                 raise AssertionError(f"unexpected reservation {reservation.verdict}")
 
-        requests = CognitoRequests()
-        result, saved, failure = SendResult.MAYBE_SENT, None, None
+    async def _refused_through_another_alias(
+        self, admitted: _Admitted, deadline: Deadline
+    ) -> StepOutcome[CodeSent] | None:
+        """Under enumeration protection, a refusal this identifier did not earn answers as a sent code.
+
+        The store refused (locked, over budget) and counts per Cognito user as well as per identifier: when
+        the refusal is the *user's*, earned through another of their aliases, answering it here would tell an
+        outsider that this identifier reaches that user. So the store is asked again for this identifier
+        alone: if it reserves, the refusal came from another alias, and this identifier gets what any sent
+        code gets (a challenge, counted against its own budget, as long to answer as Cognito takes) while
+        nothing is sent. None: the refusal is the identifier's own, answered as such."""
+        alone = replace(admitted.send, alias_subject="")
+        reservation = await self._store.begin_send(alone)
+        if reservation.verdict is not SendVerdict.RESERVED:
+            if (
+                reservation.verdict is not SendVerdict.LOCKED
+                and reservation.verdict is not SendVerdict.OVER_BUDGET
+            ):
+                log.warning("a re-asked reservation came back %s", reservation.verdict.value)
+            return None
+        log.info("enumeration protection: a refusal earned through another alias answered as a sent code")
         try:
-            challenge = await _start(identifier, channel, request, connection, deadline, requests)
-            username = challenge.username or identifier.value
-            saved = replace(
-                placeholder,
-                username=username,
-                user=user_digest(policy.name, username),
-                session=challenge.session,
-                masked_destination=_shown_destination(challenge.destination, identifier, channel),
-                expires_at=self._clock.now() + policy.session_validity_seconds,
-                pending=False,
+            await self._latency.as_long_as_cognito(admitted.policy.name, Operation.SEND, deadline)
+        except BaseException:
+            await self._settle(alone, SendResult.NOT_SENT, None, quiet=True)
+            raise
+        # No user: Validate must not reach the user's lockout through this decoy (that would link it again).
+        decoy = replace(self._decoy(admitted), user="")
+        await self._settle(alone, SendResult.SENT, decoy)
+        return succeed(admitted.step, _sent(decoy))
+
+    async def _send(
+        self, admitted: _Admitted, request: GenerateRequest, connection: Connection, deadline: Deadline
+    ) -> _Sending:
+        """Ask Cognito to start the sign-in and send the code; classify how that ended."""
+        policy, placeholder = admitted.policy, admitted.send.placeholder
+        requests = CognitoRequests()
+        started = self._clock.monotonic()
+        try:
+            challenge = await _start(
+                admitted.identifier, admitted.channel, request, connection, deadline, requests
             )
-            result = SendResult.SENT
         except CognitoError as error:
-            failure = failure_for(error)
             if error.certainly_not_acted:
                 result = SendResult.NOT_SENT
             elif error.kind is CognitoErrorKind.TIMEOUT and _cut_short(deadline):
                 result = SendResult.LOST
             else:
                 result = SendResult.MAYBE_SENT
+            return _Sending(result, failure=failure_for(error))
         except ChannelNotAvailableError as exc:
-            failure = StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc))
             result = SendResult.MAYBE_SENT if exc.code_may_be_sent else SendResult.NOT_SENT
+            return _Sending(result, failure=StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc)))
         except BaseException:
             # The caller went away mid-call (or a bug surfaced): whatever Cognito did is settled before this
             # goes on, and a request that left counts as a sent code (Cognito may have delivered it).
             result = SendResult.LOST if requests.sent else SendResult.NOT_SENT
-            await self._settle(send, result, _unusable(placeholder, result), quiet=True)
+            await self._settle(admitted.send, result, _unusable(placeholder, result), quiet=True)
             raise
-        if failure is not None and failure.code in _USER_STATE and policy.user_enumeration_protection:
-            # Whatever is wrong with this user (none, disabled, unconfirmed, no phone), an outsider sees what
-            # every user gets: a code "sent" to a plausible destination, and no code that works. The send stays
-            # counted, as a real one would.
-            log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
-            saved = _decoy(identifier, channel, placeholder, policy.name)
-            result, failure = SendResult.SENT, None
-        await self._settle(send, result, saved or _unusable(placeholder, result))
-        if failure is not None:
-            return failed(failure)
+        self._latency.observe(policy.name, Operation.SEND, self._clock.monotonic() - started)
+        username = challenge.username or admitted.identifier.value
+        saved = replace(
+            placeholder,
+            username=username,
+            user=user_digest(policy.name, username),
+            session=challenge.session,
+            masked_destination=self._shown_destination(challenge.destination, admitted),
+            pending=False,
+        )
+        return _Sending(SendResult.SENT, saved)
+
+    def _protect(self, admitted: _Admitted, sending: _Sending) -> None:
+        """Under enumeration protection, whatever is wrong with this user (none, disabled, unconfirmed, no
+        phone) becomes what every user gets: a code "sent" to a plausible destination, and no code that
+        works. The send stays counted, as a real one would."""
+        failure = sending.failure
+        if (
+            failure is None
+            or failure.code not in _USER_STATE
+            or not admitted.policy.user_enumeration_protection
+        ):
+            return
+        log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
+        sending.saved, sending.result, sending.failure = self._decoy(admitted), SendResult.SENT, None
+
+    async def _record(self, admitted: _Admitted, sending: _Sending) -> StepOutcome[CodeSent]:
+        """Settle the reservation with the outcome and answer the journey."""
+        saved = sending.saved
+        if saved is not None:
+            # One clock point for every challenge, real or decoy: after Cognito answered, just before the
+            # answer leaves (a decoy timed before the call would show Cognito's round trip in expires_at).
+            saved = replace(saved, expires_at=self._clock.now() + admitted.policy.session_validity_seconds)
+        await self._settle(
+            admitted.send, sending.result, saved or _unusable(admitted.send.placeholder, sending.result)
+        )
+        if sending.failure is not None:
+            return admitted.failed(sending.failure)
         assert saved is not None  # SENT always carries the challenge
-        return succeed(step, _sent(saved))
+        return succeed(admitted.step, _sent(saved))
+
+    def _decoy(self, admitted: _Admitted) -> Challenge:
+        # The decoy's "user" is the identifier itself, so the store maps it to a user as it maps a real one: an
+        # identifier nobody owns then goes through the same per-user counting (and the same one-send-at-a-time
+        # while its user is unknown) as one somebody does.
+        return replace(
+            admitted.send.placeholder,
+            masked_destination=self._plausible_destination(admitted),
+            pending=False,
+            decoy=True,
+            user=user_digest(admitted.policy.name, admitted.identifier.value),
+            expires_at=self._clock.now() + admitted.policy.session_validity_seconds,
+        )
+
+    def _plausible_destination(self, admitted: _Admitted) -> str:
+        policy = admitted.policy
+        regions = sending_regions(policy.sms_countries, policy.default_phone_region)
+        return self._decoys.destination(admitted.identifier, admitted.channel, regions)
+
+    def _shown_destination(self, masked: str, admitted: _Admitted) -> str:
+        """The masked destination the journey sees: Cognito's, when it has the shape of the channel's masks.
+
+        A pool that hides unknown users answers them with a phantom challenge whose destination is made up
+        from the USERNAME [inferred]: a phone number asked to receive an email comes back as "+***@e***",
+        which no real user would ever see. The service then makes the plausible mask itself, as for its own
+        decoys."""
+        if masked and _MASKS[admitted.channel].fullmatch(masked):
+            return masked
+        return self._plausible_destination(admitted)
 
     async def _settle(
         self, send: SendRequest, result: SendResult, challenge: Challenge | None, *, quiet: bool = False
@@ -260,7 +399,7 @@ async def _start(
     return challenge
 
 
-class ChannelNotAvailableError(Exception):
+class ChannelNotAvailableError(OtpStepError):
     """The requested channel cannot be used for this user or pool."""
 
     def __init__(self, message: str, *, code_may_be_sent: bool) -> None:
@@ -270,18 +409,6 @@ class ChannelNotAvailableError(Exception):
 
 # Cognito's masks [obs]: "a***@e***" for an email, "+*******0100" for a phone number.
 _MASKS = {Channel.EMAIL: re.compile(r"[^@+\s*]\*{3}@[^@\s*]\*{3}"), Channel.SMS: re.compile(r"\+\*+[0-9]{4}")}
-
-
-def _shown_destination(masked: str, identifier: UserIdentifier, channel: Channel) -> str:
-    """The masked destination the journey sees: Cognito's, when it has the shape of the channel's masks.
-
-    A pool that hides unknown users answers them with a phantom challenge whose destination is made up from
-    the USERNAME [inferred]: a phone number asked to receive an email comes back as "+***@e***", which no
-    real user would ever see. The service then makes the plausible mask itself, as for its own decoys.
-    """
-    if masked and _MASKS[channel].fullmatch(masked):
-        return masked
-    return _plausible_destination(identifier, channel)
 
 
 def _budgets(
@@ -337,21 +464,6 @@ def _unusable(placeholder: Challenge, result: SendResult) -> Challenge | None:
     return replace(placeholder, pending=False, unusable=True, step_execution_id="")
 
 
-def _decoy(
-    identifier: UserIdentifier, channel: Channel, placeholder: Challenge, connection: str
-) -> Challenge:
-    # The decoy's "user" is the identifier itself, so the store maps it to a user as it maps a real one: an
-    # identifier nobody owns then goes through the same per-user counting (and the same one-send-at-a-time
-    # while its user is unknown) as one somebody does.
-    return replace(
-        placeholder,
-        masked_destination=_plausible_destination(identifier, channel),
-        pending=False,
-        decoy=True,
-        user=user_digest(connection, identifier.value),
-    )
-
-
 def _sent(challenge: Challenge) -> CodeSent:
     return CodeSent(
         channel=challenge.channel,
@@ -359,13 +471,3 @@ def _sent(challenge: Challenge) -> CodeSent:
         expires_at=datetime.fromtimestamp(challenge.expires_at, UTC),
         max_attempts=challenge.max_attempts,
     )
-
-
-def _plausible_destination(identifier: UserIdentifier, channel: Channel) -> str:
-    """A masked destination for a user that does not exist, stable per identifier so retries look alike."""
-    if (identifier.kind is IdentifierKind.EMAIL) == (channel is Channel.EMAIL):
-        return identifier.masked
-    digest = int(hashlib.sha256(identifier.value.encode()).hexdigest(), 16)
-    if channel is Channel.SMS:
-        return f"+*******{digest % 10000:04d}"
-    return f"{'abcdefghijklmnopqrstuvwxyz'[digest % 26]}***@{'aeghmoy'[digest % 7]}***"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import phonenumbers
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
+from .errors import OtpStepError
+
 # The common case, an ASCII dot-atom address on an ordinary domain, checked by one expression: email-validator
 # spends ~120 µs per address on IDNA and Unicode rules that such an address cannot trip (the biggest single
 # cost of a Generate). Anything else (Unicode, quoted local parts, special-use domains, length limits) goes to
@@ -63,7 +65,7 @@ class UserIdentifier:
         return f"UserIdentifier({self.kind.value}, {self.masked})"
 
 
-class InvalidIdentifierError(ValueError):
+class InvalidIdentifierError(OtpStepError, ValueError):
     """The identifier is neither a valid email address nor a valid phone number."""
 
 

@@ -40,7 +40,7 @@ import jwt
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2
 
-from otp_step_service.adapters.jwks import JwksCache
+from otp_step_service.adapters.jwks import JwksCache, decode_signed
 from otp_step_service.config.callers import Caller, Callers
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ChallengeStoreError, TokenVerificationError
@@ -151,20 +151,21 @@ class BearerTokens:
             access = bool(self._access_clients) and "aud" not in jwt.decode(
                 token, options={"verify_signature": False}
             )
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key.key,
-                algorithms=self._algorithms,
-                audience=None if access else self._audience,
-                issuer=self._issuer,
-                options={
-                    "require": ["exp", "iss", "sub", *(["client_id", "token_use"] if access else ["aud"])],
-                    "verify_aud": not access,
-                },
-                leeway=TOKEN_LEEWAY_SECONDS,
-            )
-        except jwt.InvalidTokenError as exc:
+        except (jwt.InvalidTokenError, TypeError, ValueError) as exc:
             raise TokenVerificationError(type(exc).__name__) from None
+        claims = decode_signed(
+            token,
+            key,
+            algorithm,
+            self._algorithms,
+            audience=None if access else self._audience,
+            issuer=self._issuer,
+            options={
+                "require": ["exp", "iss", "sub", *(["client_id", "token_use"] if access else ["aud"])],
+                "verify_aud": not access,
+            },
+            leeway=TOKEN_LEEWAY_SECONDS,
+        )
         if access and claims["token_use"] != "access":
             raise TokenVerificationError("a token without aud that is no access token (token_use)")
         if access and claims["client_id"] not in self._access_clients:
@@ -211,6 +212,16 @@ class Authentication(grpc.aio.ServerInterceptor):
         self._rate = rate
         self.refusals: Counter[str] = Counter()
         """Calls refused, by reason (see the module docstring): plain counts, read at scrape time."""
+
+    @property
+    def callers(self) -> Callers:
+        """The known callers now."""
+        return self._callers
+
+    def replace_callers(self, callers: Callers) -> None:
+        """Authenticate the next calls against `callers` (a reload): one removed or narrowed is refused from
+        its next call on; calls already admitted carry the Caller they were admitted as and finish."""
+        self._callers = callers
 
     @property
     def authenticates(self) -> bool:
@@ -309,6 +320,8 @@ class Authentication(grpc.aio.ServerInterceptor):
                 subject = await self._tokens.subject(token)
             except TokenVerificationError as exc:
                 await self._refuse(context, "INVALID_TOKEN", f"bearer token rejected: {exc}")
+            except Exception as exc:  # a token the checks above did not foresee is still a bad token
+                await self._refuse(context, "INVALID_TOKEN", f"bearer token rejected: {type(exc).__name__}")
             caller = self._callers.by_token_subject.get(subject)
         else:
             identity = certificate_identity(context) if self._certificates else None

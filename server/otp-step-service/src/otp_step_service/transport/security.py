@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health
 
-from otp_step_service.config.callers import Callers, load_callers
+from otp_step_service.config.callers import Callers
+from otp_step_service.config.connections import load_configuration
 from otp_step_service.config.exposure import comma_list, token_algorithms
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
@@ -40,6 +41,7 @@ class PortSecurity:
         *,
         rate: Callable[[], StepRate] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        callers: Callers | None = None,
     ) -> PortSecurity:
         """Read the callers when authentication is on; warn loudly about plaintext beyond loopback. The step
         rate, when one is set, comes from `rate` (the composition root's; else counted in this process)."""
@@ -68,16 +70,16 @@ class PortSecurity:
         certificates = settings.tls_client_ca is not None
         if not (tokens or certificates or settings.steps_per_second_per_caller):
             return cls(tls, None)
-        callers = Callers({}, {})
+        known = Callers({}, {})
         if tokens or certificates:
-            callers = load_callers(settings.connections_path)
-            if not len(callers):
+            known = callers if callers is not None else load_configuration(settings.connections_path).callers
+            if not len(known):
                 raise ConfigurationError(
                     f"callers authenticate, but {settings.connections_path} defines no [callers.<name>] table: "
                     "add one per caller (the README, 'TLS and authentication')"
                 )
         authentication = Authentication(
-            callers,
+            known,
             tokens=tokens,
             certificates=certificates,
             open_methods=OPEN_METHODS,
