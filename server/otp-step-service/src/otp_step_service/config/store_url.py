@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from otp_step_service.steps.errors import ConfigurationError
+
 StoreKind = Literal["memory", "redis", "sentinel", "cluster"]
 
 SCHEMES: dict[str, tuple[StoreKind, bool]] = {
@@ -37,7 +39,7 @@ _SENTINEL_OPTIONS = frozenset({"db", "sentinel_username", "sentinel_password"})
 DEFAULT_PORTS = {"redis": 6379, "sentinel": 26379, "cluster": 6379}
 
 
-class StoreUrlError(ValueError):
+class StoreUrlError(ConfigurationError, ValueError):
     """OTP_STEP_CHALLENGE_STORE cannot be used; the message never repeats the URL (it may hold a password)."""
 
 
