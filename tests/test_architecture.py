@@ -138,9 +138,6 @@ def test_every_service_module_is_in_a_layer() -> None:
 KNOWN_LEAKS = {
     ("otp_step_service.adapters.cognito", "otp_step_service.observability.telemetry"),
     ("otp_step_service.adapters.cognito", "otp_step_service.observability.metrics"),
-    ("otp_step_service.config.connections", "otp_step_service.adapters.cognito"),
-    ("otp_step_service.config.connections", "otp_step_service.adapters.id_tokens"),
-    ("otp_step_service.config.connections", "otp_step_service.observability.metrics"),
     ("otp_step_service.transport.auth", "otp_step_service.adapters.jwks"),
 }
 

@@ -5,6 +5,7 @@ Real sockets, real certificates (a throw-away CA made here), a real JWKS served 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import Emulator, RunningService, build_service, free_port
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 from otp_step_client import SERVICE_CONFIG, Credentials, Journey, Step, StepExecutorClient, StepExecutorError
 from otp_step_demo.local_ca import Issued, LocalCa
 from otp_step_service.config.settings import ServiceSettings, SettingsError
@@ -922,6 +924,45 @@ def test_a_callers_send_budget_holds_only_that_caller_back(
     assert answers[2].failure.code == pb.FAILURE_CODE_SEND_BUDGET_EXHAUSTED
     assert 0 < answers[2].failure.retry_after_seconds <= 60
     assert unaffected.WhichOneof("outcome") == "success"
+
+
+def test_a_refused_call_has_its_span_with_the_reason_and_no_credential_or_identity(
+    pki: Pki, jwks: Jwks, callers_file: Path, span_exporter: InMemorySpanExporter
+) -> None:
+    service = build_service(
+        callers_file, tracing=True, tls_cert=str(pki.cert), tls_key=str(pki.key), **_token_settings(jwks)
+    )
+    service.start()
+    span_exporter.clear()
+    bad = _bad_tokens(jwks)
+    refused: dict[str, grpc.StatusCode] = {}
+    try:
+        with _client(service, pki.credentials(token=next(iter(bad.values())))) as client:
+            refused["INVALID_TOKEN"] = _code(lambda: _generate(client))
+        with _client(service, pki.credentials(token=jwks.token("unknown-subject"))) as client:
+            refused["UNKNOWN_CALLER"] = _code(lambda: _generate(client))
+        with _client(service, pki.credentials(token=jwks.token("noisy-worker"))) as client:
+            for _ in range(8):
+                with contextlib.suppress(StepExecutorError):
+                    _invalid_generate(client)
+    finally:
+        service.stop()
+    spans = [
+        s for s in span_exporter.get_finished_spans() if s.name == "/stepexecutor.v1.StepExecutor/GenerateOtp"
+    ]
+    by_reason = {str((s.attributes or {}).get("error.type")): s for s in spans}
+    assert refused == {
+        "INVALID_TOKEN": grpc.StatusCode.UNAUTHENTICATED,
+        "UNKNOWN_CALLER": grpc.StatusCode.PERMISSION_DENIED,
+    }
+    for reason, code in (*refused.items(), ("CALLER_RATE_LIMITED", grpc.StatusCode.RESOURCE_EXHAUSTED)):
+        span = by_reason[reason]
+        assert span.kind is SpanKind.SERVER and span.attributes is not None
+        assert span.attributes["rpc.grpc.status_code"] == code.value[0]
+        assert span.status.status_code is StatusCode.UNSET  # a refusal is not a failure of the service
+        dump = span.to_json()
+        assert "unknown-subject" not in dump and "noisy-worker" not in dump and "bearer" not in dump.lower()
+        assert not any(part in dump for token in bad.values() for part in token.split(".") if len(part) >= 8)
 
 
 # --- Callers reloaded -----------------------------------------------------------------------------------------

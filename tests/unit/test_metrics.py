@@ -125,6 +125,7 @@ def test_the_catalogue_lists_every_metric_the_registry_exposes_and_the_docs_list
     metrics = Metrics(CollectorRegistry())
     metrics.watch_admission(lambda: 0, Counter({"OVERLOADED": 1}))
     metrics.watch_circuits(dict)
+    metrics.watch_span_export()
     exposed = set(re.findall(r"^# TYPE (\S+) ", generate_latest(metrics.registry).decode(), re.MULTILINE))
     exposed = {
         name + "_total" if name + "_total" in {m.name for m in CATALOGUE} else name for name in exposed

@@ -94,7 +94,7 @@ class CognitoTarget:
     client_secret: str | None
     endpoint_url: str | None
     admin_api: bool
-    max_connections: int
+    http_pool_size: int
     connect_timeout: float
     call_timeout: float
     throttle_retries: int
@@ -395,7 +395,7 @@ class AioCognitoGateway:
         t = self._target
         config = AioConfig(
             region_name=t.region,
-            max_pool_connections=t.max_connections,
+            max_pool_connections=t.http_pool_size,
             connect_timeout=t.connect_timeout,
             # A backstop only: each call's real bound is its CallTimeout budget (asyncio.timeout).
             read_timeout=t.call_timeout + 1,

@@ -19,8 +19,8 @@ from otp_step_service.app.connection_checks import (
     report_self_test,
     self_test_all,
 )
+from otp_step_service.app.connections import build_connections
 from otp_step_service.app.service import Service
-from otp_step_service.config.connections import build_connections
 from otp_step_service.config.settings import (
     ServiceSettings,
     SettingsError,
@@ -28,7 +28,7 @@ from otp_step_service.config.settings import (
     documented,
     mistyped_variables,
 )
-from otp_step_service.observability.step_log import configure_logging
+from otp_step_service.observability.step_log import configure_logging, flush_logs
 from otp_step_service.observability.telemetry import configure_tracing
 from otp_step_service.steps.errors import ConfigurationError
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     for name in deprecated_variables():
         log.warning("%s no longer does anything: steps run on an event loop, not on worker threads", name)
     for name, meant in mistyped_variables():
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _self_test(settings: ServiceSettings) -> int:
-    connections = build_connections(settings.connections_path, max_connections=4)
+    connections = build_connections(settings.connections_path, http_pool_size=4)
     try:
         return 0 if report_self_test(await self_test_all(connections)) else 1
     finally:
@@ -194,7 +194,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
     try:
         # Configuration and the self-test are checked once, here, on an event loop that is closed again
         # before forking: it uses aiobotocore only, no gRPC, and leaves no connection open.
-        connections = build_connections(settings.connections_path, max_connections=1)
+        connections = build_connections(settings.connections_path, http_pool_size=1)
 
         async def checked() -> None:
             try:
@@ -229,6 +229,7 @@ def _serve_processes(settings: ServiceSettings) -> int:
             try:
                 code = _serve(settings.for_process(index), self_test=False)
             finally:
+                flush_logs()
                 os._exit(code)
         children.append(pid)
     codes: dict[int, int] = {}

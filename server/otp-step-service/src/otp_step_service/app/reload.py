@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Protocol
 
 from otp_step_service.app.connection_checks import report_self_test, self_test_all
+from otp_step_service.app.connections import connection_from_config
 from otp_step_service.app.execution import StepRunner
 from otp_step_service.config.callers import Callers
 from otp_step_service.config.connections import (
     Configuration,
     Source,
-    connection_from_config,
     load_configuration,
 )
 from otp_step_service.observability.metrics import Metrics
@@ -81,7 +81,7 @@ class ConnectionsReloader:
         runner: StepRunner,
         path: Path,
         *,
-        max_connections: int,
+        http_pool_size: int,
         drain_seconds: float,
         self_test: str = "off",
         metrics: Metrics | None = None,
@@ -89,7 +89,7 @@ class ConnectionsReloader:
     ) -> None:
         self._runner = runner
         self._path = path
-        self._max_connections = max_connections
+        self._http_pool_size = http_pool_size
         self._drain_seconds = drain_seconds
         self._self_test = self_test
         self._metrics = metrics
@@ -130,7 +130,7 @@ class ConnectionsReloader:
         changed = [n for n, s in sources.items() if n not in current or previous.get(n) != s]
         removed = [n for n in current if n not in sources]
         built = {
-            name: connection_from_config(name, config, secret, self._max_connections, self._metrics)
+            name: connection_from_config(name, config, secret, self._http_pool_size, self._metrics)
             for name, (config, secret) in sources.items()
             if name in changed
         }

@@ -16,11 +16,12 @@ from otp_step_service.app.connection_checks import (
     check_connections,
     close_connections,
 )
+from otp_step_service.app.connections import build_connections
 from otp_step_service.app.execution import StepRunner
 from otp_step_service.app.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.app.stores import challenge_store, store_secrets
 from otp_step_service.app.stores import step_rate as shared_step_rate
-from otp_step_service.config.connections import build_connections, load_configuration
+from otp_step_service.config.connections import load_configuration
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.observability.metered_store import MeteredChallengeStore
 from otp_step_service.observability.metrics import Metrics
@@ -85,7 +86,7 @@ class Service:
         if connections is None:
             configuration = load_configuration(settings.connections_path)
             connections = build_connections(
-                configuration, max_connections=settings.max_concurrent_steps, metrics=metrics
+                configuration, http_pool_size=settings.max_concurrent_steps, metrics=metrics
             )
         if store is None:
             store = challenge_store(
@@ -126,6 +127,8 @@ class Service:
                 refusals.append(security.authentication.refusals)
             metrics.watch_admission(lambda: server.admission.steps_in_flight, *refusals)
             metrics.watch_circuits(lambda: runner.connections)
+            if tracing:
+                metrics.watch_span_export()
         service = cls(settings, runner, server, metrics)
         if metrics is not None and otlp:
             service.otlp_metrics = OtlpMetricsBridge.from_environment(metrics.registry)
@@ -134,7 +137,7 @@ class Service:
         service.reloader = ConnectionsReloader(
             runner,
             settings.connections_path,
-            max_connections=settings.max_concurrent_steps,
+            http_pool_size=settings.max_concurrent_steps,
             drain_seconds=settings.grace_seconds,
             self_test=settings.self_test,
             metrics=metrics,

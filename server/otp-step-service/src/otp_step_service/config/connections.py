@@ -13,21 +13,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from otp_step_service.adapters.cognito import AioCognitoGateway, CognitoTarget
-from otp_step_service.adapters.id_tokens import JwksIdTokenVerifier, issuer_for, jwks_url_for
 from otp_step_service.config.callers import CallerConfig, Callers
 from otp_step_service.steps.challenges import budget_windows
 from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.model import ConnectionPolicy
 from otp_step_service.steps.outcomes import Channel
-from otp_step_service.steps.ports import Connection
-
-if TYPE_CHECKING:
-    from otp_step_service.observability.metrics import Metrics
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -248,53 +242,6 @@ def load_configuration(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Configura
     if problems:
         raise ConfigurationError(f"connections file {path} is invalid:\n" + "\n".join(problems))
     return Configuration(path, sources, Callers.from_configs(parsed.callers), watched_files(path, parsed))
-
-
-def build_connections(
-    path: Path | Configuration, max_connections: int, metrics: Metrics | None = None
-) -> dict[str, Connection]:
-    """Build each connection's adapters (no network yet) from the file (or what was read of it).
-    `max_connections` sizes each connection's HTTP pool to Cognito: one connection per step that may be
-    waiting on it."""
-    configuration = path if isinstance(path, Configuration) else load_configuration(path)
-    return {
-        name: connection_from_config(name, config, secret, max_connections, metrics)
-        for name, (config, secret) in configuration.sources.items()
-    }
-
-
-def connection_from_config(
-    name: str,
-    config: ConnectionConfig,
-    secret: str | None,
-    max_connections: int,
-    metrics: Metrics | None = None,
-) -> Connection:
-    """The Connection (policy + adapters) for one validated table."""
-    target = CognitoTarget(
-        region=config.region,
-        user_pool_id=config.user_pool_id,
-        client_id=config.client_id,
-        client_secret=secret,
-        endpoint_url=config.endpoint_url,
-        admin_api=config.api == "admin",
-        max_connections=max_connections,
-        connect_timeout=config.connect_timeout_seconds,
-        call_timeout=config.call_timeout_seconds,
-        throttle_retries=config.throttle_retries,
-        channels=config.channels,
-        circuit_failure_threshold=config.circuit_failure_threshold,
-        circuit_open_seconds=config.circuit_open_seconds,
-    )
-    policy = policy_from_config(name, config)
-    verifier = JwksIdTokenVerifier(
-        issuer=issuer_for(config.region, config.user_pool_id),
-        audience=config.client_id,
-        jwks_url=jwks_url_for(config.region, config.user_pool_id, config.endpoint_url),
-        fetch_timeout=config.call_timeout_seconds,
-    )
-    gateway = AioCognitoGateway(target, metrics=metrics.cognito(name) if metrics is not None else None)
-    return Connection(policy=policy, gateway=gateway, verifier=verifier)
 
 
 def policy_from_config(name: str, config: ConnectionConfig) -> ConnectionPolicy:

@@ -124,6 +124,9 @@ class ServiceSettings(BaseSettings):
         "on SIGHUP); 0: only SIGHUP reloads",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Python log level")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="log lines on stderr: 'json' (one object a line) or 'text' (key=value)"
+    )
     # Transport security and caller authentication (docs: "TLS and authentication").
     tls_cert: Path | None = Field(
         None, description="PEM certificate chain of the gRPC port (reloaded on change)"

@@ -138,6 +138,16 @@ CATALOGUE: tuple[MetricDoc, ...] = (
         "(CALLER_RATE_LIMITED, CHALLENGE_STORE_UNAVAILABLE when the Redis counting it fails), authentication (NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED) and "
         "authorization (UNKNOWN_CALLER, CONNECTION_NOT_PERMITTED, TENANT_MISMATCH)",
     ),
+    MetricDoc(
+        "otp_trace_spans_exported_total", "counter", (), "spans handed to the OTLP exporter (tracing on)"
+    ),
+    MetricDoc(
+        "otp_trace_spans_dropped_total",
+        "counter",
+        ("reason",),
+        "spans the span processor dropped (queue_full: export slower than spans end; tracing on)",
+    ),
+    MetricDoc("otp_trace_spans_queued", "gauge", (), "spans waiting for export now (tracing on)"),
 )
 
 _DOCUMENTED = {metric.name: metric for metric in CATALOGUE}
@@ -165,6 +175,29 @@ class AdmissionCounts(Collector):
         for reason, count in sorted(totals.items()):
             refused.add_metric([reason], count)
         yield refused
+
+
+class SpanExport(Collector):
+    """Exposes the span processor's export counts at scrape time (telemetry.SPAN_EXPORT)."""
+
+    def collect(self) -> Iterable[Any]:
+        """Spans exported, dropped by reason, and queued now."""
+        from otp_step_service.observability.telemetry import SPAN_EXPORT
+
+        exported = CounterMetricFamily("otp_trace_spans_exported", "Spans handed to the OTLP exporter")
+        exported.add_metric([], SPAN_EXPORT.exported)
+        yield exported
+        dropped = CounterMetricFamily(
+            "otp_trace_spans_dropped",
+            "Spans dropped by the span processor (queue_full: export slower than spans end)",
+            labels=["reason"],
+        )
+        for reason in ("queue_full", *sorted(set(SPAN_EXPORT.dropped) - {"queue_full"})):
+            dropped.add_metric([reason], SPAN_EXPORT.dropped[reason])
+        yield dropped
+        yield GaugeMetricFamily(
+            "otp_trace_spans_queued", "Spans waiting for export", value=SPAN_EXPORT.queued
+        )
 
 
 class CircuitStates(Collector):
@@ -225,6 +258,10 @@ class Metrics:
         """Expose Admission's in-flight count and the refusals of Admission and Authentication, each a
         mapping of reason to count (read at scrape time)."""
         self.registry.register(AdmissionCounts(in_flight, refusals))
+
+    def watch_span_export(self) -> None:
+        """Expose the span processor's exported, dropped and queued spans (tracing on)."""
+        self.registry.register(SpanExport())
 
     def watch_circuits(self, connections: Callable[[], Mapping[str, Connection]]) -> None:
         """Expose the circuit breakers of the connections `connections()` returns (read at scrape time)."""

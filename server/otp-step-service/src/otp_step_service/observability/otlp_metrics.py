@@ -19,7 +19,6 @@ the last interval's counts.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -29,22 +28,18 @@ from typing import TYPE_CHECKING, Any, cast
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PromMetric
 
+from otp_step_service.observability import otel_env
+
 if TYPE_CHECKING:  # the SDK is imported only when OTLP metrics are configured
     from opentelemetry.sdk.metrics.export import Metric, MetricExporter, MetricsData
     from opentelemetry.sdk.resources import Resource
 
 log = logging.getLogger(__name__)
 
-# The standard variables this module reads itself (the exporter reads its endpoint, protocol, headers and
-# timeout on its own: OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT / HEADERS / TIMEOUT / COMPRESSION).
-OTEL_METRICS_EXPORTER = "OTEL_METRICS_EXPORTER"
-"""`otlp` turns the export on; anything else (the default, unset) leaves it off."""
-OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
-"""Milliseconds between exports; default 60000 (the specification's)."""
-DEFAULT_EXPORT_INTERVAL_MS = 60_000
-OTEL_METRIC_EXPORT_TIMEOUT = "OTEL_METRIC_EXPORT_TIMEOUT"
-"""Milliseconds one export may take, retries included; default 30000 (the specification's)."""
-DEFAULT_EXPORT_TIMEOUT_MS = 30_000
+# The standard variables are defined, with their defaults, in otel_env (the exporter reads its endpoint,
+# protocol, headers and timeout on its own: OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT / HEADERS / TIMEOUT).
+DEFAULT_EXPORT_INTERVAL_MS = otel_env.DEFAULT_METRIC_EXPORT_INTERVAL_MS
+DEFAULT_EXPORT_TIMEOUT_MS = otel_env.DEFAULT_METRIC_EXPORT_TIMEOUT_MS
 
 SCOPE_NAME = "otp_step_service"
 # A failing collector is logged once, then at most this often, so an outage does not flood the log.
@@ -68,36 +63,14 @@ def otlp_metrics_configured(environ: Mapping[str, str] | None = None) -> bool:
     Only the explicit variable turns it on, unlike tracing, which an OTLP endpoint alone enables: a service
     already exporting traces does not start pushing metrics because of an upgrade.
     """
-    env = os.environ if environ is None else environ
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    if otel_env.sdk_disabled(environ):
         return False
-    exporters = {part.strip().lower() for part in env.get(OTEL_METRICS_EXPORTER, "").split(",")}
-    return "otlp" in exporters
-
-
-def _milliseconds(name: str, default: int, environ: Mapping[str, str]) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        log.warning("%s=%r is not a positive number of milliseconds; using %d", name, raw, default)
-        return default
-    return value
-
-
-def _protocol(environ: Mapping[str, str]) -> str:
-    return environ.get(
-        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    ).strip()
+    return "otlp" in otel_env.exporters(otel_env.OTEL_METRICS_EXPORTER, environ)
 
 
 def otlp_metric_exporter(environ: Mapping[str, str] | None = None) -> MetricExporter:
     """The SDK's OTLP metric exporter for the configured protocol (grpc, as for traces, or http/protobuf)."""
-    if _protocol(os.environ if environ is None else environ) == "grpc":
+    if otel_env.protocol("metrics", environ) == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         return OTLPMetricExporter()
@@ -156,12 +129,15 @@ class OtlpMetricsBridge:
         cls, registry: CollectorRegistry, environ: Mapping[str, str] | None = None
     ) -> OtlpMetricsBridge:
         """The bridge the OTEL_* variables describe: exporter, resource, interval and timeout."""
-        env = os.environ if environ is None else environ
-        interval_ms = _milliseconds(OTEL_METRIC_EXPORT_INTERVAL, DEFAULT_EXPORT_INTERVAL_MS, env)
-        timeout_ms = _milliseconds(OTEL_METRIC_EXPORT_TIMEOUT, DEFAULT_EXPORT_TIMEOUT_MS, env)
+        interval_ms = otel_env.positive_int(
+            otel_env.OTEL_METRIC_EXPORT_INTERVAL, DEFAULT_EXPORT_INTERVAL_MS, environ
+        )
+        timeout_ms = otel_env.positive_int(
+            otel_env.OTEL_METRIC_EXPORT_TIMEOUT, DEFAULT_EXPORT_TIMEOUT_MS, environ
+        )
         return cls(
             registry,
-            otlp_metric_exporter(env),
+            otlp_metric_exporter(environ),
             metrics_resource(),
             interval_seconds=interval_ms / 1000,
             timeout_seconds=timeout_ms / 1000,

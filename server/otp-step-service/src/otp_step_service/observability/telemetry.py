@@ -1,26 +1,29 @@
-"""OpenTelemetry: tracing set up from the standard OTEL_* variables, and the step span.
+"""OpenTelemetry: tracing set up from the standard OTEL_* variables (otel_env.py), and the step span.
 
 Telemetry never breaks a step: with no exporter configured nothing is exported; an unreachable collector or a
-full queue drops spans in the SDK's background thread (BatchSpanProcessor), never in a request.
+full queue drops spans in the SDK's background thread (BatchSpanProcessor), never in a request, and each
+drop is counted (`SpanExportCounts`, exposed as `otp_trace_spans_dropped_total`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from otp_step_service.observability import otel_env
 from otp_step_service.steps.event_data import EventData
 from otp_step_service.steps.outcomes import ErrorCategory, StepOutcome
 
 if TYPE_CHECKING:  # the SDK is imported only when tracing is configured
     from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
@@ -36,14 +39,92 @@ def _tracing_off() -> bool:
     return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
-def tracing_configured() -> bool:
-    """True when the OTEL_* environment asks for an exporter (OTLP)."""
-    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "")
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true" or exporter == "none":
+_sdk_tracer: trace.Tracer | None = None
+
+
+def tracer() -> trace.Tracer:
+    """The service's tracer: the installed provider's own once there is one (no proxy hop per span)."""
+    global _sdk_tracer
+    if _sdk_tracer is not None:
+        return _sdk_tracer
+    if _tracing_off():
+        return _tracer
+    _sdk_tracer = trace.get_tracer(TRACER_NAME)
+    return _sdk_tracer
+
+
+def tracing_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the OTEL_* environment asks for span export (OTLP)."""
+    if otel_env.sdk_disabled(environ):
         return False
-    return exporter == "otlp" or bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    chosen = otel_env.exporters(otel_env.OTEL_TRACES_EXPORTER, environ)
+    if "none" in chosen:
+        return False
+    env = otel_env.environment(environ)
+    return "otlp" in chosen or bool(
+        env.get(otel_env.OTEL_EXPORTER_OTLP_ENDPOINT) or env.get(otel_env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
     )
+
+
+class SpanExportCounts:
+    """What the batch span processor did with ended spans: exported, dropped (by reason), queued now.
+
+    The SDK counts these only through its own metrics API, which this service does not run (its metrics are
+    Prometheus'); an object with the same three methods stands in for that recorder and keeps plain counts,
+    read at scrape time.
+    """
+
+    def __init__(self) -> None:
+        self.exported = 0
+        self.dropped: Counter[str] = Counter()
+        self._queue_size: Callable[[], int] = lambda: 0
+
+    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
+        """The processor's queue length, read when asked."""
+        self._queue_size = get_queue_size
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        """Spans the processor dropped (its queue was full, or it had shut down)."""
+        self.dropped[error_type] += count
+
+    def finish_items(self, count: int) -> None:
+        """Spans handed to the exporter."""
+        self.exported += count
+
+    @property
+    def queued(self) -> int:
+        """Spans waiting for export now."""
+        return self._queue_size()
+
+
+SPAN_EXPORT = SpanExportCounts()
+"""The process's span export counts (one tracer provider per process)."""
+
+
+def batch_span_processor(exporter: SpanExporter, environ: Mapping[str, str] | None = None) -> SpanProcessor:
+    """The SDK's BatchSpanProcessor with this service's defaults (otel_env: OTEL_BSP_*), counting into
+    SPAN_EXPORT."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    processor = BatchSpanProcessor(
+        exporter,
+        max_queue_size=otel_env.positive_int(
+            otel_env.OTEL_BSP_MAX_QUEUE_SIZE, otel_env.DEFAULT_BSP_MAX_QUEUE_SIZE, environ
+        ),
+        schedule_delay_millis=otel_env.positive_int(
+            otel_env.OTEL_BSP_SCHEDULE_DELAY, otel_env.DEFAULT_BSP_SCHEDULE_DELAY_MS, environ
+        ),
+        max_export_batch_size=otel_env.positive_int(
+            otel_env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, otel_env.DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, environ
+        ),
+    )
+    # The recorder is the one seam the SDK offers into its queue (it is private: pinned SDK, checked by
+    # tests/telemetry/test_spans.py); without it the counts stay zero and spans still export.
+    inner = getattr(processor, "_batch_processor", None)
+    if inner is not None and hasattr(inner, "_metrics"):
+        inner._metrics = SPAN_EXPORT
+        SPAN_EXPORT.register_queue_size(lambda: len(inner._queue))
+    return processor
 
 
 def configure_tracing() -> trace.TracerProvider | None:
@@ -51,29 +132,23 @@ def configure_tracing() -> trace.TracerProvider | None:
 
     Service name, resource attributes, sampler, endpoint, protocol and headers all come from the standard
     variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER[_ARG],
-    OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / PROTOCOL / HEADERS, OTEL_BSP_*), read by the SDK itself.
+    OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / PROTOCOL / HEADERS), the batch processor's from OTEL_BSP_* with
+    this service's defaults (otel_env.py).
     """
     if not tracing_configured():
         return None
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=tracing_resource())
-    provider.add_span_processor(BatchSpanProcessor(otlp_exporter()))
+    provider.add_span_processor(batch_span_processor(otlp_exporter()))
     trace.set_tracer_provider(provider)
-    log.info("tracing: exporting OTLP/%s", _otlp_protocol())
+    log.info("tracing: exporting OTLP/%s", otel_env.protocol("traces"))
     return provider
-
-
-def _otlp_protocol() -> str:
-    return os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    )
 
 
 def otlp_exporter() -> SpanExporter:
     """The SDK's OTLP span exporter for the configured protocol (grpc, or http/protobuf)."""
-    if _otlp_protocol() == "grpc":
+    if otel_env.protocol("traces") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()
@@ -87,10 +162,17 @@ def tracing_resource() -> Resource:
     from opentelemetry.sdk.resources import Resource
 
     # Resource.create reads both variables itself; the default name applies only when neither names the service.
-    named = "OTEL_SERVICE_NAME" in os.environ or "service.name=" in os.environ.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
-    )
-    return Resource.create({} if named else {"service.name": "otp-step-service"})
+    named = otel_env.service_named()
+    return Resource.create({} if named else {"service.name": otel_env.DEFAULT_SERVICE_NAME})
+
+
+def refused(reason: str) -> None:
+    """Mark the current call's server span as refused for `reason` (a bounded reason code, never a credential
+    or an identifier): `error.type` on the span; the status stays the gRPC mapping's (refusals are not
+    errors of this service)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("error.type", reason)
 
 
 class CognitoCallSpan:
@@ -108,7 +190,7 @@ class CognitoCallSpan:
         self._span: Span | None = None
         if _tracing_off():
             return
-        self._span = _tracer.start_span(
+        self._span = tracer().start_span(
             f"CognitoIdentityProvider.{operation}",
             kind=SpanKind.CLIENT,
             attributes={
@@ -175,16 +257,33 @@ def step_attributes(
     return {k: v for k, v in attributes.items() if v}
 
 
-@contextmanager
-def step_span(step_type: str, attributes: Callable[[], Mapping[str, str]]) -> Iterator[Span]:
-    """The span of one step execution, a child of the gRPC server span (nothing at all when tracing is off)."""
-    if _tracing_off():
-        yield trace.INVALID_SPAN
-        return
-    with _tracer.start_as_current_span(
-        step_type, kind=SpanKind.INTERNAL, attributes=dict(attributes()), record_exception=False
-    ) as span:
-        yield span
+class step_span:  # noqa: N801 - used as the function it replaced: `with step_span(...) as span`
+    """The span of one step execution, a child of the gRPC server span (nothing at all when tracing is off).
+
+    A class rather than `start_as_current_span`: that goes through two generator-based context managers
+    per span, measurable on every step (docs/tracing.md)."""
+
+    __slots__ = ("_attributes", "_name", "_span", "_token")
+
+    def __init__(self, step_type: str, attributes: Callable[[], Mapping[str, str]]) -> None:
+        self._name = step_type
+        self._attributes = attributes
+        self._span: Span = trace.INVALID_SPAN
+        self._token: object | None = None
+
+    def __enter__(self) -> Span:
+        if _tracing_off():
+            return trace.INVALID_SPAN
+        self._span = tracer().start_span(
+            self._name, kind=SpanKind.INTERNAL, attributes=self._attributes(), record_exception=False
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *_: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._span.end()
 
 
 def record_outcome(span: Span, outcome: StepOutcome[Any], event_data: EventData | None) -> None:
@@ -194,18 +293,20 @@ def record_outcome(span: Span, outcome: StepOutcome[Any], event_data: EventData 
     """
     if not span.is_recording():
         return
-    span.set_attribute("journey.step.outcome", outcome.kind)
+    # One set_attributes call: each set_attribute takes the span's lock and validates on its own.
+    attributes: dict[str, str | bool | int] = {"journey.step.outcome": outcome.kind}
     failure = outcome.failed
     if failure is not None:
-        span.set_attribute("journey.step.failure.code", failure.code.value)
-        span.set_attribute("journey.step.failure.category", failure.category.value)
-        span.set_attribute("journey.step.failure.retryable", failure.retryable)
+        attributes["journey.step.failure.code"] = failure.code.value
+        attributes["journey.step.failure.category"] = failure.category.value
+        attributes["journey.step.failure.retryable"] = failure.retryable
         if failure.attempts_remaining is not None:
-            span.set_attribute("otp.attempts_remaining", failure.attempts_remaining)
+            attributes["otp.attempts_remaining"] = failure.attempts_remaining
         if failure.cognito_error:
-            span.set_attribute("cognito.error", failure.cognito_error)
-        if failure.category is ErrorCategory.SYSTEM:
-            span.set_status(Status(StatusCode.ERROR, failure.code.value))
+            attributes["cognito.error"] = failure.cognito_error
+    span.set_attributes(attributes)
+    if failure is not None and failure.category is ErrorCategory.SYSTEM:
+        span.set_status(Status(StatusCode.ERROR, failure.code.value))
     event: dict[str, Any] = {"journey.step.outcome": outcome.kind}
     if event_data is not None:
         event["journey.event_data.mode"] = event_data.mode.value

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from google.protobuf import duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2
 
 from otp_step_service.transport.auth import caller_key
+from otp_step_service.transport.interception import HandlerInterceptor, rebuilt
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
 
 _EOF: Any = grpc.aio.EOF
@@ -46,7 +47,7 @@ class AdmissionLimits:
     idle_stream_seconds: float
 
 
-class Admission(grpc.aio.ServerInterceptor):
+class Admission(HandlerInterceptor):
     """Bounds steps in flight (per process and per caller) and ends streams that send no request."""
 
     def __init__(self, limits: AdmissionLimits, step_methods: frozenset[str]) -> None:
@@ -63,13 +64,9 @@ class Admission(grpc.aio.ServerInterceptor):
         """Steps running now."""
         return self._in_flight
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler: Any = await continuation(details)
-        if handler is None or handler.request_streaming or handler.response_streaming:
+    def wrap(self, handler: Any, details: grpc.HandlerCallDetails) -> Any:
+        """Unary methods served as client-streaming ones that read their request themselves (see above)."""
+        if handler.request_streaming or handler.response_streaming:
             return handler
         unary = handler.unary_unary
         is_step = details.method in self._steps
@@ -100,11 +97,7 @@ class Admission(grpc.aio.ServerInterceptor):
                 finally:
                     self._in_flight -= 1
 
-        return grpc.stream_unary_rpc_method_handler(
-            read_then_run,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return rebuilt(handler, read_then_run, request_streaming=True)
 
     async def _read_request(self, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
@@ -121,6 +114,7 @@ class Admission(grpc.aio.ServerInterceptor):
                 context,
                 code_pb2.DEADLINE_EXCEEDED,
                 f"no request message within {self._limits.idle_stream_seconds:g} s of opening the stream",
+                reason="IDLE_STREAM",
             )
         if request is _EOF:
             await abort(context, code_pb2.INVALID_ARGUMENT, "the stream ended without a request message")

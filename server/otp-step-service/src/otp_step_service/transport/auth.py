@@ -31,7 +31,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
@@ -45,6 +45,7 @@ from otp_step_service.config.callers import Caller, Callers
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ChallengeStoreError, TokenVerificationError
 from otp_step_service.steps.step_rate import StepRate
+from otp_step_service.transport.interception import HandlerInterceptor, rebuilt
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
 from otp_step_service.transport.token_cache import MAX_AGE_SECONDS, VerifiedTokens
 
@@ -189,7 +190,7 @@ def certificate_identity(context: Context) -> str | None:
     return None
 
 
-class Authentication(grpc.aio.ServerInterceptor):
+class Authentication(HandlerInterceptor):
     """Names the caller of each call (see the module docstring) and applies its steps-per-second rate."""
 
     def __init__(
@@ -228,13 +229,9 @@ class Authentication(grpc.aio.ServerInterceptor):
         """Whether callers must authenticate (else only the rate applies, per peer)."""
         return self._tokens is not None or self._certificates
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler: Any = await continuation(details)
-        if handler is None or details.method in self._open:
+    def wrap(self, handler: Any, details: grpc.HandlerCallDetails) -> Any:
+        """Every method but the open ones runs once its caller is admitted (named, and within its rate)."""
+        if details.method in self._open:
             return handler
         metadata = details.invocation_metadata or ()
         is_step = details.method in self._steps
@@ -247,11 +244,7 @@ class Authentication(grpc.aio.ServerInterceptor):
                 _CALLER.set(await admit(context, metadata, is_step))
                 return await inner_su(requests, context)
 
-            return grpc.stream_unary_rpc_method_handler(
-                guarded_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return rebuilt(handler, guarded_unary)
         if handler.request_streaming and handler.response_streaming:
             inner_ss = handler.stream_stream
 
@@ -264,11 +257,7 @@ class Authentication(grpc.aio.ServerInterceptor):
                 else:
                     await result
 
-            return grpc.stream_stream_rpc_method_handler(
-                guarded_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return rebuilt(handler, guarded_stream)
         # Admission serves every unary method as client-streaming, and the API has no other shapes; a new
         # one must be added here rather than slip through unauthenticated.
         raise RuntimeError(f"{details.method}: no authentication for this kind of method")
@@ -338,7 +327,7 @@ class Authentication(grpc.aio.ServerInterceptor):
         # `why` never includes the credential; the caller only learns that it did not authenticate.
         self.refusals[reason] += 1
         log.info("call refused, unauthenticated: %s (peer %s)", why, context.peer())
-        await abort(context, code_pb2.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        await abort(context, code_pb2.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE, reason=reason)
 
     async def aclose(self) -> None:
         """Close the token key fetcher and the step rate's connections."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from prometheus_client import Histogram
+
+from otp_step_service.transport.interception import HandlerInterceptor, behaviour_of, rebuilt
 
 _OK = str(grpc.StatusCode.OK.value[0])
 _UNKNOWN = str(grpc.StatusCode.UNKNOWN.value[0])
@@ -29,26 +30,21 @@ def _status(context: grpc.aio.ServicerContext[Any, Any], default: str) -> str:
     return str(int(code))
 
 
-class CallDuration(grpc.aio.ServerInterceptor):
+class CallDuration(HandlerInterceptor):
     """Observes `rpc_server_call_duration_seconds{rpc_system, rpc_service, rpc_method, rpc_grpc_status_code}`
     (OTel's numeric status code) for each unary RPC; streaming RPCs (health Watch, reflection) pass through."""
 
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler: Any = await continuation(details)
-        if handler is None or handler.response_streaming:
+    def wrap(self, handler: Any, details: grpc.HandlerCallDetails) -> Any:
+        """Unary-response handlers timed; streaming responses passed through."""
+        if handler.response_streaming:
             return handler
         service, _, method = details.method.lstrip("/").rpartition("/")
         # Children are resolved once per status at most; the method labels once per call.
         series = self._histogram.labels
-        request_streaming = handler.request_streaming
-        inner = handler.stream_unary if request_streaming else handler.unary_unary
+        inner = behaviour_of(handler)
 
         async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -66,11 +62,4 @@ class CallDuration(grpc.aio.ServerInterceptor):
             finally:
                 series("grpc", service, method, status).observe(time.perf_counter() - started)
 
-        make = (
-            grpc.stream_unary_rpc_method_handler if request_streaming else grpc.unary_unary_rpc_method_handler
-        )
-        return make(
-            timed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return rebuilt(handler, timed)

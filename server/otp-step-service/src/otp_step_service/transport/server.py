@@ -22,11 +22,13 @@ from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 from otp_step_service.app.execution import StepRunner
 from otp_step_service.transport.admission import Admission, AdmissionLimits
 from otp_step_service.transport.security import PortSecurity
+from otp_step_service.transport.server_spans import ServerSpans
 from otp_step_service.transport.servicer import StepExecutorServicer
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StepExecutor"].full_name
+HEALTH_METHODS = frozenset(f"/{health.SERVICE_NAME}/{m}" for m in ("Check", "Watch"))
 STEP_METHODS = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("GenerateOtp", "ValidateOtp", "CheckConnection"))
 
 
@@ -118,13 +120,12 @@ class StepExecutorServer:
         """Bind, start serving and report SERVING; OSError when the address cannot be bound."""
         interceptors: list[Any] = [self.admission]
         if self.security.authentication is not None:
-            interceptors.insert(0, self.security.authentication)  # outermost: who calls, before anything else
-        interceptors[:0] = self.outer_interceptors
+            interceptors.insert(0, self.security.authentication)  # who calls, before anything else
         if self._tracing:
-            from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-
-            # Health probes would drown journeys in the trace view; they are left out.
-            interceptors.append(aio_server_interceptor(filter_=filters.negate(filters.health_check())))
+            # Outside authentication and admission, so a refused call has its span; health probes would
+            # drown journeys in the trace view, so they are left out.
+            interceptors.insert(0, ServerSpans(HEALTH_METHODS))
+        interceptors[:0] = self.outer_interceptors
         limits = self._limits
         server = grpc.aio.server(
             interceptors=interceptors,
