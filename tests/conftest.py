@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otp_step_client import StepExecutorClient
+from redis_topology import Cluster, SentinelSet
 
 # Set before any boto3 client exists. moto accepts any credentials; real ones must never be used here.
 os.environ.update(
@@ -181,3 +182,23 @@ def span_exporter() -> InMemorySpanExporter:
         provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
         trace.set_tracer_provider(provider)
     return _EXPORTER
+
+
+@pytest.fixture(scope="session")
+def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """A real primary, replica and three sentinels on free loopback ports, stopped after the session."""
+    topology = SentinelSet(tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield topology.start()
+    finally:
+        topology.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real 6-node Redis Cluster on free loopback ports, stopped after the session."""
+    topology = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield topology.start()
+    finally:
+        topology.stop()

@@ -24,7 +24,8 @@ from cognito_emulator.connections_file import write_connections_file
 from cognito_emulator.seed import cognito_client
 from otp_step_client import Journey, Step, StepExecutorClient
 from otp_step_service.app.execution import StepRunner
-from otp_step_service.app.service import Service, challenge_store
+from otp_step_service.app.service import Service
+from otp_step_service.app.stores import challenge_store, store_secrets
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.steps.challenges import Challenge, SendRequest, SendResult
 from otp_step_service.steps.ports import ChallengeStore
@@ -286,7 +287,14 @@ class RunningService:
     tests drive it with the synchronous client over a real socket."""
 
     def __init__(self, settings: ServiceSettings, tracing: bool = False) -> None:
-        self.store = RecordingStore(challenge_store(settings.challenge_store, settings.challenge_keys_file))
+        self.store = RecordingStore(
+            challenge_store(
+                settings.challenge_store,
+                settings.challenge_keys_file,
+                secrets=store_secrets(settings),
+                min_replicas=settings.store_min_replicas,
+            )
+        )
         self.service = Service.build(settings, tracing=tracing, store=self.store)  # type: ignore[arg-type]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="service-loop", daemon=True)

@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 )
 
@@ -65,9 +67,22 @@ func main() {
 	}
 }
 
+//go:embed service_config.json
+var serviceConfig string
+
 func run(cfg config) error {
 	// Plaintext on loopback for the local demo; use credentials.NewTLS for a deployed service.
-	conn, err := grpc.NewClient(cfg.target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The service config the Python client ships (service_config.json): round_robin over every address of the
+	// target (a dns:/// name of a headless Service), waitForReady, retries on UNAVAILABLE for the methods safe
+	// to repeat (GenerateOtp is idempotent per journey run and step execution; ValidateOtp is not retried), and
+	// keepalive pings every 30 s, which the service's enforcement (one per 20 s) accepts.
+	conn, err := grpc.NewClient(cfg.target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true,
+		}),
+	)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis
 from harness import FakeClock, free_port
+from otp_step_service.adapters.redis_connection import StoreSecrets, redis_client
 from otp_step_service.adapters.redis_rate import RedisStepRate
+from otp_step_service.config.store_url import parse_store_url
 from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.step_rate import Gcra, InProcessStepRate, StepRate
 
@@ -65,7 +67,7 @@ def make_rate(request: pytest.FixtureRequest) -> RateFactory:
         return InProcessStepRate
     url = request.getfixturevalue("redis_url")
     redis.Redis.from_url(url).flushdb()
-    return lambda clock: RedisStepRate.from_url(url, clock=clock)
+    return lambda clock: RedisStepRate(redis_client(parse_store_url(url), StoreSecrets(), 8), clock=clock)
 
 
 def _run(make_rate: RateFactory, scenario: Callable[[StepRate, FakeClock], Awaitable[None]]) -> None:
@@ -100,7 +102,7 @@ def test_the_shared_key_is_bounded_and_expires_when_the_caller_is_idle_again(red
     name = "caller:" + "x" * 5000  # peer addresses and caller names have no length the key should follow
 
     async def scenario() -> None:
-        rate = RedisStepRate.from_url(redis_url, clock=FakeClock())
+        rate = RedisStepRate(redis_client(parse_store_url(redis_url), StoreSecrets(), 8), clock=FakeClock())
         try:
             assert (await rate.take(name, 0.5)).allowed
         finally:
@@ -118,8 +120,8 @@ def test_instances_on_one_redis_draw_on_one_allowance(redis_url: str) -> None:
     async def scenario() -> None:
         clock = FakeClock()
         first, second = (
-            RedisStepRate.from_url(redis_url, clock=clock),
-            RedisStepRate.from_url(redis_url, clock=clock),
+            RedisStepRate(redis_client(parse_store_url(redis_url), StoreSecrets(), 8), clock=clock),
+            RedisStepRate(redis_client(parse_store_url(redis_url), StoreSecrets(), 8), clock=clock),
         )
         try:
             taken = [(await (first if i % 2 else second).take("caller:c", 4)).allowed for i in range(8)]
@@ -133,7 +135,9 @@ def test_instances_on_one_redis_draw_on_one_allowance(redis_url: str) -> None:
 
 def test_an_unreachable_redis_is_a_store_failure_not_an_allowed_step() -> None:
     async def scenario() -> None:
-        rate = RedisStepRate.from_url(f"redis://127.0.0.1:{free_port()}/0")
+        rate = RedisStepRate(
+            redis_client(parse_store_url(f"redis://127.0.0.1:{free_port()}/0"), StoreSecrets(), 8)
+        )
         try:
             with pytest.raises(ChallengeStoreError):
                 await rate.take("caller:c", 10)

@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import Emulator, RunningService, build_service, free_port
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from otp_step_client import Credentials, Journey, Step, StepExecutorClient, StepExecutorError
+from otp_step_client import SERVICE_CONFIG, Credentials, Journey, Step, StepExecutorClient, StepExecutorError
 from otp_step_demo.local_ca import Issued, LocalCa
 from otp_step_service.config.settings import ServiceSettings, SettingsError
 from prometheus_client.parser import text_string_to_metric_families
@@ -662,7 +662,9 @@ def test_steps_are_refused_while_the_shared_rate_store_is_unreachable(
             assert client.health() == "SERVING"  # probes are not steps: they never touch the store
         authentication = service.service.server.security.authentication
         assert authentication is not None
-        assert authentication.refusals["CHALLENGE_STORE_UNAVAILABLE"] == 1
+        # The client's service config retries GenerateOtp on UNAVAILABLE: each attempt was refused.
+        attempts = SERVICE_CONFIG["methodConfig"][0]["retryPolicy"]["maxAttempts"]  # type: ignore[index]
+        assert authentication.refusals["CHALLENGE_STORE_UNAVAILABLE"] == attempts
     finally:
         service.stop()
     error = raised.value

@@ -14,8 +14,8 @@ import redis
 from harness import Emulator, FakeClock, Journeys, build_service, free_port, wrong_code
 from otp_step_client import StepExecutorClient
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
-from otp_step_service.adapters.redis_store import RedisChallengeStore
 from otp_step_service.adapters.sealing import SessionSealer
+from otp_step_service.app.stores import redis_challenge_store
 from otp_step_service.steps.challenges import (
     EXPIRED_GRACE_SECONDS,
     USER_FAILURES,
@@ -29,6 +29,7 @@ from otp_step_service.steps.challenges import (
     SendRequest,
     SendResult,
     SendVerdict,
+    caller_budget_subject,
 )
 from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.outcomes import Channel
@@ -38,15 +39,21 @@ from stepexecutor.v1 import step_executor_pb2 as pb
 StoreFactory = Callable[[], ChallengeStore]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "sentinel", "cluster"])
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
-    """A factory: each contract test builds its store inside its own event loop (redis.asyncio binds to one)."""
+    """A factory: each contract test builds its store inside its own event loop (redis.asyncio binds to one).
+    Behind Sentinel the store WAITs for the replica (its default with replicas); in the cluster every script
+    must keep to one slot (CROSSSLOT otherwise)."""
     if request.param == "memory":
         return InMemoryChallengeStore
-    url = request.getfixturevalue("redis_url")
-    redis.Redis.from_url(url).flushdb()
     sealer = SessionSealer.from_file(request.getfixturevalue("keys_file"))
-    return lambda: RedisChallengeStore.from_url(url, sealer)
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        redis.Redis.from_url(url).flushdb()
+        return lambda: redis_challenge_store(url, sealer)
+    topology = request.getfixturevalue("sentinel_set" if request.param == "sentinel" else "redis_cluster")
+    topology.flush()
+    return lambda: redis_challenge_store(topology.url, sealer, min_replicas=None)
 
 
 def run(make_store: StoreFactory, scenario: Callable[[ChallengeStore], Awaitable[None]]) -> None:
@@ -117,7 +124,9 @@ def test_attempts_are_spent_one_by_one_then_the_challenge_is_gone(make_store: St
         assert first.challenge is not None and first.challenge.attempts_remaining == 1
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.EXHAUSTED
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.NOT_FOUND
-        assert await store.events(FAILURES) == 2  # each granted attempt counted one wrong code up front
+        assert (
+            await store.events("demo", FAILURES) == 2
+        )  # each granted attempt counted one wrong code up front
 
     run(make_store, scenario)
 
@@ -127,7 +136,7 @@ def test_an_unjudged_attempt_is_given_back_with_its_wrong_code_count(make_store:
         await _saved(store, _challenge(max_attempts=1))
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
         await store.finish_attempt(KEY, "n1", Judgement.UNJUDGED, (FAILURES,))
-        assert await store.events(FAILURES) == 0
+        assert await store.events("demo", FAILURES) == 0
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
 
     run(make_store, scenario)
@@ -138,7 +147,7 @@ def test_an_unknown_judgement_spends_the_attempt_but_not_the_lockout(make_store:
         await _saved(store, _challenge(max_attempts=2))
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
         await store.finish_attempt(KEY, "n1", Judgement.UNKNOWN, (FAILURES,))
-        assert await store.events(FAILURES) == 0
+        assert await store.events("demo", FAILURES) == 0
         grant = await store.begin_attempt(_attempt())
         assert grant.challenge is not None and grant.challenge.attempts_remaining == 0
 
@@ -150,7 +159,7 @@ def test_a_right_code_uses_the_challenge_and_forgives_its_count(make_store: Stor
         await _saved(store, _challenge())
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.GRANTED
         await store.finish_attempt(KEY, "n1", Judgement.RIGHT, (FAILURES,))
-        assert await store.events(FAILURES) == 0
+        assert await store.events("demo", FAILURES) == 0
         assert (await store.begin_attempt(_attempt())).verdict is AttemptVerdict.NOT_FOUND
 
     run(make_store, scenario)
@@ -162,7 +171,7 @@ def test_a_locked_identifier_spends_nothing(make_store: StoreFactory) -> None:
         for _ in range(2):
             assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
         assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.LOCKED
-        assert await store.events(FAILURES) == 2
+        assert await store.events("demo", FAILURES) == 2
 
     run(make_store, scenario)
 
@@ -185,7 +194,9 @@ def test_a_stale_nonce_touches_nothing(make_store: StoreFactory) -> None:
         grant = await store.begin_attempt(_attempt())
         assert grant.challenge is not None
         assert grant.challenge.nonce == "new" and grant.challenge.attempts_used == 2
-        assert await store.events(FAILURES) == 2  # neither stale settle touched the live challenge's counts
+        assert (
+            await store.events("demo", FAILURES) == 2
+        )  # neither stale settle touched the live challenge's counts
 
     run(make_store, scenario)
 
@@ -212,7 +223,7 @@ def test_a_reservation_holds_the_key_against_resends_and_replays_its_execution(
         assert 24 <= other.wait_seconds <= 25
         later = await store.begin_send(_send("e", now + 31, execution="y"))
         assert later.verdict is SendVerdict.RESERVED
-        assert await store.events(SENDS) == 2  # only the reservations that went ahead were counted
+        assert await store.events("demo", SENDS) == 2  # only the reservations that went ahead were counted
 
     run(make_store, scenario)
 
@@ -221,7 +232,7 @@ def test_a_send_that_certainly_did_not_happen_is_given_back(make_store: StoreFac
     async def scenario(store: ChallengeStore) -> None:
         assert (await store.begin_send(_send("a"))).verdict is SendVerdict.RESERVED
         await store.finish_send(_send("a"), SendResult.NOT_SENT, None)
-        assert await store.events(SENDS) == 0
+        assert await store.events("demo", SENDS) == 0
         assert (await store.begin_send(_send("b"))).verdict is SendVerdict.RESERVED  # the key is free again
 
     run(make_store, scenario)
@@ -233,7 +244,7 @@ def test_a_send_that_may_have_happened_counts_and_holds_the_cooldown(make_store:
         assert (await store.begin_send(_send("a", now, execution="x"))).verdict is SendVerdict.RESERVED
         unusable = _challenge(nonce="a", sent_at=now, unusable=True)
         await store.finish_send(_send("a", now, execution="x"), SendResult.MAYBE_SENT, unusable)
-        assert await store.events(SENDS) == 1
+        assert await store.events("demo", SENDS) == 1
         assert (await store.begin_attempt(_attempt(now))).verdict is AttemptVerdict.NOT_FOUND
         assert (await store.begin_send(_send("b", now + 1, execution="x"))).verdict is SendVerdict.TOO_SOON
         assert (await store.begin_send(_send("c", now + 31))).verdict is SendVerdict.RESERVED
@@ -274,7 +285,40 @@ def test_the_connections_budget_trips_across_identifiers_and_gives_back_unsent_c
         assert verdicts == [SendVerdict.RESERVED, SendVerdict.RESERVED, SendVerdict.BUDGET_TRIPPED]
         # A reservation that certainly sent nothing gives its share of the budget back.
         await store.finish_send(requests[0], SendResult.NOT_SENT, None)
-        assert await store.events(breaker.subject) == 1
+        assert await store.events("demo", breaker.subject) == 1
+
+    run(make_store, scenario)
+
+
+def test_a_callers_budget_spans_its_connections_and_a_tripped_one_holds_nothing(
+    make_store: StoreFactory,
+) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        budget = SendBudget(caller_budget_subject("journeys", 60), 2, 60)
+        requests = [
+            replace(
+                _send(f"n{i}", now),
+                key=ChallengeKey(connection, f"run-{i}", "ada"),
+                sends_subject=f"sends:{i}",
+                budgets=(budget,),
+            )
+            for i, connection in enumerate(["demo", "other", "third"])
+        ]
+        verdicts = [(await store.begin_send(request)).verdict for request in requests]
+        assert verdicts == [SendVerdict.RESERVED, SendVerdict.RESERVED, SendVerdict.BUDGET_TRIPPED]
+        assert await store.events("", budget.subject) == 2
+        # The tripped send counted nothing and holds no key: its identifier's counter is untouched...
+        assert await store.events("third", "sends:2") == 0
+        assert await store.load(requests[2].key) is None
+        # ...and an unsent code gives the caller's budget back, whichever connection it went through.
+        await store.finish_send(requests[1], SendResult.NOT_SENT, None)
+        assert await store.events("", budget.subject) == 1
+        assert (
+            await store.begin_send(
+                replace(requests[2], placeholder=replace(requests[2].placeholder, nonce="again"))
+            )
+        ).verdict is SendVerdict.RESERVED
 
     run(make_store, scenario)
 
@@ -329,13 +373,13 @@ def test_a_users_sends_are_counted_once_its_alias_is_known_and_given_back_when_n
 ) -> None:
     async def scenario(store: ChallengeStore) -> None:
         await _sent_to(store, _aliased("a", "run-a"), "U")  # unknown at begin: counted for U afterwards
-        assert await store.events(USER_SENDS + "U") == 1
+        assert await store.events("demo", USER_SENDS + "U") == 1
         second = _aliased("b", "run-b")
         assert (await store.begin_send(second)).verdict is SendVerdict.RESERVED  # known: counted up front
-        assert await store.events(USER_SENDS + "U") == 2
+        assert await store.events("demo", USER_SENDS + "U") == 2
         await store.finish_send(second, SendResult.NOT_SENT, None)
-        assert await store.events(USER_SENDS + "U") == 1
-        assert await store.events(SENDS) == 1
+        assert await store.events("demo", USER_SENDS + "U") == 1
+        assert await store.events("demo", SENDS) == 1
 
     run(make_store, scenario)
 
@@ -377,7 +421,7 @@ def test_codes_lost_through_a_fresh_alias_are_bounded_then_counted_for_its_user(
         phone = "alias:ada-phone"
         await lose(store, replace(_aliased("d", "run-d"), alias_subject=phone))
         await _sent_to(store, replace(_aliased("e", "run-e"), alias_subject=phone), "U")
-        assert await store.events(USER_SENDS + "U") == 2
+        assert await store.events("demo", USER_SENDS + "U") == 2
 
     run(make_store, scenario)
 
@@ -389,9 +433,9 @@ def test_a_users_wrong_codes_are_counted_and_given_back_with_the_identifiers(
         await _saved(store, _challenge(user="U"))
         subjects = (FAILURES, USER_FAILURES + "U")
         assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
-        assert await store.events(USER_FAILURES + "U") == 1
+        assert await store.events("demo", USER_FAILURES + "U") == 1
         await store.finish_attempt(KEY, "n1", Judgement.UNJUDGED, subjects)
-        assert await store.events(USER_FAILURES + "U") == await store.events(FAILURES) == 0
+        assert await store.events("demo", USER_FAILURES + "U") == await store.events("demo", FAILURES) == 0
         for _ in range(2):
             assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
         # Another identifier's challenge for the same user: the user is locked, though that identifier is not.
@@ -404,7 +448,7 @@ def test_a_users_wrong_codes_are_counted_and_given_back_with_the_identifiers(
         assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
         await store.finish_send(request, SendResult.SENT, _challenge(nonce="p", user="U"))
         assert (await store.begin_attempt(other)).verdict is AttemptVerdict.LOCKED
-        assert await store.events("failures:phone") == 0  # a locked user touches nothing
+        assert await store.events("demo", "failures:phone") == 0  # a locked user touches nothing
 
     run(make_store, scenario)
 
@@ -486,19 +530,19 @@ def test_redis_holds_no_session_or_username_in_clear_and_keys_rotate(redis_url: 
     async def scenario() -> None:
         client = redis.Redis.from_url(redis_url)
         before = SessionSealer([_parse(old_line)])
-        store = RedisChallengeStore.from_url(redis_url, before)
+        store = redis_challenge_store(redis_url, before)
         challenge = _challenge(nonce="n1")
         await _saved(store, challenge)
         raw = b"".join(client.get(k) or b"" for k in client.keys("otp-steps:challenge:*"))
         assert b"session-xyz" not in raw and b'"ada"' not in raw
         await store.aclose()
         # Rotation: the new key seals from now on, the old one still opens what it sealed.
-        rotated = RedisChallengeStore.from_url(redis_url, SessionSealer([_parse(new_line), _parse(old_line)]))
+        rotated = redis_challenge_store(redis_url, SessionSealer([_parse(new_line), _parse(old_line)]))
         grant = await rotated.begin_attempt(_attempt())
         assert grant.challenge is not None and grant.challenge.session == "session-xyz"
         await rotated.aclose()
         # Without the old key, the challenge does not open: a store failure, never a session in clear.
-        lost = RedisChallengeStore.from_url(redis_url, SessionSealer([_parse(new_line)]))
+        lost = redis_challenge_store(redis_url, SessionSealer([_parse(new_line)]))
         with pytest.raises(ChallengeStoreError):
             await lost.begin_attempt(_attempt())
         await lost.aclose()

@@ -155,10 +155,10 @@ class Steps:
         )
 
     async def sends(self) -> int:
-        return await self.store.events(sends_subject("demo", "ada@example.com"))
+        return await self.store.events("demo", sends_subject("demo", "ada@example.com"))
 
     async def wrong_codes(self) -> int:
-        return await self.store.events(lockout_subject("demo", "ada@example.com"))
+        return await self.store.events("demo", lockout_subject("demo", "ada@example.com"))
 
 
 def failure_code(outcome: StepOutcome[Any]) -> FailureCode | None:

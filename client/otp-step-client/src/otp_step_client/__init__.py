@@ -25,8 +25,11 @@ from otp_step_client._client import (
     UnauthenticatedError,
     UnavailableError,
 )
+from otp_step_client._service_config import CHANNEL_OPTIONS, SERVICE_CONFIG
 
 __all__ = [
+    "CHANNEL_OPTIONS",
+    "SERVICE_CONFIG",
     "Credentials",
     "DeadlineExceededError",
     "InvalidArgumentError",

@@ -15,6 +15,8 @@ from grpc_status import rpc_status
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
+from otp_step_client._service_config import CHANNEL_OPTIONS
+
 OtpChannel = Literal["EMAIL", "SMS"]
 EventData = Literal["NONE", "STEP_INPUT_OUTPUT", "CUSTOM_PAYLOAD"]
 
@@ -180,15 +182,17 @@ class Credentials:
         return self.root_certificates is not None or self.certificate_chain is not None
 
     def channel(self, target: str) -> grpc.Channel:
-        """A channel to `target` with these credentials."""
+        """A channel to `target` with these credentials and the shipped service config (`SERVICE_CONFIG`)."""
+        options: list[tuple[str, object]] = list(CHANNEL_OPTIONS)
         if not self.tls:
-            return grpc.insecure_channel(target)
+            return grpc.insecure_channel(target, options=options)
         ssl = grpc.ssl_channel_credentials(
             root_certificates=self.root_certificates,
             private_key=self.private_key,
             certificate_chain=self.certificate_chain,
         )
-        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
         return grpc.secure_channel(target, ssl, options=options)
 
 

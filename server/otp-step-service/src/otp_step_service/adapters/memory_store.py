@@ -240,7 +240,7 @@ class InMemoryChallengeStore:
             return None
         return challenge
 
-    async def events(self, subject: str) -> int:
+    async def events(self, connection: str, subject: str) -> int:
         """A counter's value in its current window."""
         return self._count(subject, self._clock.now())
 

@@ -2,7 +2,7 @@
 
 With several instances (or OTP_STEP_PROCESSES > 1) a caller's steps land on all of them, so a bucket per
 process would let it run the rate once per process. Here the caller's theoretical arrival time lives in Redis
-under `<prefix>rate:<32 hex of sha256(caller)>`: the key's length does not depend on the caller's name or peer
+under `<prefix>rate:{<32 hex of sha256(caller)>}` (its own hash slot in a Redis Cluster): the key's length does not depend on the caller's name or peer
 address, and it expires when the TAT passes (an idle caller's key is gone, and a missing key means a full
 burst). The script decides and writes in one atomic step, so two instances can never both spend the last
 step of a burst.
@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import hashlib
 
-import redis.asyncio as redis
-
-from otp_step_service.adapters.redis_store import redis_client, store_errors, text
+from otp_step_service.adapters.redis_connection import RedisClient
+from otp_step_service.adapters.redis_store import store_errors, text
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.step_rate import Gcra, RateDecision
 
@@ -46,20 +45,15 @@ _EPSILON = 1e-9
 class RedisStepRate:
     """StepRate on Redis, shared by every instance using the same Redis and prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "otp-steps:", clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, client: RedisClient, prefix: str = "otp-steps:", clock: Clock = SYSTEM_CLOCK) -> None:
         self._redis = client
         self._prefix = prefix
         self._clock = clock
         self._take = client.register_script(_TAKE)
 
-    @classmethod
-    def from_url(cls, url: str, *, max_connections: int = 64, clock: Clock = SYSTEM_CLOCK) -> RedisStepRate:
-        """A limiter for `redis://host:port/db` (or rediss://, unix://); short timeouts, as the store's."""
-        return cls(redis_client(url, max_connections), clock=clock)
-
     def key(self, caller: str) -> str:
         """The Redis key of `caller`'s TAT (bounded length whatever the caller's name)."""
-        return f"{self._prefix}rate:{hashlib.sha256(caller.encode()).hexdigest()[:32]}"
+        return f"{self._prefix}rate:{{{hashlib.sha256(caller.encode()).hexdigest()[:32]}}}"
 
     @store_errors
     async def take(self, caller: str, rate: float) -> RateDecision:
@@ -74,5 +68,5 @@ class RedisStepRate:
         return RateDecision(False, float(text(wait)))
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the client's connections."""
         await self._redis.aclose()

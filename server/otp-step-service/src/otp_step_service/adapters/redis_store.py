@@ -4,20 +4,35 @@ Validate may land on another instance than Generate did, so challenges and count
 step's two bookkeeping operations is one Lua script (atomic on the server, one round trip), so two instances
 can never spend the same attempt or the same send twice; keys carry a TTL, so expired challenges and counter
 windows leave Redis by themselves. Sessions and usernames are sealed (`sealing.SessionSealer`): nothing
-secret is in Redis in clear. A step's keys (its challenge, its identifier's counters) are not in one
-hash slot: the store needs a single Redis (or a primary with replicas), not Redis Cluster.
+secret is in Redis in clear.
+
+Keys (docs/fleet.md, "Key layout"): everything of one connection — its challenges, its identifiers' and
+users' counters, its tenants', number ranges' and IPs' counters, its send budgets — carries the connection's
+hash tag `{c:<16 hex>}`, so in a Redis Cluster it is in one slot and every script runs on one primary; a
+caller's send budgets, which span connections, carry the caller's tag and are taken by a script of their own.
+Scripts read only the keys they are passed: a key whose name depends on a stored value (the user an
+identifier reached) is read first and passed in, and the script checks it is still the one.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
-import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from otp_step_service.adapters.redis_connection import (
+    RedisClient,
+    replicas_of_primary,
+    run_script,
+)
 from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.challenges import (
     USER_FAILURES,
@@ -28,10 +43,12 @@ from otp_step_service.steps.challenges import (
     Challenge,
     ChallengeKey,
     Judgement,
+    SendBudget,
     SendRequest,
     SendReservation,
     SendResult,
     SendVerdict,
+    caller_scope,
 )
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ChallengeStoreError
@@ -45,6 +62,9 @@ _HOLD = ":hold"
 _UNRESOLVED = ":unresolved"
 R = TypeVar("R")
 
+# How long an unset OTP_STEP_STORE_MIN_REPLICAS trusts what it last saw of a primary's replicas.
+REPLICAS_RECHECK_SECONDS = 10.0
+
 # Shared by the scripts: a counter's value (0 when absent), and giving one event back.
 _COUNTERS = """
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
@@ -56,19 +76,23 @@ local function add(key, window)
 end
 """
 
-# KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, alias unresolved sends, budgets...
+# KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, alias unresolved sends, the user's
+#       sends, the user's failures, budgets... (keys the request has no use for are unused names in its slot)
 # ARGV: placeholder json, now, execution id, cooldown s, placeholder TTL ms, send limit, send window s,
-#       lockout threshold, reservation s, user sends prefix, user failures prefix, max unresolved sends,
-#       budgets' (limit, window)...
-# The alias entry names the identifier's Cognito user (a digest); that user's counters are built from it, so
-# they are keys the script did not declare (fine on one Redis; see the module docstring).
+#       lockout threshold, reservation s, the user the caller read from the alias entry ('' none), max
+#       unresolved sends, has alias ('1'/'0'), budgets' (limit, window)...
+# The alias entry names the identifier's Cognito user; the caller reads it first and passes that user's
+# counters as keys. Should the entry have changed since, the script touches nothing and answers 'stale' with
+# the user it found, and the caller runs it again with those keys: a script reads only keys it was given.
 _BEGIN_SEND = (
     _COUNTERS
     + """
 local now = tonumber(ARGV[2])
-local user = KEYS[4] ~= '' and redis.call('GET', KEYS[4])
+local has_alias = ARGV[12] == '1'
+local user = has_alias and redis.call('GET', KEYS[4])
+if (user or '') ~= ARGV[10] then return {'stale', user or ''} end
 if count(KEYS[3]) >= tonumber(ARGV[8]) then return {'locked', false} end
-if user and count(ARGV[11] .. user) >= tonumber(ARGV[8]) then return {'locked', false} end
+if user and count(KEYS[8]) >= tonumber(ARGV[8]) then return {'locked', false} end
 local raw = redis.call('GET', KEYS[1])
 if raw then
   local c = cjson.decode(raw)
@@ -83,29 +107,29 @@ end
 if count(KEYS[2]) >= tonumber(ARGV[6]) then
   return {'over_budget', tostring(math.max(redis.call('TTL', KEYS[2]), 1))}
 end
-if user and count(ARGV[10] .. user) >= tonumber(ARGV[6]) then
-  return {'over_budget', tostring(math.max(redis.call('TTL', ARGV[10] .. user), 1))}
+if user and count(KEYS[7]) >= tonumber(ARGV[6]) then
+  return {'over_budget', tostring(math.max(redis.call('TTL', KEYS[7]), 1))}
 end
-if not user and KEYS[4] ~= '' then
+if not user and has_alias then
   -- This identifier's first code is on its way and its user is not known yet.
   if redis.call('EXISTS', KEYS[5]) == 1 then return {'too_soon', '1'} end
-  if count(KEYS[6]) >= tonumber(ARGV[12]) then
+  if count(KEYS[6]) >= tonumber(ARGV[11]) then
     return {'too_soon', tostring(math.max(redis.call('TTL', KEYS[6]), 1))}
   end
 end
-for i = 7, #KEYS do
-  local limit = tonumber(ARGV[13 + (i - 7) * 2])
+for i = 9, #KEYS do
+  local limit = tonumber(ARGV[13 + (i - 9) * 2])
   if count(KEYS[i]) >= limit then
     return {'budget_tripped', tostring(math.max(redis.call('TTL', KEYS[i]), 1))}
   end
 end
 add(KEYS[2], ARGV[7])
-for i = 7, #KEYS do add(KEYS[i], ARGV[14 + (i - 7) * 2]) end
+for i = 9, #KEYS do add(KEYS[i], ARGV[14 + (i - 9) * 2]) end
 local placeholder = cjson.decode(ARGV[1])
 if user then
-  add(ARGV[10] .. user, ARGV[7])
+  add(KEYS[7], ARGV[7])
   placeholder.user = user  -- what finish_send gives back or does not count twice
-elseif KEYS[4] ~= '' then
+elseif has_alias then
   redis.call('SET', KEYS[5], placeholder.nonce, 'PX', math.floor(tonumber(ARGV[9]) * 1000))
 end
 redis.call('SET', KEYS[1], cjson.encode(placeholder), 'PX', ARGV[5])
@@ -113,9 +137,35 @@ return {'reserved', false}
 """
 )
 
-# KEYS: challenge, alias entry, alias hold, alias unresolved sends, counted counters...
+# A caller's send budgets span connections, so they live in a slot of their own and are taken after the
+# connection's script reserved the send (which is given back if they are spent).
+# KEYS: budgets... ARGV: (limit, window)...
+_TAKE_BUDGETS = (
+    _COUNTERS
+    + """
+for i = 1, #KEYS do
+  if count(KEYS[i]) >= tonumber(ARGV[i * 2 - 1]) then
+    return {'budget_tripped', tostring(math.max(redis.call('TTL', KEYS[i]), 1))}
+  end
+end
+for i = 1, #KEYS do add(KEYS[i], ARGV[i * 2]) end
+return {'reserved', false}
+"""
+)
+
+# KEYS: counters... (one event of each given back)
+_GIVE_BACK = (
+    _COUNTERS
+    + """
+for i = 1, #KEYS do give_back(KEYS[i]) end
+return 1
+"""
+)
+
+# KEYS: challenge, alias entry, alias hold, alias unresolved sends, the settled user's sends, the counted user's
+#       sends, counted counters...
 # ARGV: nonce, result, challenge json (or ''), TTL ms, the challenge's user (or ''), send window s,
-#       alias TTL s, user sends prefix.
+#       alias TTL s, the user begin_send counted the send for (as the caller knows it), has alias ('1'/'0').
 _FINISH_SEND = (
     _COUNTERS
     + """
@@ -123,36 +173,38 @@ local raw = redis.call('GET', KEYS[1])
 local current = raw and cjson.decode(raw)
 local mine = current and current.nonce == ARGV[1]
 local counted_user = (mine and current.user) or ''
-local holding = KEYS[2] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1]
+if counted_user ~= ARGV[8] then return {'stale', counted_user} end
+local has_alias = ARGV[9] == '1'
+local holding = has_alias and redis.call('GET', KEYS[3]) == ARGV[1]
 if ARGV[2] == 'not_sent' then
   if mine then redis.call('DEL', KEYS[1]) end
-  for i = 5, #KEYS do give_back(KEYS[i]) end
-  if counted_user ~= '' then give_back(ARGV[8] .. counted_user) end
+  for i = 7, #KEYS do give_back(KEYS[i]) end
+  if counted_user ~= '' then give_back(KEYS[6]) end
   if holding then redis.call('DEL', KEYS[3]) end
-  return 1
+  return {'settled', ''}
 end
 if mine and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 local user = ARGV[5]
-if KEYS[2] ~= '' and user ~= '' then
-  local sends = ARGV[8] .. user
-  if user ~= counted_user then add(sends, ARGV[6]) end
+if has_alias and user ~= '' then
+  if user ~= counted_user then add(KEYS[5], ARGV[6]) end
   -- Codes that went out through this identifier while its user was unknown were this user's too.
   local lost = count(KEYS[4])
   if lost > 0 then
-    redis.call('INCRBY', sends, lost)
-    if redis.call('PTTL', sends) < 0 then redis.call('EXPIRE', sends, ARGV[6]) end
+    redis.call('INCRBY', KEYS[5], lost)
+    if redis.call('PTTL', KEYS[5]) < 0 then redis.call('EXPIRE', KEYS[5], ARGV[6]) end
     redis.call('DEL', KEYS[4])
   end
   redis.call('SET', KEYS[2], user, 'EX', ARGV[7])
-elseif KEYS[2] ~= '' and counted_user == '' and ARGV[2] == 'lost' then
+elseif has_alias and counted_user == '' and ARGV[2] == 'lost' then
   add(KEYS[4], ARGV[6])  -- a code may have reached a user nobody can name yet
 end
 if holding then redis.call('DEL', KEYS[3]) end
-return 1
+return {'settled', ''}
 """
 )
 
-# KEYS: challenge, lockout counter. ARGV: now, lockout threshold, lockout window s, user failures prefix.
+# KEYS: challenge, lockout counter, the user's failures.
+# ARGV: now, lockout threshold, lockout window s, the challenge's user as the caller guessed it ('' none).
 _BEGIN_ATTEMPT = (
     _COUNTERS
     + """
@@ -161,15 +213,16 @@ local raw = redis.call('GET', KEYS[1])
 if not raw then return {'not_found', false} end
 local c = cjson.decode(raw)
 if c.pending or c.unusable then return {'not_found', false} end
-local user_failures = c.user and c.user ~= '' and (ARGV[4] .. c.user)
-if user_failures and count(user_failures) >= tonumber(ARGV[2]) then return {'locked', false} end
+local user = c.user or ''
+if user ~= ARGV[4] then return {'stale', user} end
+if user ~= '' and count(KEYS[3]) >= tonumber(ARGV[2]) then return {'locked', false} end
 if c.expires_at <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return {'expired', false} end
 if c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]); return {'exhausted', false} end
 c.attempts_used = c.attempts_used + 1
 local encoded = cjson.encode(c)
 redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
 add(KEYS[2], ARGV[3])
-if user_failures then add(user_failures, ARGV[3]) end
+if user ~= '' then add(KEYS[3], ARGV[3]) end
 return {'granted', encoded}
 """
 )
@@ -243,18 +296,6 @@ def _decode(raw: str | bytes, sealer: SessionSealer, context: str) -> Challenge:
     )
 
 
-def redis_client(url: str, max_connections: int) -> redis.Redis:
-    """A client for `redis://host:port/db` (or rediss://, unix://) with short socket timeouts: a Redis that
-    hangs must fail a step quickly (a retryable store failure), not hold it to the caller's deadline."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
-        health_check_interval=30,
-        max_connections=max_connections,
-    )
-
-
 def text(value: Any) -> str:
     """A Redis reply as str (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -273,54 +314,112 @@ def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Cor
     return translated
 
 
+def connection_tag(connection: str) -> str:
+    """The hash tag of one connection's keys: a Redis Cluster keeps them in one slot, so each script's keys
+    are on one primary. 16 hex digits of a digest: the connection's name is not spelled out."""
+    return "{c:" + hashlib.sha256(connection.encode()).hexdigest()[:16] + "}"
+
+
 class RedisChallengeStore:
-    """ChallengeStore on Redis. Keys: `<prefix>challenge:<sha256>`, `<prefix>sends:…`, `<prefix>failures:…`."""
+    """ChallengeStore on Redis (one, Sentinel-managed or a Cluster); see the module docstring for the keys.
+
+    `min_replicas`: replicas that must hold a security counter (sends, wrong codes) before the step goes on
+    (None: 1 when the primary has replicas, checked at the first write; 0: no WAIT)."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         sealer: SessionSealer,
         prefix: str = "otp-steps:",
         clock: Clock = SYSTEM_CLOCK,
+        min_replicas: int | None = 0,
     ) -> None:
         self._redis = client
         self._sealer = sealer
         self._prefix = prefix
         self._clock = clock
+        self._min_replicas = min_replicas
+        self._auto_replicas: dict[str, tuple[int, float]] = {}
         self._begin_send = client.register_script(_BEGIN_SEND)
+        self._take_budgets = client.register_script(_TAKE_BUDGETS)
+        self._give_back = client.register_script(_GIVE_BACK)
         self._finish_send = client.register_script(_FINISH_SEND)
         self._begin_attempt = client.register_script(_BEGIN_ATTEMPT)
         self._finish_attempt = client.register_script(_FINISH_ATTEMPT)
+        # The user each open reservation counted its send for (finish_send runs where begin_send ran); a
+        # stale or missing entry costs one more round trip, never a wrong count (the script checks it).
+        self._reserved_for: OrderedDict[str, str] = OrderedDict()
 
-    @classmethod
-    def from_url(
-        cls, url: str, sealer: SessionSealer, *, max_connections: int = 256, clock: Clock = SYSTEM_CLOCK
-    ) -> RedisChallengeStore:
-        """A store for `redis://host:port/db` (or rediss://, unix://), with short socket timeouts."""
-        return cls(redis_client(url, max_connections), sealer, clock=clock)
-
+    # Key layout: <prefix>{c:<connection digest>}<subject> for everything of one connection,
+    # <prefix>{<caller scope>}<subject> for a caller's budgets across connections.
     def _key(self, key: ChallengeKey) -> str:
-        return self._prefix + key.storage_key()
+        return self._prefix + connection_tag(key.connection) + key.storage_key()
+
+    def _counter(self, connection: str, subject: str) -> str:
+        scope = caller_scope(subject)
+        if scope:
+            return self._prefix + "{" + scope + "}" + subject
+        return self._prefix + connection_tag(connection) + subject
+
+    def _unused(self, connection: str) -> str:
+        """A key name in the connection's slot that no script touches (a placeholder for an absent key)."""
+        return self._prefix + connection_tag(connection) + "-"
 
     def _ttl_ms(self, challenge: Challenge) -> int:
         return max(1, int((challenge.forget_at - self._clock.now()) * 1000))
 
+    async def _replicas(self, key: str, *, fresh: bool = False) -> int:
+        """Replicas to WAIT for: the setting, or (unset) 1 while the key's primary has a replica, which is
+        looked up again every REPLICAS_RECHECK_SECONDS (a failover leaves the new primary without one until
+        the old one returns as its replica) and at once after a WAIT fell short."""
+        if self._min_replicas is not None:
+            return self._min_replicas
+        slot = key[key.index("{") : key.index("}") + 1] if isinstance(self._redis, RedisCluster) else ""
+        known = self._auto_replicas.get(slot)
+        now = time.monotonic()
+        if fresh or known is None or now - known[1] > REPLICAS_RECHECK_SECONDS:
+            known = (1 if await replicas_of_primary(self._redis, key) > 0 else 0, now)
+            if len(self._auto_replicas) > 4096:
+                self._auto_replicas.clear()
+            self._auto_replicas[slot] = known
+        return known[0]
+
+    async def _counted(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that adds to a security counter; with replicas, only once one holds it."""
+        wanted = await self._replicas(keys[0])
+        reply, acknowledged = await run_script(self._redis, script, keys, args, wanted)
+        if acknowledged < wanted and (
+            self._min_replicas is not None or await self._replicas(keys[0], fresh=True)
+        ):
+            # The counter is on the primary alone while a replica could take over and forget it: Cognito is
+            # not asked. (Unset, and the primary has no replica left at all: nothing can forget it by a
+            # failover, and the step goes on.)
+            raise ChallengeStoreError(f"WAIT: {acknowledged} of {wanted} replicas")
+        return reply
+
     @store_errors
     async def begin_send(self, request: SendRequest) -> SendReservation:
-        """Decide, count and hold the key in one script."""
+        """Decide, count and hold the key in one script in the connection's slot; then the caller's budgets."""
+        connection = request.key.connection
+        unused = self._unused(connection)
+        alias = self._counter(connection, request.alias_subject) if request.alias_subject else unused
+        inside = [b for b in request.budgets if not caller_scope(b.subject)]
+        across = [b for b in request.budgets if caller_scope(b.subject)]
+        user = text(await self._redis.get(alias) or b"") if request.alias_subject else ""
         placeholder = request.placeholder
-        alias = self._prefix + request.alias_subject if request.alias_subject else ""
-        verdict, value = await self._begin_send(
-            keys=[
+        for _ in range(3):
+            keys = [
                 self._key(request.key),
-                self._prefix + request.sends_subject,
-                self._prefix + request.lockout_subject,
+                self._counter(connection, request.sends_subject),
+                self._counter(connection, request.lockout_subject),
                 alias,
-                alias + _HOLD if alias else "",
-                alias + _UNRESOLVED if alias else "",
-                *(self._prefix + budget.subject for budget in request.budgets),
-            ],
-            args=[
+                alias + _HOLD if request.alias_subject else unused,
+                alias + _UNRESOLVED if request.alias_subject else unused,
+                self._counter(connection, USER_SENDS + user) if user else unused,
+                self._counter(connection, USER_FAILURES + user) if user else unused,
+                *(self._counter(connection, budget.subject) for budget in inside),
+            ]
+            args = [
                 _encode(placeholder, self._sealer, request.key.storage_key()),
                 request.now,
                 placeholder.step_execution_id,
@@ -330,13 +429,22 @@ class RedisChallengeStore:
                 request.send_window_seconds,
                 request.lockout_threshold,
                 request.reservation_seconds,
-                self._prefix + USER_SENDS,
-                self._prefix + USER_FAILURES,
+                user,
                 request.max_unresolved_sends,
-                *(value for budget in request.budgets for value in (budget.limit, budget.window_seconds)),
-            ],
-        )
+                "1" if request.alias_subject else "0",
+                *(value for budget in inside for value in (budget.limit, budget.window_seconds)),
+            ]
+            verdict, value = await self._counted(self._begin_send, keys, args)
+            if text(verdict) != "stale":
+                break
+            user = text(value)
+        else:
+            raise ChallengeStoreError("the identifier's user kept changing")
         name = text(verdict)
+        if name == "reserved" and across:
+            name, value = await self._take_across(request, across, user)
+        if name == "reserved":
+            self._remember(request.nonce, user)
         if name == "replay":
             return SendReservation(
                 SendVerdict.REPLAY, _decode(value, self._sealer, request.key.storage_key())
@@ -345,45 +453,105 @@ class RedisChallengeStore:
             return SendReservation(SendVerdict(name), wait_seconds=float(text(value)))
         return SendReservation(SendVerdict(name))
 
+    async def _take_across(
+        self, request: SendRequest, budgets: list[SendBudget], user: str
+    ) -> tuple[str, Any]:
+        """Take the caller's budgets; spent ones undo the reservation the connection's script made."""
+        try:
+            verdict, value = await self._counted(
+                self._take_budgets,
+                [self._counter("", budget.subject) for budget in budgets],
+                [v for budget in budgets for v in (budget.limit, budget.window_seconds)],
+            )
+        except BaseException:
+            await self._undo(request, user)
+            raise
+        if text(verdict) == "budget_tripped":
+            await self._undo(request, user)
+        return text(verdict), value
+
+    async def _undo(self, request: SendRequest, user: str) -> None:
+        try:
+            self._remember(request.nonce, user)
+            await self._settle(request, SendResult.NOT_SENT, None, caller_budgets=False)
+        except (RedisError, OSError, ChallengeStoreError):
+            pass  # the reservation is then abandoned: it holds the cooldown, and its counts, until it ages out
+
+    def _remember(self, nonce: str, user: str) -> None:
+        self._reserved_for[nonce] = user
+        while len(self._reserved_for) > 10_000:
+            self._reserved_for.popitem(last=False)
+
     @store_errors
     async def finish_send(
         self, request: SendRequest, result: SendResult, challenge: Challenge | None
     ) -> None:
-        """Settle the reservation, and learn the identifier's user, in one script."""
-        alias = self._prefix + request.alias_subject if request.alias_subject else ""
+        """Settle the reservation, and learn the identifier's user, in one script (and give the caller's
+        budgets back when nothing was sent)."""
+        await self._settle(request, result, challenge, caller_budgets=True)
+
+    async def _settle(
+        self, request: SendRequest, result: SendResult, challenge: Challenge | None, *, caller_budgets: bool
+    ) -> None:
+        connection = request.key.connection
+        unused = self._unused(connection)
+        alias = self._counter(connection, request.alias_subject) if request.alias_subject else unused
         context = request.key.storage_key()
-        await self._finish_send(
-            keys=[
+        settled_user = challenge.user if challenge is not None else ""
+        counted_user = self._reserved_for.pop(request.nonce, "")
+        counted = [s for s in request.counted if not caller_scope(s)]
+        for _ in range(3):
+            keys = [
                 self._key(request.key),
                 alias,
-                alias + _HOLD if alias else "",
-                alias + _UNRESOLVED if alias else "",
-                *(self._prefix + subject for subject in request.counted),
-            ],
-            args=[
+                alias + _HOLD if request.alias_subject else unused,
+                alias + _UNRESOLVED if request.alias_subject else unused,
+                self._counter(connection, USER_SENDS + settled_user) if settled_user else unused,
+                self._counter(connection, USER_SENDS + counted_user) if counted_user else unused,
+                *(self._counter(connection, subject) for subject in counted),
+            ]
+            args = [
                 request.nonce,
                 result.value,
                 _encode(challenge, self._sealer, context) if challenge is not None else "",
                 self._ttl_ms(challenge) if challenge is not None else 1,
-                challenge.user if challenge is not None else "",
+                settled_user,
                 request.send_window_seconds,
                 max(request.alias_seconds, 1),
-                self._prefix + USER_SENDS,
-            ],
-        )
+                counted_user,
+                "1" if request.alias_subject else "0",
+            ]
+            if result is SendResult.NOT_SENT:
+                verdict, value = await self._finish_send(keys=keys, args=args)
+            else:
+                verdict, value = await self._counted(self._finish_send, keys, args)
+            if text(verdict) != "stale":
+                break
+            counted_user = text(value)
+        else:
+            raise ChallengeStoreError("the reservation's user kept changing")
+        across = [s for s in request.counted if caller_scope(s)]
+        if result is SendResult.NOT_SENT and caller_budgets and across:
+            await self._give_back(keys=[self._counter("", subject) for subject in across])
 
     @store_errors
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
         """Check the lockouts, spend one attempt and count one wrong code in one script."""
-        verdict, raw = await self._begin_attempt(
-            keys=[self._key(request.key), self._prefix + request.lockout_subject],
-            args=[
-                request.now,
-                request.lockout_threshold,
-                request.lockout_window_seconds,
-                self._prefix + USER_FAILURES,
-            ],
-        )
+        connection = request.key.connection
+        user = ""
+        for _ in range(3):
+            keys = [
+                self._key(request.key),
+                self._counter(connection, request.lockout_subject),
+                self._counter(connection, USER_FAILURES + user) if user else self._unused(connection),
+            ]
+            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user]
+            verdict, raw = await self._counted(self._begin_attempt, keys, args)
+            if text(verdict) != "stale":
+                break
+            user = text(raw)  # the challenge names its user: once more, with that user's counter
+        else:
+            raise ChallengeStoreError("the challenge's user kept changing")
         name = text(verdict)
         if name == "granted":
             return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw, self._sealer, request.key.storage_key()))
@@ -393,9 +561,9 @@ class RedisChallengeStore:
     async def finish_attempt(
         self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]
     ) -> None:
-        """Settle the attempt in one script."""
+        """Settle the attempt in one script (it only gives counts back: no WAIT)."""
         await self._finish_attempt(
-            keys=[self._key(key), *(self._prefix + subject for subject in lockout_subjects)],
+            keys=[self._key(key), *(self._counter(key.connection, subject) for subject in lockout_subjects)],
             args=[nonce, judgement.value],
         )
 
@@ -409,9 +577,9 @@ class RedisChallengeStore:
         return challenge if challenge.usable and challenge.expires_at > self._clock.now() else None
 
     @store_errors
-    async def events(self, subject: str) -> int:
+    async def events(self, connection: str, subject: str) -> int:
         """The counter's value (0 when absent or expired)."""
-        raw = await self._redis.get(self._prefix + subject)
+        raw = await self._redis.get(self._counter(connection, subject))
         return int(raw) if raw is not None else 0
 
     async def aclose(self) -> None:

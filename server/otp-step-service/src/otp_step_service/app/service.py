@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.app.connection_checks import (
     check_connections,
     close_connections,
@@ -20,6 +19,8 @@ from otp_step_service.app.connection_checks import (
 from otp_step_service.app.connections import build_connections
 from otp_step_service.app.execution import StepRunner
 from otp_step_service.app.reload import ConfigurationWatch, ConnectionsReloader
+from otp_step_service.app.stores import challenge_store, store_secrets
+from otp_step_service.app.stores import step_rate as shared_step_rate
 from otp_step_service.config.connections import load_configuration
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.observability.metered_store import MeteredChallengeStore
@@ -27,7 +28,6 @@ from otp_step_service.observability.metrics import Metrics
 from otp_step_service.observability.otlp_metrics import OtlpMetricsBridge, otlp_metrics_configured
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.decoys import DecoyMasks
-from otp_step_service.steps.errors import ConfigurationError
 from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.step_rate import StepRate
 from otp_step_service.transport.call_metrics import CallDuration
@@ -36,25 +36,6 @@ from otp_step_service.transport.security import PortSecurity
 from otp_step_service.transport.server import SERVICE_NAME, STEP_METHODS, ServerLimits, StepExecutorServer
 
 log = logging.getLogger(__name__)
-
-
-def challenge_store(
-    url: str, keys_file: Path | None = None, clock: Clock = SYSTEM_CLOCK, max_connections: int = 256
-) -> ChallengeStore:
-    """The store named by OTP_STEP_CHALLENGE_STORE (a shared one seals sessions with OTP_STEP_CHALLENGE_KEYS_FILE)."""
-    if url == "memory":
-        return InMemoryChallengeStore(clock)
-    from otp_step_service.adapters.redis_store import RedisChallengeStore
-    from otp_step_service.adapters.sealing import SessionSealer
-
-    if keys_file is None:
-        raise ConfigurationError(
-            "OTP_STEP_CHALLENGE_KEYS_FILE is required with a shared challenge store: Cognito sessions are sealed "
-            "at rest (see README, Configuration)"
-        )
-    return RedisChallengeStore.from_url(
-        url, SessionSealer.from_file(keys_file), max_connections=max_connections, clock=clock
-    )
 
 
 def decoy_masks(keys_file: Path | None) -> DecoyMasks:
@@ -109,7 +90,12 @@ class Service:
             )
         if store is None:
             store = challenge_store(
-                settings.challenge_store, settings.challenge_keys_file, clock, settings.max_concurrent_steps
+                settings.challenge_store,
+                settings.challenge_keys_file,
+                clock,
+                settings.max_concurrent_steps,
+                secrets=store_secrets(settings),
+                min_replicas=settings.store_min_replicas,
             )
         if metrics is not None:
             store = MeteredChallengeStore(store, metrics)
@@ -123,11 +109,13 @@ class Service:
             idle_stream_seconds=settings.idle_stream_seconds,
             max_message_bytes=settings.max_message_bytes,
             reuse_port=settings.processes > 1,
+            max_connection_age_seconds=settings.max_connection_age_seconds,
+            max_connection_age_grace_seconds=settings.max_connection_age_grace_seconds,
         )
         security = PortSecurity.from_settings(
             settings,
             STEP_METHODS,
-            rate=step_rate,
+            rate=lambda: step_rate or shared_step_rate(settings, clock),
             clock=clock,
             callers=configuration.callers if configuration is not None else None,
         )

@@ -69,6 +69,14 @@ class ServiceSettings(BaseSettings):
     max_message_bytes: Annotated[int, Field(ge=4096, le=64 << 20)] = Field(
         1 << 20, description="largest request or response message"
     )
+    max_connection_age_seconds: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        0.0,
+        description="a client connection older than this is asked to reconnect (GOAWAY), so after a scale-out "
+        "clients resolve the name again and reach new instances; 0: never (a fleet: e.g. 300)",
+    )
+    max_connection_age_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        30.0, description="how long calls open on a connection past its maximum age may still finish"
+    )
     grace_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
         10.0, description="on SIGTERM/SIGINT, how long in-flight steps may finish"
     )
@@ -78,7 +86,29 @@ class ServiceSettings(BaseSettings):
         "(so load balancers stop sending before the port closes)",
     )
     challenge_store: str = Field(
-        "memory", description="'memory', or a redis://, rediss:// or unix:// URL shared by several instances"
+        "memory",
+        description="'memory', or a URL shared by several instances: redis://, rediss://, unix:// (one Redis), "
+        "redis+sentinel:// or rediss+sentinel:// (host:port,.../<master name>), redis+cluster:// or "
+        "rediss+cluster:// (host:port,...)",
+    )
+    challenge_store_password_file: Path | None = Field(
+        None,
+        description="file holding the Redis password (of the URL's user, else the default user); re-read when "
+        "it changes, used from the next connection on; wins over a password in the URL",
+    )
+    challenge_store_ca_file: Path | None = Field(
+        None, description="rediss: PEM CA bundle the Redis (and sentinel) certificates must chain to"
+    )
+    challenge_store_cert_file: Path | None = Field(
+        None, description="rediss: PEM client certificate, when Redis requires one (tls-auth-clients)"
+    )
+    challenge_store_key_file: Path | None = Field(
+        None, description="rediss: PEM private key of OTP_STEP_CHALLENGE_STORE_CERT_FILE"
+    )
+    store_min_replicas: Annotated[int, Field(ge=0, le=16)] | None = Field(
+        None,
+        description="replicas that must hold each security counter (sends, wrong codes: WAIT after the script) "
+        "before Cognito is asked; unset: 1 when the primary has replicas, else 0; 0: off",
     )
     challenge_keys_file: Path | None = Field(
         None,
@@ -184,9 +214,9 @@ class ServiceSettings(BaseSettings):
     @field_validator("challenge_store")
     @classmethod
     def _store_url(cls, value: str) -> str:
-        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
-            # The value is not echoed: a mistyped URL may carry a Redis password.
-            raise ValueError("use 'memory' or a redis://, rediss:// or unix:// URL")
+        from otp_step_service.config.store_url import parse_store_url
+
+        parse_store_url(value)  # its errors never echo the value: a mistyped URL may carry a Redis password
         return value
 
     @model_validator(mode="after")
@@ -195,6 +225,10 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"OTP_STEP_PROCESSES={self.processes} needs OTP_STEP_CHALLENGE_STORE=redis://...: a journey's "
                 "Validate may reach another process than its Generate did"
+            )
+        if (self.challenge_store_cert_file is None) != (self.challenge_store_key_file is None):
+            raise ValueError(
+                "OTP_STEP_CHALLENGE_STORE_CERT_FILE and OTP_STEP_CHALLENGE_STORE_KEY_FILE go together: set both"
             )
         if self.challenge_store != "memory" and self.challenge_keys_file is None:
             raise ValueError(

@@ -71,9 +71,9 @@ class MeteredChallengeStore:
         """See ChallengeStore.load."""
         return await self._timed("load", self.inner.load(key))
 
-    async def events(self, subject: str) -> int:
+    async def events(self, connection: str, subject: str) -> int:
         """See ChallengeStore.events."""
-        return await self._timed("events", self.inner.events(subject))
+        return await self._timed("events", self.inner.events(connection, subject))
 
     async def aclose(self) -> None:
         """Close the wrapped store."""

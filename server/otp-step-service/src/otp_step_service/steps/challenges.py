@@ -186,9 +186,23 @@ def tenant_budget_subject(connection: str, tenant_id: str, window_seconds: int) 
     return f"budget:tenant:{digest}:{window_seconds}"
 
 
+# Every counter belongs to one connection (its identifiers, users, tenants, number ranges and budgets), except
+# a caller's send budgets, which span every connection the caller uses. Stores that spread keys over shards
+# (Redis Cluster) keep one connection's keys together and a caller's budgets together, by this scope.
+CALLER_BUDGETS = "budget:caller:"
+
+
 def caller_budget_subject(caller: str, window_seconds: int) -> str:
     """The counter of codes sent for one authenticated caller per window, over all its connections."""
-    return f"budget:caller:{hashlib.sha256(caller.encode()).hexdigest()[:32]}:{window_seconds}"
+    return f"{CALLER_BUDGETS}{hashlib.sha256(caller.encode()).hexdigest()[:32]}:{window_seconds}"
+
+
+def caller_scope(subject: str) -> str:
+    """The caller a counter belongs to across connections (its per-window budgets share it); "" when the
+    counter belongs to one connection."""
+    if subject.startswith(CALLER_BUDGETS):
+        return subject.rsplit(":", 1)[0]
+    return ""
 
 
 def ip_subject(connection: str, ip_address: str) -> str:

@@ -130,8 +130,9 @@ class ChallengeStore(Protocol):
     async def load(self, key: ChallengeKey) -> Challenge | None:
         """The live, usable challenge, or None (missing, pending, unusable or expired)."""
 
-    async def events(self, subject: str) -> int:
-        """A counter's value within its current window."""
+    async def events(self, connection: str, subject: str) -> int:
+        """A counter's value within its current window (`connection`: the connection the counter belongs to,
+        unless it is a caller's, see `challenges.caller_scope`)."""
 
     async def aclose(self) -> None:
         """Release the store's connections."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -38,12 +39,12 @@ class PortSecurity:
         settings: ServiceSettings,
         step_methods: frozenset[str],
         *,
-        rate: StepRate | None = None,
+        rate: Callable[[], StepRate] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         callers: Callers | None = None,
     ) -> PortSecurity:
         """Read the callers when authentication is on; warn loudly about plaintext beyond loopback. The step
-        rate is `rate`, else the one beside the challenge store (`step_rate`)."""
+        rate, when one is set, comes from `rate` (the composition root's; else counted in this process)."""
         tls = None
         if settings.tls_cert is not None and settings.tls_key is not None:
             tls = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
@@ -84,7 +85,7 @@ class PortSecurity:
             open_methods=OPEN_METHODS,
             step_methods=step_methods,
             steps_per_second=settings.steps_per_second_per_caller,
-            rate=rate or step_rate(settings.challenge_store, clock),
+            rate=rate() if rate is not None else InProcessStepRate(clock),
         )
         return cls(tls, authentication)
 
@@ -99,13 +100,3 @@ class PortSecurity:
                 f"OTP_STEP_TLS_CERT / OTP_STEP_TLS_KEY / OTP_STEP_TLS_CLIENT_CA: cannot load ({exc})"
             ) from None
         return server.add_secure_port(listen, credentials)
-
-
-def step_rate(store_url: str, clock: Clock = SYSTEM_CLOCK) -> StepRate:
-    """Where per-caller steps per second are counted: in this process beside the in-memory store, in the same
-    Redis as a Redis store (shared by every instance and process that uses it)."""
-    if store_url == "memory":
-        return InProcessStepRate(clock)
-    from otp_step_service.adapters.redis_rate import RedisStepRate
-
-    return RedisStepRate.from_url(store_url, clock=clock)

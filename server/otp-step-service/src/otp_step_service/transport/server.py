@@ -57,6 +57,10 @@ class MethodAwareReflection(reflection.aio.ReflectionServicer):  # type: ignore[
         return response
 
 
+# The most often a client may send keepalive pings (the shipped client config sends one every 30 s).
+MIN_CLIENT_PING_MS = 20_000
+
+
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     """Concurrency and size bounds (from ServiceSettings, where their defaults are defined)."""
@@ -69,6 +73,8 @@ class ServerLimits:
     idle_stream_seconds: float
     max_message_bytes: int
     reuse_port: bool  # several server processes share the port (OTP_STEP_PROCESSES)
+    max_connection_age_seconds: float = 0.0  # 0: connections live as long as their clients keep them
+    max_connection_age_grace_seconds: float = 30.0
 
 
 class StepExecutorServer:
@@ -106,6 +112,17 @@ class StepExecutorServer:
         # Interceptors that must see every call before Admission does (call metrics), set before start().
         self.outer_interceptors: list[grpc.aio.ServerInterceptor] = []
 
+    @staticmethod
+    def _connection_age(limits: ServerLimits) -> list[tuple[str, int]]:
+        """gRFC A9: a client connection older than the age gets GOAWAY, its open calls the grace to finish, and
+        the client reconnects, resolving the name again: after a scale-out, load reaches the new instances."""
+        if limits.max_connection_age_seconds <= 0:
+            return []
+        return [
+            ("grpc.max_connection_age_ms", int(limits.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(limits.max_connection_age_grace_seconds * 1000)),
+        ]
+
     async def start(self) -> None:
         """Bind, start serving and report SERVING; OSError when the address cannot be bound."""
         interceptors: list[Any] = [self.admission]
@@ -130,6 +147,10 @@ class StepExecutorServer:
                 ("grpc.so_reuseport", 1 if limits.reuse_port else 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                # Accept client keepalive pings every 20 s or more (the shipped client sends one every 30 s):
+                # the default enforcement (5 min) would answer them with GOAWAY too_many_pings.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_MS),
+                *self._connection_age(limits),
             ],
         )
         pb_grpc.add_StepExecutorServicer_to_server(StepExecutorServicer(self._runner), server)

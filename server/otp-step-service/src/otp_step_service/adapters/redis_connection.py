@@ -1,0 +1,259 @@
+"""Clients for every Redis topology the store URL can name, and one way to run a script on them.
+
+One Redis, a Sentinel-managed primary and a Redis Cluster all end here as a `RedisClient`; the store and the
+step rate do not care which. Every client has short socket timeouts (a Redis that hangs fails a step quickly,
+as a retryable store failure, instead of holding it to the caller's deadline) and one quick retry of a command
+whose connection dropped (a failover closes every connection to the old primary).
+
+`run_script(client, script, keys, args, replicas)` runs a Lua script and, with `replicas > 0`, a `WAIT` on the
+same connection in the same round trip: WAIT counts the replicas that have this connection's writes, so it
+must follow the script on the connection that ran it (redis-py's pooled calls may not), and it cannot run
+inside the script itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.credentials import CredentialProvider
+from redis.exceptions import (
+    AskError,
+    ConnectionError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    TimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+RedisClient = redis.Redis | RedisCluster
+
+SOCKET_SECONDS = 2.0
+# Milliseconds a WAIT may block for the replicas: past it the write is treated as not durable (the step fails
+# retryably). A healthy replica acknowledges within a millisecond or two on one network.
+WAIT_MILLISECONDS = 500
+
+
+class RedisAddress(Protocol):
+    """Where the store is, as `config.store_url.StoreAddress` says it (kind: redis, sentinel or cluster)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]: ...
+    @property
+    def master(self) -> str: ...
+    @property
+    def db(self) -> int: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def sentinel_username(self) -> str | None: ...
+    @property
+    def sentinel_password(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class StoreSecrets:
+    """The files beside the store URL: the password (re-read on change) and the TLS material for rediss."""
+
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class PasswordFile(CredentialProvider):
+    """The store password from a file, read again whenever the file changes (a rotated secret is used from
+    the next connection on, without a restart; connections already authenticated stay so, as Redis keeps
+    them). The user name is the URL's, if any."""
+
+    def __init__(self, path: Path, username: str | None) -> None:
+        self._path = path
+        self._username = username
+        self._seen: tuple[float, int] | None = None
+        self._password = ""
+        self._read()
+
+    def _read(self) -> None:
+        stat = os.stat(self._path)
+        seen = (stat.st_mtime, stat.st_size)
+        if seen != self._seen:
+            self._password = self._path.read_text().strip()
+            self._seen = seen
+
+    def get_credentials(self) -> tuple[str] | tuple[str, str]:
+        """(user, password), or (password,) for the default user."""
+        try:
+            self._read()
+        except OSError as exc:  # a rotation in progress: keep the last password, say so without it
+            log.warning("challenge store password file %s unreadable (%s)", self._path, type(exc).__name__)
+        return (self._username, self._password) if self._username else (self._password,)
+
+    async def get_credentials_async(self) -> tuple[str] | tuple[str, str]:
+        """As get_credentials (a small local read)."""
+        return self.get_credentials()
+
+    def __repr__(self) -> str:
+        return f"PasswordFile({str(self._path)!r})"
+
+
+def redis_client(address: RedisAddress, secrets: StoreSecrets, max_connections: int) -> RedisClient:
+    """A client for the store `address` names (not `memory`)."""
+    common: dict[str, Any] = {
+        "socket_timeout": SOCKET_SECONDS,
+        "socket_connect_timeout": SOCKET_SECONDS,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1),
+        "retry_on_error": [ConnectionError, TimeoutError],
+    }
+    auth: dict[str, Any] = {}
+    url = address.url
+    if secrets.password_file is not None:
+        username = address.username
+        if address.kind == "redis" and "@" in urlsplit(url).netloc:
+            # redis-py takes a user from the URL or from a credential provider, not both: move it over.
+            parts = urlsplit(url)
+            username = unquote(parts.username or "") or None
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        auth["credential_provider"] = PasswordFile(secrets.password_file, username)
+    elif address.kind != "redis":
+        auth.update(username=address.username, password=address.password)
+    tls: dict[str, Any] = {}
+    if address.tls:
+        tls = {
+            "ssl_ca_certs": str(secrets.ca_file) if secrets.ca_file else None,
+            "ssl_certfile": str(secrets.cert_file) if secrets.cert_file else None,
+            "ssl_keyfile": str(secrets.key_file) if secrets.key_file else None,
+        }
+    if address.kind == "redis":
+        if address.tls:
+            common.update({k: v for k, v in tls.items() if v is not None})
+        return redis.Redis.from_url(
+            url, health_check_interval=30, max_connections=max_connections, **common, **auth
+        )
+    if address.kind == "cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+            max_connections=max_connections,
+            ssl=address.tls,
+            **({k: v for k, v in tls.items() if v is not None}),
+            **common,
+            **auth,
+        )
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": SOCKET_SECONDS,
+        "socket_connect_timeout": SOCKET_SECONDS,
+        "username": address.sentinel_username,
+        "password": address.sentinel_password,
+    }
+    if address.tls:
+        # redis-py gives the sentinels only the socket options unless told (its sentinel_kwargs default).
+        sentinel_kwargs.update(ssl=True, **{k: v for k, v in tls.items() if v is not None})
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(address.nodes),
+        sentinel_kwargs=sentinel_kwargs,
+        ssl=address.tls,
+        **({k: v for k, v in tls.items() if v is not None}),
+        **common,
+        **auth,
+    )
+    # A SentinelConnectionPool asks the sentinels for the primary on every new connection, and drops a
+    # connection answered READONLY (the old primary, now a replica). redis-py does not re-ask them on a retry
+    # of a connection that is already open (redis/redis-py#3874) nor follow +switch-master (#3867): the
+    # connection retry above is one quick attempt, after which the step fails retryably and the next one opens
+    # a new connection, which asks the sentinels again.
+    primary: redis.Redis = sentinels.master_for(
+        address.master, db=address.db, max_connections=max_connections, health_check_interval=30
+    )
+    return primary
+
+
+async def replicas_of_primary(client: RedisClient, key: str) -> int:
+    """How many replicas the primary serving `key` has connected now."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()  # the slot map, once (a no-op after the first call)
+        node = client.get_node_from_key(key)
+        info = await client.info("replication", target_nodes=node)
+    else:
+        info = await client.info("replication")
+    return int(info.get("connected_slaves", 0))
+
+
+async def run_script(
+    client: RedisClient, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], replicas: int
+) -> tuple[Any, int]:
+    """The script's reply and, with `replicas` > 0, how many replicas acknowledged its writes within
+    WAIT_MILLISECONDS (0 asked: the reply and 0). NOSCRIPT (a restarted or newly promoted primary has an empty
+    script cache) loads the script and runs it again; MOVED/ASK (a slot moved in a cluster failover) refreshes
+    the cluster's map and fails retryably."""
+    if replicas <= 0:
+        return await script(keys=keys, args=args), 0
+    node: ClusterNode | None = None
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        node = client.get_node_from_key(keys[0])
+        assert node is not None, "a cluster serves every slot"
+        connection: AbstractConnection = node.acquire_connection()
+    else:
+        connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    healthy = False
+    try:
+        for _ in range(2):
+            await connection.send_packed_command(
+                connection.pack_commands(
+                    [
+                        ("EVALSHA", script.sha, len(keys), *keys, *args),
+                        ("WAIT", replicas, WAIT_MILLISECONDS),
+                    ]
+                )
+            )
+            try:
+                reply = await connection.read_response()
+            except NoScriptError:
+                await connection.read_response()  # WAIT's answer is still on the wire
+                await connection.send_command("SCRIPT", "LOAD", script.script)
+                await connection.read_response()
+                continue
+            except BaseException:
+                await connection.disconnect()
+                raise
+            acknowledged = int(await connection.read_response())
+            healthy = True
+            return reply, acknowledged
+        raise NoScriptError("the script could not be loaded")
+    except (MovedError, AskError, ConnectionError, TimeoutError):
+        # A slot moved or its primary is gone (a cluster failover): this path bypasses the cluster client's
+        # own handling, so refresh its slot map here; the step fails retryably and the next finds the new one.
+        if isinstance(client, RedisCluster):
+            try:
+                await client.nodes_manager.initialize()
+            except (RedisError, OSError) as exc:
+                log.debug("cluster map not refreshed yet (%s)", type(exc).__name__)
+        raise
+    finally:
+        if not healthy:
+            await connection.disconnect()
+        if node is not None:
+            node.release(connection)  # type: ignore[arg-type]
+        else:
+            await client.connection_pool.release(connection)  # type: ignore[union-attr]

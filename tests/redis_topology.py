@@ -1,0 +1,232 @@
+"""Real Redis topologies for tests: Debian's redis-server as a primary with a replica and three sentinels, and as
+a 6-node cluster (three primaries, three replicas). Every process is started on free loopback ports, stopped by
+its pid, and waited for with a deadline (never a bare sleep)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from harness import free_port
+
+MASTER = "otp"
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name)
+    assert found, f"{name} is missing: run `make tools` (apt-get install redis-server)"
+    return found
+
+
+def until(condition: Callable[[], bool], seconds: float, what: str) -> float:
+    """Poll `condition` until true; the seconds it took. Fails the test after `seconds`."""
+    start = time.monotonic()
+    while True:
+        try:
+            if condition():
+                return time.monotonic() - start
+        except (redis.RedisError, OSError):
+            pass
+        assert time.monotonic() - start < seconds, f"{what}: not within {seconds} s"
+        time.sleep(0.05)
+
+
+@dataclass
+class RedisNode:
+    """One redis-server (or sentinel) process."""
+
+    port: int
+    folder: Path
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    password: str | None = None
+
+    def start(self) -> RedisNode:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [_binary("redis-server"), *self.args],
+            cwd=self.folder,
+            stdout=(self.folder / "log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        until(lambda: self.client().ping(), 10, f"redis on {self.port}")
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=1, socket_connect_timeout=1)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no save, connections reset."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _server_args(port: int, *extra: str) -> list[str]:
+    # No 5 s pause before a replica's first sync (repl-diskless-sync-delay's default).
+    base = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return [*base, "--repl-diskless-sync-delay", "0", *extra]
+
+
+def replicas_online(node: RedisNode, count: int = 1) -> bool:
+    """Whether `node` has `count` replicas that finished their sync."""
+    info = node.client().info("replication")
+    online = [info[f"slave{i}"] for i in range(int(info["connected_slaves"]))]
+    return sum(1 for r in online if r.get("state") == "online") >= count
+
+
+@dataclass
+class SentinelSet:
+    """A primary, one replica and three sentinels watching them (quorum 2, 1 s down-after)."""
+
+    folder: Path
+    password: str | None = None
+    servers: list[RedisNode] = field(default_factory=list)
+    sentinels: list[RedisNode] = field(default_factory=list)
+
+    def start(self) -> SentinelSet:
+        auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        primary = RedisNode(
+            p := free_port(), self.folder / "primary", _server_args(p, *auth), password=self.password
+        )
+        replica_port = free_port()
+        replica = RedisNode(
+            replica_port,
+            self.folder / "replica",
+            _server_args(replica_port, "--replicaof", "127.0.0.1", str(p), *auth),
+            password=self.password,
+        )
+        self.servers = [primary.start(), replica.start()]
+        until(lambda: replicas_online(primary), 10, "replica in sync")
+        for index in range(3):
+            port = free_port()
+            folder = self.folder / f"sentinel{index}"
+            folder.mkdir(parents=True, exist_ok=True)
+            conf = folder / "sentinel.conf"
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"sentinel monitor {MASTER} 127.0.0.1 {p} 2",
+                f"sentinel down-after-milliseconds {MASTER} 1000",
+                f"sentinel failover-timeout {MASTER} 5000",
+                f"sentinel parallel-syncs {MASTER} 1",
+            ]
+            if self.password:
+                lines.append(f"sentinel auth-pass {MASTER} {self.password}")
+            conf.write_text("\n".join(lines) + "\n")
+            node = RedisNode(port, folder, [str(conf), "--sentinel"])
+            self.sentinels.append(node.start())
+        until(
+            lambda: all(
+                int(s.client().sentinel_master(MASTER)["num-other-sentinels"]) == 2
+                and int(s.client().sentinel_master(MASTER)["num-slaves"]) == 1
+                for s in self.sentinels
+            ),
+            15,
+            "sentinels see each other and the replica",
+        )
+        return self
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{auth}{hosts}/{MASTER}"
+
+    def primary(self) -> RedisNode:
+        """The server the sentinels name as primary now."""
+        _, port = self.sentinels[0].client().sentinel_get_master_addr_by_name(MASTER)
+        return next(s for s in self.servers if s.port == int(port))
+
+    def flush(self) -> None:
+        self.primary().client().flushall()
+
+    def stop(self) -> None:
+        for node in [*self.sentinels, *self.servers]:
+            node.stop()
+
+
+@dataclass
+class Cluster:
+    """A 6-node Redis Cluster: three primaries, one replica each (1 s node timeout)."""
+
+    folder: Path
+    nodes: list[RedisNode] = field(default_factory=list)
+
+    def start(self) -> Cluster:
+        for index in range(6):
+            port, bus = free_port(), free_port()
+            args = _server_args(
+                port,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-port",
+                str(bus),
+            )
+            self.nodes.append(RedisNode(port, self.folder / f"node{index}", args).start())
+        subprocess.run(
+            [
+                _binary("redis-cli"),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        until(
+            lambda: all(n.client().cluster("info")["cluster_state"] == "ok" for n in self.nodes),
+            20,
+            "cluster state ok",
+        )
+        until(lambda: len(self.primaries()) == 3 and self._replicas_synced(), 20, "replicas in sync")
+        return self
+
+    def _replicas_synced(self) -> bool:
+        return all(replicas_online(n) for n in self.primaries())
+
+    def primaries(self) -> list[RedisNode]:
+        alive = [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+        return [n for n in alive if n.client().info("replication")["role"] == "master"]
+
+    def primary_of(self, key: str) -> RedisNode:
+        slot = int(self.primaries()[0].client().cluster("keyslot", key))
+        for node in self.primaries():
+            for entry in node.client().cluster("slots"):
+                if entry[0] <= slot <= entry[1] and int(entry[2][1]) == node.port:
+                    return node
+        raise AssertionError(f"no primary serves slot {slot}")
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def flush(self) -> None:
+        for node in self.primaries():
+            node.client().flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
