@@ -134,12 +134,6 @@ def test_every_service_module_is_in_a_layer() -> None:
     assert not loose, f"modules outside every layer ({', '.join(LAYERS)}): {loose}"
 
 
-# Leaks being moved behind the composition root; each entry must still exist (see the test below).
-KNOWN_LEAKS = {
-    ("otp_step_service.transport.auth", "otp_step_service.adapters.jwks"),
-}
-
-
 def _leaks(module: str) -> list[tuple[str, int]]:
     layer = _layer(module)
     if layer is None:
@@ -155,18 +149,9 @@ def _leaks(module: str) -> list[tuple[str, int]]:
     ]
 
 
-def test_every_known_leak_still_exists() -> None:
-    stale = [leak for leak in KNOWN_LEAKS if leak[1] not in {target for target, _ in _leaks(leak[0])}]
-    assert not stale, f"fixed leaks to drop from KNOWN_LEAKS: {stale}"
-
-
 @pytest.mark.parametrize("module", SERVICE_MODULES)
 def test_each_layer_imports_only_what_it_may(module: str) -> None:
-    leaks = [
-        f"{module}:{line} imports {target}"
-        for target, line in _leaks(module)
-        if (module, target) not in KNOWN_LEAKS
-    ]
+    leaks = [f"{module}:{line} imports {target}" for target, line in _leaks(module)]
     assert not leaks, "\n".join(leaks)
 
 

@@ -59,7 +59,7 @@ def test_unknown_kids_cannot_flood_the_key_endpoint() -> None:
 
 
 def test_a_cached_token_dies_with_its_key_when_the_key_set_rotates_or_drops_it() -> None:
-    from otp_step_service.transport.auth import BearerTokens
+    from otp_step_service.adapters.bearer_tokens import BearerTokens
 
     signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk: dict[str, Any] = jwt.algorithms.RSAAlgorithm.to_jwk(signing.public_key(), as_dict=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness import FakeClock
-from otp_step_service.transport.token_cache import VerifiedTokens
+from otp_step_service.adapters.token_cache import VerifiedTokens
 
 KEY = object()
 

@@ -21,6 +21,7 @@ from otp_step_service.app.execution import StepRunner
 from otp_step_service.app.reload import ConfigurationWatch, ConnectionsReloader
 from otp_step_service.app.stores import challenge_store, store_secrets
 from otp_step_service.app.stores import step_rate as shared_step_rate
+from otp_step_service.app.tokens import bearer_tokens
 from otp_step_service.config.connections import load_configuration
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.observability.metered_store import MeteredChallengeStore
@@ -118,6 +119,7 @@ class Service:
             rate=lambda: step_rate or shared_step_rate(settings, clock),
             clock=clock,
             callers=configuration.callers if configuration is not None else None,
+            tokens=bearer_tokens(settings, clock),
         )
         server = StepExecutorServer(
             runner,

@@ -94,6 +94,18 @@ class IdTokenVerifier(Protocol):
         """Close the key fetcher's connections."""
 
 
+class BearerTokenVerifier(Protocol):
+    """Verifies a caller's bearer token; failures raise TokenVerificationError saying which check failed."""
+
+    async def subject(self, token: str) -> str:
+        """The verified token's subject (`sub`)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what verification holds (the key fetcher's HTTP client)."""
+        ...
+
+
 class ChallengeStore(Protocol):
     """Keeps challenges and the windowed counters (codes sent, wrong codes) behind them.
 

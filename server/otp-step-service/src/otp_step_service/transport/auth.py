@@ -36,18 +36,15 @@ from contextvars import ContextVar
 from typing import Any, NoReturn
 
 import grpc
-import jwt
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2
 
-from otp_step_service.adapters.jwks import JwksCache, decode_signed
 from otp_step_service.config.callers import Caller, Callers
-from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ChallengeStoreError, TokenVerificationError
+from otp_step_service.steps.ports import BearerTokenVerifier
 from otp_step_service.steps.step_rate import StepRate
 from otp_step_service.transport.interception import HandlerInterceptor, rebuilt
 from otp_step_service.transport.status import ERROR_DOMAIN, abort
-from otp_step_service.transport.token_cache import MAX_AGE_SECONDS, VerifiedTokens
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +54,6 @@ _CALLER: ContextVar[Caller | None] = ContextVar("otp_step_caller", default=None)
 # The Authentication's refusal counts, beside the caller, so `authorize` (called by the servicer, which holds
 # no reference to it) counts its denials where the other refusals are.
 _REFUSALS: ContextVar[Counter[str] | None] = ContextVar("otp_step_refusals", default=None)
-
-# Clock skew allowed on exp and nbf (the verified-token cache keeps entries no longer than this past exp).
-TOKEN_LEEWAY_SECONDS = 30
 
 # One message for every authentication failure: which check failed would help a forger more than a caller.
 UNAUTHENTICATED_MESSAGE = "authentication required"
@@ -102,85 +96,6 @@ async def _deny(context: Context, reason: str, message: str) -> NoReturn:
     await abort(context, code_pb2.PERMISSION_DENIED, message, info)
 
 
-class BearerTokens:
-    """Verifies bearer tokens from one issuer; keys from its JWKS (cached, refetch on unknown kid bounded).
-    Verified tokens are remembered (`VerifiedTokens`: until exp, at most `cache_seconds`, while their key is
-    still published), so a worker's token costs one RS256 verification, not one per call. `keys` replaces
-    the key fetcher (tests).
-
-    Tokens carry `aud` = `audience`, or, opted in with `access_client_ids`, are Cognito access tokens: no
-    `aud`, but `token_use: access` and a `client_id` from that set (Cognito puts the app client there, not
-    in `aud`; aws-jwt-verify checks access tokens the same way)."""
-
-    def __init__(
-        self,
-        *,
-        issuer: str,
-        audience: str | None,
-        jwks_url: str,
-        algorithms: list[str],
-        access_client_ids: frozenset[str] = frozenset(),
-        cache_seconds: float = MAX_AGE_SECONDS,
-        clock: Clock = SYSTEM_CLOCK,
-        keys: JwksCache | None = None,
-    ) -> None:
-        self._issuer = issuer
-        self._audience = audience
-        self._access_clients = access_client_ids
-        self._algorithms = algorithms
-        self._keys = keys or JwksCache(jwks_url)
-        self._verified = VerifiedTokens(max_age_seconds=cache_seconds, clock=clock)
-
-    async def subject(self, token: str) -> str:
-        """The verified token's `sub`, or TokenVerificationError saying which check failed (not the token)."""
-        cached = self._verified.subject(token, self._keys.known)
-        if cached is not None:
-            return cached
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError as exc:
-            raise TokenVerificationError(type(exc).__name__) from None
-        algorithm, kid = header.get("alg"), header.get("kid")
-        if algorithm not in self._algorithms:
-            raise TokenVerificationError("algorithm not allowed")
-        if not isinstance(kid, str) or not kid:
-            raise TokenVerificationError("the token names no signing key (kid)")
-        key = await self._keys.key(kid)
-        try:
-            # Which rules apply is read from the unverified payload; the rules themselves are then checked
-            # on the verified one (a forged `token_use` fails the signature like any other claim).
-            access = bool(self._access_clients) and "aud" not in jwt.decode(
-                token, options={"verify_signature": False}
-            )
-        except (jwt.InvalidTokenError, TypeError, ValueError) as exc:
-            raise TokenVerificationError(type(exc).__name__) from None
-        claims = decode_signed(
-            token,
-            key,
-            algorithm,
-            self._algorithms,
-            audience=None if access else self._audience,
-            issuer=self._issuer,
-            options={
-                "require": ["exp", "iss", "sub", *(["client_id", "token_use"] if access else ["aud"])],
-                "verify_aud": not access,
-            },
-            leeway=TOKEN_LEEWAY_SECONDS,
-        )
-        if access and claims["token_use"] != "access":
-            raise TokenVerificationError("a token without aud that is no access token (token_use)")
-        if access and claims["client_id"] not in self._access_clients:
-            raise TokenVerificationError("an access token of an app client not accepted (client_id)")
-        subject = str(claims["sub"])
-        # decode() checked that exp is a number; past exp + leeway a fresh verification refuses the token.
-        self._verified.remember(token, subject, kid, key, float(claims["exp"]) + TOKEN_LEEWAY_SECONDS)
-        return subject
-
-    async def aclose(self) -> None:
-        """Close the key fetcher."""
-        await self._keys.aclose()
-
-
 def certificate_identity(context: Context) -> str | None:
     """The verified client certificate's identity: URI SAN, else DNS SAN, else subject CN (None: no cert)."""
     auth = context.auth_context()
@@ -197,7 +112,7 @@ class Authentication(HandlerInterceptor):
         self,
         callers: Callers,
         *,
-        tokens: BearerTokens | None,
+        tokens: BearerTokenVerifier | None,
         certificates: bool,
         open_methods: frozenset[str],
         step_methods: frozenset[str],

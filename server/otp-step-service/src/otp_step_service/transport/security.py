@@ -11,12 +11,12 @@ from grpc_health.v1 import health
 
 from otp_step_service.config.callers import Callers
 from otp_step_service.config.connections import load_configuration
-from otp_step_service.config.exposure import comma_list, token_algorithms
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ConfigurationError
+from otp_step_service.steps.ports import BearerTokenVerifier
 from otp_step_service.steps.step_rate import InProcessStepRate, StepRate
-from otp_step_service.transport.auth import Authentication, BearerTokens
+from otp_step_service.transport.auth import Authentication
 from otp_step_service.transport.tls import ReloadingCertificates, TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class PortSecurity:
         rate: Callable[[], StepRate] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         callers: Callers | None = None,
+        tokens: BearerTokenVerifier | None = None,
     ) -> PortSecurity:
         """Read the callers when authentication is on; warn loudly about plaintext beyond loopback. The step
         rate, when one is set, comes from `rate` (the composition root's; else counted in this process)."""
@@ -54,18 +55,6 @@ class PortSecurity:
                 "the path can read "
                 "codes, claims and credentials; set OTP_STEP_TLS_CERT and OTP_STEP_TLS_KEY",
                 settings.listen,
-            )
-        tokens = None
-        access_clients = frozenset(comma_list(settings.token_access_client_ids))
-        if settings.token_issuer and settings.token_jwks_url and (settings.token_audience or access_clients):
-            tokens = BearerTokens(
-                issuer=settings.token_issuer,
-                audience=settings.token_audience,
-                jwks_url=settings.token_jwks_url,
-                algorithms=token_algorithms(settings.token_algorithms),
-                access_client_ids=access_clients,
-                cache_seconds=settings.token_cache_seconds,
-                clock=clock,
             )
         certificates = settings.tls_client_ca is not None
         if not (tokens or certificates or settings.steps_per_second_per_caller):
