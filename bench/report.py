@@ -64,6 +64,19 @@ class _Judging:
         """A variant: reported beside its reference, never judged."""
         self.verdicts.append(Verdict(f"(variant, not a target) {what}", measured, "report", None))
 
+    def _throughput_ratio(
+        self, target: str, variant: ScenarioResult | None, reference: ScenarioResult | None, at_least: float
+    ) -> None:
+        """A target on `variant`'s saturated throughput against `reference`'s, both from this run."""
+        if variant and reference and reference.median("rps"):
+            ratio = variant.median("rps") / reference.median("rps")
+            self._target(
+                target,
+                f"{variant.median('rps'):,.0f} vs {reference.median('rps'):,.0f} req/s = {ratio:.2f}",
+                f"≥ {at_least:.2f}",
+                ratio >= at_least,
+            )
+
     def _cpu_variant(self, title: str, variant: ScenarioResult | None, reference: ScenarioResult) -> None:
         """CPU per step at the fixed rate of `variant` against `reference`'s, when both measured it."""
         base_runs = reference.extra.get("cpu_ms_per_step_at_fixed_rate")
@@ -157,15 +170,12 @@ class _Judging:
 
     def scaling(self) -> None:
         """Two processes sharing the port against one."""
-        one, two = self.by_key.get("s1-one-process"), self.by_key.get("s2-two-processes")
-        if one and two and one.median("rps"):
-            ratio = two.median("rps") / one.median("rps")
-            self._target(
-                "Multi-core: OTP_STEP_PROCESSES=2 ≥ 1.8 x one process (4 client connections, Redis store)",
-                f"{two.median('rps'):,.0f} vs {one.median('rps'):,.0f} req/s = {ratio:.2f}",
-                "≥ 1.80",
-                ratio >= 1.8,
-            )
+        self._throughput_ratio(
+            "Multi-core: OTP_STEP_PROCESSES=2 ≥ 1.8 x one process (4 client connections, Redis store)",
+            self.by_key.get("s2-two-processes"),
+            self.by_key.get("s1-one-process"),
+            1.8,
+        )
 
     def memory(self) -> None:
         """RSS after sustained load against RSS early in it."""
@@ -182,15 +192,10 @@ class _Judging:
 
     def tracing(self) -> None:
         """Tracing on against off, in throughput and in CPU per step at a fixed rate."""
-        off, on = self.by_key.get("t-tracing-off"), self.by_key.get("t-tracing-on")
-        if off and on and off.median("rps"):
-            ratio = on.median("rps") / off.median("rps")
-            self._target(
-                "Tracing costs at most 10% (on / off, scenario 2)",
-                f"{on.median('rps'):,.0f} vs {off.median('rps'):,.0f} req/s = {ratio:.2f}",
-                "≥ 0.90",
-                ratio >= 0.9,
-            )
+        off = self.by_key.get("t-tracing-off")
+        self._throughput_ratio(
+            "Tracing costs at most 10% (on / off, scenario 2)", self.by_key.get("t-tracing-on"), off, 0.9
+        )
         if off:
             for key, title in (
                 ("t-tracing-on", "tracing on / off"),
@@ -202,14 +207,8 @@ class _Judging:
     def metrics(self) -> None:
         """Metrics on and scraped against off."""
         m_off, m_on = self.by_key.get("x-metrics-off"), self.by_key.get("x-metrics-on")
-        if m_off and m_on and m_off.median("rps"):
-            ratio = m_on.median("rps") / m_off.median("rps")
-            self._target(
-                "Metrics cost at most 5% (on and scraped / off)",
-                f"{m_on.median('rps'):,.0f} vs {m_off.median('rps'):,.0f} req/s = {ratio:.2f}",
-                "≥ 0.95",
-                ratio >= 0.95,
-            )
+        self._throughput_ratio("Metrics cost at most 5% (on and scraped / off)", m_on, m_off, 0.95)
+        if m_off and m_on:
             self._cpu_variant("metrics on / off", m_on, m_off)
 
     def variants(self) -> None:

@@ -268,6 +268,22 @@ class Bench:
         app = dataclasses.replace(STANDIN_APP, endpoint_url=standin.url)
         return write_connections(self.work / name, "standin", app, options)
 
+    def cpu_per_step_at_fixed_rate(
+        self, what: str, pairs: Sequence[tuple[ServiceProcess, ScenarioResult]], repetitions: int
+    ) -> None:
+        """The same services at one rate below saturation, interleaved: each one's CPU per step, recorded in
+        its result. Throughput at saturation also moves with scheduling on two shared cores; this moved ±2%
+        between two identical services where throughput moved ±10%."""
+        rate = FIXED_RATE if not self.plan.quick else 20
+        for rep in range(repetitions):
+            self.say(f"{what} at {rate} req/s: repetition {rep + 1}/{repetitions}")
+            for service, scenario in pairs:
+                load = dataclasses.replace(self.generate_load(self.plan.seconds), rate=rate)
+                run = self.ghz(service, load, {"service": service.process})
+                cpu_ms = run.cpu_cores["service"] / run.rps * 1000 if run.rps else 0.0
+                scenario.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(round(cpu_ms, 3))
+                scenario.extra["fixed_rate"] = rate
+
     def generate_load(self, seconds: float, concurrency: int | None = None) -> GhzLoad:
         """GenerateOtp on the stand-in connection: a new journey run and identifier per request."""
         return GhzLoad(
@@ -276,6 +292,10 @@ class Bench:
             seconds=seconds,
             data=GENERATE_TEMPLATE,
         )
+
+
+# req/s: below every compared variant's saturation on the reference machine, so CPU per step is the cost itself.
+FIXED_RATE = 200
 
 
 # Each request its own journey run and identifier, so no two requests share a challenge (or a Cognito user's

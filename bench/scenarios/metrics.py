@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import urllib.request
 
 from bench.processes import free_port
 from bench.scenarios.core import Bench, ScenarioResult
-from bench.scenarios.tracing import TRACING_FIXED_RATE
 from bench.stack import (
     start_standin,
 )
@@ -49,15 +47,7 @@ def metrics_overhead(bench: Bench) -> None:
                 for service, scenario in pairs:
                     watched = {"service": service.process, "stand-in": standin.process}
                     scenario.runs.append(bench.ghz(service, bench.generate_load(plan.seconds), watched))
-            rate = TRACING_FIXED_RATE if not plan.quick else 20
-            for rep in range(repetitions):
-                bench.say(f"metrics at {rate} req/s: repetition {rep + 1}/{repetitions}")
-                for service, scenario in pairs:
-                    load = dataclasses.replace(bench.generate_load(plan.seconds), rate=rate)
-                    run = bench.ghz(service, load, {"service": service.process})
-                    cpu_ms = run.cpu_cores["service"] / run.rps * 1000 if run.rps else 0.0
-                    scenario.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(round(cpu_ms, 3))
-                    scenario.extra["fixed_rate"] = rate
+            bench.cpu_per_step_at_fixed_rate("metrics", pairs, repetitions)
         finally:
             scraping.set()
             thread.join(timeout=5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import urllib.request
 
@@ -64,26 +63,12 @@ def tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
             for service, scenario in pairs:
                 watched = {"service": service.process, "stand-in": standin.process, "jaeger": jaeger}
                 scenario.runs.append(bench.ghz(service, bench.generate_load(plan.seconds), watched))
-        # The same services at a fixed rate below saturation: CPU per step, the cost itself. Throughput at
-        # saturation also moves with scheduling on two shared cores; this moved ±2% between two identical
-        # services where throughput moved ±10%.
-        rate = TRACING_FIXED_RATE if not plan.quick else 20
-        for rep in range(repetitions):
-            bench.say(f"tracing at {rate} req/s: repetition {rep + 1}/{repetitions}")
-            for service, scenario in pairs:
-                load = dataclasses.replace(bench.generate_load(plan.seconds), rate=rate)
-                run = bench.ghz(service, load, {"service": service.process})
-                cpu_ms = run.cpu_cores["service"] / run.rps * 1000 if run.rps else 0.0
-                scenario.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(round(cpu_ms, 3))
-                scenario.extra["fixed_rate"] = rate
+        bench.cpu_per_step_at_fixed_rate("tracing", pairs, repetitions)
         on_result.extra["jaeger_ui"] = ui
         on_result.extra["traces_seen"] = jaeger_trace_count(ui, "otp-step-service-service-tracing-on")
     for service, scenario in pairs:
         scenario.step_errors = bench.step_errors(service)
     bench.results += [result for _, result in pairs]
-
-
-TRACING_FIXED_RATE = 200  # req/s: below every tracing variant's saturation on the reference machine
 
 
 def jaeger_trace_count(ui: str, service_name: str) -> int:
