@@ -46,6 +46,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         where = item.path.relative_to(TESTS).as_posix()
         tier = "unit" if where.startswith(UNIT_TIER) else "integration"
         item.add_marker(getattr(pytest.mark, tier))
+    # The emulator's own tests reset moto's state between tests (POST /moto-api/reset), and moto's state is
+    # one per process: run them before any test whose session-wide emulator holds a seeded pool.
+    items.sort(key=lambda item: 0 if item.path.relative_to(TESTS).as_posix().startswith("emulator/") else 1)
 
 
 def require_tool(name: str, install: str) -> str:

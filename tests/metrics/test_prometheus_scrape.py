@@ -50,8 +50,10 @@ def test_a_journey_moves_the_counters_and_histograms_prometheus_scrapes(
         'rpc_server_call_duration_seconds_count{rpc_system="grpc",rpc_service="stepexecutor.v1.StepExecutor",'
         'rpc_method="GenerateOtp",rpc_grpc_status_code="0"}': 5,
         'rpc_server_call_duration_seconds_count{rpc_method="ValidateOtp",rpc_grpc_status_code="0"}': 3,
-        # the challenge store: two operations per Generate, one or two per Validate
-        'otp_challenge_store_operation_duration_seconds_count{operation="begin_send"}': 5,
+        # the challenge store: two operations per Generate, one or two per Validate; the refused third
+        # Generate asks begin_send a second time, for the identifier alone (a refusal earned through another
+        # alias would answer as a sent code under enumeration protection; this one is its own)
+        'otp_challenge_store_operation_duration_seconds_count{operation="begin_send"}': 6,
         'otp_challenge_store_operation_duration_seconds_count{operation="finish_send"}': 4,
         'otp_challenge_store_operation_duration_seconds_count{operation="begin_attempt"}': 3,
         "sum(otp_challenge_store_errors_total) or vector(0)": 0,

@@ -124,7 +124,9 @@ def redis_client(address: RedisAddress, secrets: StoreSecrets, max_connections: 
         "socket_timeout": SOCKET_SECONDS,
         "socket_connect_timeout": SOCKET_SECONDS,
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1),
-        "retry_on_error": [ConnectionError, TimeoutError],
+        # Not on TimeoutError: a reply that timed out may belong to a script that ran, and running a counter
+        # script twice counts (or gives back) twice. The step fails retryably instead; its caller retries.
+        "retry_on_error": [ConnectionError],
     }
     auth: dict[str, Any] = {}
     url = address.url

@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
@@ -308,7 +308,8 @@ def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Cor
     async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(*args, **kwargs)
-        except (RedisError, OSError) as exc:
+        # RedisClusterException (no reachable node, a slot not covered during a failover) is not a RedisError.
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise ChallengeStoreError(type(exc).__name__) from exc
 
     return translated
