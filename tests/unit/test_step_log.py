@@ -67,3 +67,53 @@ def test_a_record_carries_the_trace_and_span_of_where_it_was_logged() -> None:
     assert inside["span_id"] == format(context.span_id, "016x")
     assert "trace_id" not in outside and "span_id" not in outside
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_exit_is_not_held_by_a_writer_stuck_on_a_stalled_stderr() -> None:
+    import logging.handlers
+    import queue
+    import threading
+    import time
+
+    from otp_step_service.observability import step_log
+
+    release = threading.Event()
+
+    class Stalled(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            release.wait(30)  # a stderr pipe nobody reads
+
+    records: queue.Queue[logging.LogRecord] = queue.Queue(100)
+    listener = logging.handlers.QueueListener(records, Stalled())
+    listener.start()
+    saved, step_log._listener = step_log._listener, listener
+    try:
+        for _ in range(3):
+            records.put_nowait(logging.makeLogRecord({"msg": "queued"}))
+        started = time.monotonic()
+        step_log.flush_logs()
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        step_log._listener = saved
+    assert waited < step_log.EXIT_WAIT_SECONDS + 1.0, waited
+
+
+def test_otlp_export_gets_the_exception_type_but_not_its_message_traceback_or_unlisted_step_fields() -> None:
+    import logging
+    import sys
+
+    from otp_step_service.observability.step_log import otlp_safe
+
+    try:
+        raise ValueError("code 12345678 for ada@example.com")
+    except ValueError:
+        record = logging.makeLogRecord(
+            {"msg": "step failed", "exc_info": sys.exc_info(), "step": {"step_type": "x", "code": "12345678"}}
+        )
+    safe = otlp_safe(record)
+    assert safe.exc_info is None and safe.exc_text is None and safe.stack_info is None
+    assert safe.exception_type == "ValueError"
+    assert "code" not in safe.step and safe.step.get("step_type") == "x"
+    assert "12345678" not in repr(vars(safe))
+    assert record.exc_info is not None  # the stderr writer's record is left as it was

@@ -29,6 +29,7 @@ import os
 import queue
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Mapping
@@ -137,6 +138,8 @@ class LogDrops:
 
 
 LOG_DROPS = LogDrops()
+# The OTLP log provider, when OTEL_LOGS_EXPORTER=otlp: flushed by a forked server process before it exits.
+_otlp_provider: Any = None
 
 
 class LoopSafeQueueHandler(logging.handlers.QueueHandler):
@@ -212,10 +215,31 @@ def _otlp_handler() -> logging.Handler:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # type: ignore[assignment]
             OTLPLogExporter,
         )
+    class RedactedOtlpHandler(LoggingHandler):
+        """The SDK's handler, given only what the stderr line carries (see `otlp_safe`)."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            super().emit(otlp_safe(record))
+
+    global _otlp_provider
     provider = LoggerProvider(resource=tracing_resource())
     provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
     atexit.register(provider.shutdown)
-    return LoggingHandler(logger_provider=provider)
+    _otlp_provider = provider
+    return RedactedOtlpHandler(logger_provider=provider)
+
+
+def otlp_safe(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy fit for OTLP export: the exception's type but not its message or traceback (either may quote
+    Cognito's input), and of a step's fields only the whitelisted ones, as on stderr."""
+    safe = copy.copy(record)
+    if record.exc_info and record.exc_info[0] is not None:
+        safe.exception_type = record.exc_info[0].__name__
+    safe.exc_info, safe.exc_text, safe.stack_info = None, None, None
+    step = getattr(record, "step", None)
+    if isinstance(step, dict):
+        safe.step = {key: step[key] for key in STEP_FIELDS if key in step}
+    return safe
 
 
 def configure_logging(level: str, log_format: LogFormat = "json") -> None:
@@ -254,14 +278,26 @@ os.register_at_fork(after_in_child=_restart_in_child)
 
 
 def flush_logs() -> None:
-    """Write every queued record and end the writer (before `os._exit`, which skips atexit)."""
+    """Write every queued record and end the writer (before `os._exit`, which skips atexit), and send what
+    the OTLP log exporter still holds."""
     _stop_listener()
+    if _otlp_provider is not None:
+        _otlp_provider.force_flush(int(EXIT_WAIT_SECONDS * 1000))
+
+
+# How long exit waits for the writer to drain the queue: a stalled stderr must not hold a process that was
+# asked to stop (QueueListener.stop() joins its thread without a limit).
+EXIT_WAIT_SECONDS = 2.0
 
 
 def _stop_listener() -> None:
-    """Write what is queued, then end the writer thread (at exit)."""
+    """Write what is queued, then end the writer thread (at exit), waiting at most EXIT_WAIT_SECONDS."""
     global _listener
-    if _listener is not None:
-        with contextlib.suppress(queue.Full):  # a stalled writer: what is queued is lost, exit is not held
-            _listener.stop()
-        _listener = None
+    listener, _listener = _listener, None
+    if listener is None:
+        return
+    with contextlib.suppress(queue.Full):  # a full queue: the writer is stalled, and what is queued is lost
+        listener.enqueue_sentinel()
+    writer = getattr(listener, "_thread", None)
+    if isinstance(writer, threading.Thread):
+        writer.join(EXIT_WAIT_SECONDS)
