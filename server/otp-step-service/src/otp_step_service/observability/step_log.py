@@ -215,6 +215,7 @@ def _otlp_handler() -> logging.Handler:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # type: ignore[assignment]
             OTLPLogExporter,
         )
+
     class RedactedOtlpHandler(LoggingHandler):
         """The SDK's handler, given only what the stderr line carries (see `otlp_safe`)."""
 
