@@ -3,7 +3,7 @@
 ghz drives the real service (started as its own process) over loopback; a canned Cognito responder, the local
 emulator and, for the telemetry variant, Jaeger run as their own processes too. Each scenario reports
 throughput, latency percentiles, errors and the CPU each process used; targets are judged on ratios measured
-side by side in one run (medians of interleaved repetitions). See the README, "Load testing".
+side by side in one run (medians of interleaved repetitions). See the docs, "Load testing".
 
 Modules:
 

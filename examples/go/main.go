@@ -35,7 +35,7 @@ const (
 	outputVariable = "otp_result"
 	errorVariable  = "otp_error"
 	// Generate is retried only on a deadline: with the same step_execution_id a retry answers with the first
-	// result instead of sending a second code (README "The contract"). Nothing else is retried blindly.
+	// result instead of sending a second code (docs: "The contract"). Nothing else is retried blindly.
 	generateAttempts = 3
 )
 

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// outbox reads the codes the local Cognito emulator "sent" (README "Outbox"): in production the user reads
+// outbox reads the codes the local Cognito emulator "sent" (docs: "The local Cognito emulator", Outbox): in production the user reads
 // the code from their mailbox and types it into the journey's form.
 type outbox struct {
 	url    string

@@ -1,6 +1,6 @@
 """No silent breaking change: the contract is held by `buf breaking` (FILE rules, buf.yaml) against a baseline.
 
-The baseline (README, "Compatibility policy"):
+The baseline (docs, "The contract", Compatibility policy):
 1. OTP_STEP_BREAKING_AGAINST, a git ref, when set;
 2. else the last release tag (`v<major>...`) reachable from HEAD: what deployed callers were built from;
 3. else the merge base of HEAD with `main` (or `origin/main`): what this branch changes;
@@ -102,7 +102,7 @@ def test_the_contract_has_no_breaking_change_against_its_baseline(tmp_path: Path
     accepted = accepted_breaks(base)
     assert accepted, (
         f"breaking change(s) against {why} ({base[:12]}):\n{findings}\n"
-        "Keep v1 compatible (README, 'Compatibility policy'). A deliberate break needs a v2 package, or, only before any "
+        "Keep v1 compatible (docs/contract.md, 'Compatibility policy'). A deliberate break needs a v2 package, or, only before any "
         f"caller depends on it, a commit with a '{TRAILER}: <why>' trailer."
     )
     warnings.warn(

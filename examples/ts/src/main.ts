@@ -32,7 +32,7 @@ const JOURNEY_ID = "jit-migration";
 const OUTPUT_VARIABLE = "otp_result";
 const ERROR_VARIABLE = "otp_error";
 // Generate is retried only on a deadline: with the same step_execution_id a retry answers with the first
-// result instead of sending a second code (README "The contract"). Nothing else is retried blindly.
+// result instead of sending a second code (docs: "The contract"). Nothing else is retried blindly.
 const GENERATE_ATTEMPTS = 3;
 
 interface Config {

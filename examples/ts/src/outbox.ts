@@ -1,5 +1,5 @@
 /**
- * Reads the codes the local Cognito emulator "sent" (README "Outbox"): in production the user reads the code
+ * Reads the codes the local Cognito emulator "sent" (docs: "The local Cognito emulator", Outbox): in production the user reads the code
  * from their mailbox and types it into the journey's form.
  */
 export class Outbox {

@@ -164,7 +164,7 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """How the client proves who it is, and whom it trusts (all PEM bytes; see the README, "TLS and authentication").
+    """How the client proves who it is, and whom it trusts (all PEM bytes; see the docs, "TLS and authentication").
 
     `root_certificates` set: TLS, verifying the service against that CA bundle; with `certificate_chain` and
     `private_key`, mTLS. `token`: a bearer token sent as `authorization: Bearer ...` on every call.

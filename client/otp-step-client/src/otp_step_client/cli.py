@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "--target", default=DEFAULT_TARGET, help=f"service address (default {DEFAULT_TARGET})"
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds")
-    tls = parser.add_argument_group("TLS and authentication (README: TLS and authentication)")
+    tls = parser.add_argument_group("TLS and authentication (docs: TLS and authentication)")
     tls.add_argument(
         "--cacert", default=os.environ.get("OTP_STEP_CACERT"), help="CA bundle: use TLS ($OTP_STEP_CACERT)"
     )

@@ -7,7 +7,7 @@ Public API::
     with EmulatorServer(port=0, settings=EmulatorSettings(code_lifetime_seconds=1)) as emulator:
         emulator.endpoint_url
 
-See the README, "The local Cognito emulator", for the HTTP contracts (outbox, faults, settings).
+See the docs, "The local Cognito emulator", for the HTTP contracts (outbox, faults, settings).
 """
 
 from .faults import Fault, FaultOutcome

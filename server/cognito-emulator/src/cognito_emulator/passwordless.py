@@ -4,8 +4,8 @@ moto 5.2.5 rejects ``AuthFlow=USER_AUTH``. :class:`PasswordlessBackend` subclass
 answers USER_AUTH and its challenges (``SELECT_CHALLENGE``, ``EMAIL_OTP``, ``SMS_OTP``, ``PASSWORD``) and
 hands every other flow to moto unchanged. :func:`install` swaps it into moto's ``cognitoidp_backends``.
 
-Rules follow the AWS API reference and developer guide (README, "USER_AUTH as emulated"); the ones AWS does
-not document are marked ``[inferred]`` (README, "Inferred behaviours") and driven by :class:`~cognito_emulator.settings.EmulatorSettings` where a knob makes sense.
+Rules follow the AWS API reference and developer guide (docs, "USER_AUTH as emulated"); the ones AWS does
+not document are marked ``[inferred]`` (docs, "Inferred behaviours") and driven by :class:`~cognito_emulator.settings.EmulatorSettings` where a knob makes sense.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def _banner(listen: str, emulator: str, jaeger: bool, client_flags: str = "") ->
 
  SMS: --identifier +15555550101 --channel sms (user alan). Other demo users: grace@example.com,
  hedy@example.com (unconfirmed), edsger@example.com (disabled), nobody@example.com (does not exist).
- Connection self-test: {step} check-connection demo   ·   ghz: see README "Load testing".
+ Connection self-test: {step} check-connection demo   ·   ghz: see the docs, "Load testing".
  Ctrl-C stops everything.
 ================================================================================================
 """

@@ -1,7 +1,7 @@
 """`make run TLS=1`: a throw-away local CA, the service's certificate and one client's, and a caller for it.
 
 Everything is written under the run folder (var/run/tls/) and made again each run; nothing here is for
-production, where certificates come from the platform's issuer (the README, "TLS and authentication").
+production, where certificates come from the platform's issuer (the docs, "TLS and authentication").
 """
 
 from __future__ import annotations

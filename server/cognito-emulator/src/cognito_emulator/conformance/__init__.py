@@ -1,7 +1,7 @@
 """Conformance suite: every rule the emulator implements, checked against any cognito-idp endpoint.
 
 Run it with ``make conformance`` or ``python -m cognito_emulator.conformance`` (the local emulator by default;
-a real pool with ``--user-pool-id`` / ``--client-id`` or ``--mode create``). See the README, "Checking against a real pool".
+a real pool with ``--user-pool-id`` / ``--client-id`` or ``--mode create``). See the docs, "Checking against a real pool".
 
 From Python::
 

@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cognito_emulator.conformance",
         description="Run the emulator's conformance suite (documented and inferred Cognito rules) against the "
-        "local emulator (default) or a real user pool. See the README, 'Checking against a real pool'.",
+        "local emulator (default) or a real user pool. See the docs, 'Checking against a real pool'.",
     )
     where = parser.add_argument_group("where")
     where.add_argument(

@@ -1,6 +1,6 @@
 """The rules the emulator implements, as the conformance suite checks them, and what a check concluded.
 
-Each rule carries the mark the emulator's code gives it (README, "USER_AUTH as emulated"): ``[doc]`` (AWS states it),
+Each rule carries the mark the emulator's code gives it (docs, "USER_AUTH as emulated"): ``[doc]`` (AWS states it),
 ``[obs]`` (seen in real responses, not promised) or ``[inferred]`` (our best reading). An inferred rule also
 names the emulator knob it depends on and the service connection setting that must agree with it, so a run
 against a real pool says how to configure both.

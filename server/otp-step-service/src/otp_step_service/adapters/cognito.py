@@ -444,7 +444,7 @@ class AioCognitoGateway:
             # Retries are the RetryPolicy's business, per operation.
             retries={"mode": "standard", "total_max_attempts": 1},
             # The requests are built here from validated values; botocore's per-call model validation would
-            # only re-check them, at a measurable share of each step's CPU (see README, Load testing).
+            # only re-check them, at a measurable share of each step's CPU (see docs, Load testing).
             parameter_validation=False,
             # botocore otherwise rebuilds and sanitizes its User-Agent for every request (~9% of a step's CPU,
             # py-spy under load); a fixed one costs nothing and still names the SDK.

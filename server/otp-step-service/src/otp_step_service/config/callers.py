@@ -21,7 +21,7 @@ ANY_CONNECTION = "*"
 
 
 class CallerConfig(BaseModel):
-    """One `[callers.<name>]` table (the README, "TLS and authentication")."""
+    """One `[callers.<name>]` table (the docs, "TLS and authentication")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -28,7 +28,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 class ConnectionConfig(BaseModel):
     """One `[connections.<name>]` table: the one place each connection setting and its default is defined.
-    Field docs are the configuration reference (README)."""
+    Field docs are the configuration reference (docs/reference/connections.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

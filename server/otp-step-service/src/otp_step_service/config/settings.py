@@ -1,7 +1,7 @@
 """Service settings: each environment variable defined once here (pydantic-settings), with its default.
 
 Flags on `python -m otp_step_service serve` override the environment; both are validated before anything
-starts listening, and an error names the variable and the fix. The README's configuration table is this class.
+starts listening, and an error names the variable and the fix. The docs' settings reference (docs/reference/settings.md) is generated from this class.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def variable(field: str) -> str:
 
 
 def documented() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting: the README table and `--help`."""
+    """(variable, default, meaning) for every setting: the docs' settings reference and `--help`."""
     rows = []
     for name, info in ServiceSettings.model_fields.items():
         rows.append((variable(name), str(info.default), info.description or ""))

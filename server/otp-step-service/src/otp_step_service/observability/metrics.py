@@ -42,7 +42,7 @@ BUDGET_TRIPS = frozenset({FailureCode.RESEND_TOO_SOON, FailureCode.SEND_BUDGET_E
 
 @dataclass(frozen=True, slots=True)
 class MetricDoc:
-    """One row of the metric catalogue (the README, "Metrics" is checked against it)."""
+    """One row of the metric catalogue (docs/reference/metrics.md is generated from it)."""
 
     name: str
     kind: str

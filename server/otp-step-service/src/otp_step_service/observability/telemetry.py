@@ -181,7 +181,7 @@ class CognitoCallSpan:
     Recorded here rather than by opentelemetry-instrumentation-botocore, for two reasons. Status: the
     instrumentation marks every Cognito error as ERROR, and this service keeps ERROR for system failures only
     (throttled, unavailable, timed out, misconfigured); a wrong code or an unknown user is Cognito answering,
-    not failing. Cost: it measured 67 µs per call against 38 µs for this span (README, "Tracing overhead").
+    not failing. Cost: it measured 67 µs per call against 38 µs for this span (docs, "Tracing overhead").
     """
 
     __slots__ = ("_span",)

@@ -1,4 +1,4 @@
-"""What each kind of Cognito error means for a step (the table in the README's "Outcome and error codes")."""
+"""What each kind of Cognito error means for a step (the table in the docs' "Outcome and error codes")."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class PortSecurity:
             if not len(known):
                 raise ConfigurationError(
                     f"callers authenticate, but {settings.connections_path} defines no [callers.<name>] table: "
-                    "add one per caller (the README, 'TLS and authentication')"
+                    "add one per caller (the docs, 'TLS and authentication')"
                 )
         authentication = Authentication(
             known,

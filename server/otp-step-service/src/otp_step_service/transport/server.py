@@ -3,7 +3,7 @@
 
 Why grpc.aio: every step mostly waits on Cognito or Redis. On an event loop a waiting step is a coroutine, not
 a thread, so the process spends its core on steps instead of on switching 64 threads around one interpreter
-lock, and an idle stream costs nothing (see README, Load testing).
+lock, and an idle stream costs nothing (see docs, Load testing).
 """
 
 from __future__ import annotations

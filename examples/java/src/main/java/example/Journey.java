@@ -54,7 +54,7 @@ public final class Journey {
   private static final String OUTPUT_VARIABLE = "otp_result";
   private static final String ERROR_VARIABLE = "otp_error";
   // Generate is retried only on a deadline: with the same step_execution_id a retry answers with the first
-  // result instead of sending a second code (README "The contract"). Nothing else is retried blindly.
+  // result instead of sending a second code (docs: "The contract"). Nothing else is retried blindly.
   private static final int GENERATE_ATTEMPTS = 3;
   private static final SecureRandom RANDOM = new SecureRandom();
 
@@ -272,7 +272,7 @@ public final class Journey {
     return value == null ? "null" : JsonFormat.printer().omittingInsignificantWhitespace().print(value);
   }
 
-  // --- The emulator's outbox (README "Outbox"): in production the user reads the code from their mailbox.
+  // --- The emulator's outbox (docs: "The local Cognito emulator", Outbox): in production the user reads the code from their mailbox.
 
   private List<Value> outboxCodes() throws IOException, InterruptedException, JourneyFailed {
     String url =
