@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -402,4 +404,8 @@ def start_service_process(
             return process, int(ports[0])
         assert process.poll() is None, log.read_text()
         time.sleep(0.05)
+    # Not started in time: stop it (and any server it forked) before failing, so nothing outlives the test.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
     raise AssertionError("the service did not start: " + log.read_text())
