@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -38,13 +37,9 @@ from otp_step_service.steps.challenges import (
 from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.outcomes import Channel
 
+from bench.processes import free_port
+
 FAILURES: dict[int, list[int]] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _server(port: int, folder: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -130,7 +125,7 @@ async def _drive(store: RedisChallengeStore, steps: int, concurrency: int) -> tu
 
 async def _main(args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="store-wait-"))
-    primary_port, replica_port = _free_port(), _free_port()
+    primary_port, replica_port = free_port(), free_port()
     processes = [_server(primary_port, folder / "primary")]
     processes.append(_server(replica_port, folder / "replica", "--replicaof", "127.0.0.1", str(primary_port)))
     try:
