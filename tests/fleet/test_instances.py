@@ -49,7 +49,7 @@ def test_journeys_spread_over_three_instances_and_survive_connection_recycling(
         done = 0
         # Past two connection ages: every connection is recycled at least once while journeys run.
         while done < 9 or time.monotonic() - started < 2.5:
-            assert done < 200, "bounded"
+            assert time.monotonic() - started < 60, "bounded in time"  # a fast machine does many journeys
             email = ("ada", "grace")[done % 2] + "@example.com"
             before = len(emulator.outbox(email))
             sent, journey = journeys.generate(email)
