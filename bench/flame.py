@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     bench = scenarios.Bench(scenarios.Plan.full(tracing=True), Path(tempfile.mkdtemp(prefix="bench-flame-")))
     try:
-        jaeger, otlp, _ = start_jaeger(bench.logs, jaeger_binary)
+        collector = start_jaeger(bench.logs, jaeger_binary)
+        jaeger, otlp = collector.process, collector.otlp_grpc
         standin = start_standin(bench.logs, "standin-flame")
         connections = bench.standin_connection(standin, name="standin-flame")
         services = {

@@ -199,12 +199,26 @@ def tcp_open(port: int) -> bool:
         return False
 
 
-def start_jaeger(logs: Path, binary: str) -> tuple[ManagedProcess, str, str]:
-    """Jaeger v2 all-in-one, in-memory, on free ports (bench/jaeger.yaml): (process, OTLP gRPC URL, UI URL)."""
-    ports = {name: free_port() for name in ("OTLP_GRPC", "QUERY_HTTP", "QUERY_GRPC", "HEALTH")}
+@dataclass
+class Jaeger:
+    """A running Jaeger: its process and where it listens."""
+
+    process: ManagedProcess
+    otlp_grpc: str  # http://127.0.0.1:<port>, what OTEL_EXPORTER_OTLP_ENDPOINT takes for grpc
+    otlp_http: str  # the same for http/protobuf (the exporter adds /v1/traces)
+    ui: str
+
+
+def start_jaeger(logs: Path, binary: str) -> Jaeger:
+    """Jaeger v2 all-in-one, in-memory, on free ports (bench/jaeger.yaml)."""
+    ports = {name: free_port() for name in ("OTLP_GRPC", "OTLP_HTTP", "QUERY_HTTP", "QUERY_GRPC", "HEALTH")}
     env = child_env({f"BENCH_JAEGER_{name}": str(port) for name, port in ports.items()})
     command = [binary, "--config", f"file:{JAEGER_CONFIG}"]
     process = ManagedProcess.start("jaeger", command, logs / "jaeger.log", env)
     ui = f"http://127.0.0.1:{ports['QUERY_HTTP']}"
-    process.wait_ready(lambda: tcp_open(ports["OTLP_GRPC"]) and _http_ok(ui), timeout=60)
-    return process, f"http://127.0.0.1:{ports['OTLP_GRPC']}", ui
+    process.wait_ready(
+        lambda: tcp_open(ports["OTLP_GRPC"]) and tcp_open(ports["OTLP_HTTP"]) and _http_ok(ui), timeout=60
+    )
+    return Jaeger(
+        process, f"http://127.0.0.1:{ports['OTLP_GRPC']}", f"http://127.0.0.1:{ports['OTLP_HTTP']}", ui
+    )

@@ -21,7 +21,8 @@ def tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
     """
     plan = bench.plan
     repetitions = plan.repetitions if plan.quick else max(plan.repetitions, 5)
-    jaeger, otlp, ui = start_jaeger(bench.logs, jaeger_binary)
+    collector = start_jaeger(bench.logs, jaeger_binary)
+    jaeger, otlp, ui = collector.process, collector.otlp_grpc, collector.ui
     standin = start_standin(bench.logs, "standin-tracing")
     connections = bench.standin_connection(standin, name="standin-tracing")
     otlp_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_TRACES_EXPORTER": "otlp"}
