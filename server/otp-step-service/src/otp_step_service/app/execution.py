@@ -38,6 +38,8 @@ from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.validate import ValidateOtpStep
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from otp_step_service.observability.metrics import Metrics
 
 log = logging.getLogger("otp_step_service.steps")
@@ -176,8 +178,7 @@ class StepRunner:
                 identifiers=(step.user_identifier.strip(),),
             )
             telemetry.record_outcome(span, outcome, event_data)
-            trace_id = format(span.get_span_context().trace_id, "032x") if span.is_recording() else ""
-        self._log(step_type, journey_fields, step, connection, outcome, started, trace_id)
+        self._log(step_type, journey_fields, step, connection, outcome, started, span)
         if self._metrics is not None:
             self._metrics.step_finished(
                 step_type,
@@ -199,10 +200,13 @@ class StepRunner:
         connection: Connection,
         outcome: StepOutcome[Any],
         started: float,
-        trace_id: str,
+        span: Span,
     ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return  # the fields below cost more than the rest of the log call
+        trace_id = (
+            format(span.get_span_context().trace_id, "032x") if span.get_span_context().is_valid else ""
+        )
         failure = outcome.failed
         identifier = step.user_identifier.strip()
         fields: dict[str, Any] = {

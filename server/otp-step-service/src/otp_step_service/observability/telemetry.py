@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -116,48 +117,60 @@ class CognitoCallSpan:
     instrumentation marks every Cognito error as ERROR, and this service keeps ERROR for system failures only
     (throttled, unavailable, timed out, misconfigured); a wrong code or an unknown user is Cognito answering,
     not failing. Cost: it measured 67 µs per call against 38 µs for this span (docs, "Tracing overhead").
+
+    The span has no child, so it is made once the call is over, with its start time and parent taken when
+    the call began: every attribute is given at once (the SDK validates attributes per call, under the
+    span's lock).
     """
 
-    __slots__ = ("_span",)
+    __slots__ = ("_context", "_operation", "_region", "_server_address", "_started")
 
     def __init__(self, operation: str, region: str, server_address: str) -> None:
-        self._span: Span | None = None
+        self._started = 0
         if _tracing_off():
             return
-        self._span = tracer().start_span(
-            f"CognitoIdentityProvider.{operation}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "rpc.system": "aws-api",
-                "rpc.service": "CognitoIdentityProvider",
-                "rpc.method": operation,
-                "cloud.region": region,
-                "server.address": server_address,
-            },
-            record_exception=False,
-        )
+        self._operation, self._region, self._server_address = operation, region, server_address
+        self._context = otel_context.get_current()
+        self._started = time.time_ns()
 
     def answered(self, metadata: Mapping[str, Any] | None) -> None:
         """Cognito answered with success."""
-        if self._span is not None:
-            self._span.set_attributes(_response_attributes(metadata))
-            self._span.end()
-            self._span = None
+        if self._started:
+            self._record(_response_attributes(metadata), None)
 
     def failed(self, error_type: str, system: bool, metadata: Mapping[str, Any] | None) -> None:
         """The call failed: Cognito's error code (or the transport error's name) as `error.type`."""
-        if self._span is not None:
-            self._span.set_attributes({**_response_attributes(metadata), "error.type": error_type})
-            if system:
-                self._span.set_status(Status(StatusCode.ERROR, error_type))
-            self._span.end()
-            self._span = None
+        if self._started:
+            attributes = _response_attributes(metadata)
+            attributes["error.type"] = error_type
+            self._record(attributes, Status(StatusCode.ERROR, error_type) if system else None)
+
+    def _record(self, response: dict[str, str | int], status: Status | None) -> None:
+        started, self._started = self._started, 0
+        span = tracer().start_span(
+            f"CognitoIdentityProvider.{self._operation}",
+            self._context,
+            SpanKind.CLIENT,
+            {
+                "rpc.system": "aws-api",
+                "rpc.service": "CognitoIdentityProvider",
+                "rpc.method": self._operation,
+                "cloud.region": self._region,
+                "server.address": self._server_address,
+                **response,
+            },
+            start_time=started,
+            record_exception=False,
+        )
+        if status is not None:
+            span.set_status(status)
+        span.end()
 
     def __enter__(self) -> CognitoCallSpan:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if self._span is not None:  # neither answered nor failed: an exception the adapter did not expect
+        if self._started:  # neither answered nor failed: an exception the adapter did not expect
             self.failed(kind.__name__ if kind is not None else "Unfinished", True, None)
 
 
