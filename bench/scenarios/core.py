@@ -288,7 +288,9 @@ class Bench:
 
     def previous_service(self, connections: Path) -> ServiceProcess | None:
         """The sync service of PREVIOUS_SYNC_SERVICE, from a git worktree with its own venv (full runs only:
-        its first set-up takes a minute)."""
+        its first set-up takes a minute). Never bound to the servers' core: what it is compared for is a
+        thread per step on the machine's cores, where its threads contend for the interpreter lock across
+        both; on one core of its own it ran 907 req/s against the async service's 821 (20261206-031916)."""
         if self.plan.quick:
             return None
         checkout = previous_checkout(self.logs)
@@ -300,7 +302,6 @@ class Bench:
             {"OTP_STEP_WORKERS": "64"},
             python=str(checkout / ".venv" / "bin" / "python"),
             cwd=checkout,
-            cpus=self.service_cpus,
         )
 
     def standin_connection(self, standin: Standin, name: str = "standin", **options: Any) -> Path:
