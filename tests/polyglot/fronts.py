@@ -68,7 +68,7 @@ class _NameServerProtocol(asyncio.DatagramProtocol):
         # The selector loop's datagram transport does not subclass asyncio.DatagramTransport (3.11).
         self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         query = dns.message.from_wire(data)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA | dns.flags.RA

@@ -13,9 +13,10 @@ One journey per language, the three at once (most of the time is two keepalive i
    the server answers no ping with a GOAWAY.
 4. The two Validates go one to A, one to B (round_robin), and the journey completes.
 
-Go and TypeScript resolve the name through a DNS server of the test's own (grpc-go and grpc-js take one in the
-target's authority); Java through a hosts file (`jdk.net.hosts.file`: grpc-java takes no DNS server in the
-target). Keepalive: the clients ping every 10 s, the least grpc-go and grpc-java send, against the service's
+Go and TypeScript resolve the name through a DNS server of the test's own, named in the target's authority
+(`dns://127.0.0.1:PORT/otp-steps.test:PORT`: grpc-go asks it; grpc-js does with
+GRPC_NODE_USE_ALTERNATIVE_RESOLVER=true); Java through a hosts file (`jdk.net.hosts.file`: grpc-java takes no
+DNS server in the target). Keepalive: the clients ping every 10 s, the least grpc-go and grpc-java send, against the service's
 test setting of one ping per 5 s; the shipped pair is 30 s against 20 s.
 """
 
