@@ -2,13 +2,17 @@
 
 One Redis, a Sentinel-managed primary and a Redis Cluster all end here as a `RedisClient`; the store and the
 step rate do not care which. Every client has short socket timeouts (a Redis that hangs fails a step quickly,
-as a retryable store failure, instead of holding it to the caller's deadline) and one quick retry of a command
+as a retryable store failure, instead of holding it to the caller's deadline) and one quick retry of a read
 whose connection dropped (a failover closes every connection to the old primary).
 
-`run_script(client, script, keys, args, replicas)` runs a Lua script and, with `replicas > 0`, a `WAIT` on the
-same connection in the same round trip: WAIT counts the replicas that have this connection's writes, so it
-must follow the script on the connection that ran it (redis-py's pooled calls may not), and it cannot run
-inside the script itself.
+`run_script(client, script, keys, args, replicas)` runs a Lua script exactly once and, with `replicas > 0`, a
+`WAIT` on the same connection in the same round trip: WAIT counts the replicas that have this connection's
+writes, so it must follow the script on the connection that ran it (redis-py's pooled calls may not), and it
+cannot run inside the script itself. Never through redis-py's retry: a connection that drops (or times out)
+after the script was sent may have run it, and a counter script run twice counts, or gives back, twice (a
+wrong code counted twice, or an attempt given back twice: a free one). Such a call fails, retryably; a pooled
+connection the server had already closed is replaced before the script is sent (the pool checks it), so a
+failover does not cost the step that follows it.
 """
 
 from __future__ import annotations
@@ -123,10 +127,12 @@ def redis_client(address: RedisAddress, secrets: StoreSecrets, max_connections: 
     common: dict[str, Any] = {
         "socket_timeout": SOCKET_SECONDS,
         "socket_connect_timeout": SOCKET_SECONDS,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1),
-        # Not on TimeoutError: a reply that timed out may belong to a script that ran, and running a counter
-        # script twice counts (or gives back) twice. The step fails retryably instead; its caller retries.
-        "retry_on_error": [ConnectionError],
+        # Reads only (scripts go through run_script, never retried). Not on TimeoutError: redis-py's Retry
+        # retries it unless told otherwise (its default supported errors), doubling the wait on a Redis that
+        # hangs; the step fails retryably after one socket timeout instead, and its caller retries.
+        "retry": Retry(
+            ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1, supported_errors=(ConnectionError,)
+        ),
     }
     auth: dict[str, Any] = {}
     url = address.url
@@ -202,14 +208,12 @@ async def replicas_of_primary(client: RedisClient, key: str) -> int:
 
 
 async def run_script(
-    client: RedisClient, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], replicas: int
+    client: RedisClient, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], replicas: int = 0
 ) -> tuple[Any, int]:
     """The script's reply and, with `replicas` > 0, how many replicas acknowledged its writes within
-    WAIT_MILLISECONDS (0 asked: the reply and 0). NOSCRIPT (a restarted or newly promoted primary has an empty
-    script cache) loads the script and runs it again; MOVED/ASK (a slot moved in a cluster failover) refreshes
-    the cluster's map and fails retryably."""
-    if replicas <= 0:
-        return await script(keys=keys, args=args), 0
+    WAIT_MILLISECONDS (0 asked: the reply and 0). Sent once (see the module's docstring). NOSCRIPT (a restarted
+    or newly promoted primary has an empty script cache) loads the script and runs it again; MOVED/ASK (a slot
+    moved in a cluster failover) refreshes the cluster's map and fails retryably."""
     node: ClusterNode | None = None
     if isinstance(client, RedisCluster):
         await client.initialize()
@@ -218,28 +222,22 @@ async def run_script(
         connection: AbstractConnection = node.acquire_connection()
     else:
         connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    commands: list[tuple[Any, ...]] = [("EVALSHA", script.sha, len(keys), *keys, *args)]
+    if replicas > 0:
+        commands.append(("WAIT", replicas, WAIT_MILLISECONDS))
     healthy = False
     try:
         for _ in range(2):
-            await connection.send_packed_command(
-                connection.pack_commands(
-                    [
-                        ("EVALSHA", script.sha, len(keys), *keys, *args),
-                        ("WAIT", replicas, WAIT_MILLISECONDS),
-                    ]
-                )
-            )
+            await connection.send_packed_command(connection.pack_commands(commands))
             try:
                 reply = await connection.read_response()
             except NoScriptError:
-                await connection.read_response()  # WAIT's answer is still on the wire
+                if replicas > 0:
+                    await connection.read_response()  # WAIT's answer is still on the wire
                 await connection.send_command("SCRIPT", "LOAD", script.script)
                 await connection.read_response()
                 continue
-            except BaseException:
-                await connection.disconnect()
-                raise
-            acknowledged = int(await connection.read_response())
+            acknowledged = int(await connection.read_response()) if replicas > 0 else 0
             healthy = True
             return reply, acknowledged
         raise NoScriptError("the script could not be loaded")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 
-from otp_step_service.adapters.redis_connection import RedisClient
+from otp_step_service.adapters.redis_connection import RedisClient, run_script
 from otp_step_service.adapters.redis_store import store_errors, text
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.step_rate import Gcra, RateDecision
@@ -59,9 +59,12 @@ class RedisStepRate:
     async def take(self, caller: str, rate: float) -> RateDecision:
         """One atomic GCRA step on the shared TAT; ChallengeStoreError when Redis fails."""
         limit = Gcra.per_second(rate)
-        allowed, wait = await self._take(
-            keys=[self.key(caller)],
-            args=[repr(self._clock.now()), repr(limit.interval), repr(limit.tolerance), repr(_EPSILON)],
+        # Once (run_script): a retried take would spend two of the caller's steps.
+        (allowed, wait), _ = await run_script(
+            self._redis,
+            self._take,
+            [self.key(caller)],
+            [repr(self._clock.now()), repr(limit.interval), repr(limit.tolerance), repr(_EPSILON)],
         )
         if int(allowed) == 1:
             return RateDecision(True)

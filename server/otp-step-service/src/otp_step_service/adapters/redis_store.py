@@ -523,7 +523,7 @@ class RedisChallengeStore:
                 "1" if request.alias_subject else "0",
             ]
             if result is SendResult.NOT_SENT:
-                verdict, value = await self._finish_send(keys=keys, args=args)
+                verdict, value = (await run_script(self._redis, self._finish_send, keys, args))[0]
             else:
                 verdict, value = await self._counted(self._finish_send, keys, args)
             if text(verdict) != "stale":
@@ -533,7 +533,7 @@ class RedisChallengeStore:
             raise ChallengeStoreError("the reservation's user kept changing")
         across = [s for s in request.counted if caller_scope(s)]
         if result is SendResult.NOT_SENT and caller_budgets and across:
-            await self._give_back(keys=[self._counter("", subject) for subject in across])
+            await run_script(self._redis, self._give_back, [self._counter("", s) for s in across], [])
 
     @store_errors
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
@@ -563,9 +563,11 @@ class RedisChallengeStore:
         self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]
     ) -> None:
         """Settle the attempt in one script (it only gives counts back: no WAIT)."""
-        await self._finish_attempt(
-            keys=[self._key(key), *(self._counter(key.connection, subject) for subject in lockout_subjects)],
-            args=[nonce, judgement.value],
+        await run_script(
+            self._redis,
+            self._finish_attempt,
+            [self._key(key), *(self._counter(key.connection, subject) for subject in lockout_subjects)],
+            [nonce, judgement.value],
         )
 
     @store_errors
