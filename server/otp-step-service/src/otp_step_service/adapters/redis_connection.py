@@ -207,6 +207,20 @@ async def replicas_of_primary(client: RedisClient, key: str) -> int:
     return int(info.get("connected_slaves", 0))
 
 
+async def _ready(connection: AbstractConnection) -> None:
+    """What redis-py's ConnectionPool does for a pooled client before handing a connection out (a cluster
+    node's free list does not): a connection the server closed, or with stray data on it, is replaced before
+    a script is sent on it, so it cannot cost a step."""
+    await connection.connect()  # type: ignore[no-untyped-call]
+    try:
+        stale = await connection.can_read()
+    except (ConnectionError, TimeoutError, OSError):
+        stale = True
+    if stale:
+        await connection.disconnect()
+        await connection.connect()  # type: ignore[no-untyped-call]
+
+
 async def run_script(
     client: RedisClient, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], replicas: int = 0
 ) -> tuple[Any, int]:
@@ -220,6 +234,7 @@ async def run_script(
         node = client.get_node_from_key(keys[0])
         assert node is not None, "a cluster serves every slot"
         connection: AbstractConnection = node.acquire_connection()
+        await _ready(connection)
     else:
         connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
     commands: list[tuple[Any, ...]] = [("EVALSHA", script.sha, len(keys), *keys, *args)]
