@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,10 @@ from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
 from redis.exceptions import (
     AskError,
+    AuthenticationError,
     ConnectionError,
     MovedError,
+    NoPermissionError,
     NoScriptError,
     RedisError,
     TimeoutError,
@@ -120,6 +123,34 @@ class PasswordFile(CredentialProvider):
 
     def __repr__(self) -> str:
         return f"PasswordFile({str(self._path)!r})"
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a Redis call failed, safe to log: the error's type and, for the failures only an operator can mend
+    (TLS, credentials, permissions), what to check. Built from fixed words and the TLS library's own reason
+    codes, never from the server's message (which may quote a key or a value)."""
+    name = type(error).__name__
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"{name}: TLS certificate verify failed ({getattr(cause, 'verify_message', '')}): check "
+                "OTP_STEP_CHALLENGE_STORE_CA_FILE and the names in the server's certificate"
+            )
+        if isinstance(cause, ssl.SSLError):
+            return (
+                f"{name}: TLS handshake failed ({getattr(cause, 'reason', '')}): a Redis that requires client certificates needs "
+                "OTP_STEP_CHALLENGE_STORE_CERT_FILE and OTP_STEP_CHALLENGE_STORE_KEY_FILE"
+            )
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, AuthenticationError):
+        return (
+            f"{name}: the user or password was refused: check the store URL's user and "
+            "OTP_STEP_CHALLENGE_STORE_PASSWORD_FILE"
+        )
+    if isinstance(error, NoPermissionError):
+        return f"{name}: the user may not run a command or touch a key the service needs (deploy/redis/otp-steps.acl)"
+    return name
 
 
 def redis_client(address: RedisAddress, secrets: StoreSecrets, max_connections: int) -> RedisClient:

@@ -30,6 +30,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
+    failure_reason,
     replicas_of_primary,
     run_script,
 )
@@ -310,7 +311,7 @@ def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Cor
             return await method(*args, **kwargs)
         # RedisClusterException (no reachable node, a slot not covered during a failover) is not a RedisError.
         except (RedisError, RedisClusterException, OSError) as exc:
-            raise ChallengeStoreError(type(exc).__name__) from exc
+            raise ChallengeStoreError(failure_reason(exc)) from exc
 
     return translated
 
