@@ -322,6 +322,14 @@ class Cluster:
                     return node
         raise AssertionError(f"no primary serves slot {slot}")
 
+    def replica_of(self, primary: RedisNode) -> RedisNode:
+        """The replica of `primary`."""
+        for node in self.nodes:
+            info = node.client().info("replication")
+            if info["role"] == "slave" and int(info["master_port"]) == primary.port:
+                return node
+        raise AssertionError(f"no replica of {primary.port}")
+
     @property
     def url(self) -> str:
         scheme = "rediss+cluster" if self.tls else "redis+cluster"

@@ -21,13 +21,13 @@ from typing import Any
 
 import grpc
 import pytest
-from cognito_emulator.connections_file import write_connections_file
 from harness import Emulator, Journeys, RunningService, build_service, free_port, wrong_code
 from otp_step_client import Step, StepExecutorClient
 from redis_topology import RedisNode, _server_args, until
 from stepexecutor.v1 import step_executor_pb2 as pb
 from toxiproxy import Proxy, running_toxiproxy
 
+from .emulated_pool import fleet_connections
 from .step_outcomes import (
     COGNITO_TIMEOUT,
     COGNITO_UNAVAILABLE,
@@ -102,39 +102,22 @@ def faulty(emulator: Emulator, keys_file: Path, tmp_path_factory: pytest.TempPat
         with running_toxiproxy(folder) as toxiproxy:
             redis_proxy = toxiproxy.proxy("redis", f"127.0.0.1:{port}")
             cognito_proxy = toxiproxy.proxy("cognito", emulator.endpoint_url.removeprefix("http://"))
-            seed = emulator.seed
-            secret = folder / "demo.secret"
-            secret.write_text(seed.client_secret)
-            base = {
-                "region": seed.region,
-                "user_pool_id": seed.user_pool_id,
-                "client_id": seed.client_id,
-                "client_secret_file": str(secret),
-                "endpoint_url": f"http://{cognito_proxy.address}",
-                "send_limit": 1000,
-                "ip_send_limit": 100000,
-                "call_timeout_seconds": CALL_TIMEOUT,
-                # Many wrong codes for one address in this module: its lockout is not what is under test.
-                "lockout_threshold": 100,
-            }
-            connections = folder / "connections.toml"
-            write_connections_file(
-                connections,
+            timeout = {"call_timeout_seconds": CALL_TIMEOUT}
+            connections = fleet_connections(
+                folder / "connections.toml",
+                emulator,
                 {
                     # The breaker off: each fault's own outcome, not the circuit's.
-                    "faults": {**base, "circuit_failure_threshold": 0},
-                    "fragile": {
-                        **base,
-                        "circuit_failure_threshold": 3,
-                        "circuit_open_seconds": 1,
-                    },
+                    "faults": {**timeout, "circuit_failure_threshold": 0},
+                    "fragile": {**timeout, "circuit_failure_threshold": 3, "circuit_open_seconds": 1},
                     "send-cap": {
-                        **base,
+                        **timeout,
                         "send_limit": 2,
                         "resend_cooldown_seconds": 0,
                         "circuit_failure_threshold": 0,
                     },
                 },
+                endpoint_url=f"http://{cognito_proxy.address}",
             )
             service = build_service(
                 connections,

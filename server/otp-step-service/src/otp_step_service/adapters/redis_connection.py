@@ -28,9 +28,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
@@ -125,6 +125,20 @@ class PasswordFile(CredentialProvider):
         return f"PasswordFile({str(self._path)!r})"
 
 
+# The first line of every store script (Redis 7's shebang, no flags: "this script may write"). A replica refuses
+# such a script (READONLY) even when the run at hand would only read; one without it runs on a replica until
+# its first write, and a script with nothing to write (a challenge not yet replicated to a demoted primary)
+# answers from stale data — "no such challenge" where the step must fail retryably. redis-py keeps a
+# connection to a primary the sentinels demoted until a command fails on it (it does not follow
+# +switch-master, redis/redis-py#3867); on READONLY it drops the connection, and the next asks the sentinels.
+_PRIMARY_ONLY = "#!lua\n"
+
+
+def primary_script(client: RedisClient, body: str) -> AsyncScript:
+    """`body` as a script that only a primary runs (see _PRIMARY_ONLY); run it with run_script."""
+    return client.register_script(_PRIMARY_ONLY + body)
+
+
 def failure_reason(error: BaseException) -> str:
     """Why a Redis call failed, safe to log: the error's type and, for the failures only an operator can mend
     (TLS, credentials, permissions), what to check. Built from fixed words and the TLS library's own reason
@@ -151,6 +165,35 @@ def failure_reason(error: BaseException) -> str:
     if isinstance(error, NoPermissionError):
         return f"{name}: the user may not run a command or touch a key the service needs (deploy/redis/otp-steps.acl)"
     return name
+
+
+class _SentinelPrimaryConnection(SentinelManagedConnection):
+    """A connection to the primary the sentinels name, which asks them again whenever it (re)connects.
+
+    Works around redis/redis-py#3874: redis-py reconnects a dropped connection on its own (a retried read, a
+    command sent on a connection that was closed) to the address it last had, after a failover the old
+    primary, and asks the sentinels only when its pool hands a connection out."""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        self.host, self.port = address
+        # The base's connect, not ours: the address was just asked for.
+        await super().connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False
+        )
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self.is_connected:
+            return
+        self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(
+            check_health=check_health, retry_socket_connect=retry_socket_connect
+        )
+
+
+class _SentinelPrimarySSLConnection(_SentinelPrimaryConnection, SSLConnection):
+    """The same over TLS (as redis-py's SentinelManagedSSLConnection pairs its own)."""
 
 
 def redis_client(address: RedisAddress, secrets: StoreSecrets, max_connections: int) -> RedisClient:
@@ -216,13 +259,17 @@ def redis_client(address: RedisAddress, secrets: StoreSecrets, max_connections: 
         **common,
         **auth,
     )
-    # A SentinelConnectionPool asks the sentinels for the primary on every new connection, and drops a
-    # connection answered READONLY (the old primary, now a replica). redis-py does not re-ask them on a retry
-    # of a connection that is already open (redis/redis-py#3874) nor follow +switch-master (#3867): the
-    # connection retry above is one quick attempt, after which the step fails retryably and the next one opens
-    # a new connection, which asks the sentinels again.
+    # A SentinelConnectionPool asks the sentinels for the primary on every connection it hands out, and drops
+    # a connection answered READONLY (the old primary, now a replica). Its gaps, and what covers them:
+    # reconnecting without asking again (redis/redis-py#3874): _SentinelPrimaryConnection; no +switch-master
+    # subscription (#3867), so a connection stays on a demoted primary until a command fails there: the
+    # scripts are refused by a replica (_PRIMARY_ONLY), the step fails retryably, the next connection asks.
     primary: redis.Redis = sentinels.master_for(
-        address.master, db=address.db, max_connections=max_connections, health_check_interval=30
+        address.master,
+        db=address.db,
+        max_connections=max_connections,
+        health_check_interval=30,
+        connection_class=_SentinelPrimarySSLConnection if address.tls else _SentinelPrimaryConnection,
     )
     return primary
 
@@ -279,7 +326,9 @@ async def run_script(
                 reply = await connection.read_response()
             except NoScriptError:
                 if replicas > 0:
-                    await connection.read_response()  # WAIT's answer is still on the wire
+                    # WAIT's answer is still to come, after WAIT_MILLISECONDS when the (new) primary has no
+                    # replica yet: a fresh connection is quicker than waiting for it.
+                    await connection.disconnect()
                 await connection.send_command("SCRIPT", "LOAD", script.script)
                 await connection.read_response()
                 continue

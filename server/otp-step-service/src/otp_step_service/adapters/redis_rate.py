@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 
-from otp_step_service.adapters.redis_connection import RedisClient, run_script
+from otp_step_service.adapters.redis_connection import RedisClient, primary_script, run_script
 from otp_step_service.adapters.redis_store import store_errors, text
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.step_rate import Gcra, RateDecision
@@ -49,7 +49,7 @@ class RedisStepRate:
         self._redis = client
         self._prefix = prefix
         self._clock = clock
-        self._take = client.register_script(_TAKE)
+        self._take = primary_script(client, _TAKE)
 
     def key(self, caller: str) -> str:
         """The Redis key of `caller`'s TAT (bounded length whatever the caller's name)."""

@@ -31,6 +31,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
     failure_reason,
+    primary_script,
     replicas_of_primary,
     run_script,
 )
@@ -342,12 +343,12 @@ class RedisChallengeStore:
         self._clock = clock
         self._min_replicas = min_replicas
         self._auto_replicas: dict[str, tuple[int, float]] = {}
-        self._begin_send = client.register_script(_BEGIN_SEND)
-        self._take_budgets = client.register_script(_TAKE_BUDGETS)
-        self._give_back = client.register_script(_GIVE_BACK)
-        self._finish_send = client.register_script(_FINISH_SEND)
-        self._begin_attempt = client.register_script(_BEGIN_ATTEMPT)
-        self._finish_attempt = client.register_script(_FINISH_ATTEMPT)
+        self._begin_send = primary_script(client, _BEGIN_SEND)
+        self._take_budgets = primary_script(client, _TAKE_BUDGETS)
+        self._give_back = primary_script(client, _GIVE_BACK)
+        self._finish_send = primary_script(client, _FINISH_SEND)
+        self._begin_attempt = primary_script(client, _BEGIN_ATTEMPT)
+        self._finish_attempt = primary_script(client, _FINISH_ATTEMPT)
         # The user each open reservation counted its send for (finish_send runs where begin_send ran); a
         # stale or missing entry costs one more round trip, never a wrong count (the script checks it).
         self._reserved_for: OrderedDict[str, str] = OrderedDict()
