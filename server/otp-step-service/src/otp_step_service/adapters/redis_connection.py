@@ -30,7 +30,7 @@ import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
@@ -285,6 +285,30 @@ async def replicas_of_primary(client: RedisClient, key: str) -> int:
     return int(info.get("connected_slaves", 0))
 
 
+async def _still_the_primary(client: RedisClient, connection: AbstractConnection) -> bool:
+    """Behind Sentinel, when a WAIT fell short: whether the server `connection` wrote to is still the primary
+    — every sentinel that answers names it, none is failing it over, and one at least answers.
+
+    A replica being promoted leaves the old primary accepting writes with no replica, for seconds (until the
+    sentinels convert it): a WAIT there falls short exactly as when a replica died, and what it accepted is
+    thrown away when it becomes a replica. Only the sentinels tell the two apart (the one leading a failover
+    flags it at once; all of them name the new primary a moment later)."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, SentinelConnectionPool):
+        return True
+    address = (connection.host, int(connection.port))  # type: ignore[attr-defined]
+    answered = False
+    for sentinel in pool.sentinel_manager.sentinels:
+        try:
+            state = await sentinel.sentinel_master(pool.service_name)
+        except (RedisError, OSError):
+            continue  # one sentinel down says nothing either way
+        answered = True
+        if (state["ip"], int(state["port"])) != address or "failover_in_progress" in state["flags"]:
+            return False
+    return answered
+
+
 async def _ready(connection: AbstractConnection) -> None:
     """What redis-py's ConnectionPool does for a pooled client before handing a connection out (a cluster
     node's free list does not): a connection the server closed, or with stray data on it, is replaced before
@@ -333,6 +357,8 @@ async def run_script(
                 await connection.read_response()
                 continue
             acknowledged = int(await connection.read_response()) if replicas > 0 else 0
+            if acknowledged < replicas and not await _still_the_primary(client, connection):
+                raise ConnectionError("the sentinels are failing this primary over: its writes may be lost")
             healthy = True
             return reply, acknowledged
         raise NoScriptError("the script could not be loaded")
