@@ -6,7 +6,7 @@ import asyncio
 import ssl
 
 import pytest
-from otp_step_service.adapters.redis_connection import failure_reason
+from otp_step_service.adapters.redis_connection import failure_reason, lost_under_redis_py
 from otp_step_service.adapters.redis_rate import RedisStepRate
 from otp_step_service.steps.errors import ChallengeStoreError
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -54,3 +54,21 @@ def test_a_failure_an_operator_must_mend_says_what_to_check_and_nothing_the_serv
     assert "otp-steps.acl" in refused and "secret" not in refused
     # Anything else: its type only (a server's message may quote a key or a value).
     assert failure_reason(ResponseError("ERR Error running script: otp-steps:{c:secret}")) == "ResponseError"
+
+
+def _raised_in(filename: str) -> AttributeError:
+    """The AttributeError of a write on a writer already gone, raised by code that claims to live in
+    `filename` (where redis-py's connection code lives, say)."""
+    namespace: dict[str, object] = {}
+    exec(compile("def write(writer):\n    writer.writelines([b'PING'])", filename, "exec"), namespace)
+    try:
+        namespace["write"](None)  # type: ignore[operator]
+    except AttributeError as error:
+        return error
+    raise AssertionError("no error")
+
+
+def test_a_connection_closed_under_redis_py_is_a_store_failure_and_a_bug_of_ours_is_not() -> None:
+    assert lost_under_redis_py(_raised_in("/venv/site-packages/redis/asyncio/connection.py"))
+    assert lost_under_redis_py(_raised_in("/usr/lib/python3.12/asyncio/selector_events.py"))
+    assert not lost_under_redis_py(_raised_in("/app/otp_step_service/adapters/redis_store.py"))

@@ -139,6 +139,20 @@ def primary_script(client: RedisClient, body: str) -> AsyncScript:
     return client.register_script(_PRIMARY_ONLY + body)
 
 
+def lost_under_redis_py(error: BaseException) -> bool:
+    """Whether `error` (an AttributeError or TypeError) was raised inside redis-py or the asyncio transport
+    under it: a connection closed under a command (by the peer, or by the cluster client refreshing its map)
+    can escape as one of those instead of a ConnectionError (redis/redis-py#4287), and is a store failure like
+    any other. Raised in this service's own code, it is a bug and stays one."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return False
+    where = Path(frame.tb_frame.f_code.co_filename).parts
+    return "redis" in where or "asyncio" in where
+
+
 def failure_reason(error: BaseException) -> str:
     """Why a Redis call failed, safe to log: the error's type and, for the failures only an operator can mend
     (TLS, credentials, permissions), what to check. Built from fixed words and the TLS library's own reason

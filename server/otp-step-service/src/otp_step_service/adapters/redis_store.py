@@ -31,6 +31,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
     failure_reason,
+    lost_under_redis_py,
     primary_script,
     replicas_of_primary,
     run_script,
@@ -313,6 +314,10 @@ def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Cor
         # RedisClusterException (no reachable node, a slot not covered during a failover) is not a RedisError.
         except (RedisError, RedisClusterException, OSError) as exc:
             raise ChallengeStoreError(failure_reason(exc)) from exc
+        except (AttributeError, TypeError) as exc:
+            if not lost_under_redis_py(exc):
+                raise
+            raise ChallengeStoreError(f"{type(exc).__name__}: a connection closed under redis-py") from exc
 
     return translated
 
