@@ -16,6 +16,7 @@ from harness import Emulator, Journeys, RunningService, build_service, free_port
 from otp_step_client import StepExecutorClient
 from redis_topology import SERVICE_USER, Cluster, RedisNode, SentinelSet, Tls, _server_args
 
+from .emulated_pool import fleet_connections
 from .step_outcomes import STORE_UNAVAILABLE, step_kind
 
 EMAIL = "ada@example.com"
@@ -25,6 +26,14 @@ EMAIL = "ada@example.com"
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     """A CA, the nodes' certificate and a client certificate for the service."""
     return Tls.issue(tmp_path_factory.mktemp("redis-tls"))
+
+
+@pytest.fixture(scope="module")
+def connections_file(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One connection (the journeys' "demo"): a service with the suite's twenty takes seconds to warm."""
+    return fleet_connections(
+        tmp_path_factory.mktemp("tls-connections") / "connections.toml", emulator, {"demo": {}}
+    )
 
 
 @pytest.fixture
