@@ -146,7 +146,7 @@ class StepRunner:
             try:
                 outcome: StepOutcome[Any] = await run()
             except ChallengeStoreError as exc:
-                log.warning("challenge store unavailable: %s", type(exc.__cause__ or exc).__name__)
+                log.warning("challenge store unavailable: %s", exc)  # its message is log-safe
                 outcome = fail(
                     step,
                     StepFailure(
