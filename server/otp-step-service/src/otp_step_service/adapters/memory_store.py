@@ -193,7 +193,8 @@ class InMemoryChallengeStore:
         if challenge is None or not challenge.usable:
             return AttemptGrant(AttemptVerdict.NOT_FOUND)
         user_failures = USER_FAILURES + challenge.user if challenge.user else ""
-        if user_failures and self._count(user_failures, now) >= request.lockout_threshold:
+        user_locked = bool(user_failures) and self._count(user_failures, now) >= request.lockout_threshold
+        if user_locked and not request.hide_user_lockout:
             return AttemptGrant(AttemptVerdict.LOCKED)
         if challenge.expires_at <= now:
             del self._challenges[skey]
@@ -204,6 +205,8 @@ class InMemoryChallengeStore:
         spent = challenge.with_attempt()
         self._challenges[skey] = spent
         self._increment(request.lockout_subject, request.lockout_window_seconds, now)
+        if user_locked:  # spent and counted as a wrong code is, for a code nothing will judge
+            return AttemptGrant(AttemptVerdict.USER_LOCKED, spent)
         if user_failures:
             self._increment(user_failures, request.lockout_window_seconds, now)
         return AttemptGrant(AttemptVerdict.GRANTED, spent)

@@ -20,7 +20,8 @@ end
 
 
 # KEYS: challenge, lockout counter, the user's failures.
-# ARGV: now, lockout threshold, lockout window s, the challenge's user as the caller guessed it ('' none).
+# ARGV: now, lockout threshold, lockout window s, the challenge's user as the caller guessed it ('' none),
+#       hide a user's lockout ('1'/'0', AttemptRequest.hide_user_lockout).
 BEGIN_ATTEMPT = (
     COUNTERS
     + """
@@ -31,13 +32,15 @@ local c = cjson.decode(raw)
 if c.pending or c.unusable then return {'not_found', false} end
 local user = c.user or ''
 if user ~= ARGV[4] then return {'stale', user} end
-if user ~= '' and count(KEYS[3]) >= tonumber(ARGV[2]) then return {'locked', false} end
+local user_locked = user ~= '' and count(KEYS[3]) >= tonumber(ARGV[2])
+if user_locked and ARGV[5] ~= '1' then return {'locked', false} end
 if c.expires_at <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return {'expired', false} end
 if c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]); return {'exhausted', false} end
 c.attempts_used = c.attempts_used + 1
 local encoded = cjson.encode(c)
 redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
 add(KEYS[2], ARGV[3])
+if user_locked then return {'user_locked', encoded} end  -- spent and counted, for nothing to judge
 if user ~= '' then add(KEYS[3], ARGV[3]) end
 return {'granted', encoded}
 """

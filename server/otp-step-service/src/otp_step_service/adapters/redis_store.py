@@ -493,7 +493,8 @@ class RedisChallengeStore:
                 self._counter(connection, request.lockout_subject),
                 self._counter(connection, USER_FAILURES + user) if user else self._unused(connection),
             ]
-            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user]
+            hide = "1" if request.hide_user_lockout else "0"
+            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user, hide]
             verdict, raw = await self._counted(self._begin_attempt, keys, args)
             if text(verdict) != "stale":
                 break
@@ -501,8 +502,8 @@ class RedisChallengeStore:
         else:
             raise ChallengeStoreError("the challenge's user kept changing")
         name = text(verdict)
-        if name == "granted":
-            return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw, self._sealer, request.key.storage_key()))
+        if name in ("granted", "user_locked"):
+            return AttemptGrant(AttemptVerdict(name), _decode(raw, self._sealer, request.key.storage_key()))
         return AttemptGrant(AttemptVerdict(name))
 
     @store_errors

@@ -17,6 +17,7 @@ from .challenges import (
     ChallengeKey,
     SendBudget,
     SendRequest,
+    SendReservation,
     SendResult,
     SendVerdict,
     alias_subject,
@@ -175,9 +176,10 @@ class GenerateOtpStep:
             and policy.user_enumeration_protection
             and send.alias_subject
         ):
-            linked = await self._refused_through_another_alias(admitted, deadline)
-            if linked is not None:
-                return linked
+            alone = await self._refused_through_another_alias(admitted, deadline)
+            if not isinstance(alone, SendReservation):
+                return alone
+            reservation = alone
         match reservation.verdict:
             case SendVerdict.LOCKED:
                 return admitted.failed(locked_failure(policy.lockout_window_seconds))
@@ -225,29 +227,29 @@ class GenerateOtpStep:
 
     async def _refused_through_another_alias(
         self, admitted: _Admitted, deadline: Deadline
-    ) -> StepOutcome[CodeSent] | None:
-        """Under enumeration protection, a refusal this identifier did not earn answers as a sent code.
+    ) -> StepOutcome[CodeSent] | SendReservation:
+        """Under enumeration protection, a refusal this identifier did not earn is not told through it.
 
         The store refused (locked, over budget) and counts per Cognito user as well as per identifier: when
         the refusal is the *user's*, earned through another of their aliases, answering it here would tell an
         outsider that this identifier reaches that user. So the store is asked again for this identifier
-        alone: if it reserves, the refusal came from another alias, and this identifier gets what any sent
-        code gets (a challenge, counted against its own budget, as long to answer as Cognito takes) while
-        nothing is sent. None: the refusal is the identifier's own, answered as such."""
+        alone, and whatever it says is the answer. If it reserves, the refusal came from another alias, and
+        this identifier gets what any sent code gets (a challenge, counted against its own budget, as long to
+        answer as Cognito takes) while nothing is sent. Otherwise its verdict is what this identifier alone
+        gets, and `_reserve` answers it as such: its own lockout or budget, its cooldown in this journey
+        (TOO_SOON), a retry of an execution that sent (REPLAY). Never the user's refusal."""
         alone = replace(admitted.send, alias_subject="")
         reservation = await self._store.begin_send(alone)
         if reservation.verdict is not SendVerdict.RESERVED:
-            if (
-                reservation.verdict is not SendVerdict.LOCKED
-                and reservation.verdict is not SendVerdict.OVER_BUDGET
-            ):
-                log.warning("a re-asked reservation came back %s", reservation.verdict.value)
-            return None
+            return reservation
         log.info("enumeration protection: a refusal earned through another alias answered as a sent code")
         try:
             await self._latency.as_long_as_cognito(admitted.policy.name, Operation.SEND, deadline)
         except BaseException:
-            await self._settle(alone, SendResult.NOT_SENT, None, quiet=True)
+            # The caller went away while a real send would have been in flight: settled as that send would
+            # be (a code that may have gone out holds the cooldown and stays counted), or a retry would tell.
+            lost = _unusable(alone.placeholder, SendResult.LOST)
+            await self._settle(alone, SendResult.LOST, lost, quiet=True)
             raise
         # No user: Validate must not reach the user's lockout through this decoy (that would link it again).
         decoy = replace(self._decoy(admitted), user="")
