@@ -8,8 +8,10 @@ to what a number nobody has answers to the same calls. Every person here is new 
 
 from __future__ import annotations
 
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import redis
@@ -19,28 +21,62 @@ from otp_step_client import Journey
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 INVALID, EXHAUSTED = pb.FAILURE_CODE_INVALID_CODE, pb.FAILURE_CODE_ATTEMPTS_EXHAUSTED
+SEND_LIMIT = 6  # "email-only"
+
+
+class Connections(NamedTuple):
+    """This module's connections file, and the pool of its "email-only" connection."""
+
+    path: Path
+    email_only_pool: str
 
 
 @pytest.fixture(scope="module")
-def connections(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def connections(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Connections:
     """This module's connections file (a service with few connections starts in a fraction of a second):
-    "lockout" on the demo pool (4 wrong codes lock a user out, a 30 s cooldown)."""
+    "lockout" on the demo pool (4 wrong codes lock a user out, a 30 s cooldown) and "email-only" on a pool
+    that sends codes by email only (SMS costs money) and signs users in by email or phone number (send_limit
+    6 per 900 s)."""
+    admin = emulator.admin()
+    pool = admin.create_user_pool(
+        PoolName=f"email-only-{uuid.uuid4().hex[:8]}",
+        UserPoolTier="ESSENTIALS",
+        Policies={"SignInPolicy": {"AllowedFirstAuthFactors": ["PASSWORD", "EMAIL_OTP"]}},
+        AliasAttributes=["email", "phone_number"],
+        MfaConfiguration="OFF",
+    )["UserPool"]
+    client = admin.create_user_pool_client(
+        UserPoolId=pool["Id"],
+        ClientName="otp-steps",
+        GenerateSecret=True,
+        ExplicitAuthFlows=["ALLOW_USER_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        PreventUserExistenceErrors="ENABLED",
+    )["UserPoolClient"]
     folder = tmp_path_factory.mktemp("alias-linkage")
     seed = emulator.seed
-    return write_connections_file(
+    where = {"region": seed.region, "endpoint_url": seed.endpoint_url}
+    path = write_connections_file(
         folder / "connections.toml",
         {
             "lockout": {
-                "region": seed.region,
-                "endpoint_url": seed.endpoint_url,
+                **where,
                 "user_pool_id": seed.user_pool_id,
                 "client_id": seed.client_id,
                 "client_secret_file": write_secret_file(folder / "demo.secret", seed.client_secret),
                 "lockout_threshold": 4,
                 "lockout_window_seconds": 60,
             },
+            "email-only": {
+                **where,
+                "user_pool_id": pool["Id"],
+                "client_id": client["ClientId"],
+                "client_secret_file": write_secret_file(folder / "email-only.secret", client["ClientSecret"]),
+                "send_limit": SEND_LIMIT,
+                "send_window_seconds": 900,
+            },
         },
     )
+    return Connections(path, pool["Id"])
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -73,12 +109,12 @@ def _generate(journeys: Journeys, phone: str, journey: Journey) -> Any:
 
 
 def test_a_generate_through_another_alias_answers_as_that_alias_alone_would(
-    connections: Path, emulator: Emulator, store_settings: dict[str, str]
+    connections: Connections, emulator: Emulator, store_settings: dict[str, str]
 ) -> None:
     # Generate through her phone in a journey, lock her out through her email, then, in that same journey,
     # Generate again within the cooldown and retry the first execution. Alone, a phone number answers
     # RESEND_TOO_SOON and the replay of its first answer; hers used to answer IDENTIFIER_LOCKED to both.
-    with fresh_journeys(connections, emulator, **store_settings) as journeys:
+    with fresh_journeys(connections.path, emulator, **store_settings) as journeys:
         person = new_person(emulator)
         phones = {"hers": person.phone, "stranger's": unused_number()}
         journeys_of = {who: journeys.journey(step_execution_id="first") for who in phones}
@@ -95,13 +131,13 @@ def test_a_generate_through_another_alias_answers_as_that_alias_alone_would(
 
 
 def test_a_validate_through_another_alias_answers_as_wrong_codes_and_judges_none(
-    connections: Path, emulator: Emulator, store_settings: dict[str, str]
+    connections: Connections, emulator: Emulator, store_settings: dict[str, str]
 ) -> None:
     # A challenge through her phone, then she is locked out through her email; then codes at the phone's
     # challenge: the right one first. A stranger's number gets INVALID_CODE, INVALID_CODE, ATTEMPTS_EXHAUSTED;
     # hers used to answer IDENTIFIER_LOCKED. Now as a stranger's, and the right code signs nobody in: no code
     # is judged while she is locked.
-    with fresh_journeys(connections, emulator, **store_settings) as journeys:
+    with fresh_journeys(connections.path, emulator, **store_settings) as journeys:
         person = new_person(emulator)
         phones = {"hers": person.phone, "stranger's": unused_number()}
         journeys_of = {who: journeys.journey() for who in phones}
@@ -124,3 +160,40 @@ def test_a_validate_through_another_alias_answers_as_wrong_codes_and_judges_none
         ("failure", INVALID, 1, ""),
         ("failure", EXHAUSTED, 0, ""),
     ]
+
+
+@pytest.mark.parametrize("decoy_first", [True, False], ids=["decoy-before-any-code", "decoy-after-a-code"])
+def test_decoys_through_an_alias_leave_the_users_send_budget_whole(
+    connections: Connections, emulator: Emulator, store_settings: dict[str, str], decoy_first: bool
+) -> None:
+    # On a pool that sends by email only, an SMS through her email is answered with a decoy (no phone
+    # channel). Such a decoy used to map her email to a user of its own in the store, so once her send budget
+    # was spent through her phone number (codes by email), Generates through her email were checked against
+    # that user's budget, not hers: a flood of them delivered codes past send_limit.
+    person = new_person(emulator, connections.email_only_pool)
+
+    def generate(identifier: str, channel: str = "EMAIL") -> Any:
+        return journeys.generate(identifier, channel=channel, connection="email-only")[0]
+
+    with fresh_journeys(connections.path, emulator, **store_settings) as journeys:
+        # The decoy comes before any code went out through her email, or after one did (the store then knows
+        # whom her email reaches). Either way it counts as a send of hers, as a real code would.
+        if decoy_first:
+            answers = [generate(person.email, "SMS")]
+        else:
+            answers = [generate(person.email), generate(person.email, "SMS")]
+        while len(emulator.outbox(person.email)) < SEND_LIMIT - 1:  # the rest of her budget, by phone number
+            answers.append(generate(person.phone))
+            assert len(answers) < 20, [_shown(a) for a in answers]
+        # As many Generates through her email at once as its own budget (per identifier) still allows, with
+        # Cognito as slow as on AWS: each is under way before Cognito answered any of them.
+        emulator.inject(operation="InitiateAuth", latency_ms=200, count=4)
+        try:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                answers += pool.map(lambda _: generate(person.email), range(4))
+        finally:
+            emulator.clear_faults()
+        delivered = len(emulator.outbox(person.email))
+    assert [_shown(answer) for answer in answers] == [("success", 0)] * len(answers)
+    # Before, 9 codes reached her: the flood was checked against a budget that was not hers.
+    assert delivered <= SEND_LIMIT, delivered

@@ -477,6 +477,29 @@ def test_a_users_lockout_is_hidden_when_asked_and_the_attempt_spent_as_a_wrong_c
     run(make_store, scenario)
 
 
+def test_a_decoy_never_takes_an_alias_away_from_its_user(make_store: StoreFactory) -> None:
+    async def decoy(store: ChallengeStore, request: SendRequest, stand_in: str) -> None:
+        assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+        challenge = replace(request.placeholder, pending=False, decoy=True, user=stand_in)
+        await store.finish_send(request, SendResult.SENT, challenge)
+
+    async def scenario(store: ChallengeStore) -> None:
+        # An alias nobody's code went through yet: a decoy maps it to the user it stands in for...
+        await decoy(store, _aliased("a", "run-a"), "S")
+        assert (await store.begin_send(_aliased("b", "run-b"))).verdict is SendVerdict.RESERVED
+        assert await store.events("demo", USER_SENDS + "S") == 2
+        # ...until a real answer names the user; from then on decoys leave the alias to that user.
+        await store.finish_send(
+            _aliased("b", "run-b"), SendResult.SENT, replace(_aliased("b", "run-b").placeholder, user="U")
+        )
+        await decoy(store, _aliased("c", "run-c"), "S")
+        assert (await store.begin_send(_aliased("d", "run-d"))).verdict is SendVerdict.RESERVED
+        assert await store.events("demo", USER_SENDS + "U") == 3  # b, the decoy c, d: all counted for U
+        assert await store.events("demo", USER_SENDS + "S") == 2
+
+    run(make_store, scenario)
+
+
 def test_the_memory_store_forgets_expired_challenges_by_itself() -> None:
     clock = FakeClock(1000.0)
 

@@ -12,10 +12,12 @@ from typing import Any
 
 from harness import FakeClock
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
+from otp_step_service.steps.challenges import USER_SENDS, user_digest
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.generate import GenerateOtpStep
 from otp_step_service.steps.journey import GenerateRequest, JourneyContext, StepConfiguration, ValidateRequest
 from otp_step_service.steps.latency import CognitoLatency, Operation
+from otp_step_service.steps.model import CognitoError, CognitoErrorKind, CognitoRequests
 from otp_step_service.steps.outcomes import (
     Channel,
     CodeSent,
@@ -154,5 +156,27 @@ def test_without_enumeration_protection_the_lockout_is_told_and_nothing_spent() 
         assert failure(await steps.validate(PHONE, CODE, "j")) is FailureCode.IDENTIFIER_LOCKED
         steps.clock.advance(steps.connection.policy.lockout_window_seconds + 1)
         assert isinstance(await steps.validate(PHONE, CODE, "j"), Success)  # no attempt was spent
+
+    run(scenario)
+
+
+async def _disabled(requests: CognitoRequests) -> None:
+    requests.sent += 1
+    raise CognitoError(CognitoErrorKind.USER_DISABLED, "NotAuthorizedException", "User is disabled.")
+
+
+def test_a_decoy_keeps_the_user_an_alias_reached_and_the_users_send_budget() -> None:
+    async def scenario() -> None:
+        steps = Aliases(send_limit=3, resend_cooldown_seconds=0)
+        assert isinstance(await steps.generate(EMAIL, "a"), Success)  # her email reaches ada
+        steps.cognito.start.append(_disabled)  # ada disabled for a moment: a decoy through her email
+        assert isinstance(await steps.generate(EMAIL, "b"), Success)
+        assert isinstance(await steps.generate(PHONE, "c"), Success)  # her budget (3) is spent
+        ada = user_digest("demo", "ada")
+        assert await steps.store.events("demo", USER_SENDS + ada) == 3
+        started = steps.cognito.started
+        # Through her email again: her budget, not a stand-in's (the decoy's) nor her email's own (2 of 3).
+        assert isinstance(await steps.generate(EMAIL, "d"), Success)
+        assert steps.cognito.started == started
 
     run(scenario)

@@ -171,7 +171,12 @@ class InMemoryChallengeStore:
             return
         user = challenge.user if challenge is not None else ""
         unresolved = alias + _UNRESOLVED
-        if user:
+        known = self._user(alias, now)
+        if user and challenge is not None and challenge.decoy and known:
+            # A decoy's user never replaces a known one (it may only stand in for one): the entry is kept,
+            # and held as long as a send would hold it; begin_send counted the send for that user.
+            self._hold(self._aliases, alias, known, now + request.alias_seconds)
+        elif user:
             # This send if begin_send could not count it for the user (unknown then, or since changed), and
             # the codes that went out through this identifier while its user was unknown: all the user's.
             sends = int(user != counted_user) + self._count(unresolved, now)

@@ -159,7 +159,8 @@ return 1
 # KEYS: challenge, alias entry, alias hold, alias unresolved sends, the settled user's sends, the counted user's
 #       sends, counted counters...
 # ARGV: nonce, result, challenge json (or ''), TTL ms, the challenge's user (or ''), send window s,
-#       alias TTL s, the user begin_send counted the send for (as the caller knows it), has alias ('1'/'0').
+#       alias TTL s, the user begin_send counted the send for (as the caller knows it), has alias ('1'/'0'),
+#       a decoy's ('1'/'0': its user never replaces a known one, see Challenge.user).
 _FINISH_SEND = (
     _COUNTERS
     + """
@@ -179,7 +180,10 @@ if ARGV[2] == 'not_sent' then
 end
 if mine and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 local user = ARGV[5]
-if has_alias and user ~= '' then
+local known = has_alias and ARGV[10] == '1' and redis.call('GET', KEYS[2])
+if known then
+  redis.call('EXPIRE', KEYS[2], ARGV[7])  -- kept, and held as a send holds it
+elseif has_alias and user ~= '' then
   if user ~= counted_user then add(KEYS[5], ARGV[6]) end
   -- Codes that went out through this identifier while its user was unknown were this user's too.
   local lost = count(KEYS[4])
@@ -468,6 +472,7 @@ class RedisChallengeStore:
                 max(request.alias_seconds, 1),
                 counted_user,
                 "1" if request.alias_subject else "0",
+                "1" if challenge is not None and challenge.decoy else "0",
             ]
             if result is SendResult.NOT_SENT:
                 verdict, value = (await run_script(self._redis, self._finish_send, keys, args))[0]

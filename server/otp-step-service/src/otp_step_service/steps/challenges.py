@@ -114,7 +114,9 @@ class Challenge:
     # validate, yet the code counts, and the cooldown holds as if it had been delivered.
     unusable: bool = False
     # The Cognito user this challenge's identifier reached (`user_digest`), "" while unknown: wrong codes count
-    # against that user as well as the identifier. Not secret (a digest); the username itself is.
+    # against that user as well as the identifier. Not secret (a digest); the username itself is. A decoy's
+    # may stand in for a user (the identifier's own digest): stores map an identifier to a decoy's user only
+    # where they know none, so a decoy never takes an identifier away from the user a real answer named.
     user: str = ""
 
     @property

@@ -86,6 +86,7 @@ class _Sending:
     result: SendResult = SendResult.MAYBE_SENT
     saved: Challenge | None = None
     failure: StepFailure | None = None
+    username: str = ""  # the user Cognito's answer named, when it named one without sending (another channel)
 
 
 class GenerateOtpStep:
@@ -277,7 +278,8 @@ class GenerateOtpStep:
             return _Sending(result, failure=failure_for(error))
         except ChannelNotAvailableError as exc:
             result = SendResult.MAYBE_SENT if exc.code_may_be_sent else SendResult.NOT_SENT
-            return _Sending(result, failure=StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc)))
+            failure = StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc))
+            return _Sending(result, failure=failure, username=exc.username)
         except BaseException:
             # The caller went away mid-call (or a bug surfaced): whatever Cognito did is settled before this
             # goes on, and a request that left counts as a sent code (Cognito may have delivered it).
@@ -308,7 +310,10 @@ class GenerateOtpStep:
         ):
             return
         log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
-        sending.saved, sending.result, sending.failure = self._decoy(admitted), SendResult.SENT, None
+        # A user Cognito named (one without the asked channel) is that user, as a sent code's is; otherwise
+        # the decoy stands in for one (`_decoy`).
+        named = user_digest(admitted.policy.name, sending.username) if sending.username else ""
+        sending.saved, sending.result, sending.failure = self._decoy(admitted, named), SendResult.SENT, None
 
     async def _record(self, admitted: _Admitted, sending: _Sending) -> StepOutcome[CodeSent]:
         """Settle the reservation with the outcome and answer the journey."""
@@ -325,16 +330,18 @@ class GenerateOtpStep:
         assert saved is not None  # SENT always carries the challenge
         return succeed(admitted.step, _sent(saved))
 
-    def _decoy(self, admitted: _Admitted) -> Challenge:
-        # The decoy's "user" is the identifier itself, so the store maps it to a user as it maps a real one: an
-        # identifier nobody owns then goes through the same per-user counting (and the same one-send-at-a-time
-        # while its user is unknown) as one somebody does.
+    def _decoy(self, admitted: _Admitted, user: str = "") -> Challenge:
+        # Without a user Cognito named, the decoy's "user" stands in for one: the identifier's own digest, so
+        # the store maps an identifier nobody owns to a user as it maps a real one, and it goes through the
+        # same per-user counting (and the same one-send-at-a-time while its user is unknown) as one somebody
+        # does. A stand-in never replaces a user the store already knows for the identifier (stores keep a
+        # decoy's user only where none is known), and the next real answer replaces it.
         return replace(
             admitted.send.placeholder,
             masked_destination=self._plausible_destination(admitted),
             pending=False,
             decoy=True,
-            user=user_digest(admitted.policy.name, admitted.identifier.value),
+            user=user or user_digest(admitted.policy.name, admitted.identifier.value),
             expires_at=self._clock.now() + admitted.policy.session_validity_seconds,
         )
 
@@ -387,6 +394,7 @@ async def _start(
                 f"{'an email' if channel is Channel.EMAIL else 'a phone_number'} attribute and the pool's "
                 "SignInPolicy.AllowedFirstAuthFactors must include it",
                 code_may_be_sent=False,
+                username=challenge.username,
             )
         challenge = await gateway.select_challenge(
             challenge.username or identifier.value, challenge.session, channel, end_user, deadline, requests
@@ -397,6 +405,7 @@ async def _start(
         raise ChannelNotAvailableError(
             f"Cognito answered with {challenge.name} instead of {channel.challenge_name}",
             code_may_be_sent=challenge.name.endswith("_OTP"),
+            username=challenge.username,
         )
     return challenge
 
@@ -404,9 +413,10 @@ async def _start(
 class ChannelNotAvailableError(OtpStepError):
     """The requested channel cannot be used for this user or pool."""
 
-    def __init__(self, message: str, *, code_may_be_sent: bool) -> None:
+    def __init__(self, message: str, *, code_may_be_sent: bool, username: str = "") -> None:
         super().__init__(message)
         self.code_may_be_sent = code_may_be_sent
+        self.username = username  # the user Cognito's answer named (its USERNAME), "" when none
 
 
 # Cognito's masks [obs]: "a***@e***" for an email, "+*******0100" for a phone number.
