@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from harness import FakeClock
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.steps.challenges import USER_SENDS, user_digest
@@ -52,14 +53,16 @@ class CountingCognito(FakeCognito):
 
 
 class RecordingLatency(CognitoLatency):
-    """Waits nothing; remembers what each decoy was asked to wait out."""
+    """Waits nothing; remembers what each decoy was asked to wait out (operation, seconds already spent)."""
 
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock=clock)
         self.waits: list[tuple[Operation, float]] = []
 
-    async def as_long_as_cognito(self, connection: str, operation: Operation, deadline: Deadline) -> None:
-        self.waits.append((operation, 0.0))
+    async def as_long_as_cognito(
+        self, connection: str, operation: Operation, deadline: Deadline, spent: float = 0.0
+    ) -> None:
+        self.waits.append((operation, spent))
 
 
 class Aliases:
@@ -178,5 +181,35 @@ def test_a_decoy_keeps_the_user_an_alias_reached_and_the_users_send_budget() -> 
         # Through her email again: her budget, not a stand-in's (the decoy's) nor her email's own (2 of 3).
         assert isinstance(await steps.generate(EMAIL, "d"), Success)
         assert steps.cognito.started == started
+
+    run(scenario)
+
+
+def test_a_decoy_for_a_user_cognito_turned_away_waits_out_a_real_sends_duration() -> None:
+    async def scenario() -> None:
+        steps = Aliases()
+
+        async def disabled_after_30_ms(requests: CognitoRequests) -> None:
+            steps.clock.advance(0.03)
+            await _disabled(requests)
+
+        steps.cognito.start.append(disabled_after_30_ms)
+        assert isinstance(await steps.generate(EMAIL, "a"), Success)
+        assert steps.latency.waits == [(Operation.SEND, pytest.approx(0.03))]
+
+    run(scenario)
+
+
+def test_a_decoy_waits_the_drawn_duration_less_what_cognito_already_took() -> None:
+    async def scenario() -> None:
+        latency = CognitoLatency()
+        latency.observe("demo", Operation.SEND, 0.2)
+        deadline = Deadline(None)
+        started = asyncio.get_running_loop().time()
+        await latency.as_long_as_cognito("demo", Operation.SEND, deadline, spent=0.2)
+        assert asyncio.get_running_loop().time() - started < 0.05  # nothing left to wait
+        started = asyncio.get_running_loop().time()
+        await latency.as_long_as_cognito("demo", Operation.SEND, deadline, spent=0.1)
+        assert asyncio.get_running_loop().time() - started >= 0.09
 
     run(scenario)

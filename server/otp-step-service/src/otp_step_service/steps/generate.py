@@ -86,6 +86,7 @@ class _Sending:
     result: SendResult = SendResult.MAYBE_SENT
     saved: Challenge | None = None
     failure: StepFailure | None = None
+    took: float = 0.0  # seconds Cognito took to answer (a decoy made of its answer waits out the rest)
     username: str = ""  # the user Cognito's answer named, when it named one without sending (another channel)
 
 
@@ -119,7 +120,7 @@ class GenerateOtpStep:
         if refused is not None:
             return refused
         sending = await self._send(admitted, request, connection, deadline)
-        self._protect(admitted, sending)
+        await self._protect(admitted, sending, deadline)
         return await self._record(admitted, sending)
 
     def _admit(self, request: GenerateRequest, policy: ConnectionPolicy) -> _Admitted | StepOutcome[CodeSent]:
@@ -275,11 +276,13 @@ class GenerateOtpStep:
                 result = SendResult.LOST
             else:
                 result = SendResult.MAYBE_SENT
-            return _Sending(result, failure=failure_for(error))
+            return _Sending(result, failure=failure_for(error), took=self._clock.monotonic() - started)
         except ChannelNotAvailableError as exc:
             result = SendResult.MAYBE_SENT if exc.code_may_be_sent else SendResult.NOT_SENT
             failure = StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc))
-            return _Sending(result, failure=failure, username=exc.username)
+            return _Sending(
+                result, failure=failure, took=self._clock.monotonic() - started, username=exc.username
+            )
         except BaseException:
             # The caller went away mid-call (or a bug surfaced): whatever Cognito did is settled before this
             # goes on, and a request that left counts as a sent code (Cognito may have delivered it).
@@ -298,10 +301,12 @@ class GenerateOtpStep:
         )
         return _Sending(SendResult.SENT, saved)
 
-    def _protect(self, admitted: _Admitted, sending: _Sending) -> None:
+    async def _protect(self, admitted: _Admitted, sending: _Sending, deadline: Deadline) -> None:
         """Under enumeration protection, whatever is wrong with this user (none, disabled, unconfirmed, no
         phone) becomes what every user gets: a code "sent" to a plausible destination, and no code that
-        works. The send stays counted, as a real one would."""
+        works. The send stays counted, as a real one would, and the answer takes as long as a real send:
+        Cognito says "no such user" or "disabled" sooner than it sends a code, so the decoy waits out the
+        rest of a duration drawn from the recent real sends."""
         failure = sending.failure
         if (
             failure is None
@@ -313,6 +318,15 @@ class GenerateOtpStep:
         # A user Cognito named (one without the asked channel) is that user, as a sent code's is; otherwise
         # the decoy stands in for one (`_decoy`).
         named = user_digest(admitted.policy.name, sending.username) if sending.username else ""
+        try:
+            await self._latency.as_long_as_cognito(
+                admitted.policy.name, Operation.SEND, deadline, spent=sending.took
+            )
+        except BaseException:
+            # The caller went away while a real send would still be in flight: settled as that send would be.
+            lost = _unusable(admitted.send.placeholder, SendResult.LOST)
+            await self._settle(admitted.send, SendResult.LOST, lost, quiet=True)
+            raise
         sending.saved, sending.result, sending.failure = self._decoy(admitted, named), SendResult.SENT, None
 
     async def _record(self, admitted: _Admitted, sending: _Sending) -> StepOutcome[CodeSent]:
