@@ -16,7 +16,16 @@ from typing import Any, NamedTuple
 import pytest
 import redis
 from cognito_emulator.connections_file import write_connections_file, write_secret_file
-from harness import Emulator, Journeys, Person, fresh_journeys, new_person, unused_number, wrong_code
+from harness import (
+    Emulator,
+    Journeys,
+    Person,
+    connection_tables,
+    fresh_journeys,
+    new_person,
+    unused_number,
+    wrong_code,
+)
 from otp_step_client import Journey
 from stepexecutor.v1 import step_executor_pb2 as pb
 
@@ -32,11 +41,13 @@ class Connections(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def connections(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Connections:
-    """This module's connections file (a service with few connections starts in a fraction of a second):
-    "lockout" on the demo pool (4 wrong codes lock a user out, a 30 s cooldown) and "email-only" on a pool
-    that sends codes by email only (SMS costs money) and signs users in by email or phone number (send_limit
-    6 per 900 s)."""
+def connections(
+    connections_file: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> Connections:
+    """This module's connections file (a service with few connections starts in a fraction of a second): the
+    suite's "lockout" (4 wrong codes lock a user out, a 30 s cooldown), and "email-only" on a pool that sends
+    codes by email only (SMS costs money) and signs users in by email or phone number (send_limit 6 per
+    900 s)."""
     admin = emulator.admin()
     pool = admin.create_user_pool(
         PoolName=f"email-only-{uuid.uuid4().hex[:8]}",
@@ -53,30 +64,17 @@ def connections(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
         PreventUserExistenceErrors="ENABLED",
     )["UserPoolClient"]
     folder = tmp_path_factory.mktemp("alias-linkage")
-    seed = emulator.seed
-    where = {"region": seed.region, "endpoint_url": seed.endpoint_url}
-    path = write_connections_file(
-        folder / "connections.toml",
-        {
-            "lockout": {
-                **where,
-                "user_pool_id": seed.user_pool_id,
-                "client_id": seed.client_id,
-                "client_secret_file": write_secret_file(folder / "demo.secret", seed.client_secret),
-                "lockout_threshold": 4,
-                "lockout_window_seconds": 60,
-            },
-            "email-only": {
-                **where,
-                "user_pool_id": pool["Id"],
-                "client_id": client["ClientId"],
-                "client_secret_file": write_secret_file(folder / "email-only.secret", client["ClientSecret"]),
-                "send_limit": SEND_LIMIT,
-                "send_window_seconds": 900,
-            },
-        },
-    )
-    return Connections(path, pool["Id"])
+    email_only = {
+        "region": emulator.seed.region,
+        "endpoint_url": emulator.endpoint_url,
+        "user_pool_id": pool["Id"],
+        "client_id": client["ClientId"],
+        "client_secret_file": write_secret_file(folder / "email-only.secret", client["ClientSecret"]),
+        "send_limit": SEND_LIMIT,
+        "send_window_seconds": 900,
+    }
+    tables = {**connection_tables(connections_file, "lockout"), "email-only": email_only}
+    return Connections(write_connections_file(folder / "connections.toml", tables), pool["Id"])
 
 
 @pytest.fixture(params=["memory", "redis"])
