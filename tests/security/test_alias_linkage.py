@@ -8,6 +8,8 @@ to what a number nobody has answers to the same calls. Every person here is new 
 
 from __future__ import annotations
 
+import statistics
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -132,9 +134,9 @@ def test_a_validate_through_another_alias_answers_as_wrong_codes_and_judges_none
     connections: Connections, emulator: Emulator, store_settings: dict[str, str]
 ) -> None:
     # A challenge through her phone, then she is locked out through her email; then codes at the phone's
-    # challenge: the right one first. A stranger's number gets INVALID_CODE, INVALID_CODE, ATTEMPTS_EXHAUSTED;
-    # hers used to answer IDENTIFIER_LOCKED. Now as a stranger's, and the right code signs nobody in: no code
-    # is judged while she is locked.
+    # challenge: the right one first. A stranger's number gets INVALID_CODE, INVALID_CODE, ATTEMPTS_EXHAUSTED,
+    # each as long as Cognito takes to judge a code (150 ms more here); hers answered IDENTIFIER_LOCKED at
+    # once. Now as a stranger's, and the right code signs nobody in: no code is judged while she is locked.
     with fresh_journeys(connections.path, emulator, **store_settings) as journeys:
         person = new_person(emulator)
         phones = {"hers": person.phone, "stranger's": unused_number()}
@@ -142,22 +144,31 @@ def test_a_validate_through_another_alias_answers_as_wrong_codes_and_judges_none
         for who, phone in phones.items():
             assert _shown(_generate(journeys, phone, journeys_of[who])) == ("success", 0)
         code = emulator.latest_code(person.phone)
-        _lock_out(journeys, emulator, person)
-        answers = {}
-        for who, phone in phones.items():
-            typed = [code, wrong_code(code), wrong_code(code)]
-            answers[who] = [
-                (*_shown(answer), answer.failure.attempts_remaining, answer.failure.cognito_error)
-                for answer in (
-                    journeys.validate(journeys_of[who], phone, each, connection="lockout") for each in typed
-                )
-            ]
+        emulator.inject(operation="RespondToAuthChallenge", latency_ms=150)
+        try:
+            _lock_out(journeys, emulator, person)
+            answers: dict[str, list[Any]] = {}
+            seconds: dict[str, list[float]] = {}
+            for who, phone in phones.items():
+                answers[who], seconds[who] = [], []
+                for typed in (code, wrong_code(code), wrong_code(code)):
+                    started = time.perf_counter()
+                    answer = journeys.validate(journeys_of[who], phone, typed, connection="lockout")
+                    seconds[who].append(time.perf_counter() - started)
+                    answers[who].append(
+                        (*_shown(answer), answer.failure.attempts_remaining, answer.failure.cognito_error)
+                    )
+        finally:
+            emulator.clear_faults()
     assert answers["hers"] == answers["stranger's"], answers
     assert answers["hers"] == [
         ("failure", INVALID, 2, ""),
         ("failure", INVALID, 1, ""),
         ("failure", EXHAUSTED, 0, ""),
     ]
+    # As in tests/service/test_enumeration.py: medians within a quarter of the real one.
+    hers, strangers = statistics.median(seconds["hers"]), statistics.median(seconds["stranger's"])
+    assert strangers > 0.15 and abs(hers - strangers) <= 0.25 * strangers, seconds
 
 
 @pytest.mark.parametrize("decoy_first", [True, False], ids=["decoy-before-any-code", "decoy-after-a-code"])
