@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.request
 import uuid
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -243,6 +244,13 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
     write_connections_file(path, {name: {**base, **values} for name, values in connections.items()})
 
 
+def connection_tables(connections_file: Path, *names: str) -> dict[str, dict[str, Any]]:
+    """The named `[connections.*]` tables of the suite's file, to write a smaller one with (a service with a
+    few connections starts in a fraction of a second; with all of the suite's, in seconds)."""
+    tables = tomllib.loads(connections_file.read_text())["connections"]
+    return {name: tables[name] for name in names}
+
+
 T = TypeVar("T")
 
 
@@ -409,3 +417,35 @@ def start_service_process(
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     raise AssertionError("the service did not start: " + log.read_text())
+
+
+@dataclass(frozen=True)
+class Person:
+    """A user of the pool, reachable by a verified email and a verified phone number (two aliases)."""
+
+    username: str
+    email: str
+    phone: str
+
+
+def unused_number() -> str:
+    """A US-shaped number nobody in the pool has."""
+    return f"+1555{uuid.uuid4().int % 10**7:07d}"
+
+
+def new_person(emulator: Emulator, pool_id: str | None = None) -> Person:
+    """A user created for this run: nothing of it is in any store or outbox yet."""
+    token = uuid.uuid4().hex[:12]
+    person = Person(f"u-{token}", f"u-{token}@example.com", unused_number())
+    emulator.admin().admin_create_user(
+        UserPoolId=pool_id or emulator.seed.user_pool_id,
+        Username=person.username,
+        UserAttributes=[
+            {"Name": "email", "Value": person.email},
+            {"Name": "email_verified", "Value": "true"},
+            {"Name": "phone_number", "Value": person.phone},
+            {"Name": "phone_number_verified", "Value": "true"},
+        ],
+        MessageAction="SUPPRESS",
+    )
+    return person

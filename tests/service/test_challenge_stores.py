@@ -453,6 +453,53 @@ def test_a_users_wrong_codes_are_counted_and_given_back_with_the_identifiers(
     run(make_store, scenario)
 
 
+def test_a_users_lockout_is_hidden_when_asked_and_the_attempt_spent_as_a_wrong_codes(
+    make_store: StoreFactory,
+) -> None:
+    async def scenario(store: ChallengeStore) -> None:
+        locked_user = replace(_attempt(threshold=2), lockout_subject="failures:phone", hide_user_lockout=True)
+        for run_id in ("run-1", "run-2"):  # the user's two wrong codes, through another identifier
+            await _saved(store, _challenge(user="U"))
+            assert (await store.begin_attempt(_attempt(threshold=2))).verdict is AttemptVerdict.GRANTED
+            if run_id == "run-1":
+                await store.finish_attempt(KEY, "n1", Judgement.RIGHT, (FAILURES,))  # only the user's stays
+        key = ChallengeKey("demo", "run-3", "+15555550100")
+        request = replace(_send("p"), key=key, lockout_subject="failures:phone")
+        assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+        await store.finish_send(request, SendResult.SENT, _challenge(nonce="p", user="U", max_attempts=1))
+        grants = [await store.begin_attempt(replace(locked_user, key=key)) for _ in range(2)]
+        # As for a user who is not locked: an attempt spent, then none left.
+        assert [g.verdict for g in grants] == [AttemptVerdict.USER_LOCKED, AttemptVerdict.EXHAUSTED]
+        assert grants[0].challenge is not None and grants[0].challenge.attempts_remaining == 0
+        assert await store.events("demo", "failures:phone") == 1  # counted as a wrong code is
+        assert await store.events("demo", USER_FAILURES + "U") == 2  # the user's lockout, unchanged
+
+    run(make_store, scenario)
+
+
+def test_a_decoy_never_takes_an_alias_away_from_its_user(make_store: StoreFactory) -> None:
+    async def decoy(store: ChallengeStore, request: SendRequest, stand_in: str) -> None:
+        assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+        challenge = replace(request.placeholder, pending=False, decoy=True, user=stand_in)
+        await store.finish_send(request, SendResult.SENT, challenge)
+
+    async def scenario(store: ChallengeStore) -> None:
+        # An alias nobody's code went through yet: a decoy maps it to the user it stands in for...
+        await decoy(store, _aliased("a", "run-a"), "S")
+        assert (await store.begin_send(_aliased("b", "run-b"))).verdict is SendVerdict.RESERVED
+        assert await store.events("demo", USER_SENDS + "S") == 2
+        # ...until a real answer names the user; from then on decoys leave the alias to that user.
+        await store.finish_send(
+            _aliased("b", "run-b"), SendResult.SENT, replace(_aliased("b", "run-b").placeholder, user="U")
+        )
+        await decoy(store, _aliased("c", "run-c"), "S")
+        assert (await store.begin_send(_aliased("d", "run-d"))).verdict is SendVerdict.RESERVED
+        assert await store.events("demo", USER_SENDS + "U") == 3  # b, the decoy c, d: all counted for U
+        assert await store.events("demo", USER_SENDS + "S") == 2
+
+    run(make_store, scenario)
+
+
 def test_the_memory_store_forgets_expired_challenges_by_itself() -> None:
     clock = FakeClock(1000.0)
 

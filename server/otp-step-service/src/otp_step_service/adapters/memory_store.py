@@ -171,7 +171,12 @@ class InMemoryChallengeStore:
             return
         user = challenge.user if challenge is not None else ""
         unresolved = alias + _UNRESOLVED
-        if user:
+        known = self._user(alias, now)
+        if user and challenge is not None and challenge.decoy and known:
+            # A decoy's user never replaces a known one (it may only stand in for one): the entry is kept,
+            # and held as long as a send would hold it; begin_send counted the send for that user.
+            self._hold(self._aliases, alias, known, now + request.alias_seconds)
+        elif user:
             # This send if begin_send could not count it for the user (unknown then, or since changed), and
             # the codes that went out through this identifier while its user was unknown: all the user's.
             sends = int(user != counted_user) + self._count(unresolved, now)
@@ -193,7 +198,8 @@ class InMemoryChallengeStore:
         if challenge is None or not challenge.usable:
             return AttemptGrant(AttemptVerdict.NOT_FOUND)
         user_failures = USER_FAILURES + challenge.user if challenge.user else ""
-        if user_failures and self._count(user_failures, now) >= request.lockout_threshold:
+        user_locked = bool(user_failures) and self._count(user_failures, now) >= request.lockout_threshold
+        if user_locked and not request.hide_user_lockout:
             return AttemptGrant(AttemptVerdict.LOCKED)
         if challenge.expires_at <= now:
             del self._challenges[skey]
@@ -204,6 +210,8 @@ class InMemoryChallengeStore:
         spent = challenge.with_attempt()
         self._challenges[skey] = spent
         self._increment(request.lockout_subject, request.lockout_window_seconds, now)
+        if user_locked:  # spent and counted as a wrong code is, for a code nothing will judge
+            return AttemptGrant(AttemptVerdict.USER_LOCKED, spent)
         if user_failures:
             self._increment(user_failures, request.lockout_window_seconds, now)
         return AttemptGrant(AttemptVerdict.GRANTED, spent)

@@ -28,6 +28,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
 
+from otp_step_service.adapters.redis_attempts import BEGIN_ATTEMPT, FINISH_ATTEMPT
+from otp_step_service.adapters.redis_attempts import COUNTERS as _COUNTERS
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
     failure_reason,
@@ -67,17 +69,6 @@ R = TypeVar("R")
 
 # How long an unset OTP_STEP_STORE_MIN_REPLICAS trusts what it last saw of a primary's replicas.
 REPLICAS_RECHECK_SECONDS = 10.0
-
-# Shared by the scripts: a counter's value (0 when absent), and giving one event back.
-_COUNTERS = """
-local function count(key) return tonumber(redis.call('GET', key) or '0') end
-local function give_back(key) if count(key) > 0 then redis.call('DECR', key) end end
-local function add(key, window)
-  redis.call('INCR', key)
-  -- The window starts with the first event and is not restarted by a give-back to 0 (as in memory).
-  if redis.call('PTTL', key) < 0 then redis.call('EXPIRE', key, window) end
-end
-"""
 
 # KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, alias unresolved sends, the user's
 #       sends, the user's failures, budgets... (keys the request has no use for are unused names in its slot)
@@ -168,7 +159,8 @@ return 1
 # KEYS: challenge, alias entry, alias hold, alias unresolved sends, the settled user's sends, the counted user's
 #       sends, counted counters...
 # ARGV: nonce, result, challenge json (or ''), TTL ms, the challenge's user (or ''), send window s,
-#       alias TTL s, the user begin_send counted the send for (as the caller knows it), has alias ('1'/'0').
+#       alias TTL s, the user begin_send counted the send for (as the caller knows it), has alias ('1'/'0'),
+#       a decoy's ('1'/'0': its user never replaces a known one, see Challenge.user).
 _FINISH_SEND = (
     _COUNTERS
     + """
@@ -188,7 +180,10 @@ if ARGV[2] == 'not_sent' then
 end
 if mine and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 local user = ARGV[5]
-if has_alias and user ~= '' then
+local known = has_alias and ARGV[10] == '1' and redis.call('GET', KEYS[2])
+if known then
+  redis.call('EXPIRE', KEYS[2], ARGV[7])  -- kept, and held as a send holds it
+elseif has_alias and user ~= '' then
   if user ~= counted_user then add(KEYS[5], ARGV[6]) end
   -- Codes that went out through this identifier while its user was unknown were this user's too.
   local lost = count(KEYS[4])
@@ -203,57 +198,6 @@ elseif has_alias and counted_user == '' and ARGV[2] == 'lost' then
 end
 if holding then redis.call('DEL', KEYS[3]) end
 return {'settled', ''}
-"""
-)
-
-# KEYS: challenge, lockout counter, the user's failures.
-# ARGV: now, lockout threshold, lockout window s, the challenge's user as the caller guessed it ('' none).
-_BEGIN_ATTEMPT = (
-    _COUNTERS
-    + """
-if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'locked', false} end
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'not_found', false} end
-local c = cjson.decode(raw)
-if c.pending or c.unusable then return {'not_found', false} end
-local user = c.user or ''
-if user ~= ARGV[4] then return {'stale', user} end
-if user ~= '' and count(KEYS[3]) >= tonumber(ARGV[2]) then return {'locked', false} end
-if c.expires_at <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return {'expired', false} end
-if c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]); return {'exhausted', false} end
-c.attempts_used = c.attempts_used + 1
-local encoded = cjson.encode(c)
-redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
-add(KEYS[2], ARGV[3])
-if user ~= '' then add(KEYS[3], ARGV[3]) end
-return {'granted', encoded}
-"""
-)
-
-# KEYS: challenge, lockout counters... ARGV: nonce, judgement.
-_FINISH_ATTEMPT = (
-    _COUNTERS
-    + """
-local raw = redis.call('GET', KEYS[1])
-local c = raw and cjson.decode(raw)
-local mine = c and c.nonce == ARGV[1]
-local judgement = ARGV[2]
-local function give_back_all() for i = 2, #KEYS do give_back(KEYS[i]) end end
-if judgement == 'right' or judgement == 'session_dead' then
-  if mine then redis.call('DEL', KEYS[1]) end
-  give_back_all()
-elseif judgement == 'unjudged' then
-  if mine and c.attempts_used > 0 then
-    c.attempts_used = c.attempts_used - 1
-    redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
-  end
-  give_back_all()
-elseif judgement == 'wrong' then
-  if mine and c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]) end
-elseif judgement == 'unknown' then
-  give_back_all()  -- the attempt stays spent
-end
-return 1
 """
 )
 
@@ -352,8 +296,8 @@ class RedisChallengeStore:
         self._take_budgets = primary_script(client, _TAKE_BUDGETS)
         self._give_back = primary_script(client, _GIVE_BACK)
         self._finish_send = primary_script(client, _FINISH_SEND)
-        self._begin_attempt = primary_script(client, _BEGIN_ATTEMPT)
-        self._finish_attempt = primary_script(client, _FINISH_ATTEMPT)
+        self._begin_attempt = primary_script(client, BEGIN_ATTEMPT)
+        self._finish_attempt = primary_script(client, FINISH_ATTEMPT)
         # The user each open reservation counted its send for (finish_send runs where begin_send ran); a
         # stale or missing entry costs one more round trip, never a wrong count (the script checks it).
         self._reserved_for: OrderedDict[str, str] = OrderedDict()
@@ -528,6 +472,7 @@ class RedisChallengeStore:
                 max(request.alias_seconds, 1),
                 counted_user,
                 "1" if request.alias_subject else "0",
+                "1" if challenge is not None and challenge.decoy else "0",
             ]
             if result is SendResult.NOT_SENT:
                 verdict, value = (await run_script(self._redis, self._finish_send, keys, args))[0]
@@ -553,7 +498,8 @@ class RedisChallengeStore:
                 self._counter(connection, request.lockout_subject),
                 self._counter(connection, USER_FAILURES + user) if user else self._unused(connection),
             ]
-            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user]
+            hide = "1" if request.hide_user_lockout else "0"
+            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user, hide]
             verdict, raw = await self._counted(self._begin_attempt, keys, args)
             if text(verdict) != "stale":
                 break
@@ -561,8 +507,8 @@ class RedisChallengeStore:
         else:
             raise ChallengeStoreError("the challenge's user kept changing")
         name = text(verdict)
-        if name == "granted":
-            return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw, self._sealer, request.key.storage_key()))
+        if name in ("granted", "user_locked"):
+            return AttemptGrant(AttemptVerdict(name), _decode(raw, self._sealer, request.key.storage_key()))
         return AttemptGrant(AttemptVerdict(name))
 
     @store_errors

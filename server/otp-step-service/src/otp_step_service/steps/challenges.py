@@ -114,7 +114,9 @@ class Challenge:
     # validate, yet the code counts, and the cooldown holds as if it had been delivered.
     unusable: bool = False
     # The Cognito user this challenge's identifier reached (`user_digest`), "" while unknown: wrong codes count
-    # against that user as well as the identifier. Not secret (a digest); the username itself is.
+    # against that user as well as the identifier. Not secret (a digest); the username itself is. A decoy's
+    # may stand in for a user (the identifier's own digest): stores map an identifier to a decoy's user only
+    # where they know none, so a decoy never takes an identifier away from the user a real answer named.
     user: str = ""
 
     @property
@@ -281,6 +283,10 @@ class AttemptVerdict(enum.Enum):
     EXPIRED = "expired"
     EXHAUSTED = "exhausted"
     LOCKED = "locked"
+    # The identifier's user is locked out by wrong codes through another alias, and the request hides that
+    # (`AttemptRequest.hide_user_lockout`): the attempt is spent and the identifier's wrong code counted, as
+    # for a wrong code, with the challenge; nothing may judge the code.
+    USER_LOCKED = "user_locked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,11 +298,16 @@ class AttemptRequest:
     lockout_subject: str
     lockout_threshold: int
     lockout_window_seconds: int
+    # Enumeration protection: a lockout of the user earned through another alias is not told through this
+    # identifier (that would link the two). The store then decides as for a user who is not locked (not
+    # found, expired, exhausted) and answers USER_LOCKED where it would grant. Otherwise it answers LOCKED
+    # and spends nothing.
+    hide_user_lockout: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptGrant:
-    """The verdict, and on GRANTED the challenge with the attempt already counted."""
+    """The verdict, and on GRANTED (and USER_LOCKED) the challenge with the attempt already counted."""
 
     verdict: AttemptVerdict
     challenge: Challenge | None = None

@@ -17,6 +17,7 @@ from .challenges import (
     ChallengeKey,
     SendBudget,
     SendRequest,
+    SendReservation,
     SendResult,
     SendVerdict,
     alias_subject,
@@ -85,6 +86,8 @@ class _Sending:
     result: SendResult = SendResult.MAYBE_SENT
     saved: Challenge | None = None
     failure: StepFailure | None = None
+    took: float = 0.0  # seconds Cognito took to answer (a decoy made of its answer waits out the rest)
+    username: str = ""  # the user Cognito's answer named, when it named one without sending (another channel)
 
 
 class GenerateOtpStep:
@@ -117,7 +120,7 @@ class GenerateOtpStep:
         if refused is not None:
             return refused
         sending = await self._send(admitted, request, connection, deadline)
-        self._protect(admitted, sending)
+        await self._protect(admitted, sending, deadline)
         return await self._record(admitted, sending)
 
     def _admit(self, request: GenerateRequest, policy: ConnectionPolicy) -> _Admitted | StepOutcome[CodeSent]:
@@ -175,9 +178,10 @@ class GenerateOtpStep:
             and policy.user_enumeration_protection
             and send.alias_subject
         ):
-            linked = await self._refused_through_another_alias(admitted, deadline)
-            if linked is not None:
-                return linked
+            alone = await self._refused_through_another_alias(admitted, deadline)
+            if not isinstance(alone, SendReservation):
+                return alone
+            reservation = alone
         match reservation.verdict:
             case SendVerdict.LOCKED:
                 return admitted.failed(locked_failure(policy.lockout_window_seconds))
@@ -225,29 +229,29 @@ class GenerateOtpStep:
 
     async def _refused_through_another_alias(
         self, admitted: _Admitted, deadline: Deadline
-    ) -> StepOutcome[CodeSent] | None:
-        """Under enumeration protection, a refusal this identifier did not earn answers as a sent code.
+    ) -> StepOutcome[CodeSent] | SendReservation:
+        """Under enumeration protection, a refusal this identifier did not earn is not told through it.
 
         The store refused (locked, over budget) and counts per Cognito user as well as per identifier: when
         the refusal is the *user's*, earned through another of their aliases, answering it here would tell an
         outsider that this identifier reaches that user. So the store is asked again for this identifier
-        alone: if it reserves, the refusal came from another alias, and this identifier gets what any sent
-        code gets (a challenge, counted against its own budget, as long to answer as Cognito takes) while
-        nothing is sent. None: the refusal is the identifier's own, answered as such."""
+        alone, and whatever it says is the answer. If it reserves, the refusal came from another alias, and
+        this identifier gets what any sent code gets (a challenge, counted against its own budget, as long to
+        answer as Cognito takes) while nothing is sent. Otherwise its verdict is what this identifier alone
+        gets, and `_reserve` answers it as such: its own lockout or budget, its cooldown in this journey
+        (TOO_SOON), a retry of an execution that sent (REPLAY). Never the user's refusal."""
         alone = replace(admitted.send, alias_subject="")
         reservation = await self._store.begin_send(alone)
         if reservation.verdict is not SendVerdict.RESERVED:
-            if (
-                reservation.verdict is not SendVerdict.LOCKED
-                and reservation.verdict is not SendVerdict.OVER_BUDGET
-            ):
-                log.warning("a re-asked reservation came back %s", reservation.verdict.value)
-            return None
+            return reservation
         log.info("enumeration protection: a refusal earned through another alias answered as a sent code")
         try:
             await self._latency.as_long_as_cognito(admitted.policy.name, Operation.SEND, deadline)
         except BaseException:
-            await self._settle(alone, SendResult.NOT_SENT, None, quiet=True)
+            # The caller went away while a real send would have been in flight: settled as that send would
+            # be (a code that may have gone out holds the cooldown and stays counted), or a retry would tell.
+            lost = _unusable(alone.placeholder, SendResult.LOST)
+            await self._settle(alone, SendResult.LOST, lost, quiet=True)
             raise
         # No user: Validate must not reach the user's lockout through this decoy (that would link it again).
         decoy = replace(self._decoy(admitted), user="")
@@ -272,10 +276,13 @@ class GenerateOtpStep:
                 result = SendResult.LOST
             else:
                 result = SendResult.MAYBE_SENT
-            return _Sending(result, failure=failure_for(error))
+            return _Sending(result, failure=failure_for(error), took=self._clock.monotonic() - started)
         except ChannelNotAvailableError as exc:
             result = SendResult.MAYBE_SENT if exc.code_may_be_sent else SendResult.NOT_SENT
-            return _Sending(result, failure=StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc)))
+            failure = StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc))
+            return _Sending(
+                result, failure=failure, took=self._clock.monotonic() - started, username=exc.username
+            )
         except BaseException:
             # The caller went away mid-call (or a bug surfaced): whatever Cognito did is settled before this
             # goes on, and a request that left counts as a sent code (Cognito may have delivered it).
@@ -294,10 +301,12 @@ class GenerateOtpStep:
         )
         return _Sending(SendResult.SENT, saved)
 
-    def _protect(self, admitted: _Admitted, sending: _Sending) -> None:
+    async def _protect(self, admitted: _Admitted, sending: _Sending, deadline: Deadline) -> None:
         """Under enumeration protection, whatever is wrong with this user (none, disabled, unconfirmed, no
         phone) becomes what every user gets: a code "sent" to a plausible destination, and no code that
-        works. The send stays counted, as a real one would."""
+        works. The send stays counted, as a real one would, and the answer takes as long as a real send:
+        Cognito says "no such user" or "disabled" sooner than it sends a code, so the decoy waits out the
+        rest of a duration drawn from the recent real sends."""
         failure = sending.failure
         if (
             failure is None
@@ -306,7 +315,19 @@ class GenerateOtpStep:
         ):
             return
         log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
-        sending.saved, sending.result, sending.failure = self._decoy(admitted), SendResult.SENT, None
+        # A user Cognito named (one without the asked channel) is that user, as a sent code's is; otherwise
+        # the decoy stands in for one (`_decoy`).
+        named = user_digest(admitted.policy.name, sending.username) if sending.username else ""
+        try:
+            await self._latency.as_long_as_cognito(
+                admitted.policy.name, Operation.SEND, deadline, spent=sending.took
+            )
+        except BaseException:
+            # The caller went away while a real send would still be in flight: settled as that send would be.
+            lost = _unusable(admitted.send.placeholder, SendResult.LOST)
+            await self._settle(admitted.send, SendResult.LOST, lost, quiet=True)
+            raise
+        sending.saved, sending.result, sending.failure = self._decoy(admitted, named), SendResult.SENT, None
 
     async def _record(self, admitted: _Admitted, sending: _Sending) -> StepOutcome[CodeSent]:
         """Settle the reservation with the outcome and answer the journey."""
@@ -323,16 +344,18 @@ class GenerateOtpStep:
         assert saved is not None  # SENT always carries the challenge
         return succeed(admitted.step, _sent(saved))
 
-    def _decoy(self, admitted: _Admitted) -> Challenge:
-        # The decoy's "user" is the identifier itself, so the store maps it to a user as it maps a real one: an
-        # identifier nobody owns then goes through the same per-user counting (and the same one-send-at-a-time
-        # while its user is unknown) as one somebody does.
+    def _decoy(self, admitted: _Admitted, user: str = "") -> Challenge:
+        # Without a user Cognito named, the decoy's "user" stands in for one: the identifier's own digest, so
+        # the store maps an identifier nobody owns to a user as it maps a real one, and it goes through the
+        # same per-user counting (and the same one-send-at-a-time while its user is unknown) as one somebody
+        # does. A stand-in never replaces a user the store already knows for the identifier (stores keep a
+        # decoy's user only where none is known), and the next real answer replaces it.
         return replace(
             admitted.send.placeholder,
             masked_destination=self._plausible_destination(admitted),
             pending=False,
             decoy=True,
-            user=user_digest(admitted.policy.name, admitted.identifier.value),
+            user=user or user_digest(admitted.policy.name, admitted.identifier.value),
             expires_at=self._clock.now() + admitted.policy.session_validity_seconds,
         )
 
@@ -385,6 +408,7 @@ async def _start(
                 f"{'an email' if channel is Channel.EMAIL else 'a phone_number'} attribute and the pool's "
                 "SignInPolicy.AllowedFirstAuthFactors must include it",
                 code_may_be_sent=False,
+                username=challenge.username,
             )
         challenge = await gateway.select_challenge(
             challenge.username or identifier.value, challenge.session, channel, end_user, deadline, requests
@@ -395,6 +419,7 @@ async def _start(
         raise ChannelNotAvailableError(
             f"Cognito answered with {challenge.name} instead of {channel.challenge_name}",
             code_may_be_sent=challenge.name.endswith("_OTP"),
+            username=challenge.username,
         )
     return challenge
 
@@ -402,9 +427,10 @@ async def _start(
 class ChannelNotAvailableError(OtpStepError):
     """The requested channel cannot be used for this user or pool."""
 
-    def __init__(self, message: str, *, code_may_be_sent: bool) -> None:
+    def __init__(self, message: str, *, code_may_be_sent: bool, username: str = "") -> None:
         super().__init__(message)
         self.code_may_be_sent = code_may_be_sent
+        self.username = username  # the user Cognito's answer named (its USERNAME), "" when none
 
 
 # Cognito's masks [obs]: "a***@e***" for an email, "+*******0100" for a phone number.

@@ -126,12 +126,15 @@ class ChallengeStore(Protocol):
         """Settle the reservation `request` made: SENT / MAYBE_SENT / LOST store `challenge` in its place
         (MAYBE_SENT, LOST: an unusable one that still holds the cooldown), NOT_SENT releases the key and gives back
         one event of every counter begin_send added to. A challenge naming its user (`Challenge.user`)
-        records which user the identifier reached, and counts the send for them if begin_send could not."""
+        records which user the identifier reached, and counts the send for them if begin_send could not; a
+        decoy's records it only where the identifier reached no user yet."""
 
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
         """Spend one attempt and count one wrong code for the identifier and its user before Cognito judges
         the code, so concurrent Validates can never try more codes than any cap allows; a locked identifier
-        or user touches nothing. Expired or exhausted challenges are removed."""
+        or user touches nothing (a locked user, when `hide_user_lockout` asks, is decided as one who is not,
+        and spends the attempt and the identifier's count as USER_LOCKED). Expired or exhausted challenges
+        are removed."""
 
     async def finish_attempt(
         self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]

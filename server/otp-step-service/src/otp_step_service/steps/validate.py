@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,7 +124,12 @@ class ValidateOtpStep:
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
         grant = await self._store.begin_attempt(
             AttemptRequest(
-                key, self._clock.now(), subject, policy.lockout_threshold, policy.lockout_window_seconds
+                key,
+                self._clock.now(),
+                subject,
+                policy.lockout_threshold,
+                policy.lockout_window_seconds,
+                hide_user_lockout=policy.user_enumeration_protection,
             )
         )
         challenge = grant.challenge
@@ -142,6 +147,15 @@ class ValidateOtpStep:
             case AttemptVerdict.GRANTED if challenge is not None:
                 subjects = user_lockout_subjects(subject, challenge)
                 return _Attempt(step, policy, key, challenge, subjects, request.otp_code.strip())
+            case AttemptVerdict.USER_LOCKED if challenge is not None:
+                # The user is locked out through another alias; saying so here would tell an outsider that
+                # this identifier reaches them. So the code is wrong, as a decoy's is: judged here, as long
+                # as Cognito would take, never by Cognito (a locked user's codes are not judged at all).
+                log.info(
+                    "enumeration protection: a lockout earned through another alias answered as a wrong code"
+                )
+                decoy = replace(challenge, decoy=True)
+                return _Attempt(step, policy, key, decoy, (subject,), request.otp_code.strip())
             case _:
                 return failed(
                     StepFailure(
