@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.request
 import uuid
 from collections import Counter
@@ -248,6 +249,14 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
         },
     }
     write_connections_file(path, {name: {**base, **values} for name, values in connections.items()})
+
+
+def connections_subset(connections_file: Path, path: Path, names: Sequence[str]) -> Path:
+    """A connections file with only the `names` of `connections_file`: a service process warms up every
+    connection it has (an AWS client apiece, up to a second on a loaded machine), so one started for a few
+    connections starts several times faster."""
+    every = tomllib.loads(connections_file.read_text())["connections"]
+    return write_connections_file(path, {name: every[name] for name in names})
 
 
 T = TypeVar("T")

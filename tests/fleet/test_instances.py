@@ -11,7 +11,6 @@ import signal
 import statistics
 import subprocess
 import time
-import tomllib
 import urllib.request
 import uuid
 from collections import Counter
@@ -23,8 +22,7 @@ from typing import Any
 
 import pytest
 import redis
-from cognito_emulator.connections_file import write_connections_file
-from harness import Emulator, Journeys, free_port, start_service_process, wrong_code
+from harness import Emulator, Journeys, connections_subset, free_port, start_service_process, wrong_code
 from otp_step_client import Journey, Step, StepExecutorClient, StepExecutorError
 from prometheus_client.parser import text_string_to_metric_families
 from stepexecutor.v1 import step_executor_pb2 as pb
@@ -91,8 +89,7 @@ class Instance:
         raise AssertionError("no otp_steps_in_flight gauge")
 
 
-# The connections these tests use: a process warms up each connection it has (an AWS client apiece, half a
-# second on a loaded machine), so the fleet's processes get only these and start several times faster.
+# The connections these tests use: the fleet's processes get only these (see `connections_subset`).
 FLEET_CONNECTIONS = ("demo", "resend", "send-cap")
 
 
@@ -111,10 +108,7 @@ def fleet(
         "OTP_STEP_GRACE_SECONDS": "2",
     }
     folder = tmp_path_factory.mktemp("fleet")
-    every = tomllib.loads(connections_file.read_text())["connections"]
-    subset = write_connections_file(
-        folder / "connections.toml", {name: every[name] for name in FLEET_CONNECTIONS}
-    )
+    subset = connections_subset(connections_file, folder / "connections.toml", FLEET_CONNECTIONS)
     instances = [Instance(f"s{i}", free_port(), free_port(), env, subset, folder) for i in range(3)]
     try:
         with ThreadPoolExecutor(3) as starting:  # side by side: each start waits for its port line
@@ -257,6 +251,8 @@ def test_concurrent_sends_over_three_processes_stop_at_the_send_budget(
 
 JOURNEYS = 27
 THREADS = 9
+# Journeys whose first Generate goes to the victim itself, so it surely dies with sends in flight.
+PINNED = 3
 # Every InitiateAuth is this slow at the emulator: sends are in flight on each process at any moment.
 SEND_DELAY_MS = 700
 # The client's deadline per call, so the lease of a send lost with its process ends this long after it began.
@@ -268,6 +264,7 @@ class Run:
     """One journey of the load, as its driver saw it."""
 
     email: str
+    run_id: str = field(default_factory=lambda: f"kill-{uuid.uuid4().hex[:8]}")
     started: float = 0.0
     generated: float = 0.0
     refusals: list[str] = field(default_factory=list)
@@ -299,22 +296,27 @@ def _users(emulator: Emulator, prefix: str, count: int) -> list[str]:
     return emails
 
 
-def _drive(client: StepExecutorClient, emulator: Emulator, run: Run, index: int) -> None:
+def _drive(
+    client: StepExecutorClient, emulator: Emulator, run: Run, first: StepExecutorClient | None = None
+) -> None:
     """A journey as an orchestrator runs it: Generate (the same step execution again while the call fails
     retryably, as told by RetryInfo), then Validate the code; a Validate lost with its process is repeated,
-    and a challenge it spent is sent again (a resend, a new step execution)."""
-    journey = Journey("fleet-kill", run_id=f"kill-{uuid.uuid4().hex[:8]}", step_id="send-code")
+    and a challenge it spent is sent again (a resend, a new step execution). `first`: where the first
+    Generate goes (else `client`, as every later call)."""
+    journey = Journey("fleet-kill", run_id=run.run_id, step_id="send-code")
     step = Step("resend", run.email, channel="EMAIL")
     run.started = time.monotonic()
+    calls = first or client
     for execution in range(3):
-        at = journey.at_step("send-code", f"exec-{index}-{execution}")
+        at = journey.at_step("send-code", f"exec-{execution}")
         while True:
             assert time.monotonic() - run.started < 60, (run, "bounded in time")
             try:
-                sent = client.generate_otp(at, step)
+                sent = calls.generate_otp(at, step)
             except StepExecutorError as exc:
                 if not exc.retryable:
                     raise
+                calls = client
                 run.refusals.append(exc.reason or exc.code.name)
                 time.sleep(min(exc.retry_after or 0.2, 3))  # the backoff the service asked for
                 continue
@@ -324,16 +326,17 @@ def _drive(client: StepExecutorClient, emulator: Emulator, run: Run, index: int)
         run.generated = run.generated or time.monotonic()
         assert sent.WhichOneof("outcome") == "success", sent
         code = emulator.latest_code(run.email)
-        for _ in range(2):
+        for backoff in (0.1, 0.2, 0.4):
             try:
                 checked = client.validate_otp(journey.at_step("check-code"), step, code)
                 break
             except StepExecutorError as exc:  # not retried by the service config: the journey decides
                 if not exc.retryable:
                     raise
-                run.refusals.append("validate: " + (exc.reason or exc.code.name))
+                run.refusals.append(f"validate: {exc}")
+                time.sleep(backoff)  # a dead connection may take the channel a moment to notice
         else:
-            raise AssertionError(f"{run.email}: no Validate answered")
+            raise AssertionError(f"no Validate answered: {run}")
         if checked.WhichOneof("outcome") == "success":
             return
         run.resends += 1
@@ -344,32 +347,41 @@ def test_a_process_killed_under_load_loses_no_journey_and_each_lost_send_gets_on
     fleet: list[Instance], emulator: Emulator, redis_url: str
 ) -> None:
     from otp_step_service.adapters.redis_store import connection_tag
-    from otp_step_service.steps.challenges import sends_subject
+    from otp_step_service.steps.challenges import ChallengeKey, sends_subject
 
     prefix = f"kill{uuid.uuid4().hex[:6]}"
-    runs = [Run(email) for email in _users(emulator, prefix, JOURNEYS)]
+    runs = [Run(email) for email in _users(emulator, prefix, JOURNEYS + PINNED)]
+    load, pinned = runs[:JOURNEYS], runs[JOURNEYS:]
     victim = fleet[1]
+    store = redis.Redis.from_url(redis_url)
+    reservations = [
+        "otp-steps:" + connection_tag("resend") + ChallengeKey("resend", run.run_id, run.email).storage_key()
+        for run in pinned
+    ]
     emulator.inject(operation="InitiateAuth", latency_ms=SEND_DELAY_MS)
     killed_at = 0.0
     try:
         with (
             StepExecutorClient(_target(fleet), timeout=CALL_SECONDS) as client,
-            ThreadPoolExecutor(THREADS) as pool,
+            StepExecutorClient(f"127.0.0.1:{victim.port}", timeout=CALL_SECONDS) as on_victim,
+            ThreadPoolExecutor(THREADS + PINNED) as pool,
         ):
-            futures = [pool.submit(_drive, client, emulator, run, i) for i, run in enumerate(runs)]
+            futures = [pool.submit(_drive, client, emulator, run) for run in load]
             deadline = time.monotonic() + 30
-            # Kill once journeys have been running a while and the victim has steps in flight.
-            # Two in flight: a Validate takes milliseconds, a Generate the emulator's delay, so one is a send.
-            while sum(1 for f in futures if f.done()) < THREADS // 2 or victim.steps_in_flight() < 2:
-                assert time.monotonic() < deadline, "no step in flight on the victim"
+            while sum(1 for f in futures if f.done()) < THREADS // 2:  # the load has been running a while
+                assert time.monotonic() < deadline, "no journey completes"
                 time.sleep(0.02)
+            futures += [pool.submit(_drive, client, emulator, run, on_victim) for run in pinned]
+            # Killed once the pinned sends are reserved: they are then at the emulator, for its whole delay.
+            while store.exists(*reservations) < PINNED:
+                assert time.monotonic() < deadline, "the victim reserved no send"
+                time.sleep(0.01)
             victim.kill()
             killed_at = time.monotonic()
             for future in futures:
                 future.result(timeout=90)
     finally:
         emulator.clear_faults()
-    store = redis.Redis.from_url(redis_url)
     counted = {
         run.email: int(
             store.get("otp-steps:" + connection_tag("resend") + sends_subject("resend", run.email)) or 0
@@ -380,7 +392,7 @@ def test_a_process_killed_under_load_loses_no_journey_and_each_lost_send_gets_on
     # Every journey completed (each _drive returned). The sends the victim had in flight were never settled:
     # they stay counted (as codes that may have gone out), and the retry that took each over sent one more.
     lost = [run for run in runs if counted[run.email] - run.resends == 2]
-    assert lost, (counted, "the victim had sends in flight: some journey's send was taken over")
+    assert all(run in lost for run in pinned), (pinned, counted)
     for run in runs:
         sent = counted[run.email] - run.resends  # reservations of the journey's first execution
         assert sent in (1, 2), (run, counted[run.email])
@@ -395,7 +407,7 @@ def test_a_process_killed_under_load_loses_no_journey_and_each_lost_send_gets_on
     waits = sorted(run.generated - killed_at for run in lost)
     extra = sum(codes[run.email] - run.resends - 1 for run in lost)
     print(
-        f"\nkill -9 under load: {JOURNEYS} journeys, all completed; {len(lost)} sends lost with the victim, "
+        f"\nkill -9 under load: {len(runs)} journeys, all completed; {len(lost)} sends lost with the victim, "
         f"each taken over once ({extra} extra codes delivered); those journeys' Generate answered "
         f"{statistics.median(waits):.2f} s (p50) / {max(waits):.2f} s (max) after the kill; "
         f"refusals on the way: {dict(Counter(r for run in runs for r in run.refusals))}"
