@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 import urllib.request
@@ -654,8 +655,9 @@ def _rejected(service: RunningService) -> dict[str, float]:
 
 
 def test_an_unreachable_store_refuses_the_step_with_a_retryable_unavailable(
-    connections_file: Path, emulator: Emulator, keys_file: Path
+    connections_file: Path, emulator: Emulator, keys_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="otp_step_service.steps")
     closed = free_port()
     service = build_service(
         connections_file,
@@ -686,6 +688,10 @@ def test_an_unreachable_store_refuses_the_step_with_a_retryable_unavailable(
     # The client's service config retried GenerateOtp by itself (each attempt refused); ValidateOtp once.
     attempts = SERVICE_CONFIG["methodConfig"][0]["retryPolicy"]["maxAttempts"]  # type: ignore[index]
     assert rejected["CHALLENGE_STORE_UNAVAILABLE"] == attempts + 1
+    logged = [r.step for r in caplog.records if r.getMessage() == "step.completed"]  # type: ignore[attr-defined]
+    assert [(s["outcome"], s["failure_code"]) for s in logged] == [
+        ("refused", "CHALLENGE_STORE_UNAVAILABLE")
+    ] * (attempts + 1)
 
 
 def test_a_store_failing_for_a_moment_costs_the_journey_nothing(
