@@ -368,7 +368,7 @@ def test_a_retry_waits_for_its_executions_first_attempt_and_replays_it() -> None
 
 def test_a_reservation_whose_instance_died_is_taken_over_once_its_lease_ends() -> None:
     async def scenario() -> None:
-        steps = Steps()
+        steps, store = failing_steps()  # nothing fails: the store's calls are counted
         gate = asyncio.Event()
 
         async def never(requests: CognitoRequests) -> None:
@@ -385,6 +385,8 @@ def test_a_reservation_whose_instance_died_is_taken_over_once_its_lease_ends() -
         with pytest.raises(ExecutionInFlightError) as waited:
             await steps.generate(execution="x", deadline=2)
         assert 1.7 <= steps.clock.mono - started <= 1.75
+        # The lease cost the first attempt nothing; the wait, one store round trip per ask (backing off).
+        assert store.calls["begin_send"] == 1 + 7
         assert 2.2 <= waited.value.retry_after_seconds <= 2.3  # what is left of the lease
         assert await steps.sends() == 1
         steps.clock.advance(waited.value.retry_after_seconds)
