@@ -27,6 +27,8 @@ from otp_step_client import Journey, Step, StepExecutorClient, StepExecutorError
 from prometheus_client.parser import text_string_to_metric_families
 from stepexecutor.v1 import step_executor_pb2 as pb
 
+from .emulated_pool import new_users
+
 
 @dataclass
 class Instance:
@@ -271,31 +273,6 @@ class Run:
     resends: int = 0
 
 
-def _users(emulator: Emulator, prefix: str, count: int) -> list[str]:
-    """`count` fresh users of the demo pool, one email each (each journey's codes are its own outbox)."""
-    admin = emulator.admin()
-    emails = []
-    for i in range(count):
-        email = f"{prefix}-{i}@example.com"
-        admin.admin_create_user(
-            UserPoolId=emulator.seed.user_pool_id,
-            Username=f"{prefix}-{i}",
-            UserAttributes=[
-                {"Name": "email", "Value": email},
-                {"Name": "email_verified", "Value": "true"},
-            ],
-            MessageAction="SUPPRESS",
-        )
-        admin.admin_set_user_password(
-            UserPoolId=emulator.seed.user_pool_id,
-            Username=f"{prefix}-{i}",
-            Password=uuid.uuid4().hex + "aA1!",
-            Permanent=True,
-        )
-        emails.append(email)
-    return emails
-
-
 def _drive(
     client: StepExecutorClient, emulator: Emulator, run: Run, first: StepExecutorClient | None = None
 ) -> None:
@@ -349,8 +326,7 @@ def test_a_process_killed_under_load_loses_no_journey_and_each_lost_send_gets_on
     from otp_step_service.adapters.redis_store import connection_tag
     from otp_step_service.steps.challenges import ChallengeKey, sends_subject
 
-    prefix = f"kill{uuid.uuid4().hex[:6]}"
-    runs = [Run(email) for email in _users(emulator, prefix, JOURNEYS + PINNED)]
+    runs = [Run(email) for email in new_users(emulator, JOURNEYS + PINNED)]
     load, pinned = runs[:JOURNEYS], runs[JOURNEYS:]
     victim = fleet[1]
     store = redis.Redis.from_url(redis_url)

@@ -31,6 +31,9 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
+    failure_reason,
+    lost_under_redis_py,
+    primary_script,
     replicas_of_primary,
     run_script,
 )
@@ -287,7 +290,11 @@ def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Cor
             return await method(*args, **kwargs)
         # RedisClusterException (no reachable node, a slot not covered during a failover) is not a RedisError.
         except (RedisError, RedisClusterException, OSError) as exc:
-            raise ChallengeStoreError(type(exc).__name__) from exc
+            raise ChallengeStoreError(failure_reason(exc)) from exc
+        except (AttributeError, TypeError) as exc:
+            if not lost_under_redis_py(exc):
+                raise
+            raise ChallengeStoreError(f"{type(exc).__name__}: a connection closed under redis-py") from exc
 
     return translated
 
@@ -318,12 +325,12 @@ class RedisChallengeStore:
         self._clock = clock
         self._min_replicas = min_replicas
         self._auto_replicas: dict[str, tuple[int, float]] = {}
-        self._begin_send = client.register_script(_BEGIN_SEND)
-        self._take_budgets = client.register_script(_TAKE_BUDGETS)
-        self._give_back = client.register_script(_GIVE_BACK)
-        self._finish_send = client.register_script(_FINISH_SEND)
-        self._begin_attempt = client.register_script(_BEGIN_ATTEMPT)
-        self._finish_attempt = client.register_script(_FINISH_ATTEMPT)
+        self._begin_send = primary_script(client, _BEGIN_SEND)
+        self._take_budgets = primary_script(client, _TAKE_BUDGETS)
+        self._give_back = primary_script(client, _GIVE_BACK)
+        self._finish_send = primary_script(client, _FINISH_SEND)
+        self._begin_attempt = primary_script(client, _BEGIN_ATTEMPT)
+        self._finish_attempt = primary_script(client, _FINISH_ATTEMPT)
         # The user each open reservation counted its send for (finish_send runs where begin_send ran); a
         # stale or missing entry costs one more round trip, never a wrong count (the script checks it).
         self._reserved_for: OrderedDict[str, str] = OrderedDict()
@@ -453,7 +460,7 @@ class RedisChallengeStore:
             if isinstance(exc, ReplicasShortError) and text(exc.reply[0]) == "reserved":
                 # Taken, but on the primary alone: nothing is sent, so they are given back with the rest.
                 with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                    await self._give_back(keys=keys)
+                    await run_script(self._redis, self._give_back, keys, [])
             await self._undo(request, user)
             raise
         if text(verdict) == "budget_tripped":
@@ -512,7 +519,7 @@ class RedisChallengeStore:
                 "1" if request.alias_subject else "0",
             ]
             if result is SendResult.NOT_SENT:
-                verdict, value = await self._finish_send(keys=keys, args=args)
+                verdict, value = (await run_script(self._redis, self._finish_send, keys, args))[0]
             else:
                 verdict, value = await self._counted(self._finish_send, keys, args)
             if text(verdict) != "stale":
@@ -522,7 +529,7 @@ class RedisChallengeStore:
             raise ChallengeStoreError("the reservation's user kept changing")
         across = [s for s in request.counted if caller_scope(s)]
         if result is SendResult.NOT_SENT and caller_budgets and across:
-            await self._give_back(keys=[self._counter("", subject) for subject in across])
+            await run_script(self._redis, self._give_back, [self._counter("", s) for s in across], [])
 
     @store_errors
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
@@ -542,7 +549,9 @@ class RedisChallengeStore:
                 if text(short.reply[0]) == "granted":  # no code is judged on it: the attempt is given back
                     nonce = json.loads(short.reply[1])["nonce"]
                     with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                        await self._finish_attempt(keys=keys, args=[nonce, Judgement.UNJUDGED.value])
+                        await run_script(
+                            self._redis, self._finish_attempt, keys, [nonce, Judgement.UNJUDGED.value]
+                        )
                 raise
             if text(verdict) != "stale":
                 break
@@ -561,9 +570,11 @@ class RedisChallengeStore:
         self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]
     ) -> None:
         """Settle the attempt in one script (it only gives counts back: no WAIT)."""
-        await self._finish_attempt(
-            keys=[self._key(key), *(self._counter(key.connection, subject) for subject in lockout_subjects)],
-            args=[nonce, judgement.value],
+        await run_script(
+            self._redis,
+            self._finish_attempt,
+            [self._key(key), *(self._counter(key.connection, subject) for subject in lockout_subjects)],
+            [nonce, judgement.value],
         )
 
     @store_errors

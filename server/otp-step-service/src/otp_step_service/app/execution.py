@@ -154,7 +154,7 @@ class StepRunner:
                 self._refused(step_type, journey_fields, step, connection, exc, started, span)
                 raise
             except ChallengeStoreError as exc:
-                log.warning("challenge store unavailable: %s", type(exc.__cause__ or exc).__name__)
+                log.warning("challenge store unavailable: %s", exc)  # its message is log-safe
                 outcome = fail(
                     step,
                     StepFailure(
@@ -211,7 +211,10 @@ class StepRunner:
     ) -> None:
         """A step that could not run: counted, on its span (`error.type`), and logged like a step that did."""
         self.refusals[exc.reason] += 1
-        log.warning("step not run (%s): %s", exc.reason, type(exc.__cause__ or exc).__name__)
+        if isinstance(exc.__cause__, ChallengeStoreError):
+            log.warning("challenge store unavailable, the step did not run: %s", exc.__cause__)  # log-safe
+        else:
+            log.warning("step not run (%s)", exc.reason)
         telemetry.step_refused(span, exc.reason)
         trace_id = format(span.get_span_context().trace_id, "032x") if span.is_recording() else ""
         self._log(step_type, journey_fields, step, connection, exc, started, trace_id)

@@ -112,6 +112,7 @@ class Service:
             reuse_port=settings.processes > 1,
             max_connection_age_seconds=settings.max_connection_age_seconds,
             max_connection_age_grace_seconds=settings.max_connection_age_grace_seconds,
+            min_client_ping_seconds=settings.min_client_ping_seconds,
         )
         security = PortSecurity.from_settings(
             settings,

@@ -2,7 +2,7 @@
 
 Once Cognito has sent or judged a code the step has run, and its record in the store (the challenge Validate
 will need, an exhausted challenge's removal) must not be lost to a store failing for a moment: a Redis
-failover takes seconds (3.4-3.8 s measured, docs/fleet.md), a step's deadline usually more. So the write is
+failover takes seconds (about 3 s measured under load, docs/fleet.md), a step's deadline usually more. So the write is
 made again with full-jitter backoff while the deadline leaves time for it and the answer, and only then does
 the step give up (the journey's CHALLENGE_STORE_UNAVAILABLE failure).
 
