@@ -16,6 +16,7 @@ import time
 import tomllib
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from otp_step_service.app.service import Service
 from otp_step_service.app.stores import challenge_store, store_secrets
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.steps.challenges import Challenge, SendRequest, SendResult
+from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.ports import ChallengeStore
 from stepexecutor.v1 import step_executor_pb2 as pb
 
@@ -194,6 +196,11 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "resend_cooldown_seconds": 0,
         },
         "no-user-auth": {"client_id": extra_clients["no_user_auth"]},
+        "resend": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "resend_cooldown_seconds": 1,
+        },
         "send-cap": {
             "client_id": seed.client_id,
             "client_secret_file": str(secret_file),
@@ -251,6 +258,13 @@ def connection_tables(connections_file: Path, *names: str) -> dict[str, dict[str
     return {name: tables[name] for name in names}
 
 
+def connections_subset(connections_file: Path, path: Path, names: Sequence[str]) -> Path:
+    """A connections file with only the `names` of `connections_file`: a service process warms up every
+    connection it has (an AWS client apiece, up to a second on a loaded machine), so one started for a few
+    connections starts several times faster."""
+    return write_connections_file(path, connection_tables(connections_file, *names))
+
+
 T = TypeVar("T")
 
 
@@ -272,6 +286,11 @@ class FakeClock:
         self.wall += seconds
         self.mono += seconds
 
+    async def sleep(self, seconds: float) -> None:
+        """A step's pause: the clocks move on at once (other tasks get their turn)."""
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
 
 class RecordingStore:
     """A ChallengeStore that hands everything to the real one and remembers the Cognito sessions it stores,
@@ -290,6 +309,28 @@ class RecordingStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+class FailingStore:
+    """A ChallengeStore that fails the next `failures[operation]` calls of an operation (as a Redis in a
+    failover would: ChallengeStoreError), then hands them to the real one; `calls` counts every call."""
+
+    def __init__(self, inner: Any, **failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        operation = getattr(self.inner, name)
+
+        async def failing(*args: Any) -> Any:
+            self.calls[name] += 1
+            if self.failures.get(name, 0) > 0:
+                self.failures[name] -= 1
+                raise ChallengeStoreError("ConnectionError")
+            return await operation(*args)
+
+        return failing
 
 
 class RunningService:

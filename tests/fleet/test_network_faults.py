@@ -297,9 +297,10 @@ def test_sends_stay_within_the_limit_when_redis_is_slow_and_a_lost_answer_sends_
         assert Counter(outcome_kind(a) for a in answers) == {OK: 1, "FAILURE_CODE_RESEND_TOO_SOON": 6}
         assert len(emulator.outbox(email)) - before == 2
 
-        # Lost after Cognito sent: the code is out, the answer of the script recording it is lost. The step
-        # fails retryably; the caller's retry of the same step execution gets the code already sent back, and
-        # that code signs in: no second code.
+        # Lost after Cognito sent: the code is out, the answer of the script recording it is lost. The step ran,
+        # so it writes its record again within its deadline (the write changes nothing twice) and answers; the
+        # caller's retry of the same step execution gets the code already sent back, and that code signs in: no
+        # second code.
         journey = journeys.journey(step_execution_id="lost-answer")
         before = len(emulator.outbox(EMAIL))
         with faulty.cognito.toxic("latency", latency=800):
@@ -309,7 +310,7 @@ def test_sends_stay_within_the_limit_when_redis_is_slow_and_a_lost_answer_sends_
             until(lambda: len(emulator.outbox(EMAIL)) > before, 5, "Cognito sent the code")
             with _answer_lost(faulty, faulty.sends_recorded):
                 pass
-            assert lost.result(DEADLINE) == STORE_UNAVAILABLE
+            assert lost.result(DEADLINE) == OK
         again, _ = journeys.generate(EMAIL, connection="faults", journey=journey)
         assert outcome_kind(again) == OK, again
         assert len(emulator.outbox(EMAIL)) == before + 1

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 
 from otp_step_service.adapters.redis_connection import RedisClient, primary_script, run_script
-from otp_step_service.adapters.redis_store import store_errors, text
+from otp_step_service.adapters.redis_encoding import text
+from otp_step_service.adapters.redis_store import store_errors
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.step_rate import Gcra, RateDecision
 

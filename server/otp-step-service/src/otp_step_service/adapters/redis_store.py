@@ -16,6 +16,7 @@ identifier reached) is read first and passed in, and the script checks it is sti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -38,6 +39,7 @@ from otp_step_service.adapters.redis_connection import (
     replicas_of_primary,
     run_script,
 )
+from otp_step_service.adapters.redis_encoding import decode_challenge, encode_challenge, text
 from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.challenges import (
     USER_FAILURES,
@@ -57,7 +59,6 @@ from otp_step_service.steps.challenges import (
 )
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ChallengeStoreError
-from otp_step_service.steps.outcomes import Channel
 
 P = ParamSpec("P")
 
@@ -73,8 +74,10 @@ REPLICAS_RECHECK_SECONDS = 10.0
 # KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, alias unresolved sends, the user's
 #       sends, the user's failures, budgets... (keys the request has no use for are unused names in its slot)
 # ARGV: placeholder json, now, execution id, cooldown s, placeholder TTL ms, send limit, send window s,
-#       lockout threshold, reservation s, the user the caller read from the alias entry ('' none), max
-#       unresolved sends, has alias ('1'/'0'), budgets' (limit, window)...
+#       lockout threshold, reservation s (the hold of a placeholder without a lease), the user the caller read
+#       from the alias entry ('' none), max unresolved sends, has alias ('1'/'0'), budgets' (limit, window)...
+# A pending placeholder of the same execution whose lease lives is in flight; one whose lease ran out was lost
+# with its instance, and this reservation takes its place (answering 'reserved', 'took_over').
 # The alias entry names the identifier's Cognito user; the caller reads it first and passes that user's
 # counters as keys. Should the entry have changed since, the script touches nothing and answers 'stale' with
 # the user it found, and the caller runs it again with those keys: a script reads only keys it was given.
@@ -88,14 +91,21 @@ if (user or '') ~= ARGV[10] then return {'stale', user or ''} end
 if count(KEYS[3]) >= tonumber(ARGV[8]) then return {'locked', false} end
 if user and count(KEYS[8]) >= tonumber(ARGV[8]) then return {'locked', false} end
 local raw = redis.call('GET', KEYS[1])
+local lost = ''  -- the nonce of this execution's reservation whose lease ran out, taken over here
 if raw then
   local c = cjson.decode(raw)
   if c.expires_at > now then
     local same = ARGV[3] ~= '' and c.step_execution_id == ARGV[3]
     if same and not c.pending and not c.unusable then return {'replay', raw} end
-    local abandoned = c.pending and now - c.sent_at > tonumber(ARGV[9])
-    local wait = c.sent_at + tonumber(ARGV[4]) - now
-    if (same and not abandoned) or wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
+    if same and c.pending then
+      local lease = c.lease_until
+      if not lease or lease == 0 then lease = c.sent_at + tonumber(ARGV[9]) end
+      if lease > now then return {'in_flight', tostring(lease - now)} end
+      lost = c.nonce  -- its cooldown is this execution's own: no wait for it
+    else
+      local wait = c.sent_at + tonumber(ARGV[4]) - now
+      if wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
+    end
   end
 end
 if count(KEYS[2]) >= tonumber(ARGV[6]) then
@@ -106,7 +116,8 @@ if user and count(KEYS[7]) >= tonumber(ARGV[6]) then
 end
 if not user and has_alias then
   -- This identifier's first code is on its way and its user is not known yet.
-  if redis.call('EXISTS', KEYS[5]) == 1 then return {'too_soon', '1'} end
+  local holder = redis.call('GET', KEYS[5])
+  if holder and holder ~= lost then return {'too_soon', '1'} end
   if count(KEYS[6]) >= tonumber(ARGV[11]) then
     return {'too_soon', tostring(math.max(redis.call('TTL', KEYS[6]), 1))}
   end
@@ -124,10 +135,13 @@ if user then
   add(KEYS[7], ARGV[7])
   placeholder.user = user  -- what finish_send gives back or does not count twice
 elseif has_alias then
-  redis.call('SET', KEYS[5], placeholder.nonce, 'PX', math.floor(tonumber(ARGV[9]) * 1000))
+  local lease = placeholder.lease_until
+  if not lease or lease == 0 then lease = now + tonumber(ARGV[9]) end
+  redis.call('SET', KEYS[5], placeholder.nonce, 'PX', math.max(1, math.floor((lease - now) * 1000)))
 end
+-- A lost reservation this one replaces keeps every count it made: a code that may have gone out.
 redis.call('SET', KEYS[1], cjson.encode(placeholder), 'PX', ARGV[5])
-return {'reserved', false}
+return {'reserved', lost ~= '' and 'took_over' or false}
 """
 )
 
@@ -178,7 +192,8 @@ if ARGV[2] == 'not_sent' then
   if holding then redis.call('DEL', KEYS[3]) end
   return {'settled', ''}
 end
-if mine and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
+-- Only over the reservation: a settle made again (its first reply lost) must not reset a challenge's attempts.
+if mine and current.pending and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 local user = ARGV[5]
 local known = has_alias and ARGV[10] == '1' and redis.call('GET', KEYS[2])
 if known then
@@ -202,50 +217,12 @@ return {'settled', ''}
 )
 
 
-def _encode(challenge: Challenge, sealer: SessionSealer, context: str) -> str:
-    return json.dumps(
-        {
-            "username": sealer.seal(challenge.username, context),
-            "session": sealer.seal(challenge.session, context),
-            "channel": challenge.channel.value,
-            "masked_destination": challenge.masked_destination,
-            "expires_at": challenge.expires_at,
-            "max_attempts": challenge.max_attempts,
-            "attempts_used": challenge.attempts_used,
-            "step_execution_id": challenge.step_execution_id,
-            "sent_at": challenge.sent_at,
-            "nonce": challenge.nonce,
-            "pending": challenge.pending,
-            "decoy": challenge.decoy,
-            "unusable": challenge.unusable,
-            "user": challenge.user,
-        }
-    )
+class ReplicasShortError(ChallengeStoreError):
+    """A script ran on the primary, but fewer replicas than asked for hold its writes (`reply`: its answer)."""
 
-
-def _decode(raw: str | bytes, sealer: SessionSealer, context: str) -> Challenge:
-    data: dict[str, Any] = json.loads(raw)
-    return Challenge(
-        username=sealer.open(data["username"], context),
-        session=sealer.open(data["session"], context),
-        channel=Channel(data["channel"]),
-        masked_destination=data["masked_destination"],
-        expires_at=float(data["expires_at"]),
-        max_attempts=int(data["max_attempts"]),
-        attempts_used=int(data["attempts_used"]),
-        step_execution_id=data.get("step_execution_id", ""),
-        sent_at=float(data.get("sent_at", 0.0)),
-        nonce=str(data.get("nonce", "")),
-        pending=bool(data.get("pending", False)),
-        decoy=bool(data.get("decoy", False)),
-        unusable=bool(data.get("unusable", False)),
-        user=str(data.get("user", "")),
-    )
-
-
-def text(value: Any) -> str:
-    """A Redis reply as str (replies are bytes unless the client decodes them)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    def __init__(self, reply: Any, message: str) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -346,7 +323,7 @@ class RedisChallengeStore:
             # The counter is on the primary alone while a replica could take over and forget it: Cognito is
             # not asked. (Unset, and the primary has no replica left at all: nothing can forget it by a
             # failover, and the step goes on.)
-            raise ChallengeStoreError(f"WAIT: {acknowledged} of {wanted} replicas")
+            raise ReplicasShortError(reply, f"WAIT: {acknowledged} of {wanted} replicas")
         return reply
 
     @store_errors
@@ -372,7 +349,7 @@ class RedisChallengeStore:
                 *(self._counter(connection, budget.subject) for budget in inside),
             ]
             args = [
-                _encode(placeholder, self._sealer, request.key.storage_key()),
+                encode_challenge(placeholder, self._sealer, request.key.storage_key()),
                 request.now,
                 placeholder.step_execution_id,
                 request.cooldown_seconds,
@@ -386,22 +363,29 @@ class RedisChallengeStore:
                 "1" if request.alias_subject else "0",
                 *(value for budget in inside for value in (budget.limit, budget.window_seconds)),
             ]
-            verdict, value = await self._counted(self._begin_send, keys, args)
+            try:
+                verdict, value = await self._counted(self._begin_send, keys, args)
+            except ReplicasShortError as short:
+                if text(short.reply[0]) == "reserved":
+                    await self._undo(request, user)  # nothing goes out on counts a failover could forget
+                raise
             if text(verdict) != "stale":
                 break
             user = text(value)
         else:
             raise ChallengeStoreError("the identifier's user kept changing")
         name = text(verdict)
+        took_over = name == "reserved" and value is not None
         if name == "reserved" and across:
             name, value = await self._take_across(request, across, user)
         if name == "reserved":
             self._remember(request.nonce, user)
+            return SendReservation(SendVerdict.RESERVED, took_over=took_over)
         if name == "replay":
             return SendReservation(
-                SendVerdict.REPLAY, _decode(value, self._sealer, request.key.storage_key())
+                SendVerdict.REPLAY, decode_challenge(value, self._sealer, request.key.storage_key())
             )
-        if name in ("too_soon", "over_budget", "budget_tripped"):
+        if name in ("too_soon", "over_budget", "budget_tripped", "in_flight"):
             return SendReservation(SendVerdict(name), wait_seconds=float(text(value)))
         return SendReservation(SendVerdict(name))
 
@@ -409,13 +393,18 @@ class RedisChallengeStore:
         self, request: SendRequest, budgets: list[SendBudget], user: str
     ) -> tuple[str, Any]:
         """Take the caller's budgets; spent ones undo the reservation the connection's script made."""
+        keys = [self._counter("", budget.subject) for budget in budgets]
         try:
             verdict, value = await self._counted(
                 self._take_budgets,
-                [self._counter("", budget.subject) for budget in budgets],
+                keys,
                 [v for budget in budgets for v in (budget.limit, budget.window_seconds)],
             )
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, ReplicasShortError) and text(exc.reply[0]) == "reserved":
+                # Taken, but on the primary alone: nothing is sent, so they are given back with the rest.
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                    await run_script(self._redis, self._give_back, keys, [])
             await self._undo(request, user)
             raise
         if text(verdict) == "budget_tripped":
@@ -426,8 +415,8 @@ class RedisChallengeStore:
         try:
             self._remember(request.nonce, user)
             await self._settle(request, SendResult.NOT_SENT, None, caller_budgets=False)
-        except (RedisError, OSError, ChallengeStoreError):
-            pass  # the reservation is then abandoned: it holds the cooldown, and its counts, until it ages out
+        except (RedisError, RedisClusterException, OSError, ChallengeStoreError):
+            pass  # the reservation is then abandoned: it holds the cooldown, and its counts, until its lease ends
 
     def _remember(self, nonce: str, user: str) -> None:
         self._reserved_for[nonce] = user
@@ -465,7 +454,7 @@ class RedisChallengeStore:
             args = [
                 request.nonce,
                 result.value,
-                _encode(challenge, self._sealer, context) if challenge is not None else "",
+                encode_challenge(challenge, self._sealer, context) if challenge is not None else "",
                 self._ttl_ms(challenge) if challenge is not None else 1,
                 settled_user,
                 request.send_window_seconds,
@@ -500,7 +489,20 @@ class RedisChallengeStore:
             ]
             hide = "1" if request.hide_user_lockout else "0"
             args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user, hide]
-            verdict, raw = await self._counted(self._begin_attempt, keys, args)
+            try:
+                verdict, raw = await self._counted(self._begin_attempt, keys, args)
+            except ReplicasShortError as short:
+                # No code is judged on an attempt the replicas may not hold: it is given back, with the counts
+                # it took (a user's lockout hidden by `user_locked` took the identifier's count only).
+                spent = text(short.reply[0])
+                if spent in ("granted", "user_locked"):
+                    nonce = json.loads(short.reply[1])["nonce"]
+                    taken = keys if spent == "granted" else keys[:2]
+                    with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                        await run_script(
+                            self._redis, self._finish_attempt, taken, [nonce, Judgement.UNJUDGED.value]
+                        )
+                raise
             if text(verdict) != "stale":
                 break
             user = text(raw)  # the challenge names its user: once more, with that user's counter
@@ -508,7 +510,9 @@ class RedisChallengeStore:
             raise ChallengeStoreError("the challenge's user kept changing")
         name = text(verdict)
         if name in ("granted", "user_locked"):
-            return AttemptGrant(AttemptVerdict(name), _decode(raw, self._sealer, request.key.storage_key()))
+            return AttemptGrant(
+                AttemptVerdict(name), decode_challenge(raw, self._sealer, request.key.storage_key())
+            )
         return AttemptGrant(AttemptVerdict(name))
 
     @store_errors
@@ -529,7 +533,7 @@ class RedisChallengeStore:
         raw = await self._redis.get(self._key(key))
         if raw is None:
             return None
-        challenge = _decode(raw, self._sealer, key.storage_key())
+        challenge = decode_challenge(raw, self._sealer, key.storage_key())
         return challenge if challenge.usable and challenge.expires_at > self._clock.now() else None
 
     @store_errors

@@ -132,7 +132,7 @@ class Service:
         )
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
-            refusals = [server.admission.refusals]
+            refusals = [server.admission.refusals, runner.refusals]
             if security.authentication is not None:
                 refusals.append(security.authentication.refusals)
             metrics.watch_admission(lambda: server.admission.steps_in_flight, *refusals)

@@ -24,6 +24,7 @@ from .challenges import (
     budget_subject,
     caller_budget_subject,
     ip_subject,
+    lease_until,
     lockout_subject,
     prefix_subject,
     sends_subject,
@@ -34,16 +35,27 @@ from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
 from .deadline import Deadline
 from .decoys import DecoyMasks, sending_regions
-from .errors import ChallengeStoreError, OtpStepError
+from .errors import ChallengeStoreError, ExecutionInFlightError, OtpStepError, StoreUnavailableError
 from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier, sms_refusal
 from .journey import GenerateRequest, StepConfiguration
 from .latency import CognitoLatency, Operation
 from .model import AuthChallenge, CognitoError, CognitoErrorKind, CognitoRequests, ConnectionPolicy
 from .outcomes import Channel, CodeSent, FailureCode, StepFailure, StepOutcome
 from .ports import ChallengeStore, Connection
+from .settling import settle
 
 SELECT_CHALLENGE = "SELECT_CHALLENGE"
 log = logging.getLogger(__name__)
+
+# A retry meeting its execution's earlier attempt in flight asks the store again after this long, doubling up
+# to the maximum: a code is usually sent within a second, and each ask is one store round trip.
+FIRST_POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.5
+# How long such a retry waits when its caller set no deadline.
+IN_FLIGHT_WAIT_SECONDS = 10.0
+# Kept back from the deadline for the last ask and the answer (a loaded instance is slow at both): a refusal
+# that reaches the caller tells it when to retry, a deadline does not.
+_ANSWER_MARGIN_SECONDS = 0.25
 
 # Failures that tell an outsider something about the account; enumeration protection hides them.
 _USER_STATE = frozenset(
@@ -94,8 +106,12 @@ class GenerateOtpStep:
     """Runs Generate: normalize the identifier, start USER_AUTH, keep the Cognito session server-side.
 
     The story of `run`: admit the request (identifier, destination rules), reserve a send in the store (the
-    cooldown, budgets and lockout, in one atomic decision), send through Cognito, hide what the answer says
-    about the account when enumeration protection is on, and record the outcome in the store."""
+    cooldown, budgets and lockout, in one atomic decision; a retry waits for its execution's first attempt),
+    send through Cognito, hide what the answer says about the account when enumeration protection is on, and
+    record the outcome in the store.
+
+    A store failure before Cognito is asked raises StoreUnavailableError (the step did not run: the caller
+    retries it as it is); after, the record is tried again within the deadline (`settling`)."""
 
     def __init__(
         self,
@@ -112,18 +128,20 @@ class GenerateOtpStep:
     async def run(
         self, request: GenerateRequest, connection: Connection, deadline: Deadline
     ) -> StepOutcome[CodeSent]:
-        """Execute the step; every failure becomes an outcome, never an exception."""
-        admitted = self._admit(request, connection.policy)
+        """Execute the step; every failure of a step that ran becomes an outcome (StepNotRunError: it did not)."""
+        admitted = self._admit(request, connection.policy, deadline)
         if not isinstance(admitted, _Admitted):
             return admitted
-        refused = await self._reserve(admitted, deadline)
-        if refused is not None:
-            return refused
-        sending = await self._send(admitted, request, connection, deadline)
-        await self._protect(admitted, sending, deadline)
-        return await self._record(admitted, sending)
+        reserved = await self._reserve(admitted, deadline)
+        if not isinstance(reserved, _Admitted):
+            return reserved
+        sending = await self._send(reserved, request, connection, deadline)
+        await self._protect(reserved, sending, deadline)
+        return await self._record(reserved, sending, deadline)
 
-    def _admit(self, request: GenerateRequest, policy: ConnectionPolicy) -> _Admitted | StepOutcome[CodeSent]:
+    def _admit(
+        self, request: GenerateRequest, policy: ConnectionPolicy, deadline: Deadline
+    ) -> _Admitted | StepOutcome[CodeSent]:
         """Check what the request alone decides (no store, no Cognito) and frame the send request."""
         step = request.step
         # The transport rejects a Generate without a channel; the default only keeps the type exact.
@@ -146,6 +164,7 @@ class GenerateOtpStep:
             sent_at=now,
             nonce=secrets.token_hex(8),
             pending=True,
+            lease_until=lease_until(now, deadline.remaining()),
         )
         send = SendRequest(
             key=ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value),
@@ -164,15 +183,15 @@ class GenerateOtpStep:
         )
         return _Admitted(step, policy, identifier, channel, send)
 
-    async def _reserve(self, admitted: _Admitted, deadline: Deadline) -> StepOutcome[CodeSent] | None:
-        """One atomic decision before Cognito is asked; None when the send is reserved.
+    async def _reserve(self, admitted: _Admitted, deadline: Deadline) -> _Admitted | StepOutcome[CodeSent]:
+        """One atomic decision before Cognito is asked; the send as reserved, or the answer.
 
         Neither concurrent retries of one execution, nor a journey looping back to Generate ("resend"), nor
         journey after journey to one identifier (SMS pumping, inbox flooding), nor a flood across identifiers
         (the connection's budgets) can make Cognito send more codes than the cooldown and the budgets allow; a
         locked identifier gets no code at all (or an attacker could keep guessing across fresh challenges)."""
+        admitted, reservation = await self._reservation(admitted, deadline)
         policy, send = admitted.policy, admitted.send
-        reservation = await self._store.begin_send(send)
         if (
             reservation.verdict in (SendVerdict.LOCKED, SendVerdict.OVER_BUDGET)
             and policy.user_enumeration_protection
@@ -222,10 +241,60 @@ class GenerateOtpStep:
                         retry_after_seconds=wait,
                     )
                 )
+            case SendVerdict.IN_FLIGHT:
+                # Only from the re-ask of this identifier alone: its execution's earlier attempt is still
+                # sending, which is what the identifier alone would be told once its deadline is near.
+                raise ExecutionInFlightError(reservation.wait_seconds)
             case SendVerdict.RESERVED:
-                return None
+                if reservation.took_over:
+                    log.warning(
+                        "a reservation of this execution outlived its lease (its instance stopped mid-send): "
+                        "taken over; its code counts as maybe sent, and the one this retry sends is the "
+                        "journey's"
+                    )
+                return admitted
             case _:  # a verdict without what it promises (REPLAY without its challenge): never send on it
                 raise AssertionError(f"unexpected reservation {reservation.verdict}")
+
+    async def _reservation(
+        self, admitted: _Admitted, deadline: Deadline
+    ) -> tuple[_Admitted, SendReservation]:
+        """begin_send; while the same execution's earlier attempt is in flight (another instance sending its
+        code, or dead for less than its lease), asked again until it has settled (a replay), its lease has run
+        out (a takeover) or the deadline would pass (ExecutionInFlightError: nothing was sent)."""
+        pause, started = FIRST_POLL_SECONDS, self._clock.monotonic()
+        while True:
+            reservation = await self._begin_send(admitted.send)
+            if reservation.verdict is not SendVerdict.IN_FLIGHT:
+                return admitted, reservation
+            left = deadline.remaining()
+            if left is None:
+                left = IN_FLIGHT_WAIT_SECONDS - (self._clock.monotonic() - started)
+            # The last ask comes just before the answer must leave.
+            wait = min(pause, reservation.wait_seconds + 0.01, left - _ANSWER_MARGIN_SECONDS)
+            if wait <= 0:
+                raise ExecutionInFlightError(reservation.wait_seconds)
+            await self._clock.sleep(wait)
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+            admitted = self._renewed(admitted, deadline)
+
+    def _renewed(self, admitted: _Admitted, deadline: Deadline) -> _Admitted:
+        """The send request as of now: a reservation made later starts, and holds its lease, from then."""
+        now = self._clock.now()
+        placeholder = replace(
+            admitted.send.placeholder,
+            sent_at=now,
+            expires_at=now + admitted.policy.session_validity_seconds,
+            lease_until=lease_until(now, deadline.remaining()),
+        )
+        return replace(admitted, send=replace(admitted.send, placeholder=placeholder, now=now))
+
+    async def _begin_send(self, send: SendRequest) -> SendReservation:
+        """The store's decision; its failure means nothing was sent, so the step did not run."""
+        try:
+            return await self._store.begin_send(send)
+        except ChallengeStoreError as exc:
+            raise StoreUnavailableError(exc) from exc
 
     async def _refused_through_another_alias(
         self, admitted: _Admitted, deadline: Deadline
@@ -241,7 +310,7 @@ class GenerateOtpStep:
         gets, and `_reserve` answers it as such: its own lockout or budget, its cooldown in this journey
         (TOO_SOON), a retry of an execution that sent (REPLAY). Never the user's refusal."""
         alone = replace(admitted.send, alias_subject="")
-        reservation = await self._store.begin_send(alone)
+        reservation = await self._begin_send(alone)
         if reservation.verdict is not SendVerdict.RESERVED:
             return reservation
         log.info("enumeration protection: a refusal earned through another alias answered as a sent code")
@@ -255,7 +324,7 @@ class GenerateOtpStep:
             raise
         # No user: Validate must not reach the user's lockout through this decoy (that would link it again).
         decoy = replace(self._decoy(admitted), user="")
-        await self._settle(alone, SendResult.SENT, decoy)
+        await self._settle(alone, SendResult.SENT, decoy, deadline)
         return succeed(admitted.step, _sent(decoy))
 
     async def _send(
@@ -329,7 +398,9 @@ class GenerateOtpStep:
             raise
         sending.saved, sending.result, sending.failure = self._decoy(admitted, named), SendResult.SENT, None
 
-    async def _record(self, admitted: _Admitted, sending: _Sending) -> StepOutcome[CodeSent]:
+    async def _record(
+        self, admitted: _Admitted, sending: _Sending, deadline: Deadline
+    ) -> StepOutcome[CodeSent]:
         """Settle the reservation with the outcome and answer the journey."""
         saved = sending.saved
         if saved is not None:
@@ -337,7 +408,10 @@ class GenerateOtpStep:
             # answer leaves (a decoy timed before the call would show Cognito's round trip in expires_at).
             saved = replace(saved, expires_at=self._clock.now() + admitted.policy.session_validity_seconds)
         await self._settle(
-            admitted.send, sending.result, saved or _unusable(admitted.send.placeholder, sending.result)
+            admitted.send,
+            sending.result,
+            saved or _unusable(admitted.send.placeholder, sending.result),
+            deadline,
         )
         if sending.failure is not None:
             return admitted.failed(sending.failure)
@@ -376,17 +450,30 @@ class GenerateOtpStep:
         return self._plausible_destination(admitted)
 
     async def _settle(
-        self, send: SendRequest, result: SendResult, challenge: Challenge | None, *, quiet: bool = False
+        self,
+        send: SendRequest,
+        result: SendResult,
+        challenge: Challenge | None,
+        deadline: Deadline | None = None,
+        *,
+        quiet: bool = False,
     ) -> None:
         """finish_send, shielded: a cancellation arriving while the store writes must not leave the key held
-        by the pending placeholder. `quiet` (on the way out of a cancellation) logs a store failure instead
-        of letting it replace the cancellation; the reservation then expires by itself (RESERVATION_SECONDS)."""
+        by the pending placeholder. With a `deadline`, a failing store is tried again within it when the
+        settle stores what Cognito did (a NOT_SENT settle gives counts back: made once). `quiet` (on the way
+        out of a cancellation) logs a store failure instead of letting it replace the cancellation; the
+        reservation then holds until its lease ends, and a retry of its execution takes it over."""
         try:
-            await asyncio.shield(self._store.finish_send(send, result, challenge))
+            if deadline is not None and result is not SendResult.NOT_SENT:
+                await settle(lambda: self._store.finish_send(send, result, challenge), deadline, self._clock)
+            else:
+                await asyncio.shield(self._store.finish_send(send, result, challenge))
         except ChallengeStoreError as exc:
             if not quiet:
                 raise
-            log.warning("could not settle a cancelled Generate (%s); its reservation expires by itself", exc)
+            log.warning(
+                "could not settle a cancelled Generate (%s); its reservation holds until its lease", exc
+            )
 
 
 async def _start(

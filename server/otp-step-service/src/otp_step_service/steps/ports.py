@@ -111,14 +111,20 @@ class ChallengeStore(Protocol):
 
     Each step's bookkeeping is two atomic operations: `begin_*` decides and counts before Cognito is asked,
     `finish_*` settles what Cognito's answer (or its absence) means. Stores may be shared by several service
-    instances (Redis), so each operation is atomic on the store itself. Failures raise ChallengeStoreError.
+    instances (Redis), so each operation is atomic on the store itself. Failures raise ChallengeStoreError; a
+    `begin_*` that fails leaves nothing counted that the store knows it took (a count on a primary whose replica
+    did not take it is given back). A settle that stores what Cognito did (finish_send SENT, MAYBE_SENT, LOST;
+    finish_attempt WRONG) may be made again after a failure: it changes nothing twice. The others give counts
+    back and are made once.
     """
 
     async def begin_send(self, request: SendRequest) -> SendReservation:
         """Decide whether Generate may send a code: neither the identifier nor its Cognito user locked out,
         no live code within the cooldown (or the same execution's code to replay), under the identifier's,
         the user's and the connection's send budgets. On RESERVED the send is counted and the key is held by
-        the pending placeholder until `finish_send`."""
+        the pending placeholder until `finish_send`. The same execution's placeholder whose lease
+        (`Challenge.lease_until`) lives answers IN_FLIGHT; one whose lease ran out is replaced (RESERVED,
+        `took_over`), its counts kept."""
 
     async def finish_send(
         self, request: SendRequest, result: SendResult, challenge: Challenge | None
