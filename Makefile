@@ -11,7 +11,8 @@ BIN         := $(CURDIR)/.bin
 UV_VERSION  := 0.13.8
 GHZ_VERSION := v0.121.0
 BUF_VERSION := 1.75.0
-# Jaeger v2 is pinned by tools/jaeger/go.mod (v1.76.0 of the module); see `$(BIN)/jaeger` below.
+# Jaeger v2 is pinned by tools/jaeger/go.mod (v1.76.0 of the module), Toxiproxy by tools/toxiproxy/go.mod
+# (v2.12.0); see `$(BIN)/jaeger` and `$(BIN)/toxiproxy-server` below.
 UV          := $(BIN)/uv
 # uv uses the machine's python3 (never downloads an interpreter) and the lock file as it is.
 export UV_PYTHON_DOWNLOADS := never
@@ -52,6 +53,12 @@ $(BIN)/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
 	mkdir -p $(BIN)
 	cd tools/jaeger && go build -o $(BIN)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
+# Toxiproxy (the fleet tests' network faults between the service and Redis / Cognito), pinned the same way:
+# tools/toxiproxy/go.mod holds v2.12.0 of github.com/Shopify/toxiproxy/v2.
+$(BIN)/toxiproxy-server: tools/toxiproxy/go.mod tools/toxiproxy/go.sum
+	mkdir -p $(BIN)
+	cd tools/toxiproxy && go build -o $(BIN)/toxiproxy-server github.com/Shopify/toxiproxy/v2/cmd/server
+
 $(BIN)/buf:
 	mkdir -p .cache/buf
 	npm install --silent --no-audit --no-fund --prefix .cache/buf @bufbuild/buf@$(BUF_VERSION)
@@ -66,7 +73,7 @@ lock: $(UV) ## Re-resolve uv.lock after changing a pyproject.toml
 	$(UV) lock
 
 .PHONY: tools
-tools: $(BIN)/ghz $(BIN)/jaeger $(BIN)/buf redis prometheus ## Install ghz, Jaeger, buf (pinned), redis-server and prometheus
+tools: $(BIN)/ghz $(BIN)/jaeger $(BIN)/toxiproxy-server $(BIN)/buf redis prometheus ## Install ghz, Jaeger, Toxiproxy, buf (pinned), redis-server and prometheus
 
 # ---------------------------------------------------------------------------------------------------------
 # Contract

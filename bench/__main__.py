@@ -4,6 +4,7 @@
     python -m bench --quick          # CI smoke: every scenario briefly, no pass/fail on figures
     python -m bench --tracing        # also scenario 2 with tracing off vs on (needs .bin/jaeger)
     python -m bench --only metrics   # metrics off vs on (scraped every second), CPU per step at a fixed rate
+    python -m bench --only store_wait  # OTP_STEP_STORE_MIN_REPLICAS 0 vs 1: what WAIT costs per step
 
 Exit status: 0 when every judged target passed, 1 when one failed, 2 when the harness itself could not run.
 """
@@ -31,6 +32,7 @@ SCENARIOS: dict[str, Callable[[scenarios.Bench], None]] = {
     "journeys": scenarios.journeys,
     "memory": scenarios.memory,
     "metrics": scenarios.metrics_overhead,
+    "store_wait": scenarios.store_wait,
 }
 TRACING = "tracing"
 

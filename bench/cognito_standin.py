@@ -1,7 +1,8 @@
 """A canned cognito-idp responder for load tests: not an emulator.
 
 It answers every `AWSCognitoIdentityProviderService.InitiateAuth` with the same, valid EMAIL_OTP challenge
-(a fresh Session each time, USERNAME echoed back) and nothing else: no users, no codes, no state. Its job is to
+(a fresh Session each time, USERNAME echoed back), every `RespondToAuthChallenge` with `CodeMismatchException`
+(no code is ever right: a Validate load is wrong codes), and nothing else: no users, no codes, no state. Its job is to
 cost so little that a benchmark of the service measures the service, where the emulator (a few hundred calls
 per second per process) would hide it. An optional delay before each answer stands in for Cognito's latency.
 
@@ -10,7 +11,7 @@ per second per process) would hide it. An optional delay before each answer stan
 prints `cognito-standin listening on http://127.0.0.1:PORT` once it accepts connections. Plain asyncio on
 one thread: HTTP/1.1 with keep-alive, one request at a time per connection (botocore does not pipeline).
 
-Other requests: `GET /_stats` answers `{"initiate_auth": n, "other": n}`; the pool's JWKS path answers an
+Other requests: `GET /_stats` answers `{"initiate_auth": n, "respond": n, "other": n}`; the pool's JWKS path answers an
 empty key set (the service fetches it when it starts); any other target gets a cognito-style
 `InvalidParameterException` (HTTP 400), so a misdirected benchmark fails loudly instead of measuring nothing.
 """
@@ -26,6 +27,7 @@ import sys
 from typing import Any
 
 INITIATE_AUTH = b"awscognitoidentityproviderservice.initiateauth"
+RESPOND_TO_AUTH_CHALLENGE = b"awscognitoidentityproviderservice.respondtoauthchallenge"
 _JSON = b"application/x-amz-json-1.1"
 # Cognito sessions are opaque base64 blobs of roughly 900 characters [obs]; the service keeps one per
 # challenge, so their size matters for the memory measurement.
@@ -38,6 +40,7 @@ class StandinStats:
 
     def __init__(self) -> None:
         self.initiate_auth = 0
+        self.respond = 0
         self.other = 0
 
 
@@ -72,6 +75,12 @@ _BAD_TARGET = _response(
     b"400 Bad Request",
     b'{"__type":"InvalidParameterException","message":"the load-test stand-in answers InitiateAuth only"}',
     extra=b"x-amzn-ErrorType: InvalidParameterException\r\n",
+)
+# What Cognito answers a wrong EMAIL_OTP code with (the session stays usable for the next attempt).
+_CODE_MISMATCH = _response(
+    b"400 Bad Request",
+    b'{"__type":"CodeMismatchException","message":"Invalid code received for user"}',
+    extra=b"x-amzn-ErrorType: CodeMismatchException\r\n",
 )
 _EMPTY_JWKS = _response(b"200 OK", b'{"keys":[]}', b"application/json")
 _NOT_FOUND = _response(b"404 Not Found", b"{}", b"application/json")
@@ -119,11 +128,18 @@ class _Connection(asyncio.Protocol):
         if target.endswith(INITIATE_AUTH):
             self._stats.initiate_auth += 1
             return initiate_auth_answer(body, self._stats.initiate_auth)
+        if target.endswith(RESPOND_TO_AUTH_CHALLENGE):
+            self._stats.respond += 1
+            return _CODE_MISMATCH
         self._stats.other += 1
         path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
         if request_line.startswith(b"GET "):
             if path == b"/_stats":
-                stats = {"initiate_auth": self._stats.initiate_auth, "other": self._stats.other}
+                stats = {
+                    "initiate_auth": self._stats.initiate_auth,
+                    "respond": self._stats.respond,
+                    "other": self._stats.other,
+                }
                 return _response(b"200 OK", json.dumps(stats).encode(), b"application/json")
             if path.endswith(b"/.well-known/jwks.json"):
                 return _EMPTY_JWKS

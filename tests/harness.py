@@ -13,8 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from otp_step_service.app.service import Service
 from otp_step_service.app.stores import challenge_store, store_secrets
 from otp_step_service.config.settings import ServiceSettings
 from otp_step_service.steps.challenges import Challenge, SendRequest, SendResult
+from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.ports import ChallengeStore
 from stepexecutor.v1 import step_executor_pb2 as pb
 
@@ -193,6 +196,11 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
             "resend_cooldown_seconds": 0,
         },
         "no-user-auth": {"client_id": extra_clients["no_user_auth"]},
+        "resend": {
+            "client_id": seed.client_id,
+            "client_secret_file": str(secret_file),
+            "resend_cooldown_seconds": 1,
+        },
         "send-cap": {
             "client_id": seed.client_id,
             "client_secret_file": str(secret_file),
@@ -243,6 +251,20 @@ def write_connections(path: Path, seed: SeedResult, secret_file: Path, extra_cli
     write_connections_file(path, {name: {**base, **values} for name, values in connections.items()})
 
 
+def connection_tables(connections_file: Path, *names: str) -> dict[str, dict[str, Any]]:
+    """The named `[connections.*]` tables of the suite's file, to write a smaller one with (a service with a
+    few connections starts in a fraction of a second; with all of the suite's, in seconds)."""
+    tables = tomllib.loads(connections_file.read_text())["connections"]
+    return {name: tables[name] for name in names}
+
+
+def connections_subset(connections_file: Path, path: Path, names: Sequence[str]) -> Path:
+    """A connections file with only the `names` of `connections_file`: a service process warms up every
+    connection it has (an AWS client apiece, up to a second on a loaded machine), so one started for a few
+    connections starts several times faster."""
+    return write_connections_file(path, connection_tables(connections_file, *names))
+
+
 T = TypeVar("T")
 
 
@@ -264,6 +286,11 @@ class FakeClock:
         self.wall += seconds
         self.mono += seconds
 
+    async def sleep(self, seconds: float) -> None:
+        """A step's pause: the clocks move on at once (other tasks get their turn)."""
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
 
 class RecordingStore:
     """A ChallengeStore that hands everything to the real one and remembers the Cognito sessions it stores,
@@ -282,6 +309,28 @@ class RecordingStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+class FailingStore:
+    """A ChallengeStore that fails the next `failures[operation]` calls of an operation (as a Redis in a
+    failover would: ChallengeStoreError), then hands them to the real one; `calls` counts every call."""
+
+    def __init__(self, inner: Any, **failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        operation = getattr(self.inner, name)
+
+        async def failing(*args: Any) -> Any:
+            self.calls[name] += 1
+            if self.failures.get(name, 0) > 0:
+                self.failures[name] -= 1
+                raise ChallengeStoreError("ConnectionError")
+            return await operation(*args)
+
+        return failing
 
 
 class RunningService:
@@ -409,3 +458,35 @@ def start_service_process(
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     raise AssertionError("the service did not start: " + log.read_text())
+
+
+@dataclass(frozen=True)
+class Person:
+    """A user of the pool, reachable by a verified email and a verified phone number (two aliases)."""
+
+    username: str
+    email: str
+    phone: str
+
+
+def unused_number() -> str:
+    """A US-shaped number nobody in the pool has."""
+    return f"+1555{uuid.uuid4().int % 10**7:07d}"
+
+
+def new_person(emulator: Emulator, pool_id: str | None = None) -> Person:
+    """A user created for this run: nothing of it is in any store or outbox yet."""
+    token = uuid.uuid4().hex[:12]
+    person = Person(f"u-{token}", f"u-{token}@example.com", unused_number())
+    emulator.admin().admin_create_user(
+        UserPoolId=pool_id or emulator.seed.user_pool_id,
+        Username=person.username,
+        UserAttributes=[
+            {"Name": "email", "Value": person.email},
+            {"Name": "email_verified", "Value": "true"},
+            {"Name": "phone_number", "Value": person.phone},
+            {"Name": "phone_number_verified", "Value": "true"},
+        ],
+        MessageAction="SUPPRESS",
+    )
+    return person

@@ -1,6 +1,10 @@
 """Real Redis topologies for tests: Debian's redis-server as a primary with a replica and three sentinels, and as
 a 6-node cluster (three primaries, three replicas). Every process is started on free loopback ports, stopped by
-its pid, and waited for with a deadline (never a bare sleep)."""
+its pid, and waited for with a deadline (never a bare sleep).
+
+With `tls` (a `Tls`, certificates from a throw-away CA) every node speaks TLS only (no plaintext port),
+requires a client certificate, and replicates, gossips and is watched over TLS too; `add_service_user` puts the
+documented least-privilege user (deploy/redis/otp-steps.acl) on every data node (ACLs are not replicated)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,74 @@ import redis
 from harness import free_port
 
 MASTER = "otp"
+ACL_FILE = Path(__file__).resolve().parents[1] / "deploy" / "redis" / "otp-steps.acl"
+SERVICE_USER = "otp-steps"
+
+
+def acl_rules() -> list[str]:
+    """The rules of the documented service user, as ACL SETUSER takes them."""
+    line = next(x for x in ACL_FILE.read_text().splitlines() if x.startswith(f"user {SERVICE_USER} "))
+    return line.split()[2:]
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS for a topology: one CA, a server certificate every node serves (127.0.0.1 and localhost), and a
+    client certificate that the nodes present to each other (replication, the cluster bus, sentinels) and a
+    test may give the service."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+
+    @classmethod
+    def issue(cls, folder: Path) -> Tls:
+        """A fresh CA and its certificates, written to `folder`."""
+        from otp_step_demo.local_ca import LocalCa
+
+        ca = LocalCa("redis test CA")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "ca.crt").write_bytes(ca.pem)
+        cert, key = ca.server().write(folder, "server")
+        client_cert, client_key = ca.issue("otp-step-service", client=True).write(folder, "client")
+        return cls(folder / "ca.crt", cert, key, client_cert, client_key)
+
+    def options(self, port: int) -> list[tuple[str, str]]:
+        """redis-server (and sentinel) settings: TLS only on `port`, client certificates required, and TLS
+        for what a node opens itself (replication, the sentinels' links)."""
+        return [
+            ("port", "0"),
+            ("tls-port", str(port)),
+            ("tls-cert-file", str(self.cert_file)),
+            ("tls-key-file", str(self.key_file)),
+            ("tls-client-cert-file", str(self.client_cert_file)),
+            ("tls-client-key-file", str(self.client_key_file)),
+            ("tls-ca-cert-file", str(self.ca_file)),
+            ("tls-auth-clients", "yes"),
+            ("tls-replication", "yes"),
+        ]
+
+    def server_args(self, port: int) -> list[str]:
+        """`options` as redis-server's command-line arguments."""
+        return [arg for name, value in self.options(port) for arg in (f"--{name}", value)]
+
+    def client_options(self) -> dict[str, object]:
+        """redis-py's options for a client of these nodes."""
+        return {
+            "ssl": True,
+            "ssl_ca_certs": str(self.ca_file),
+            "ssl_certfile": str(self.client_cert_file),
+            "ssl_keyfile": str(self.client_key_file),
+        }
+
+    def cli_args(self) -> list[str]:
+        """redis-cli's options for the same."""
+        return [
+            *("--tls", "--cacert", str(self.ca_file)),
+            *("--cert", str(self.client_cert_file), "--key", str(self.client_key_file)),
+        ]
 
 
 def _binary(name: str) -> str:
@@ -46,6 +118,7 @@ class RedisNode:
     args: list[str]
     process: subprocess.Popen[bytes] | None = None
     password: str | None = None
+    tls: Tls | None = None
 
     def start(self) -> RedisNode:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -59,7 +132,16 @@ class RedisNode:
         return self
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password, socket_timeout=1, socket_connect_timeout=1)
+        tls = self.tls.client_options() if self.tls else {}
+        return redis.Redis(
+            port=self.port, password=self.password, socket_timeout=1, socket_connect_timeout=1, **tls
+        )
+
+    def add_service_user(self, password: str) -> None:
+        """The documented least-privilege user, with `password`."""
+        admin = self.client()
+        admin.acl_setuser(SERVICE_USER, reset=True)
+        admin.execute_command("ACL", "SETUSER", SERVICE_USER, *acl_rules(), f">{password}")
 
     def kill(self) -> None:
         """kill -9: no shutdown, no save, connections reset."""
@@ -76,9 +158,10 @@ class RedisNode:
                 self.kill()
 
 
-def _server_args(port: int, *extra: str) -> list[str]:
+def _server_args(port: int, *extra: str, tls: Tls | None = None) -> list[str]:
     # No 5 s pause before a replica's first sync (repl-diskless-sync-delay's default).
-    base = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    listen = tls.server_args(port) if tls else ["--port", str(port)]
+    base = [*listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     return [*base, "--repl-diskless-sync-delay", "0", *extra]
 
 
@@ -95,20 +178,27 @@ class SentinelSet:
 
     folder: Path
     password: str | None = None
+    tls: Tls | None = None
     servers: list[RedisNode] = field(default_factory=list)
     sentinels: list[RedisNode] = field(default_factory=list)
 
     def start(self) -> SentinelSet:
         auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        tls = self.tls
         primary = RedisNode(
-            p := free_port(), self.folder / "primary", _server_args(p, *auth), password=self.password
+            p := free_port(),
+            self.folder / "primary",
+            _server_args(p, *auth, tls=tls),
+            password=self.password,
+            tls=tls,
         )
         replica_port = free_port()
         replica = RedisNode(
             replica_port,
             self.folder / "replica",
-            _server_args(replica_port, "--replicaof", "127.0.0.1", str(p), *auth),
+            _server_args(replica_port, "--replicaof", "127.0.0.1", str(p), *auth, tls=tls),
             password=self.password,
+            tls=tls,
         )
         self.servers = [primary.start(), replica.start()]
         until(lambda: replicas_online(primary), 10, "replica in sync")
@@ -117,8 +207,9 @@ class SentinelSet:
             folder = self.folder / f"sentinel{index}"
             folder.mkdir(parents=True, exist_ok=True)
             conf = folder / "sentinel.conf"
+            listen = [f"{name} {value}" for name, value in tls.options(port)] if tls else [f"port {port}"]
             lines = [
-                f"port {port}",
+                *listen,
                 "bind 127.0.0.1",
                 f"sentinel monitor {MASTER} 127.0.0.1 {p} 2",
                 f"sentinel down-after-milliseconds {MASTER} 1000",
@@ -128,7 +219,7 @@ class SentinelSet:
             if self.password:
                 lines.append(f"sentinel auth-pass {MASTER} {self.password}")
             conf.write_text("\n".join(lines) + "\n")
-            node = RedisNode(port, folder, [str(conf), "--sentinel"])
+            node = RedisNode(port, folder, [str(conf), "--sentinel"], tls=tls)
             self.sentinels.append(node.start())
         until(
             lambda: all(
@@ -145,7 +236,7 @@ class SentinelSet:
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         auth = f":{self.password}@" if self.password else ""
-        return f"redis+sentinel://{auth}{hosts}/{MASTER}"
+        return f"{'rediss' if self.tls else 'redis'}+sentinel://{auth}{hosts}/{MASTER}"
 
     def primary(self) -> RedisNode:
         """The server the sentinels name as primary now."""
@@ -154,6 +245,11 @@ class SentinelSet:
 
     def flush(self) -> None:
         self.primary().client().flushall()
+
+    def add_service_user(self, password: str) -> None:
+        """The documented user on both servers (ACLs are not replicated)."""
+        for node in self.servers:
+            node.add_service_user(password)
 
     def stop(self) -> None:
         for node in [*self.sentinels, *self.servers]:
@@ -165,11 +261,15 @@ class Cluster:
     """A 6-node Redis Cluster: three primaries, one replica each (1 s node timeout)."""
 
     folder: Path
+    tls: Tls | None = None
     nodes: list[RedisNode] = field(default_factory=list)
 
     def start(self) -> Cluster:
+        tls = self.tls
         for index in range(6):
             port, bus = free_port(), free_port()
+            # With TLS the cluster bus is TLS too, and the nodes announce their TLS port to clients.
+            bus_tls = ["--tls-cluster", "yes"] if tls else []
             args = _server_args(
                 port,
                 "--cluster-enabled",
@@ -180,11 +280,14 @@ class Cluster:
                 "1000",
                 "--cluster-port",
                 str(bus),
+                *bus_tls,
+                tls=tls,
             )
-            self.nodes.append(RedisNode(port, self.folder / f"node{index}", args).start())
+            self.nodes.append(RedisNode(port, self.folder / f"node{index}", args, tls=tls).start())
         subprocess.run(
             [
                 _binary("redis-cli"),
+                *(tls.cli_args() if tls else []),
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
@@ -219,13 +322,27 @@ class Cluster:
                     return node
         raise AssertionError(f"no primary serves slot {slot}")
 
+    def replica_of(self, primary: RedisNode) -> RedisNode:
+        """The replica of `primary`."""
+        for node in self.nodes:
+            info = node.client().info("replication")
+            if info["role"] == "slave" and int(info["master_port"]) == primary.port:
+                return node
+        raise AssertionError(f"no replica of {primary.port}")
+
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        return f"{scheme}://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
 
     def flush(self) -> None:
         for node in self.primaries():
             node.client().flushall()
+
+    def add_service_user(self, password: str) -> None:
+        """The documented user on every node (a replica promoted later must know it too)."""
+        for node in self.nodes:
+            node.add_service_user(password)
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -8,6 +8,7 @@ from bench.scenarios.latency import latency_hiding
 from bench.scenarios.memory import memory
 from bench.scenarios.metrics import metrics_overhead
 from bench.scenarios.scaling import scaling
+from bench.scenarios.store_wait import store_wait
 from bench.scenarios.tracing import tracing_overhead
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "memory",
     "metrics_overhead",
     "scaling",
+    "store_wait",
     "tracing_overhead",
 ]

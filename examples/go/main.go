@@ -6,7 +6,8 @@
 //	go run . -target 127.0.0.1:50051 -outbox http://127.0.0.1:4566/_outbox -identifier ada@example.com
 //
 // Every flag has an environment variable (OTP_STEP_TARGET, OTP_STEP_OUTBOX_URL, OTP_STEP_IDENTIFIER,
-// OTP_STEP_CONNECTION, OTP_STEP_TIMEOUT). It prints one line per step and exits 1 on anything a real journey
+// OTP_STEP_CONNECTION, OTP_STEP_TIMEOUT, OTP_STEP_KEEPALIVE). Against a fleet, the target is a name that
+// resolves to every instance: dns:///otp-steps.default.svc.cluster.local:50051 (a headless Service). It prints one line per step and exits 1 on anything a real journey
 // would not expect here (a gRPC error, an abort, a wrong code accepted, the right one refused).
 package main
 
@@ -34,8 +35,9 @@ const (
 	journeyID      = "jit-migration"
 	outputVariable = "otp_result"
 	errorVariable  = "otp_error"
-	// Generate is retried only on a deadline: with the same step_execution_id a retry answers with the first
-	// result instead of sending a second code (docs: "The contract"). Nothing else is retried blindly.
+	// Generate is retried here on a deadline: with the same step_execution_id a retry answers with the first
+	// result instead of sending a second code (docs: "The contract"). UNAVAILABLE is retried by grpc-go itself,
+	// from the service config (service_config.json). Nothing else is retried blindly.
 	generateAttempts = 3
 )
 
@@ -45,6 +47,7 @@ type config struct {
 	identifier string
 	connection string
 	timeout    time.Duration
+	keepalive  time.Duration
 }
 
 func main() {
@@ -59,6 +62,13 @@ func main() {
 		log.Fatalf("OTP_STEP_TIMEOUT: %v", err)
 	}
 	flag.DurationVar(&cfg.timeout, "timeout", timeout, "deadline of each step call")
+	pings, err := time.ParseDuration(env("OTP_STEP_KEEPALIVE", "30s"))
+	if err != nil {
+		log.Fatalf("OTP_STEP_KEEPALIVE: %v", err)
+	}
+	// The service accepts a ping every 20 s at most (OTP_STEP_MIN_CLIENT_PING_SECONDS); grpc-go sends none more
+	// often than every 10 s whatever this says.
+	flag.DurationVar(&cfg.keepalive, "keepalive", pings, "keepalive ping interval of an idle connection")
 	flag.Parse()
 
 	if err := run(cfg); err != nil {
@@ -72,15 +82,19 @@ var serviceConfig string
 
 func run(cfg config) error {
 	// Plaintext on loopback for the local demo; use credentials.NewTLS for a deployed service.
-	// The service config the Python client ships (service_config.json): round_robin over every address of the
-	// target (a dns:/// name of a headless Service), waitForReady, retries on UNAVAILABLE for the methods safe
-	// to repeat (GenerateOtp is idempotent per journey run and step execution; ValidateOtp is not retried), and
-	// keepalive pings every 30 s, which the service's enforcement (one per 20 s) accepts.
+	// The service config the Python client ships (service_config.json, kept identical to every other copy by
+	// the repository's tests): round_robin over every address of the target (a dns:/// name of a headless
+	// Service), waitForReady, and retries on UNAVAILABLE for the methods safe to repeat: GenerateOtp
+	// (idempotent per journey run and step execution: a repeat answers with the code already sent, never sends
+	// a second) and CheckConnection (it only reads). ValidateOtp is not retried: a Validate whose instance went
+	// away after Cognito judged the code may have spent an attempt, and a blind repeat would spend another.
+	// Keepalive pings every 30 s, on an idle connection too, which the service's enforcement (one per 20 s)
+	// accepts.
 	conn, err := grpc.NewClient(cfg.target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true,
+			Time: cfg.keepalive, Timeout: 10 * time.Second, PermitWithoutStream: true,
 		}),
 	)
 	if err != nil {
@@ -170,7 +184,8 @@ func run(cfg config) error {
 		checked, err := steps.ValidateOtp(ctx, validate)
 		cancel()
 		if err != nil {
-			// Not retried: a Validate that timed out may already have been judged.
+			// Not retried, neither here nor by grpc-go (the service config gives ValidateOtp no retryPolicy): a
+			// Validate that timed out or lost its instance may already have been judged and spent an attempt.
 			return fmt.Errorf("validate could not run: %w", describe(err))
 		}
 		assign(vars, checked.GetVariables())

@@ -10,7 +10,6 @@ sign in, and an unknown user is answered like a real one.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from cognito_emulator import EmulatorServer, EmulatorSettings, SeedResult, seed_demo
+from cognito_emulator.connections_file import write_connections_file, write_secret_file
 from cognito_emulator.seed import cognito_client
 from harness import Emulator, Journeys, start_service_process, wrong_code
 from otp_step_client import StepExecutorClient
@@ -66,13 +66,12 @@ class Matrix:
 def write_matrix_connections(folder: Path, seed: SeedResult, cap: int) -> Path:
     """Connections for one variant: ``matched`` (max_attempts = cap), ``matched-open`` (no enumeration
     protection) and ``three`` (the default max_attempts, whatever the cap)."""
-    secret_file = folder / "demo.secret"
-    secret_file.write_text(seed.client_secret)
+    secret_file = write_secret_file(folder / "demo.secret", seed.client_secret)
     base = {
         "region": seed.region,
         "user_pool_id": seed.user_pool_id,
         "client_id": seed.client_id,
-        "client_secret_file": str(secret_file),
+        "client_secret_file": secret_file,
         "endpoint_url": seed.endpoint_url,
         "default_phone_region": "US",
         "send_limit": 1000,
@@ -84,14 +83,9 @@ def write_matrix_connections(folder: Path, seed: SeedResult, cap: int) -> Path:
         "matched-open": {"max_attempts": cap, "user_enumeration_protection": False},
         "three": {"max_attempts": 3},
     }
-    lines = []
-    for name, values in connections.items():
-        lines.append(f'[connections."{name}"]')
-        lines += [f"{key} = {json.dumps(value)}" for key, value in {**base, **values}.items()]
-        lines.append("")
-    path = folder / "connections.toml"
-    path.write_text("\n".join(lines))
-    return path
+    return write_connections_file(
+        folder / "connections.toml", {name: {**base, **values} for name, values in connections.items()}
+    )
 
 
 def add_single_factor_users(endpoint_url: str, seed: SeedResult) -> None:

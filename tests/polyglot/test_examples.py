@@ -1,103 +1,21 @@
-"""The Go and TypeScript example orchestrators run whole journeys against the real service and emulator.
+"""The Go, TypeScript and Java example orchestrators run whole journeys against the real service and emulator.
 
 The service is started as a process through its stable interface (`python -m otp_step_service serve`), once
-for this module; the examples are built with their own toolchains (go build, tsc) and run as an orchestrator
-would run them, configured by environment variables only.
+for the session (conftest.py); the examples are built with their own toolchains (go build, tsc, mvn) and run as
+an orchestrator would run them, configured by environment variables only.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
 import re
-import signal
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import Emulator, start_service_process
 
-from .toolchain import ROOT, require_binary, require_path, run
-
-INSTALL_GO = "install Go 1.26+ (apt-get install golang, or https://go.dev/dl) and run `make polyglot`"
-INSTALL_NODE = "install Node.js 20+ with npm (apt-get install nodejs npm) and run `make polyglot`"
-INSTALL_JAVA = (
-    "install a JDK 17+ and Maven 3.8+ (apt-get install openjdk-17-jdk-headless maven) and run `make polyglot`"
-)
-
-
-@dataclass(frozen=True)
-class RunningService:
-    """The service process of this module, and what an orchestrator needs to reach it."""
-
-    address: str
-    outbox_url: str
-    log: Path
-
-    def step_log_lines(self, journey_run_id: str) -> list[dict[str, object]]:
-        """The service's `step.completed` records of one journey run."""
-        records = []
-        for line in self.log.read_text().splitlines():
-            if not line.startswith("{"):
-                continue
-            record = json.loads(line)
-            if record.get("message") == "step.completed" and record.get("journey_run_id") == journey_run_id:
-                records.append(record)
-        return records
-
-
-class _Sink(http.server.BaseHTTPRequestHandler):
-    """Accepts OTLP/HTTP exports and drops them."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def otlp_sink() -> Iterator[str]:
-    """An OTLP/HTTP endpoint that accepts spans, so the service's exporter neither retries nor delays exit."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def step_service(
-    emulator: Emulator, connections_file: Path, otlp_sink: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningService]:
-    """`otp_step_service serve` on a free loopback port, with tracing on so the step log carries trace ids:
-    the log line's trace_id is what proves the examples' traceparent reached the service."""
-    log = tmp_path_factory.mktemp("polyglot") / "service.log"
-    env = {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_sink,
-    }
-    process, port = start_service_process(connections_file, log, env=env)
-    try:
-        yield RunningService(f"127.0.0.1:{port}", f"{emulator.endpoint_url}/_outbox", log)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(timeout=30) == 0, log.read_text()
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+from .orchestrators import Example, RunningService, run_example
 
 
 @dataclass(frozen=True)
@@ -117,21 +35,6 @@ class JourneyRun:
         value = json.loads(self.line(f"variable {name}: ").split(": ", 1)[1])
         assert isinstance(value, dict)
         return value
-
-
-def run_example(
-    command: list[str], cwd: Path, service: RunningService, **extra: str
-) -> subprocess.CompletedProcess[str]:
-    """Run an example as an orchestrator would, configured by its environment variables only."""
-    env = {
-        **os.environ,
-        "OTP_STEP_TARGET": service.address,
-        "OTP_STEP_OUTBOX_URL": service.outbox_url,
-        "OTP_STEP_IDENTIFIER": "ada@example.com",
-        "OTP_STEP_CONNECTION": "demo",
-        **extra,
-    }
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def run_journey(command: list[str], cwd: Path, service: RunningService) -> JourneyRun:
@@ -166,45 +69,6 @@ def assert_whole_journey(journey: JourneyRun, service: RunningService) -> None:
         time.sleep(0.05)
     assert [s["outcome"] for s in steps] == ["success", "failure", "success"], steps
     assert {s["trace_id"] for s in steps} == {journey.trace_id}, steps
-
-
-@dataclass(frozen=True)
-class Example:
-    """A built example: the command that runs it, and its folder."""
-
-    command: list[str]
-    folder: Path
-
-
-@pytest.fixture(scope="module")
-def go_example(tmp_path_factory: pytest.TempPathFactory) -> Example:
-    """examples/go, vetted and built with the Go toolchain."""
-    go = require_binary("go", INSTALL_GO)
-    folder = ROOT / "examples" / "go"
-    run([go, "vet", "./..."], folder)
-    binary = tmp_path_factory.mktemp("go-example") / "journey"
-    run([go, "build", "-o", str(binary), "."], folder)
-    return Example([str(binary)], folder)
-
-
-@pytest.fixture(scope="module")
-def ts_example() -> Example:
-    """examples/ts, type-checked and compiled with its pinned tsc into examples/ts/dist."""
-    node = require_binary("node", INSTALL_NODE)
-    folder = ROOT / "examples" / "ts"
-    require_path(folder / "node_modules" / ".package-lock.json", "run `make polyglot` (npm ci)")
-    run([node, str(folder / "node_modules" / "typescript" / "bin" / "tsc"), "-p", "tsconfig.json"], folder)
-    return Example([node, "dist/main.js"], folder)
-
-
-@pytest.fixture(scope="module")
-def java_example() -> Example:
-    """examples/java, built by Maven (protoc and protoc-gen-grpc-java from Maven Central, pinned in its pom)."""
-    mvn = require_binary("mvn", INSTALL_JAVA)
-    java = require_binary("java", INSTALL_JAVA)
-    folder = ROOT / "examples" / "java"
-    run([mvn, "-B", "-q", "-Dstyle.color=never", "package"], folder, timeout=600)
-    return Example([java, "-cp", "target/classes:target/lib/*", "example.Journey"], folder)
 
 
 def test_the_go_orchestrator_runs_a_whole_journey(step_service: RunningService, go_example: Example) -> None:

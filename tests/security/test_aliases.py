@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from harness import Emulator, Journeys, fresh_journeys, wrong_code
+from cognito_emulator.connections_file import write_connections_file
+from harness import Emulator, Journeys, connection_tables, fresh_journeys, wrong_code
 from otp_step_client import Step, StepExecutorError
 from otp_step_service.steps.challenges import MAX_UNRESOLVED_SENDS
 from stepexecutor.v1 import step_executor_pb2 as pb
@@ -26,6 +27,13 @@ EMAIL, PHONE = "ada@example.com", "+15555550100"  # one user: ada
 STRANGER = "+15555550142"  # a number no user has
 ALIASES = ((EMAIL, "EMAIL"), (PHONE, "SMS"))
 JUDGED = (pb.FAILURE_CODE_INVALID_CODE, pb.FAILURE_CODE_ATTEMPTS_EXHAUSTED)
+
+
+@pytest.fixture(scope="module")
+def connections(connections_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The suite's "budget" (send_limit 10 per 900 s) and "lockout" (4 wrong codes) connections alone."""
+    path = tmp_path_factory.mktemp("aliases") / "connections.toml"
+    return write_connections_file(path, connection_tables(connections_file, "budget", "lockout"))
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -39,10 +47,8 @@ def store_settings(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _service(
-    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
-) -> Iterator[Journeys]:
-    with fresh_journeys(connections_file, emulator, **store_settings) as journeys:
+def _service(connections: Path, emulator: Emulator, store_settings: dict[str, str]) -> Iterator[Journeys]:
+    with fresh_journeys(connections, emulator, **store_settings) as journeys:
         yield journeys
 
 
@@ -51,11 +57,11 @@ def _delivered(emulator: Emulator) -> int:
 
 
 def test_codes_through_both_aliases_stay_within_one_send_budget(
-    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+    connections: Path, emulator: Emulator, store_settings: dict[str, str]
 ) -> None:
     # Connection "budget": send_limit = 10 per 900 s. Eight Generates through each alias, each in a new
     # journey (no cooldown between them): 16 codes to one person when counted per identifier.
-    with _service(connections_file, emulator, store_settings) as journeys:
+    with _service(connections, emulator, store_settings) as journeys:
         before = _delivered(emulator)
         answers = []
         for identifier, channel in ALIASES:
@@ -70,11 +76,11 @@ def test_codes_through_both_aliases_stay_within_one_send_budget(
 
 
 def test_a_flood_through_a_fresh_alias_cannot_race_past_the_users_budget(
-    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+    connections: Path, emulator: Emulator, store_settings: dict[str, str]
 ) -> None:
     # Nine codes by email, then twelve concurrent Generates by SMS: the phone alias is new to the store, so
     # which user it reaches is known only once Cognito names her; until then it sends one code at a time.
-    with _service(connections_file, emulator, store_settings) as journeys:
+    with _service(connections, emulator, store_settings) as journeys:
         before = _delivered(emulator)
         for _ in range(9):
             sent, _ = journeys.generate(EMAIL, connection="budget")
@@ -91,25 +97,36 @@ def test_a_flood_through_a_fresh_alias_cannot_race_past_the_users_budget(
 
 
 def test_wrong_codes_through_both_aliases_stay_within_one_lockout(
-    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+    connections: Path, emulator: Emulator, store_settings: dict[str, str]
 ) -> None:
     # Connection "lockout": lockout_threshold = 4. Three wrong codes by email use up one challenge; a fresh
-    # challenge by SMS must get just one more judged before the user is locked, on either alias.
-    with _service(connections_file, emulator, store_settings) as journeys:
-        answers = []
-        for identifier, channel in ALIASES:
-            before = len(emulator.outbox(identifier))
-            sent, journey = journeys.generate(identifier, channel=channel, connection="lockout")
-            assert sent.WhichOneof("outcome") == "success", sent
-            code = emulator.latest_code(identifier, after=before)
-            for _ in range(3):
-                answers.append(journeys.validate(journey, identifier, wrong_code(code), connection="lockout"))
-        judged = [a for a in answers if a.failure.code in JUDGED]
-        locked = [a for a in answers if a.failure.code == pb.FAILURE_CODE_IDENTIFIER_LOCKED]
-        assert (len(judged), len(locked)) == (4, 2), [a.failure.code for a in answers]
-        # Locked on both aliases: no code goes out to either. Neither identifier earned the lock alone (3 and
-        # 1 of 4 wrong codes), so each answers as a sent code: the lock is the user's, and saying so through
-        # one alias would tell what the other did.
+    # challenge by SMS gets just one more judged: then she is locked, and not even the right code is judged.
+    with _service(connections, emulator, store_settings) as journeys:
+        before = len(emulator.outbox(EMAIL))
+        sent, journey = journeys.generate(EMAIL, connection="lockout")
+        code = emulator.latest_code(EMAIL, after=before)
+        answers = [
+            journeys.validate(journey, EMAIL, wrong_code(code), connection="lockout") for _ in range(3)
+        ]
+        before = len(emulator.outbox(PHONE))
+        sent, journey = journeys.generate(PHONE, channel="SMS", connection="lockout")
+        assert sent.WhichOneof("outcome") == "success", sent
+        code = emulator.latest_code(PHONE, after=before)
+        answers += [
+            journeys.validate(journey, PHONE, typed, connection="lockout")
+            for typed in (wrong_code(code), code)
+        ]
+        # Neither identifier earned the lock alone (3 and 1 of 4 wrong codes), so through the phone it answers
+        # as wrong codes do (the right one too: nothing judges it), and both aliases' Generates as sent codes
+        # that go nowhere: the lock is the user's, and saying so through one alias would tell what the other
+        # did.
+        assert [(a.failure.code, a.failure.attempts_remaining) for a in answers] == [
+            (pb.FAILURE_CODE_INVALID_CODE, 2),
+            (pb.FAILURE_CODE_INVALID_CODE, 1),
+            (pb.FAILURE_CODE_ATTEMPTS_EXHAUSTED, 0),
+            (pb.FAILURE_CODE_INVALID_CODE, 2),
+            (pb.FAILURE_CODE_INVALID_CODE, 1),
+        ]
         before = _delivered(emulator)
         for identifier, channel in ALIASES:
             again, _ = journeys.generate(identifier, channel=channel, connection="lockout")
@@ -118,12 +135,13 @@ def test_wrong_codes_through_both_aliases_stay_within_one_lockout(
 
 
 def test_a_right_code_is_not_counted_against_the_user(
-    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+    connections: Path, emulator: Emulator, store_settings: dict[str, str]
 ) -> None:
     # Every attempt is counted as wrong before Cognito judges it; a right code gives its count back, on the
     # user's counter as on the identifier's. One wrong and one right code by email leave the user at 1 of
-    # the threshold (4): three more wrong codes by SMS are judged, the fourth finds the user locked.
-    with _service(connections_file, emulator, store_settings) as journeys:
+    # the threshold (4): two wrong codes by SMS bring her to 3, and the right one after them still signs in
+    # (counted, the right code by email would have locked her: a locked user's codes are not judged).
+    with _service(connections, emulator, store_settings) as journeys:
         before = len(emulator.outbox(EMAIL))
         sent, journey = journeys.generate(EMAIL, connection="lockout")
         code = emulator.latest_code(EMAIL, after=before)
@@ -133,17 +151,17 @@ def test_a_right_code_is_not_counted_against_the_user(
         assert (
             journeys.validate(journey, EMAIL, code, connection="lockout").WhichOneof("outcome") == "success"
         )
-        codes = []
-        for _ in range(2):
-            before = len(emulator.outbox(PHONE))
-            sent, journey = journeys.generate(PHONE, channel="SMS", connection="lockout")
-            assert sent.WhichOneof("outcome") == "success", sent
-            code = emulator.latest_code(PHONE, after=before)
-            for _ in range(2):
-                answer = journeys.validate(journey, PHONE, wrong_code(code), connection="lockout")
-                codes.append(answer.failure.code)
-    invalid, locked = pb.FAILURE_CODE_INVALID_CODE, pb.FAILURE_CODE_IDENTIFIER_LOCKED
-    assert codes == [invalid, invalid, invalid, locked]
+        before = len(emulator.outbox(PHONE))
+        sent, journey = journeys.generate(PHONE, channel="SMS", connection="lockout")
+        assert sent.WhichOneof("outcome") == "success", sent
+        code = emulator.latest_code(PHONE, after=before)
+        answers = [
+            journeys.validate(journey, PHONE, typed, connection="lockout")
+            for typed in (wrong_code(code),) * 2
+        ]
+        right = journeys.validate(journey, PHONE, code, connection="lockout")
+    assert [a.failure.code for a in answers] == [pb.FAILURE_CODE_INVALID_CODE] * 2
+    assert right.WhichOneof("outcome") == "success", right
 
 
 def _settled_count(emulator: Emulator, destination: str, quiet_seconds: float = 0.8) -> int:
@@ -159,12 +177,12 @@ def _settled_count(emulator: Emulator, destination: str, quiet_seconds: float = 
 
 
 def test_answers_lost_on_purpose_through_a_fresh_alias_open_no_second_budget(
-    connections_file: Path, emulator: Emulator, store_settings: dict[str, str]
+    connections: Path, emulator: Emulator, store_settings: dict[str, str]
 ) -> None:
     # The user's budget (10) is spent by email. Then the phone alias, new to the store, with InitiateAuth
     # slowed to 400 ms and 0.3 s deadlines: Cognito sends each code, but no answer ever names the user, so
     # none can be counted for her. After MAX_UNRESOLVED_SENDS such codes the alias waits for its window.
-    with _service(connections_file, emulator, store_settings) as journeys:
+    with _service(connections, emulator, store_settings) as journeys:
         for _ in range(10):
             sent, _ = journeys.generate(EMAIL, connection="budget")
             assert sent.WhichOneof("outcome") == "success"
@@ -205,13 +223,13 @@ def _answers(journeys: Journeys, identifier: str, connection: str) -> list[tuple
 
 @pytest.mark.parametrize("spent", ["send budget", "lockout"])
 def test_what_one_alias_spent_does_not_show_through_another(
-    connections_file: Path, emulator: Emulator, store_settings: dict[str, str], spent: str
+    connections: Path, emulator: Emulator, store_settings: dict[str, str], spent: str
 ) -> None:
     # The attack: spend ada's send budget (or lock her out) through her email, then Generate twice through a
     # phone number. Her phone used to answer SUCCESS, RESEND_TOO_SOON (or SUCCESS, IDENTIFIER_LOCKED), any
     # other number SUCCESS, SUCCESS: a link from the email to her number without any code.
     connection = "budget" if spent == "send budget" else "lockout"
-    with _service(connections_file, emulator, store_settings) as journeys:
+    with _service(connections, emulator, store_settings) as journeys:
         if spent == "send budget":
             for _ in range(10):
                 assert journeys.generate(EMAIL, connection=connection)[0].WhichOneof("outcome") == "success"

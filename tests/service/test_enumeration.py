@@ -6,9 +6,11 @@ import hashlib
 import re
 import statistics
 import time
+import uuid
 from datetime import UTC, datetime
 
-from harness import Emulator, Journeys, wrong_code
+from harness import Emulator, Journeys, new_person, wrong_code
+from otp_step_service.steps.latency import CognitoLatency
 from stepexecutor.v1 import step_executor_pb2 as pb
 
 
@@ -141,3 +143,31 @@ def test_decoy_timing_follows_when_cognitos_latency_rises(journeys: Journeys, em
     real_median, decoy_median = statistics.median(real), statistics.median(decoy)
     assert real_median > 0.15  # the change took effect
     assert abs(decoy_median - real_median) <= 0.25 * real_median, (real_median, decoy_median)
+
+
+def test_a_decoy_for_an_unknown_user_takes_as_long_as_a_real_send(
+    journeys: Journeys, emulator: Emulator
+) -> None:
+    # Cognito says "no such user" at once, while sending a code takes it longer (on AWS the message is handed
+    # to SES or SNS). Here each real send gets 150 ms more (a fault on the next InitiateAuth only). A decoy
+    # answered as soon as Cognito said "no such user" (LEGACY, "legacy-timing") took ~5 ms against ~155 ms.
+    email, unknown = new_person(emulator).email, f"nobody-{uuid.uuid4().hex[:12]}@example.com"
+
+    def seconds(identifier: str, slow: bool) -> float:
+        if slow:
+            emulator.inject(operation="InitiateAuth", latency_ms=150, count=1)
+        started = time.perf_counter()
+        sent, _ = journeys.generate(identifier, connection="legacy-timing")
+        took = time.perf_counter() - started
+        assert sent.WhichOneof("outcome") == "success", sent
+        return took
+
+    for _ in range(CognitoLatency.RECENT):  # decoys wait as long as one of the latest real sends took
+        seconds(email, slow=True)
+    real, decoy = [], []
+    for _ in range(8):
+        real.append(seconds(email, slow=True))
+        decoy.append(seconds(unknown, slow=False))
+    real_median, decoy_median = statistics.median(real), statistics.median(decoy)
+    assert real_median > 0.15  # the latency took effect
+    assert abs(decoy_median - real_median) <= max(0.25 * real_median, 0.004), (real_median, decoy_median)

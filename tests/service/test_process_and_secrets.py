@@ -19,6 +19,7 @@ from harness import (
     Emulator,
     Journeys,
     RunningService,
+    connections_subset,
     free_port,
     run_sample_journeys,
     start_service_process,
@@ -140,7 +141,9 @@ def test_several_processes_share_the_port_and_the_challenges(
         # Each process serves its own metrics: this port and the next.
         "OTP_STEP_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
     }
-    process, _ = start_service_process(connections_file, log_file, env, listen=f"127.0.0.1:{port}", servers=2)
+    # Only the connection the journeys use: each process warms up every connection it has before serving.
+    demo_only = connections_subset(connections_file, tmp_path / "connections.toml", ["demo"])
+    process, _ = start_service_process(demo_only, log_file, env, listen=f"127.0.0.1:{port}", servers=2)
     try:
         # grpc shares one TCP connection between channels to the same target unless told otherwise.
         clients = [

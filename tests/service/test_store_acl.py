@@ -12,16 +12,8 @@ import pytest
 import redis
 from harness import Emulator, Journeys, build_service, free_port, wrong_code
 from otp_step_client import StepExecutorClient
+from redis_topology import SERVICE_USER as USER
 from redis_topology import RedisNode, _server_args
-
-ACL = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "otp-steps.acl"
-USER = "otp-steps"
-
-
-def acl_rules() -> list[str]:
-    """The rules of the documented user, as ACL SETUSER takes them."""
-    line = next(x for x in ACL.read_text().splitlines() if x.startswith(f"user {USER} "))
-    return line.split()[2:]
 
 
 @pytest.fixture
@@ -75,8 +67,7 @@ def test_the_service_runs_as_the_least_privilege_user_and_follows_a_rotated_pass
     locked_down: RedisNode, connections_file: Path, emulator: Emulator, keys_file: Path, tmp_path: Path
 ) -> None:
     admin = locked_down.client()
-    admin.acl_setuser(USER, reset=True)
-    admin.execute_command("ACL", "SETUSER", USER, *acl_rules(), ">first-secret")
+    locked_down.add_service_user("first-secret")
     password = tmp_path / "redis.password"
     password.write_text("first-secret\n")
     service = build_service(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from harness import Journeys, RunningService, run_sample_journeys, wrong_code
+from harness import FailingStore, Journeys, RunningService, run_sample_journeys, wrong_code
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -281,3 +281,27 @@ def test_a_connection_may_report_identifiers_in_clear(
     traced.generate("ada@example.com", connection="reveal", event_data="STEP_INPUT_OUTPUT")
     event = _completed_event(_by_name(span_exporter.get_finished_spans(), "cognito_otp_generate"))
     assert json.loads(event["journey.event_data.input"])["user_identifier"] == "ada@example.com"
+
+
+def test_a_step_the_store_kept_from_running_is_an_error_span_with_the_refusal_reason(
+    traced: Journeys, traced_service: RunningService, span_exporter: InMemorySpanExporter
+) -> None:
+    real = traced_service.store.inner
+    traced_service.store.inner = FailingStore(real, begin_send=1)  # the first Generate finds the store down
+    try:
+        response, _ = traced.generate("ada@example.com")  # the client's service config tries again by itself
+    finally:
+        traced_service.store.inner = real
+    assert response.WhichOneof("outcome") == "success"
+    spans = span_exporter.get_finished_spans()
+    steps = [s for s in spans if s.name == "cognito_otp_generate"]
+    refused = [s for s in steps if s.attributes and s.attributes.get("error.type")]
+    assert len(steps) == 2 and len(refused) == 1, [s.attributes for s in steps]
+    assert refused[0].attributes is not None
+    assert refused[0].attributes["error.type"] == "CHALLENGE_STORE_UNAVAILABLE"
+    assert refused[0].status.status_code is StatusCode.ERROR
+    servers = [s for s in spans if s.name == "/stepexecutor.v1.StepExecutor/GenerateOtp"]
+    assert sorted(str((s.attributes or {}).get("error.type", "")) for s in servers) == [
+        "",
+        "CHALLENGE_STORE_UNAVAILABLE",
+    ]

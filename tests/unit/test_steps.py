@@ -12,11 +12,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import FakeClock
+import pytest
+from harness import FailingStore, FakeClock
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.config.connections import ConnectionConfig, policy_from_config
 from otp_step_service.steps.challenges import lockout_subject, sends_subject
 from otp_step_service.steps.deadline import Deadline
+from otp_step_service.steps.errors import ChallengeStoreError, ExecutionInFlightError, StoreUnavailableError
 from otp_step_service.steps.generate import GenerateOtpStep
 from otp_step_service.steps.journey import GenerateRequest, JourneyContext, StepConfiguration, ValidateRequest
 from otp_step_service.steps.model import (
@@ -142,10 +144,14 @@ class Steps:
     def journey(self, run: str = "run-1", execution: str = "") -> JourneyContext:
         return JourneyContext("jit", run, "send", step_execution_id=execution)
 
-    async def generate(self, run: str = "run-1", execution: str = "") -> StepOutcome[CodeSent]:
+    async def generate(
+        self, run: str = "run-1", execution: str = "", deadline: float | None = None
+    ) -> StepOutcome[CodeSent]:
         step = StepConfiguration("demo", "ada@example.com", Channel.EMAIL)
         return await self.generate_step.run(
-            GenerateRequest(self.journey(run, execution), step), self.connection, Deadline(None, self.clock)
+            GenerateRequest(self.journey(run, execution), step),
+            self.connection,
+            Deadline.after(deadline, self.clock),
         )
 
     async def validate(self, code: str, run: str = "run-1") -> StepOutcome[CodeVerified]:
@@ -339,23 +345,129 @@ def test_a_validate_cancelled_before_its_code_left_gives_the_attempt_back() -> N
     run(scenario)
 
 
-def test_an_abandoned_reservation_stops_blocking_its_execution() -> None:
+def test_a_retry_waits_for_its_executions_first_attempt_and_replays_it() -> None:
     async def scenario() -> None:
         steps = Steps()
+
+        async def slowly(requests: CognitoRequests) -> None:
+            requests.sent += 1
+            for _ in range(5):  # the retry asks the store meanwhile
+                await asyncio.sleep(0)
+
+        steps.cognito.start.append(slowly)
+        first = asyncio.create_task(steps.generate(execution="x", deadline=5))
+        await asyncio.sleep(0)
+        retried = await steps.generate(execution="x", deadline=5)
+        answered = await first
+        assert isinstance(retried, Success) and isinstance(answered, Success)
+        assert retried.result == answered.result
+        assert await steps.sends() == 1  # one code: the retry answered with the first attempt's
+
+    run(scenario)
+
+
+def test_a_reservation_whose_instance_died_is_taken_over_once_its_lease_ends() -> None:
+    async def scenario() -> None:
+        steps, store = failing_steps()  # nothing fails: the store's calls are counted
         gate = asyncio.Event()
 
         async def never(requests: CognitoRequests) -> None:
             requests.sent += 1
             await gate.wait()
 
-        # The process "dies" mid-call: the task is dropped without settling (no cancellation runs).
+        # The instance "dies" mid-call: the task never settles (no cancellation runs). Its lease ends with its
+        # 3 s deadline (and the margin for clock skew).
         steps.cognito.start.append(never)
-        task = asyncio.create_task(steps.generate(execution="x"))
+        lost = asyncio.create_task(steps.generate(execution="x", deadline=3))
         await asyncio.sleep(0)
-        assert failure_code(await steps.generate(execution="x")) is FailureCode.RESEND_TOO_SOON
-        steps.clock.advance(121)  # past RESERVATION_SECONDS
-        assert isinstance(await steps.generate(execution="x"), Success)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        started = steps.clock.mono
+        # A retry within the lease waits for it, then gives up before its own deadline: nothing sent.
+        with pytest.raises(ExecutionInFlightError) as waited:
+            await steps.generate(execution="x", deadline=2)
+        assert 1.7 <= steps.clock.mono - started <= 1.75
+        # The lease cost the first attempt nothing; the wait, one store round trip per ask (backing off).
+        assert store.calls["begin_send"] == 1 + 7
+        assert 2.2 <= waited.value.retry_after_seconds <= 2.3  # what is left of the lease
+        assert await steps.sends() == 1
+        steps.clock.advance(waited.value.retry_after_seconds)
+        # Past the lease, the same execution takes it over: one more code, the lost one still counted.
+        taken = await steps.generate(execution="x", deadline=5)
+        assert isinstance(taken, Success)
+        # Once: a later retry of the execution replays, another execution waits for the cooldown.
+        assert isinstance(await steps.generate(execution="x", deadline=5), Success)
+        assert failure_code(await steps.generate(execution="y", deadline=5)) is FailureCode.RESEND_TOO_SOON
+        assert await steps.sends() == 2
+        assert isinstance(await steps.validate(CODE), Success)
+        lost.cancel()
+        await asyncio.gather(lost, return_exceptions=True)
+
+    run(scenario)
+
+
+def test_another_execution_does_not_take_over_a_lost_reservation() -> None:
+    async def scenario() -> None:
+        steps = Steps(resend_cooldown_seconds=30)
+        gate = asyncio.Event()
+
+        async def never(requests: CognitoRequests) -> None:
+            requests.sent += 1
+            await gate.wait()
+
+        steps.cognito.start.append(never)
+        lost = asyncio.create_task(steps.generate(execution="x", deadline=3))
+        await asyncio.sleep(0)
+        steps.clock.advance(10)  # past the lease, within the cooldown the lost send started
+        assert failure_code(await steps.generate(execution="y", deadline=5)) is FailureCode.RESEND_TOO_SOON
+        steps.clock.advance(21)
+        assert isinstance(await steps.generate(execution="y", deadline=5), Success)
+        assert await steps.sends() == 2
+        lost.cancel()
+        await asyncio.gather(lost, return_exceptions=True)
+
+    run(scenario)
+
+
+def failing_steps(**failures: int) -> tuple[Steps, FailingStore]:
+    steps = Steps()
+    store = FailingStore(steps.store, **failures)
+    steps.generate_step = GenerateOtpStep(store, steps.clock)  # type: ignore[arg-type]
+    steps.validate_step = ValidateOtpStep(store, steps.clock)  # type: ignore[arg-type]
+    return steps, store
+
+
+def test_a_store_failing_before_cognito_is_asked_means_the_step_did_not_run() -> None:
+    async def scenario() -> None:
+        steps, _ = failing_steps(begin_send=1, begin_attempt=1)
+
+        async def asked(requests: CognitoRequests) -> None:
+            raise AssertionError("Cognito was asked")
+
+        steps.cognito.start.append(asked)
+        with pytest.raises(StoreUnavailableError) as refused:
+            await steps.generate(deadline=5)
+        assert refused.value.reason == "CHALLENGE_STORE_UNAVAILABLE" and refused.value.retry_after_seconds > 0
+        assert steps.cognito.start == [asked] and await steps.sends() == 0  # Cognito was not asked
+        steps.cognito.start.clear()
+        assert isinstance(await steps.generate(deadline=5), Success)  # the same call, made again
+        with pytest.raises(StoreUnavailableError):
+            await steps.validate(CODE)
+        assert isinstance(await steps.validate(CODE), Success)
+
+    run(scenario)
+
+
+def test_a_store_failing_after_the_code_went_out_is_tried_again_within_the_deadline() -> None:
+    async def scenario() -> None:
+        steps, store = failing_steps(finish_send=3)
+        assert isinstance(await steps.generate(deadline=5), Success)
+        assert store.calls["finish_send"] == 4
+        assert isinstance(await steps.validate(CODE), Success)  # the challenge was recorded
+        # A store that stays down: the step ran, so it answers (the runner's CHALLENGE_STORE_UNAVAILABLE),
+        # having tried within its deadline and no longer.
+        steps, store = failing_steps(finish_send=1000)
+        started = steps.clock.mono
+        with pytest.raises(ChallengeStoreError):
+            await steps.generate(deadline=1)
+        assert store.calls["finish_send"] > 1 and steps.clock.mono - started <= 1
 
     run(scenario)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import pytest
+from otp_step_service.adapters.redis_connection import failure_reason, lost_under_redis_py
 from otp_step_service.adapters.redis_rate import RedisStepRate
 from otp_step_service.steps.errors import ChallengeStoreError
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionError, ResponseError
 
 
 async def _take_from_an_unreachable_cluster() -> None:
@@ -22,3 +25,50 @@ async def _take_from_an_unreachable_cluster() -> None:
 def test_a_cluster_with_no_reachable_node_is_a_store_failure_not_a_crash() -> None:
     with pytest.raises(ChallengeStoreError, match="RedisClusterException"):
         asyncio.run(_take_from_an_unreachable_cluster())
+
+
+def _raised_from(error: Exception, cause: BaseException) -> Exception:
+    try:
+        raise error from cause
+    except Exception as raised:
+        return raised
+
+
+def test_a_failure_an_operator_must_mend_says_what_to_check_and_nothing_the_server_said() -> None:
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    verify.verify_message = "unable to get local issuer certificate"
+    untrusted = _raised_from(
+        ConnectionError("Error 1 connecting to 10.0.0.7:6379. otp-steps:{c:secret}"), verify
+    )
+    assert failure_reason(untrusted) == (
+        "ConnectionError: TLS certificate verify failed (unable to get local issuer certificate): check "
+        "OTP_STEP_CHALLENGE_STORE_CA_FILE and the names in the server's certificate"
+    )
+    required = ssl.SSLError(1, "tlsv13 alert certificate required")
+    required.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert "TLSV13_ALERT_CERTIFICATE_REQUIRED): a Redis that requires client certificates needs " in (
+        failure_reason(_raised_from(ConnectionError("reading"), required))
+    )
+    assert "OTP_STEP_CHALLENGE_STORE_PASSWORD_FILE" in failure_reason(AuthenticationError("invalid pair"))
+    refused = failure_reason(NoPermissionError("No permissions to access key 'otp-steps:{c:secret}'"))
+    assert "otp-steps.acl" in refused and "secret" not in refused
+    # Anything else: its type only (a server's message may quote a key or a value).
+    assert failure_reason(ResponseError("ERR Error running script: otp-steps:{c:secret}")) == "ResponseError"
+
+
+def _raised_in(filename: str) -> AttributeError:
+    """The AttributeError of a write on a writer already gone, raised by code that claims to live in
+    `filename` (where redis-py's connection code lives, say)."""
+    namespace: dict[str, object] = {}
+    exec(compile("def write(writer):\n    writer.writelines([b'PING'])", filename, "exec"), namespace)
+    try:
+        namespace["write"](None)  # type: ignore[operator]
+    except AttributeError as error:
+        return error
+    raise AssertionError("no error")
+
+
+def test_a_connection_closed_under_redis_py_is_a_store_failure_and_a_bug_of_ours_is_not() -> None:
+    assert lost_under_redis_py(_raised_in("/venv/site-packages/redis/asyncio/connection.py"))
+    assert lost_under_redis_py(_raised_in("/usr/lib/python3.12/asyncio/selector_events.py"))
+    assert not lost_under_redis_py(_raised_in("/app/otp_step_service/adapters/redis_store.py"))

@@ -7,12 +7,12 @@
 //       --outbox http://127.0.0.1:4566/_outbox --identifier ada@example.com
 //
 // Every flag has an environment variable (OTP_STEP_TARGET, OTP_STEP_OUTBOX_URL, OTP_STEP_IDENTIFIER,
-// OTP_STEP_CONNECTION, OTP_STEP_TIMEOUT_MS). It prints one line per step and exits 1 on anything a real
+// OTP_STEP_CONNECTION, OTP_STEP_TIMEOUT_MS, OTP_STEP_KEEPALIVE_MS). Against a fleet, the target is a name that
+// resolves to every instance: dns:///otp-steps.default.svc.cluster.local:50051 (a headless Service). It prints one line per step and exits 1 on anything a real
 // journey would not expect here (a gRPC error, an abort, a wrong code accepted, the right one refused).
 import { parseArgs } from "node:util";
 import { create, type DescEnum, type JsonObject } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { status } from "@grpc/grpc-js";
 import {
   DeliveryMediumSchema,
   ErrorCategorySchema,
@@ -21,18 +21,19 @@ import {
   FailureCodeSchema,
   OtpChannel,
   StepConfigurationSchema,
-  StepExecutor,
   type StepFailure,
 } from "@otpsteps/stepexecutor";
 import { JourneyTrace, randomHex } from "./trace.js";
 import { Outbox, wrongCode } from "./outbox.js";
+import { describe, statusOf, StepExecutorChannel } from "./steps.js";
 
 // The journey's own names: the engine stores step results under these variables.
 const JOURNEY_ID = "jit-migration";
 const OUTPUT_VARIABLE = "otp_result";
 const ERROR_VARIABLE = "otp_error";
-// Generate is retried only on a deadline: with the same step_execution_id a retry answers with the first
-// result instead of sending a second code (docs: "The contract"). Nothing else is retried blindly.
+// Generate is retried here on a deadline: with the same step_execution_id a retry answers with the first
+// result instead of sending a second code (docs: "The contract"). UNAVAILABLE is retried by grpc-js itself,
+// from the service config (steps.ts). Nothing else is retried blindly.
 const GENERATE_ATTEMPTS = 3;
 
 interface Config {
@@ -41,6 +42,7 @@ interface Config {
   identifier: string;
   connection: string;
   timeoutMs: number;
+  keepaliveMs: number;
 }
 
 class JourneyFailed extends Error {}
@@ -53,26 +55,40 @@ function config(): Config {
       identifier: { type: "string", default: process.env.OTP_STEP_IDENTIFIER || "ada@example.com" },
       connection: { type: "string", default: process.env.OTP_STEP_CONNECTION || "demo" },
       "timeout-ms": { type: "string", default: process.env.OTP_STEP_TIMEOUT_MS || "10000" },
+      // The service accepts a ping every 20 s at most (OTP_STEP_MIN_CLIENT_PING_SECONDS): stay above it.
+      "keepalive-ms": { type: "string", default: process.env.OTP_STEP_KEEPALIVE_MS || "30000" },
     },
   });
-  const timeoutMs = Number(values["timeout-ms"]);
-  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
-    throw new JourneyFailed(`--timeout-ms must be a positive integer, got ${values["timeout-ms"]}`);
-  }
+  const timeoutMs = positive(values["timeout-ms"], "--timeout-ms");
+  const keepaliveMs = positive(values["keepalive-ms"], "--keepalive-ms");
   return {
     target: values.target,
     outboxUrl: values.outbox,
     identifier: values.identifier,
     connection: values.connection,
     timeoutMs,
+    keepaliveMs,
   };
 }
 
-async function run(cfg: Config): Promise<void> {
-  // Plaintext HTTP/2 on loopback for the local demo; use an https:// baseUrl for a deployed service.
-  const transport = createGrpcTransport({ baseUrl: `http://${cfg.target}` });
-  const steps = createClient(StepExecutor, transport);
+function positive(value: string, flag: string): number {
+  const number = Number(value);
+  if (!Number.isInteger(number) || number <= 0) {
+    throw new JourneyFailed(`${flag} must be a positive integer, got ${value}`);
+  }
+  return number;
+}
 
+async function run(cfg: Config): Promise<void> {
+  const steps = new StepExecutorChannel(cfg.target, cfg.keepaliveMs);
+  try {
+    await journey(cfg, steps);
+  } finally {
+    steps.close();
+  }
+}
+
+async function journey(cfg: Config, steps: StepExecutorChannel): Promise<void> {
   const trace = new JourneyTrace();
   const runId = `run-${randomHex(8)}`;
   const vars: Record<string, JsonObject> = {}; // the journey's variables
@@ -103,10 +119,10 @@ async function run(cfg: Config): Promise<void> {
   let sent;
   for (let attempt = 1; ; attempt++) {
     try {
-      sent = await steps.generateOtp(generate, trace.callOptions(cfg.timeoutMs));
+      sent = await steps.generateOtp(generate, trace.call(cfg.timeoutMs));
       break;
     } catch (error) {
-      if (ConnectError.from(error).code === Code.DeadlineExceeded && attempt < GENERATE_ATTEMPTS) {
+      if (statusOf(error) === status.DEADLINE_EXCEEDED && attempt < GENERATE_ATTEMPTS) {
         console.log(`generate: deadline exceeded, retrying with the same step_execution_id (attempt ${attempt + 1})`);
         continue;
       }
@@ -150,9 +166,10 @@ async function run(cfg: Config): Promise<void> {
     };
     let checked;
     try {
-      checked = await steps.validateOtp(validate, trace.callOptions(cfg.timeoutMs));
+      checked = await steps.validateOtp(validate, trace.call(cfg.timeoutMs));
     } catch (error) {
-      // Not retried: a Validate that timed out may already have been judged.
+      // Not retried, neither here nor by grpc-js (the service config gives ValidateOtp no retryPolicy): a
+      // Validate that timed out or lost its instance may already have been judged and spent an attempt.
       throw new JourneyFailed(`validate could not run: ${describe(error)}`);
     }
     Object.assign(vars, checked.variables);
@@ -219,12 +236,6 @@ function failureLine(f: StepFailure): string {
 /** The enum value's name as the .proto spells it (FAILURE_CODE_INVALID_CODE), as the Go example prints it. */
 function protoName(schema: DescEnum, value: number): string {
   return schema.value[value]?.name ?? String(value);
-}
-
-/** A non-OK status as "DeadlineExceeded: ...", the code first. */
-function describe(error: unknown): string {
-  const e = ConnectError.from(error);
-  return `${Code[e.code]}: ${e.rawMessage}`;
 }
 
 try {

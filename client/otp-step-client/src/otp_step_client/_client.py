@@ -81,7 +81,10 @@ class PermissionDeniedError(StepExecutorError):
 
 
 class UnavailableError(StepExecutorError):
-    """UNAVAILABLE: the service is draining or unreachable; retry, elsewhere if possible."""
+    """UNAVAILABLE: the service is draining or unreachable, or the step could not run and may be made again as
+    it is (`reason` CHALLENGE_STORE_UNAVAILABLE: its store failed before Cognito was asked; EXECUTION_IN_FLIGHT:
+    an earlier attempt of this Generate's step execution is still sending); retry after `retry_after`, elsewhere
+    if possible. A GenerateOtp has already been retried by the service config when this is raised."""
 
 
 _RETRYABLE = frozenset(

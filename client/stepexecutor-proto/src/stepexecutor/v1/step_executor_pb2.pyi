@@ -12,7 +12,9 @@ How to read this file as an orchestrator author:
   malformed; the details carry a google.rpc.BadRequest naming each field), NOT_FOUND (the named connection is
   not configured; the details carry a google.rpc.ErrorInfo with reason CONNECTION_NOT_FOUND),
   DEADLINE_EXCEEDED (your deadline ran out), RESOURCE_EXHAUSTED (the service is at its concurrency bound:
-  back off and retry), UNAVAILABLE (shutting down or not reachable: retry elsewhere).
+  back off and retry), UNAVAILABLE (shutting down or not reachable: retry elsewhere; or the step did nothing a
+  repeat could double, its google.rpc.ErrorInfo saying why, CHALLENGE_STORE_UNAVAILABLE or
+  EXECUTION_IN_FLIGHT, and its google.rpc.RetryInfo when to make the same call again).
 - `variables` holds what the step writes into the journey's named variables (the configured output variable
   on success, the error output variable on failure or abort), as plain google.protobuf.Struct values, so an
   orchestrator can apply them without knowing these message types.
@@ -207,7 +209,10 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     cooldown; no code was sent. StepFailure.retry_after_seconds says when a resend is allowed. Retryable.
     """
     FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE: _FailureCode.ValueType  # 19
-    """System: the shared challenge store (Redis) failed or could not be reached. Retryable."""
+    """System: the shared challenge store (Redis) failed after Cognito sent or judged the code, and writing that
+    down still failed within the step's deadline. (Failing before Cognito is asked, the call ends with
+    UNAVAILABLE instead.) Retryable.
+    """
     FAILURE_CODE_DESTINATION_NOT_ALLOWED: _FailureCode.ValueType  # 20
     """Flow logic: the phone number may not receive codes: a premium-rate, shared-cost or other costly number
     type, a non-geographic number, or a country outside the connection's sms_countries (SMS-pumping
@@ -277,7 +282,10 @@ FAILURE_CODE_RESEND_TOO_SOON: FailureCode.ValueType  # 18
 cooldown; no code was sent. StepFailure.retry_after_seconds says when a resend is allowed. Retryable.
 """
 FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE: FailureCode.ValueType  # 19
-"""System: the shared challenge store (Redis) failed or could not be reached. Retryable."""
+"""System: the shared challenge store (Redis) failed after Cognito sent or judged the code, and writing that
+down still failed within the step's deadline. (Failing before Cognito is asked, the call ends with
+UNAVAILABLE instead.) Retryable.
+"""
 FAILURE_CODE_DESTINATION_NOT_ALLOWED: FailureCode.ValueType  # 20
 """Flow logic: the phone number may not receive codes: a premium-rate, shared-cost or other costly number
 type, a non-geographic number, or a country outside the connection's sms_countries (SMS-pumping

@@ -12,7 +12,9 @@ How to read this file as an orchestrator author:
   malformed; the details carry a google.rpc.BadRequest naming each field), NOT_FOUND (the named connection is
   not configured; the details carry a google.rpc.ErrorInfo with reason CONNECTION_NOT_FOUND),
   DEADLINE_EXCEEDED (your deadline ran out), RESOURCE_EXHAUSTED (the service is at its concurrency bound:
-  back off and retry), UNAVAILABLE (shutting down or not reachable: retry elsewhere).
+  back off and retry), UNAVAILABLE (shutting down or not reachable: retry elsewhere; or the step did nothing a
+  repeat could double, its google.rpc.ErrorInfo saying why, CHALLENGE_STORE_UNAVAILABLE or
+  EXECUTION_IN_FLIGHT, and its google.rpc.RetryInfo when to make the same call again).
 - `variables` holds what the step writes into the journey's named variables (the configured output variable
   on success, the error output variable on failure or abort), as plain google.protobuf.Struct values, so an
   orchestrator can apply them without knowing these message types.

@@ -35,7 +35,7 @@ from otp_step_service.steps.outcomes import Channel
 # Beside an identifier's alias entry: codes that may have gone out while its user was unknown.
 _UNRESOLVED = ":unresolved"
 
-_Packed = tuple[str, str, str, str, float, int, int, str, float, str, bool, bool, bool, str]
+_Packed = tuple[str, str, str, str, float, int, int, str, float, str, bool, bool, bool, str, float]
 
 
 def _pack(c: Challenge) -> _Packed:
@@ -54,12 +54,13 @@ def _pack(c: Challenge) -> _Packed:
         c.decoy,
         c.unusable,
         c.user,
+        c.lease_until,
     )
 
 
 def _unpack(p: _Packed) -> Challenge:
     return Challenge(
-        p[0], p[1], Channel(p[2]), p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]
+        p[0], p[1], Channel(p[2]), p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]
     )
 
 
@@ -106,16 +107,22 @@ class InMemoryChallengeStore:
         skey = request.key.storage_key()
         existing = self._challenges.get(skey)
         placeholder = request.placeholder
+        lost_nonce = ""  # this execution's reservation whose lease ran out, taken over here
         if existing is not None and existing.expires_at > now:
             same_execution = bool(placeholder.step_execution_id) and (
                 existing.step_execution_id == placeholder.step_execution_id
             )
             if same_execution and existing.usable:
                 return SendReservation(SendVerdict.REPLAY, existing)
-            abandoned = existing.pending and now - existing.sent_at > request.reservation_seconds
-            wait = existing.sent_at + request.cooldown_seconds - now
-            if (same_execution and not abandoned) or wait > 0:
-                return SendReservation(SendVerdict.TOO_SOON, wait_seconds=max(wait, 1.0))
+            if same_execution and existing.pending:
+                lease = existing.lease_end(request.reservation_seconds)
+                if lease > now:
+                    return SendReservation(SendVerdict.IN_FLIGHT, wait_seconds=lease - now)
+                lost_nonce = existing.nonce  # its cooldown is this execution's own: no wait for it
+            else:
+                wait = existing.sent_at + request.cooldown_seconds - now
+                if wait > 0:
+                    return SendReservation(SendVerdict.TOO_SOON, wait_seconds=max(wait, 1.0))
         sent, window_end = self._counters.get(request.sends_subject, (0, 0.0))
         if window_end > now and sent >= request.send_limit:
             return SendReservation(SendVerdict.OVER_BUDGET, wait_seconds=window_end - now)
@@ -124,8 +131,8 @@ class InMemoryChallengeStore:
             if window_end > now and sent >= request.send_limit:
                 return SendReservation(SendVerdict.OVER_BUDGET, wait_seconds=window_end - now)
         elif request.alias_subject:
-            _, until = self._resolving.get(request.alias_subject, ("", 0.0))
-            if until > now:  # this identifier's first code is on its way: its user is not known yet
+            holder, until = self._resolving.get(request.alias_subject, ("", 0.0))
+            if until > now and holder != lost_nonce:  # the identifier's first code is on its way
                 return SendReservation(SendVerdict.TOO_SOON, wait_seconds=1.0)
             lost, ends = self._counters.get(request.alias_subject + _UNRESOLVED, (0, 0.0))
             if ends > now and lost >= request.max_unresolved_sends:
@@ -140,12 +147,12 @@ class InMemoryChallengeStore:
         if user:
             self._increment(USER_SENDS + user, request.send_window_seconds, now)
         elif request.alias_subject:
-            self._hold(
-                self._resolving, request.alias_subject, placeholder.nonce, now + request.reservation_seconds
-            )
-        # The placeholder records the user counted, so finish_send knows what to give back or add.
+            until = placeholder.lease_end(request.reservation_seconds)
+            self._hold(self._resolving, request.alias_subject, placeholder.nonce, until)
+        # The placeholder records the user counted, so finish_send knows what to give back or add. A lost
+        # reservation it replaces keeps every count it made: a code that may have gone out.
         self._put(skey, replace(placeholder, user=user), now)
-        return SendReservation(SendVerdict.RESERVED)
+        return SendReservation(SendVerdict.RESERVED, took_over=bool(lost_nonce))
 
     async def finish_send(
         self, request: SendRequest, result: SendResult, challenge: Challenge | None
@@ -165,13 +172,18 @@ class InMemoryChallengeStore:
                 self._decrement(USER_SENDS + counted_user)
             self._release(alias, nonce)
             return
-        if mine and challenge is not None:
-            self._put(skey, challenge, now)
+        if mine and current is not None and current.pending and challenge is not None:
+            self._put(skey, challenge, now)  # over the reservation only, as in every store
         if not alias:
             return
         user = challenge.user if challenge is not None else ""
         unresolved = alias + _UNRESOLVED
-        if user:
+        known = self._user(alias, now)
+        if user and challenge is not None and challenge.decoy and known:
+            # A decoy's user never replaces a known one (it may only stand in for one): the entry is kept,
+            # and held as long as a send would hold it; begin_send counted the send for that user.
+            self._hold(self._aliases, alias, known, now + request.alias_seconds)
+        elif user:
             # This send if begin_send could not count it for the user (unknown then, or since changed), and
             # the codes that went out through this identifier while its user was unknown: all the user's.
             sends = int(user != counted_user) + self._count(unresolved, now)
@@ -193,7 +205,8 @@ class InMemoryChallengeStore:
         if challenge is None or not challenge.usable:
             return AttemptGrant(AttemptVerdict.NOT_FOUND)
         user_failures = USER_FAILURES + challenge.user if challenge.user else ""
-        if user_failures and self._count(user_failures, now) >= request.lockout_threshold:
+        user_locked = bool(user_failures) and self._count(user_failures, now) >= request.lockout_threshold
+        if user_locked and not request.hide_user_lockout:
             return AttemptGrant(AttemptVerdict.LOCKED)
         if challenge.expires_at <= now:
             del self._challenges[skey]
@@ -204,6 +217,8 @@ class InMemoryChallengeStore:
         spent = challenge.with_attempt()
         self._challenges[skey] = spent
         self._increment(request.lockout_subject, request.lockout_window_seconds, now)
+        if user_locked:  # spent and counted as a wrong code is, for a code nothing will judge
+            return AttemptGrant(AttemptVerdict.USER_LOCKED, spent)
         if user_failures:
             self._increment(user_failures, request.lockout_window_seconds, now)
         return AttemptGrant(AttemptVerdict.GRANTED, spent)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 
-from otp_step_service.adapters.redis_connection import RedisClient
-from otp_step_service.adapters.redis_store import store_errors, text
+from otp_step_service.adapters.redis_connection import RedisClient, primary_script, run_script
+from otp_step_service.adapters.redis_encoding import text
+from otp_step_service.adapters.redis_store import store_errors
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.step_rate import Gcra, RateDecision
 
@@ -49,7 +50,7 @@ class RedisStepRate:
         self._redis = client
         self._prefix = prefix
         self._clock = clock
-        self._take = client.register_script(_TAKE)
+        self._take = primary_script(client, _TAKE)
 
     def key(self, caller: str) -> str:
         """The Redis key of `caller`'s TAT (bounded length whatever the caller's name)."""
@@ -59,9 +60,12 @@ class RedisStepRate:
     async def take(self, caller: str, rate: float) -> RateDecision:
         """One atomic GCRA step on the shared TAT; ChallengeStoreError when Redis fails."""
         limit = Gcra.per_second(rate)
-        allowed, wait = await self._take(
-            keys=[self.key(caller)],
-            args=[repr(self._clock.now()), repr(limit.interval), repr(limit.tolerance), repr(_EPSILON)],
+        # Once (run_script): a retried take would spend two of the caller's steps.
+        (allowed, wait), _ = await run_script(
+            self._redis,
+            self._take,
+            [self.key(caller)],
+            [repr(self._clock.now()), repr(limit.interval), repr(limit.tolerance), repr(_EPSILON)],
         )
         if int(allowed) == 1:
             return RateDecision(True)

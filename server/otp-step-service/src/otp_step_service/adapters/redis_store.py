@@ -16,6 +16,7 @@ identifier reached) is read first and passed in, and the script checks it is sti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -28,11 +29,17 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
 
+from otp_step_service.adapters.redis_attempts import BEGIN_ATTEMPT, FINISH_ATTEMPT
+from otp_step_service.adapters.redis_attempts import COUNTERS as _COUNTERS
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
+    failure_reason,
+    lost_under_redis_py,
+    primary_script,
     replicas_of_primary,
     run_script,
 )
+from otp_step_service.adapters.redis_encoding import decode_challenge, encode_challenge, text
 from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.challenges import (
     USER_FAILURES,
@@ -52,7 +59,6 @@ from otp_step_service.steps.challenges import (
 )
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.errors import ChallengeStoreError
-from otp_step_service.steps.outcomes import Channel
 
 P = ParamSpec("P")
 
@@ -65,22 +71,13 @@ R = TypeVar("R")
 # How long an unset OTP_STEP_STORE_MIN_REPLICAS trusts what it last saw of a primary's replicas.
 REPLICAS_RECHECK_SECONDS = 10.0
 
-# Shared by the scripts: a counter's value (0 when absent), and giving one event back.
-_COUNTERS = """
-local function count(key) return tonumber(redis.call('GET', key) or '0') end
-local function give_back(key) if count(key) > 0 then redis.call('DECR', key) end end
-local function add(key, window)
-  redis.call('INCR', key)
-  -- The window starts with the first event and is not restarted by a give-back to 0 (as in memory).
-  if redis.call('PTTL', key) < 0 then redis.call('EXPIRE', key, window) end
-end
-"""
-
 # KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, alias unresolved sends, the user's
 #       sends, the user's failures, budgets... (keys the request has no use for are unused names in its slot)
 # ARGV: placeholder json, now, execution id, cooldown s, placeholder TTL ms, send limit, send window s,
-#       lockout threshold, reservation s, the user the caller read from the alias entry ('' none), max
-#       unresolved sends, has alias ('1'/'0'), budgets' (limit, window)...
+#       lockout threshold, reservation s (the hold of a placeholder without a lease), the user the caller read
+#       from the alias entry ('' none), max unresolved sends, has alias ('1'/'0'), budgets' (limit, window)...
+# A pending placeholder of the same execution whose lease lives is in flight; one whose lease ran out was lost
+# with its instance, and this reservation takes its place (answering 'reserved', 'took_over').
 # The alias entry names the identifier's Cognito user; the caller reads it first and passes that user's
 # counters as keys. Should the entry have changed since, the script touches nothing and answers 'stale' with
 # the user it found, and the caller runs it again with those keys: a script reads only keys it was given.
@@ -94,14 +91,21 @@ if (user or '') ~= ARGV[10] then return {'stale', user or ''} end
 if count(KEYS[3]) >= tonumber(ARGV[8]) then return {'locked', false} end
 if user and count(KEYS[8]) >= tonumber(ARGV[8]) then return {'locked', false} end
 local raw = redis.call('GET', KEYS[1])
+local lost = ''  -- the nonce of this execution's reservation whose lease ran out, taken over here
 if raw then
   local c = cjson.decode(raw)
   if c.expires_at > now then
     local same = ARGV[3] ~= '' and c.step_execution_id == ARGV[3]
     if same and not c.pending and not c.unusable then return {'replay', raw} end
-    local abandoned = c.pending and now - c.sent_at > tonumber(ARGV[9])
-    local wait = c.sent_at + tonumber(ARGV[4]) - now
-    if (same and not abandoned) or wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
+    if same and c.pending then
+      local lease = c.lease_until
+      if not lease or lease == 0 then lease = c.sent_at + tonumber(ARGV[9]) end
+      if lease > now then return {'in_flight', tostring(lease - now)} end
+      lost = c.nonce  -- its cooldown is this execution's own: no wait for it
+    else
+      local wait = c.sent_at + tonumber(ARGV[4]) - now
+      if wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
+    end
   end
 end
 if count(KEYS[2]) >= tonumber(ARGV[6]) then
@@ -112,7 +116,8 @@ if user and count(KEYS[7]) >= tonumber(ARGV[6]) then
 end
 if not user and has_alias then
   -- This identifier's first code is on its way and its user is not known yet.
-  if redis.call('EXISTS', KEYS[5]) == 1 then return {'too_soon', '1'} end
+  local holder = redis.call('GET', KEYS[5])
+  if holder and holder ~= lost then return {'too_soon', '1'} end
   if count(KEYS[6]) >= tonumber(ARGV[11]) then
     return {'too_soon', tostring(math.max(redis.call('TTL', KEYS[6]), 1))}
   end
@@ -130,10 +135,13 @@ if user then
   add(KEYS[7], ARGV[7])
   placeholder.user = user  -- what finish_send gives back or does not count twice
 elseif has_alias then
-  redis.call('SET', KEYS[5], placeholder.nonce, 'PX', math.floor(tonumber(ARGV[9]) * 1000))
+  local lease = placeholder.lease_until
+  if not lease or lease == 0 then lease = now + tonumber(ARGV[9]) end
+  redis.call('SET', KEYS[5], placeholder.nonce, 'PX', math.max(1, math.floor((lease - now) * 1000)))
 end
+-- A lost reservation this one replaces keeps every count it made: a code that may have gone out.
 redis.call('SET', KEYS[1], cjson.encode(placeholder), 'PX', ARGV[5])
-return {'reserved', false}
+return {'reserved', lost ~= '' and 'took_over' or false}
 """
 )
 
@@ -165,7 +173,8 @@ return 1
 # KEYS: challenge, alias entry, alias hold, alias unresolved sends, the settled user's sends, the counted user's
 #       sends, counted counters...
 # ARGV: nonce, result, challenge json (or ''), TTL ms, the challenge's user (or ''), send window s,
-#       alias TTL s, the user begin_send counted the send for (as the caller knows it), has alias ('1'/'0').
+#       alias TTL s, the user begin_send counted the send for (as the caller knows it), has alias ('1'/'0'),
+#       a decoy's ('1'/'0': its user never replaces a known one, see Challenge.user).
 _FINISH_SEND = (
     _COUNTERS
     + """
@@ -183,9 +192,13 @@ if ARGV[2] == 'not_sent' then
   if holding then redis.call('DEL', KEYS[3]) end
   return {'settled', ''}
 end
-if mine and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
+-- Only over the reservation: a settle made again (its first reply lost) must not reset a challenge's attempts.
+if mine and current.pending and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 local user = ARGV[5]
-if has_alias and user ~= '' then
+local known = has_alias and ARGV[10] == '1' and redis.call('GET', KEYS[2])
+if known then
+  redis.call('EXPIRE', KEYS[2], ARGV[7])  -- kept, and held as a send holds it
+elseif has_alias and user ~= '' then
   if user ~= counted_user then add(KEYS[5], ARGV[6]) end
   -- Codes that went out through this identifier while its user was unknown were this user's too.
   local lost = count(KEYS[4])
@@ -203,102 +216,13 @@ return {'settled', ''}
 """
 )
 
-# KEYS: challenge, lockout counter, the user's failures.
-# ARGV: now, lockout threshold, lockout window s, the challenge's user as the caller guessed it ('' none).
-_BEGIN_ATTEMPT = (
-    _COUNTERS
-    + """
-if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'locked', false} end
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'not_found', false} end
-local c = cjson.decode(raw)
-if c.pending or c.unusable then return {'not_found', false} end
-local user = c.user or ''
-if user ~= ARGV[4] then return {'stale', user} end
-if user ~= '' and count(KEYS[3]) >= tonumber(ARGV[2]) then return {'locked', false} end
-if c.expires_at <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return {'expired', false} end
-if c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]); return {'exhausted', false} end
-c.attempts_used = c.attempts_used + 1
-local encoded = cjson.encode(c)
-redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
-add(KEYS[2], ARGV[3])
-if user ~= '' then add(KEYS[3], ARGV[3]) end
-return {'granted', encoded}
-"""
-)
 
-# KEYS: challenge, lockout counters... ARGV: nonce, judgement.
-_FINISH_ATTEMPT = (
-    _COUNTERS
-    + """
-local raw = redis.call('GET', KEYS[1])
-local c = raw and cjson.decode(raw)
-local mine = c and c.nonce == ARGV[1]
-local judgement = ARGV[2]
-local function give_back_all() for i = 2, #KEYS do give_back(KEYS[i]) end end
-if judgement == 'right' or judgement == 'session_dead' then
-  if mine then redis.call('DEL', KEYS[1]) end
-  give_back_all()
-elseif judgement == 'unjudged' then
-  if mine and c.attempts_used > 0 then
-    c.attempts_used = c.attempts_used - 1
-    redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
-  end
-  give_back_all()
-elseif judgement == 'wrong' then
-  if mine and c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]) end
-elseif judgement == 'unknown' then
-  give_back_all()  -- the attempt stays spent
-end
-return 1
-"""
-)
+class ReplicasShortError(ChallengeStoreError):
+    """A script ran on the primary, but fewer replicas than asked for hold its writes (`reply`: its answer)."""
 
-
-def _encode(challenge: Challenge, sealer: SessionSealer, context: str) -> str:
-    return json.dumps(
-        {
-            "username": sealer.seal(challenge.username, context),
-            "session": sealer.seal(challenge.session, context),
-            "channel": challenge.channel.value,
-            "masked_destination": challenge.masked_destination,
-            "expires_at": challenge.expires_at,
-            "max_attempts": challenge.max_attempts,
-            "attempts_used": challenge.attempts_used,
-            "step_execution_id": challenge.step_execution_id,
-            "sent_at": challenge.sent_at,
-            "nonce": challenge.nonce,
-            "pending": challenge.pending,
-            "decoy": challenge.decoy,
-            "unusable": challenge.unusable,
-            "user": challenge.user,
-        }
-    )
-
-
-def _decode(raw: str | bytes, sealer: SessionSealer, context: str) -> Challenge:
-    data: dict[str, Any] = json.loads(raw)
-    return Challenge(
-        username=sealer.open(data["username"], context),
-        session=sealer.open(data["session"], context),
-        channel=Channel(data["channel"]),
-        masked_destination=data["masked_destination"],
-        expires_at=float(data["expires_at"]),
-        max_attempts=int(data["max_attempts"]),
-        attempts_used=int(data["attempts_used"]),
-        step_execution_id=data.get("step_execution_id", ""),
-        sent_at=float(data.get("sent_at", 0.0)),
-        nonce=str(data.get("nonce", "")),
-        pending=bool(data.get("pending", False)),
-        decoy=bool(data.get("decoy", False)),
-        unusable=bool(data.get("unusable", False)),
-        user=str(data.get("user", "")),
-    )
-
-
-def text(value: Any) -> str:
-    """A Redis reply as str (replies are bytes unless the client decodes them)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    def __init__(self, reply: Any, message: str) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -310,7 +234,11 @@ def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Cor
             return await method(*args, **kwargs)
         # RedisClusterException (no reachable node, a slot not covered during a failover) is not a RedisError.
         except (RedisError, RedisClusterException, OSError) as exc:
-            raise ChallengeStoreError(type(exc).__name__) from exc
+            raise ChallengeStoreError(failure_reason(exc)) from exc
+        except (AttributeError, TypeError) as exc:
+            if not lost_under_redis_py(exc):
+                raise
+            raise ChallengeStoreError(f"{type(exc).__name__}: a connection closed under redis-py") from exc
 
     return translated
 
@@ -341,12 +269,12 @@ class RedisChallengeStore:
         self._clock = clock
         self._min_replicas = min_replicas
         self._auto_replicas: dict[str, tuple[int, float]] = {}
-        self._begin_send = client.register_script(_BEGIN_SEND)
-        self._take_budgets = client.register_script(_TAKE_BUDGETS)
-        self._give_back = client.register_script(_GIVE_BACK)
-        self._finish_send = client.register_script(_FINISH_SEND)
-        self._begin_attempt = client.register_script(_BEGIN_ATTEMPT)
-        self._finish_attempt = client.register_script(_FINISH_ATTEMPT)
+        self._begin_send = primary_script(client, _BEGIN_SEND)
+        self._take_budgets = primary_script(client, _TAKE_BUDGETS)
+        self._give_back = primary_script(client, _GIVE_BACK)
+        self._finish_send = primary_script(client, _FINISH_SEND)
+        self._begin_attempt = primary_script(client, BEGIN_ATTEMPT)
+        self._finish_attempt = primary_script(client, FINISH_ATTEMPT)
         # The user each open reservation counted its send for (finish_send runs where begin_send ran); a
         # stale or missing entry costs one more round trip, never a wrong count (the script checks it).
         self._reserved_for: OrderedDict[str, str] = OrderedDict()
@@ -395,7 +323,7 @@ class RedisChallengeStore:
             # The counter is on the primary alone while a replica could take over and forget it: Cognito is
             # not asked. (Unset, and the primary has no replica left at all: nothing can forget it by a
             # failover, and the step goes on.)
-            raise ChallengeStoreError(f"WAIT: {acknowledged} of {wanted} replicas")
+            raise ReplicasShortError(reply, f"WAIT: {acknowledged} of {wanted} replicas")
         return reply
 
     @store_errors
@@ -421,7 +349,7 @@ class RedisChallengeStore:
                 *(self._counter(connection, budget.subject) for budget in inside),
             ]
             args = [
-                _encode(placeholder, self._sealer, request.key.storage_key()),
+                encode_challenge(placeholder, self._sealer, request.key.storage_key()),
                 request.now,
                 placeholder.step_execution_id,
                 request.cooldown_seconds,
@@ -435,22 +363,29 @@ class RedisChallengeStore:
                 "1" if request.alias_subject else "0",
                 *(value for budget in inside for value in (budget.limit, budget.window_seconds)),
             ]
-            verdict, value = await self._counted(self._begin_send, keys, args)
+            try:
+                verdict, value = await self._counted(self._begin_send, keys, args)
+            except ReplicasShortError as short:
+                if text(short.reply[0]) == "reserved":
+                    await self._undo(request, user)  # nothing goes out on counts a failover could forget
+                raise
             if text(verdict) != "stale":
                 break
             user = text(value)
         else:
             raise ChallengeStoreError("the identifier's user kept changing")
         name = text(verdict)
+        took_over = name == "reserved" and value is not None
         if name == "reserved" and across:
             name, value = await self._take_across(request, across, user)
         if name == "reserved":
             self._remember(request.nonce, user)
+            return SendReservation(SendVerdict.RESERVED, took_over=took_over)
         if name == "replay":
             return SendReservation(
-                SendVerdict.REPLAY, _decode(value, self._sealer, request.key.storage_key())
+                SendVerdict.REPLAY, decode_challenge(value, self._sealer, request.key.storage_key())
             )
-        if name in ("too_soon", "over_budget", "budget_tripped"):
+        if name in ("too_soon", "over_budget", "budget_tripped", "in_flight"):
             return SendReservation(SendVerdict(name), wait_seconds=float(text(value)))
         return SendReservation(SendVerdict(name))
 
@@ -458,13 +393,18 @@ class RedisChallengeStore:
         self, request: SendRequest, budgets: list[SendBudget], user: str
     ) -> tuple[str, Any]:
         """Take the caller's budgets; spent ones undo the reservation the connection's script made."""
+        keys = [self._counter("", budget.subject) for budget in budgets]
         try:
             verdict, value = await self._counted(
                 self._take_budgets,
-                [self._counter("", budget.subject) for budget in budgets],
+                keys,
                 [v for budget in budgets for v in (budget.limit, budget.window_seconds)],
             )
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, ReplicasShortError) and text(exc.reply[0]) == "reserved":
+                # Taken, but on the primary alone: nothing is sent, so they are given back with the rest.
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                    await run_script(self._redis, self._give_back, keys, [])
             await self._undo(request, user)
             raise
         if text(verdict) == "budget_tripped":
@@ -475,8 +415,8 @@ class RedisChallengeStore:
         try:
             self._remember(request.nonce, user)
             await self._settle(request, SendResult.NOT_SENT, None, caller_budgets=False)
-        except (RedisError, OSError, ChallengeStoreError):
-            pass  # the reservation is then abandoned: it holds the cooldown, and its counts, until it ages out
+        except (RedisError, RedisClusterException, OSError, ChallengeStoreError):
+            pass  # the reservation is then abandoned: it holds the cooldown, and its counts, until its lease ends
 
     def _remember(self, nonce: str, user: str) -> None:
         self._reserved_for[nonce] = user
@@ -514,16 +454,17 @@ class RedisChallengeStore:
             args = [
                 request.nonce,
                 result.value,
-                _encode(challenge, self._sealer, context) if challenge is not None else "",
+                encode_challenge(challenge, self._sealer, context) if challenge is not None else "",
                 self._ttl_ms(challenge) if challenge is not None else 1,
                 settled_user,
                 request.send_window_seconds,
                 max(request.alias_seconds, 1),
                 counted_user,
                 "1" if request.alias_subject else "0",
+                "1" if challenge is not None and challenge.decoy else "0",
             ]
             if result is SendResult.NOT_SENT:
-                verdict, value = await self._finish_send(keys=keys, args=args)
+                verdict, value = (await run_script(self._redis, self._finish_send, keys, args))[0]
             else:
                 verdict, value = await self._counted(self._finish_send, keys, args)
             if text(verdict) != "stale":
@@ -533,7 +474,7 @@ class RedisChallengeStore:
             raise ChallengeStoreError("the reservation's user kept changing")
         across = [s for s in request.counted if caller_scope(s)]
         if result is SendResult.NOT_SENT and caller_budgets and across:
-            await self._give_back(keys=[self._counter("", subject) for subject in across])
+            await run_script(self._redis, self._give_back, [self._counter("", s) for s in across], [])
 
     @store_errors
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
@@ -546,16 +487,32 @@ class RedisChallengeStore:
                 self._counter(connection, request.lockout_subject),
                 self._counter(connection, USER_FAILURES + user) if user else self._unused(connection),
             ]
-            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user]
-            verdict, raw = await self._counted(self._begin_attempt, keys, args)
+            hide = "1" if request.hide_user_lockout else "0"
+            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user, hide]
+            try:
+                verdict, raw = await self._counted(self._begin_attempt, keys, args)
+            except ReplicasShortError as short:
+                # No code is judged on an attempt the replicas may not hold: it is given back, with the counts
+                # it took (a user's lockout hidden by `user_locked` took the identifier's count only).
+                spent = text(short.reply[0])
+                if spent in ("granted", "user_locked"):
+                    nonce = json.loads(short.reply[1])["nonce"]
+                    taken = keys if spent == "granted" else keys[:2]
+                    with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                        await run_script(
+                            self._redis, self._finish_attempt, taken, [nonce, Judgement.UNJUDGED.value]
+                        )
+                raise
             if text(verdict) != "stale":
                 break
             user = text(raw)  # the challenge names its user: once more, with that user's counter
         else:
             raise ChallengeStoreError("the challenge's user kept changing")
         name = text(verdict)
-        if name == "granted":
-            return AttemptGrant(AttemptVerdict.GRANTED, _decode(raw, self._sealer, request.key.storage_key()))
+        if name in ("granted", "user_locked"):
+            return AttemptGrant(
+                AttemptVerdict(name), decode_challenge(raw, self._sealer, request.key.storage_key())
+            )
         return AttemptGrant(AttemptVerdict(name))
 
     @store_errors
@@ -563,9 +520,11 @@ class RedisChallengeStore:
         self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]
     ) -> None:
         """Settle the attempt in one script (it only gives counts back: no WAIT)."""
-        await self._finish_attempt(
-            keys=[self._key(key), *(self._counter(key.connection, subject) for subject in lockout_subjects)],
-            args=[nonce, judgement.value],
+        await run_script(
+            self._redis,
+            self._finish_attempt,
+            [self._key(key), *(self._counter(key.connection, subject) for subject in lockout_subjects)],
+            [nonce, judgement.value],
         )
 
     @store_errors
@@ -574,7 +533,7 @@ class RedisChallengeStore:
         raw = await self._redis.get(self._key(key))
         if raw is None:
             return None
-        challenge = _decode(raw, self._sealer, key.storage_key())
+        challenge = decode_challenge(raw, self._sealer, key.storage_key())
         return challenge if challenge.usable and challenge.expires_at > self._clock.now() else None
 
     @store_errors

@@ -2,7 +2,9 @@
 
 Everything a step execution produces besides its outcome happens here, once: the step span with its
 attributes and journey event, the event data returned to the orchestrator, and the one log line per step.
-A bug inside a step becomes an INTERNAL failure outcome, never a crashed RPC.
+A bug inside a step becomes an INTERNAL failure outcome, never a crashed RPC. A step that could not run
+(StepNotRunError: the store failed before Cognito was asked) is counted as a refusal, marked on its span and
+logged (outcome `refused`), and raised on for the transport to answer with its status.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from otp_step_service.steps.branching import fail
 from otp_step_service.steps.clock import SYSTEM_CLOCK, Clock
 from otp_step_service.steps.deadline import Deadline
 from otp_step_service.steps.decoys import DecoyMasks
-from otp_step_service.steps.errors import ChallengeStoreError, UnknownConnectionError
+from otp_step_service.steps.errors import ChallengeStoreError, StepNotRunError, UnknownConnectionError
 from otp_step_service.steps.event_data import EventData, step_event_data
 from otp_step_service.steps.generate import GenerateOtpStep
 from otp_step_service.steps.identifiers import mask_destination
@@ -38,8 +40,6 @@ from otp_step_service.steps.ports import ChallengeStore, Connection
 from otp_step_service.steps.validate import ValidateOtpStep
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
-
     from otp_step_service.observability.metrics import Metrics
 
 log = logging.getLogger("otp_step_service.steps")
@@ -71,6 +71,9 @@ class StepRunner:
         self._metrics = metrics
         # Steps running per Connection object (by id): a reload closes a retired connection once it is unused.
         self._using: Counter[int] = Counter()
+        self.refusals: Counter[str] = Counter()
+        """Steps that could not run, by reason (StepNotRunError.reason): plain counts, read at scrape time as
+        `otp_rejected_calls_total{reason}`."""
         self.store = store
         self.clock = clock
         self._generate = GenerateOtpStep(store, clock, decoys)
@@ -147,8 +150,11 @@ class StepRunner:
             self._using[id(connection)] += 1
             try:
                 outcome: StepOutcome[Any] = await run()
+            except StepNotRunError as exc:
+                self._refused(step_type, journey_fields, step, connection, exc, started, span)
+                raise
             except ChallengeStoreError as exc:
-                log.warning("challenge store unavailable: %s", type(exc.__cause__ or exc).__name__)
+                log.warning("challenge store unavailable: %s", exc)  # its message is log-safe
                 outcome = fail(
                     step,
                     StepFailure(
@@ -178,7 +184,8 @@ class StepRunner:
                 identifiers=(step.user_identifier.strip(),),
             )
             telemetry.record_outcome(span, outcome, event_data)
-        self._log(step_type, journey_fields, step, connection, outcome, started, span)
+            trace_id = format(span.get_span_context().trace_id, "032x") if span.is_recording() else ""
+        self._log(step_type, journey_fields, step, connection, outcome, started, trace_id)
         if self._metrics is not None:
             self._metrics.step_finished(
                 step_type,
@@ -192,22 +199,38 @@ class StepRunner:
             )
         return Executed(outcome, event_data)
 
+    def _refused(
+        self,
+        step_type: str,
+        journey_fields: Mapping[str, str],
+        step: StepConfiguration,
+        connection: Connection,
+        exc: StepNotRunError,
+        started: float,
+        span: Any,
+    ) -> None:
+        """A step that could not run: counted, on its span (`error.type`), and logged like a step that did."""
+        self.refusals[exc.reason] += 1
+        if isinstance(exc.__cause__, ChallengeStoreError):
+            log.warning("challenge store unavailable, the step did not run: %s", exc.__cause__)  # log-safe
+        else:
+            log.warning("step not run (%s)", exc.reason)
+        telemetry.step_refused(span, exc.reason)
+        trace_id = format(span.get_span_context().trace_id, "032x") if span.is_recording() else ""
+        self._log(step_type, journey_fields, step, connection, exc, started, trace_id)
+
     @staticmethod
     def _log(
         step_type: str,
         journey_fields: Mapping[str, str],
         step: StepConfiguration,
         connection: Connection,
-        outcome: StepOutcome[Any],
+        outcome: StepOutcome[Any] | StepNotRunError,
         started: float,
-        span: Span,
+        trace_id: str,
     ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return  # the fields below cost more than the rest of the log call
-        trace_id = (
-            format(span.get_span_context().trace_id, "032x") if span.get_span_context().is_valid else ""
-        )
-        failure = outcome.failed
         identifier = step.user_identifier.strip()
         fields: dict[str, Any] = {
             "step_type": step_type,
@@ -217,11 +240,13 @@ class StepRunner:
             "identifier": identifier
             if connection.policy.reveal_identifiers
             else mask_destination(identifier),
-            "outcome": outcome.kind,
+            "outcome": "refused" if isinstance(outcome, StepNotRunError) else outcome.kind,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             "trace_id": trace_id,
         }
-        if failure is not None:
+        if isinstance(outcome, StepNotRunError):
+            fields |= {"failure_code": outcome.reason, "category": "system", "retryable": True}
+        elif (failure := outcome.failed) is not None:
             fields |= {
                 "failure_code": failure.code.value,
                 "category": failure.category.value,

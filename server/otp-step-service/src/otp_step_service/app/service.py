@@ -112,6 +112,7 @@ class Service:
             reuse_port=settings.processes > 1,
             max_connection_age_seconds=settings.max_connection_age_seconds,
             max_connection_age_grace_seconds=settings.max_connection_age_grace_seconds,
+            min_client_ping_seconds=settings.min_client_ping_seconds,
         )
         security = PortSecurity.from_settings(
             settings,
@@ -131,7 +132,7 @@ class Service:
         )
         if metrics is not None:
             server.outer_interceptors.append(CallDuration(metrics.rpc_duration))
-            refusals = [server.admission.refusals]
+            refusals = [server.admission.refusals, runner.refusals]
             if security.authentication is not None:
                 refusals.append(security.authentication.refusals)
             metrics.watch_admission(lambda: server.admission.steps_in_flight, *refusals)

@@ -77,6 +77,11 @@ class ServiceSettings(BaseSettings):
     max_connection_age_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
         30.0, description="how long calls open on a connection past its maximum age may still finish"
     )
+    min_client_ping_seconds: Annotated[float, Field(ge=1, le=3600)] = Field(
+        20.0,
+        description="the most often a client may send keepalive pings on a connection (with no call open too); "
+        "more often is answered with GOAWAY too_many_pings (the shipped client config pings every 30 s)",
+    )
     grace_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
         10.0, description="on SIGTERM/SIGINT, how long in-flight steps may finish"
     )

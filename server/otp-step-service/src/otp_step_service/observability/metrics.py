@@ -135,8 +135,9 @@ CATALOGUE: tuple[MetricDoc, ...] = (
         "counter",
         ("reason",),
         "calls refused before any work: overload (OVERLOADED, CALLER_OVERLOADED, IDLE_STREAM), the caller's rate "
-        "(CALLER_RATE_LIMITED, CHALLENGE_STORE_UNAVAILABLE when the Redis counting it fails), authentication (NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED) and "
-        "authorization (UNKNOWN_CALLER, CONNECTION_NOT_PERMITTED, TENANT_MISMATCH)",
+        "(CALLER_RATE_LIMITED, CHALLENGE_STORE_UNAVAILABLE when the Redis counting it fails), authentication (NO_CREDENTIAL, INVALID_TOKEN, TOKENS_NOT_CONFIGURED), "
+        "authorization (UNKNOWN_CALLER, CONNECTION_NOT_PERMITTED, TENANT_MISMATCH) and steps that could not run "
+        "(CHALLENGE_STORE_UNAVAILABLE: the store failed before Cognito was asked; EXECUTION_IN_FLIGHT)",
     ),
     MetricDoc(
         "otp_trace_spans_exported_total", "counter", (), "spans the OTLP collector accepted (tracing on)"

@@ -263,6 +263,14 @@ def record_outcome(span: Span, outcome: StepOutcome[Any], event_data: EventData 
     span.add_event(STEP_COMPLETED_EVENT, attributes=event)
 
 
+def step_refused(span: Span, reason: str) -> None:
+    """A step that could not run (the store failed before Cognito was asked): `error.type` is the refusal's
+    reason, and the status ERROR, as for the system failures of a step that ran."""
+    if span.is_recording():
+        span.set_attribute("error.type", reason)
+        span.set_status(Status(StatusCode.ERROR, reason))
+
+
 def _attribute_value(value: Any) -> str | bool | int | float:
     # Span attributes are flat: nested data travels as a JSON string.
     if isinstance(value, str | bool | int | float):

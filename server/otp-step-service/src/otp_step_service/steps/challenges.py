@@ -82,10 +82,24 @@ def user_lockout_subjects(identifier_subject: str, challenge: Challenge) -> tupl
 # then holds at most twice rate x lifetime entries, steady after two lifetimes.
 EXPIRED_GRACE_SECONDS = 300
 
-# A reservation (pending placeholder) older than this was abandoned: the process died, or the store failed
-# while Generate settled it. It then holds the resend cooldown like a sent code, but no longer blocks retries
-# of its execution for the whole session validity. Longer than any Cognito call with its retries.
+# A reservation (pending placeholder) carries a lease: the wall-clock moment by which its Generate has
+# certainly settled it or stopped (the step's deadline: the service runs no step past it, and a settle that
+# fails is retried only within it). Past the lease the instance that made it died mid-send (kill -9, an
+# out-of-memory kill, a lost node): a retry of the same execution takes it over (its send stays counted as
+# maybe sent, and one more code goes out, the one the journey can use); other executions see a code sent at
+# its time, under the cooldown and the budgets. A step without a deadline holds its lease this long, longer
+# than any Cognito call with its retries; no lease is longer.
 RESERVATION_SECONDS = 120
+
+# Added to every lease: the instances' wall clocks may disagree by this much (NTP keeps them within
+# milliseconds), and the step's last store write may still be on its way when its deadline passes.
+LEASE_MARGIN_SECONDS = 1.0
+
+
+def lease_until(now: float, seconds_left: float | None) -> float:
+    """The lease of a reservation made at wall-clock `now` by a step with `seconds_left` to its deadline."""
+    held = RESERVATION_SECONDS if seconds_left is None else min(seconds_left, RESERVATION_SECONDS)
+    return now + held + LEASE_MARGIN_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +128,12 @@ class Challenge:
     # validate, yet the code counts, and the cooldown holds as if it had been delivered.
     unusable: bool = False
     # The Cognito user this challenge's identifier reached (`user_digest`), "" while unknown: wrong codes count
-    # against that user as well as the identifier. Not secret (a digest); the username itself is.
+    # against that user as well as the identifier. Not secret (a digest); the username itself is. A decoy's
+    # may stand in for a user (the identifier's own digest): stores map an identifier to a decoy's user only
+    # where they know none, so a decoy never takes an identifier away from the user a real answer named.
     user: str = ""
+    # A reservation's lease (wall-clock epoch seconds, see RESERVATION_SECONDS), read only while pending.
+    lease_until: float = 0.0
 
     @property
     def attempts_remaining(self) -> int:
@@ -126,6 +144,10 @@ class Challenge:
     def usable(self) -> bool:
         """Whether Validate can answer this challenge at all."""
         return not (self.pending or self.unusable)
+
+    def lease_end(self, reservation_seconds: float) -> float:
+        """When this reservation's lease ends (one made without a lease is held `reservation_seconds`)."""
+        return self.lease_until or self.sent_at + reservation_seconds
 
     @property
     def forget_at(self) -> float:
@@ -149,6 +171,9 @@ class SendVerdict(enum.Enum):
 
     RESERVED = "reserved"  # go ahead: the send is counted and the placeholder holds the key
     REPLAY = "replay"  # the same execution already sent a code: answer with its challenge
+    # The same execution's earlier attempt holds the key and its lease lives: it is sending right now (or its
+    # instance died less than a lease ago). Ask again shortly: it replays, or takes the reservation over.
+    IN_FLIGHT = "in_flight"
     TOO_SOON = "too_soon"  # a code went out within the cooldown (or is being sent right now)
     OVER_BUDGET = "over_budget"  # the identifier's send budget for the window is spent
     BUDGET_TRIPPED = "budget_tripped"  # the connection's send budget (the spend circuit breaker) is spent
@@ -228,6 +253,7 @@ class SendRequest:
     send_window_seconds: int
     lockout_subject: str
     lockout_threshold: int
+    # How long a reservation without a lease (one an earlier version made, during an upgrade) is held.
     reservation_seconds: float = RESERVATION_SECONDS
     budgets: tuple[SendBudget, ...] = ()
     # The identifier's entry in the store's map of which Cognito user it reached ("" = no per-user counting).
@@ -253,11 +279,15 @@ class SendRequest:
 
 @dataclass(frozen=True, slots=True)
 class SendReservation:
-    """The verdict; the earlier challenge on REPLAY; seconds to wait on TOO_SOON, OVER_BUDGET, BUDGET_TRIPPED."""
+    """The verdict; the earlier challenge on REPLAY; seconds to wait on TOO_SOON, OVER_BUDGET, BUDGET_TRIPPED
+    and IN_FLIGHT (what is left of the earlier attempt's lease)."""
 
     verdict: SendVerdict
     challenge: Challenge | None = None
     wait_seconds: float = 0.0
+    # RESERVED in place of the same execution's reservation whose lease ran out (its instance died mid-send):
+    # that send stays counted, as one that may have gone out.
+    took_over: bool = False
 
 
 class SendResult(enum.Enum):
@@ -281,6 +311,10 @@ class AttemptVerdict(enum.Enum):
     EXPIRED = "expired"
     EXHAUSTED = "exhausted"
     LOCKED = "locked"
+    # The identifier's user is locked out by wrong codes through another alias, and the request hides that
+    # (`AttemptRequest.hide_user_lockout`): the attempt is spent and the identifier's wrong code counted, as
+    # for a wrong code, with the challenge; nothing may judge the code.
+    USER_LOCKED = "user_locked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,11 +326,16 @@ class AttemptRequest:
     lockout_subject: str
     lockout_threshold: int
     lockout_window_seconds: int
+    # Enumeration protection: a lockout of the user earned through another alias is not told through this
+    # identifier (that would link the two). The store then decides as for a user who is not locked (not
+    # found, expired, exhausted) and answers USER_LOCKED where it would grant. Otherwise it answers LOCKED
+    # and spends nothing.
+    hide_user_lockout: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptGrant:
-    """The verdict, and on GRANTED the challenge with the attempt already counted."""
+    """The verdict, and on GRANTED (and USER_LOCKED) the challenge with the attempt already counted."""
 
     verdict: AttemptVerdict
     challenge: Challenge | None = None

@@ -5,6 +5,7 @@ A seam: domain tests pass a fake clock instead of waiting for the wall clock.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -18,6 +19,9 @@ class Clock(Protocol):
     def monotonic(self) -> float:
         """Monotonic seconds (deadlines and durations)."""
 
+    async def sleep(self, seconds: float) -> None:
+        """Pause the calling step for `seconds` (a fake clock moves on by as much instead)."""
+
 
 class SystemClock:
     """The real clocks."""
@@ -29,6 +33,10 @@ class SystemClock:
     def monotonic(self) -> float:
         """time.monotonic()."""
         return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """asyncio.sleep()."""
+        await asyncio.sleep(seconds)
 
 
 SYSTEM_CLOCK: Clock = SystemClock()

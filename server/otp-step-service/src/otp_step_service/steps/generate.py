@@ -17,12 +17,14 @@ from .challenges import (
     ChallengeKey,
     SendBudget,
     SendRequest,
+    SendReservation,
     SendResult,
     SendVerdict,
     alias_subject,
     budget_subject,
     caller_budget_subject,
     ip_subject,
+    lease_until,
     lockout_subject,
     prefix_subject,
     sends_subject,
@@ -33,16 +35,27 @@ from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
 from .deadline import Deadline
 from .decoys import DecoyMasks, sending_regions
-from .errors import ChallengeStoreError, OtpStepError
+from .errors import ChallengeStoreError, ExecutionInFlightError, OtpStepError, StoreUnavailableError
 from .identifiers import IdentifierKind, InvalidIdentifierError, UserIdentifier, parse_identifier, sms_refusal
 from .journey import GenerateRequest, StepConfiguration
 from .latency import CognitoLatency, Operation
 from .model import AuthChallenge, CognitoError, CognitoErrorKind, CognitoRequests, ConnectionPolicy
 from .outcomes import Channel, CodeSent, FailureCode, StepFailure, StepOutcome
 from .ports import ChallengeStore, Connection
+from .settling import settle
 
 SELECT_CHALLENGE = "SELECT_CHALLENGE"
 log = logging.getLogger(__name__)
+
+# A retry meeting its execution's earlier attempt in flight asks the store again after this long, doubling up
+# to the maximum: a code is usually sent within a second, and each ask is one store round trip.
+FIRST_POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.5
+# How long such a retry waits when its caller set no deadline.
+IN_FLIGHT_WAIT_SECONDS = 10.0
+# Kept back from the deadline for the last ask and the answer (a loaded instance is slow at both): a refusal
+# that reaches the caller tells it when to retry, a deadline does not.
+_ANSWER_MARGIN_SECONDS = 0.25
 
 # Failures that tell an outsider something about the account; enumeration protection hides them.
 _USER_STATE = frozenset(
@@ -85,14 +98,20 @@ class _Sending:
     result: SendResult = SendResult.MAYBE_SENT
     saved: Challenge | None = None
     failure: StepFailure | None = None
+    took: float = 0.0  # seconds Cognito took to answer (a decoy made of its answer waits out the rest)
+    username: str = ""  # the user Cognito's answer named, when it named one without sending (another channel)
 
 
 class GenerateOtpStep:
     """Runs Generate: normalize the identifier, start USER_AUTH, keep the Cognito session server-side.
 
     The story of `run`: admit the request (identifier, destination rules), reserve a send in the store (the
-    cooldown, budgets and lockout, in one atomic decision), send through Cognito, hide what the answer says
-    about the account when enumeration protection is on, and record the outcome in the store."""
+    cooldown, budgets and lockout, in one atomic decision; a retry waits for its execution's first attempt),
+    send through Cognito, hide what the answer says about the account when enumeration protection is on, and
+    record the outcome in the store.
+
+    A store failure before Cognito is asked raises StoreUnavailableError (the step did not run: the caller
+    retries it as it is); after, the record is tried again within the deadline (`settling`)."""
 
     def __init__(
         self,
@@ -109,18 +128,20 @@ class GenerateOtpStep:
     async def run(
         self, request: GenerateRequest, connection: Connection, deadline: Deadline
     ) -> StepOutcome[CodeSent]:
-        """Execute the step; every failure becomes an outcome, never an exception."""
-        admitted = self._admit(request, connection.policy)
+        """Execute the step; every failure of a step that ran becomes an outcome (StepNotRunError: it did not)."""
+        admitted = self._admit(request, connection.policy, deadline)
         if not isinstance(admitted, _Admitted):
             return admitted
-        refused = await self._reserve(admitted, deadline)
-        if refused is not None:
-            return refused
-        sending = await self._send(admitted, request, connection, deadline)
-        self._protect(admitted, sending)
-        return await self._record(admitted, sending)
+        reserved = await self._reserve(admitted, deadline)
+        if not isinstance(reserved, _Admitted):
+            return reserved
+        sending = await self._send(reserved, request, connection, deadline)
+        await self._protect(reserved, sending, deadline)
+        return await self._record(reserved, sending, deadline)
 
-    def _admit(self, request: GenerateRequest, policy: ConnectionPolicy) -> _Admitted | StepOutcome[CodeSent]:
+    def _admit(
+        self, request: GenerateRequest, policy: ConnectionPolicy, deadline: Deadline
+    ) -> _Admitted | StepOutcome[CodeSent]:
         """Check what the request alone decides (no store, no Cognito) and frame the send request."""
         step = request.step
         # The transport rejects a Generate without a channel; the default only keeps the type exact.
@@ -143,6 +164,7 @@ class GenerateOtpStep:
             sent_at=now,
             nonce=secrets.token_hex(8),
             pending=True,
+            lease_until=lease_until(now, deadline.remaining()),
         )
         send = SendRequest(
             key=ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value),
@@ -161,23 +183,24 @@ class GenerateOtpStep:
         )
         return _Admitted(step, policy, identifier, channel, send)
 
-    async def _reserve(self, admitted: _Admitted, deadline: Deadline) -> StepOutcome[CodeSent] | None:
-        """One atomic decision before Cognito is asked; None when the send is reserved.
+    async def _reserve(self, admitted: _Admitted, deadline: Deadline) -> _Admitted | StepOutcome[CodeSent]:
+        """One atomic decision before Cognito is asked; the send as reserved, or the answer.
 
         Neither concurrent retries of one execution, nor a journey looping back to Generate ("resend"), nor
         journey after journey to one identifier (SMS pumping, inbox flooding), nor a flood across identifiers
         (the connection's budgets) can make Cognito send more codes than the cooldown and the budgets allow; a
         locked identifier gets no code at all (or an attacker could keep guessing across fresh challenges)."""
+        admitted, reservation = await self._reservation(admitted, deadline)
         policy, send = admitted.policy, admitted.send
-        reservation = await self._store.begin_send(send)
         if (
             reservation.verdict in (SendVerdict.LOCKED, SendVerdict.OVER_BUDGET)
             and policy.user_enumeration_protection
             and send.alias_subject
         ):
-            linked = await self._refused_through_another_alias(admitted, deadline)
-            if linked is not None:
-                return linked
+            alone = await self._refused_through_another_alias(admitted, deadline)
+            if not isinstance(alone, SendReservation):
+                return alone
+            reservation = alone
         match reservation.verdict:
             case SendVerdict.LOCKED:
                 return admitted.failed(locked_failure(policy.lockout_window_seconds))
@@ -218,40 +241,90 @@ class GenerateOtpStep:
                         retry_after_seconds=wait,
                     )
                 )
+            case SendVerdict.IN_FLIGHT:
+                # Only from the re-ask of this identifier alone: its execution's earlier attempt is still
+                # sending, which is what the identifier alone would be told once its deadline is near.
+                raise ExecutionInFlightError(reservation.wait_seconds)
             case SendVerdict.RESERVED:
-                return None
+                if reservation.took_over:
+                    log.warning(
+                        "a reservation of this execution outlived its lease (its instance stopped mid-send): "
+                        "taken over; its code counts as maybe sent, and the one this retry sends is the "
+                        "journey's"
+                    )
+                return admitted
             case _:  # a verdict without what it promises (REPLAY without its challenge): never send on it
                 raise AssertionError(f"unexpected reservation {reservation.verdict}")
 
+    async def _reservation(
+        self, admitted: _Admitted, deadline: Deadline
+    ) -> tuple[_Admitted, SendReservation]:
+        """begin_send; while the same execution's earlier attempt is in flight (another instance sending its
+        code, or dead for less than its lease), asked again until it has settled (a replay), its lease has run
+        out (a takeover) or the deadline would pass (ExecutionInFlightError: nothing was sent)."""
+        pause, started = FIRST_POLL_SECONDS, self._clock.monotonic()
+        while True:
+            reservation = await self._begin_send(admitted.send)
+            if reservation.verdict is not SendVerdict.IN_FLIGHT:
+                return admitted, reservation
+            left = deadline.remaining()
+            if left is None:
+                left = IN_FLIGHT_WAIT_SECONDS - (self._clock.monotonic() - started)
+            # The last ask comes just before the answer must leave.
+            wait = min(pause, reservation.wait_seconds + 0.01, left - _ANSWER_MARGIN_SECONDS)
+            if wait <= 0:
+                raise ExecutionInFlightError(reservation.wait_seconds)
+            await self._clock.sleep(wait)
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+            admitted = self._renewed(admitted, deadline)
+
+    def _renewed(self, admitted: _Admitted, deadline: Deadline) -> _Admitted:
+        """The send request as of now: a reservation made later starts, and holds its lease, from then."""
+        now = self._clock.now()
+        placeholder = replace(
+            admitted.send.placeholder,
+            sent_at=now,
+            expires_at=now + admitted.policy.session_validity_seconds,
+            lease_until=lease_until(now, deadline.remaining()),
+        )
+        return replace(admitted, send=replace(admitted.send, placeholder=placeholder, now=now))
+
+    async def _begin_send(self, send: SendRequest) -> SendReservation:
+        """The store's decision; its failure means nothing was sent, so the step did not run."""
+        try:
+            return await self._store.begin_send(send)
+        except ChallengeStoreError as exc:
+            raise StoreUnavailableError(exc) from exc
+
     async def _refused_through_another_alias(
         self, admitted: _Admitted, deadline: Deadline
-    ) -> StepOutcome[CodeSent] | None:
-        """Under enumeration protection, a refusal this identifier did not earn answers as a sent code.
+    ) -> StepOutcome[CodeSent] | SendReservation:
+        """Under enumeration protection, a refusal this identifier did not earn is not told through it.
 
         The store refused (locked, over budget) and counts per Cognito user as well as per identifier: when
         the refusal is the *user's*, earned through another of their aliases, answering it here would tell an
         outsider that this identifier reaches that user. So the store is asked again for this identifier
-        alone: if it reserves, the refusal came from another alias, and this identifier gets what any sent
-        code gets (a challenge, counted against its own budget, as long to answer as Cognito takes) while
-        nothing is sent. None: the refusal is the identifier's own, answered as such."""
+        alone, and whatever it says is the answer. If it reserves, the refusal came from another alias, and
+        this identifier gets what any sent code gets (a challenge, counted against its own budget, as long to
+        answer as Cognito takes) while nothing is sent. Otherwise its verdict is what this identifier alone
+        gets, and `_reserve` answers it as such: its own lockout or budget, its cooldown in this journey
+        (TOO_SOON), a retry of an execution that sent (REPLAY). Never the user's refusal."""
         alone = replace(admitted.send, alias_subject="")
-        reservation = await self._store.begin_send(alone)
+        reservation = await self._begin_send(alone)
         if reservation.verdict is not SendVerdict.RESERVED:
-            if (
-                reservation.verdict is not SendVerdict.LOCKED
-                and reservation.verdict is not SendVerdict.OVER_BUDGET
-            ):
-                log.warning("a re-asked reservation came back %s", reservation.verdict.value)
-            return None
+            return reservation
         log.info("enumeration protection: a refusal earned through another alias answered as a sent code")
         try:
             await self._latency.as_long_as_cognito(admitted.policy.name, Operation.SEND, deadline)
         except BaseException:
-            await self._settle(alone, SendResult.NOT_SENT, None, quiet=True)
+            # The caller went away while a real send would have been in flight: settled as that send would
+            # be (a code that may have gone out holds the cooldown and stays counted), or a retry would tell.
+            lost = _unusable(alone.placeholder, SendResult.LOST)
+            await self._settle(alone, SendResult.LOST, lost, quiet=True)
             raise
         # No user: Validate must not reach the user's lockout through this decoy (that would link it again).
         decoy = replace(self._decoy(admitted), user="")
-        await self._settle(alone, SendResult.SENT, decoy)
+        await self._settle(alone, SendResult.SENT, decoy, deadline)
         return succeed(admitted.step, _sent(decoy))
 
     async def _send(
@@ -272,10 +345,13 @@ class GenerateOtpStep:
                 result = SendResult.LOST
             else:
                 result = SendResult.MAYBE_SENT
-            return _Sending(result, failure=failure_for(error))
+            return _Sending(result, failure=failure_for(error), took=self._clock.monotonic() - started)
         except ChannelNotAvailableError as exc:
             result = SendResult.MAYBE_SENT if exc.code_may_be_sent else SendResult.NOT_SENT
-            return _Sending(result, failure=StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc)))
+            failure = StepFailure(FailureCode.CHANNEL_NOT_AVAILABLE, str(exc))
+            return _Sending(
+                result, failure=failure, took=self._clock.monotonic() - started, username=exc.username
+            )
         except BaseException:
             # The caller went away mid-call (or a bug surfaced): whatever Cognito did is settled before this
             # goes on, and a request that left counts as a sent code (Cognito may have delivered it).
@@ -294,10 +370,12 @@ class GenerateOtpStep:
         )
         return _Sending(SendResult.SENT, saved)
 
-    def _protect(self, admitted: _Admitted, sending: _Sending) -> None:
+    async def _protect(self, admitted: _Admitted, sending: _Sending, deadline: Deadline) -> None:
         """Under enumeration protection, whatever is wrong with this user (none, disabled, unconfirmed, no
         phone) becomes what every user gets: a code "sent" to a plausible destination, and no code that
-        works. The send stays counted, as a real one would."""
+        works. The send stays counted, as a real one would, and the answer takes as long as a real send:
+        Cognito says "no such user" or "disabled" sooner than it sends a code, so the decoy waits out the
+        rest of a duration drawn from the recent real sends."""
         failure = sending.failure
         if (
             failure is None
@@ -306,9 +384,23 @@ class GenerateOtpStep:
         ):
             return
         log.info("enumeration protection: answered %s with a decoy challenge", failure.code.value)
-        sending.saved, sending.result, sending.failure = self._decoy(admitted), SendResult.SENT, None
+        # A user Cognito named (one without the asked channel) is that user, as a sent code's is; otherwise
+        # the decoy stands in for one (`_decoy`).
+        named = user_digest(admitted.policy.name, sending.username) if sending.username else ""
+        try:
+            await self._latency.as_long_as_cognito(
+                admitted.policy.name, Operation.SEND, deadline, spent=sending.took
+            )
+        except BaseException:
+            # The caller went away while a real send would still be in flight: settled as that send would be.
+            lost = _unusable(admitted.send.placeholder, SendResult.LOST)
+            await self._settle(admitted.send, SendResult.LOST, lost, quiet=True)
+            raise
+        sending.saved, sending.result, sending.failure = self._decoy(admitted, named), SendResult.SENT, None
 
-    async def _record(self, admitted: _Admitted, sending: _Sending) -> StepOutcome[CodeSent]:
+    async def _record(
+        self, admitted: _Admitted, sending: _Sending, deadline: Deadline
+    ) -> StepOutcome[CodeSent]:
         """Settle the reservation with the outcome and answer the journey."""
         saved = sending.saved
         if saved is not None:
@@ -316,23 +408,28 @@ class GenerateOtpStep:
             # answer leaves (a decoy timed before the call would show Cognito's round trip in expires_at).
             saved = replace(saved, expires_at=self._clock.now() + admitted.policy.session_validity_seconds)
         await self._settle(
-            admitted.send, sending.result, saved or _unusable(admitted.send.placeholder, sending.result)
+            admitted.send,
+            sending.result,
+            saved or _unusable(admitted.send.placeholder, sending.result),
+            deadline,
         )
         if sending.failure is not None:
             return admitted.failed(sending.failure)
         assert saved is not None  # SENT always carries the challenge
         return succeed(admitted.step, _sent(saved))
 
-    def _decoy(self, admitted: _Admitted) -> Challenge:
-        # The decoy's "user" is the identifier itself, so the store maps it to a user as it maps a real one: an
-        # identifier nobody owns then goes through the same per-user counting (and the same one-send-at-a-time
-        # while its user is unknown) as one somebody does.
+    def _decoy(self, admitted: _Admitted, user: str = "") -> Challenge:
+        # Without a user Cognito named, the decoy's "user" stands in for one: the identifier's own digest, so
+        # the store maps an identifier nobody owns to a user as it maps a real one, and it goes through the
+        # same per-user counting (and the same one-send-at-a-time while its user is unknown) as one somebody
+        # does. A stand-in never replaces a user the store already knows for the identifier (stores keep a
+        # decoy's user only where none is known), and the next real answer replaces it.
         return replace(
             admitted.send.placeholder,
             masked_destination=self._plausible_destination(admitted),
             pending=False,
             decoy=True,
-            user=user_digest(admitted.policy.name, admitted.identifier.value),
+            user=user or user_digest(admitted.policy.name, admitted.identifier.value),
             expires_at=self._clock.now() + admitted.policy.session_validity_seconds,
         )
 
@@ -353,17 +450,30 @@ class GenerateOtpStep:
         return self._plausible_destination(admitted)
 
     async def _settle(
-        self, send: SendRequest, result: SendResult, challenge: Challenge | None, *, quiet: bool = False
+        self,
+        send: SendRequest,
+        result: SendResult,
+        challenge: Challenge | None,
+        deadline: Deadline | None = None,
+        *,
+        quiet: bool = False,
     ) -> None:
         """finish_send, shielded: a cancellation arriving while the store writes must not leave the key held
-        by the pending placeholder. `quiet` (on the way out of a cancellation) logs a store failure instead
-        of letting it replace the cancellation; the reservation then expires by itself (RESERVATION_SECONDS)."""
+        by the pending placeholder. With a `deadline`, a failing store is tried again within it when the
+        settle stores what Cognito did (a NOT_SENT settle gives counts back: made once). `quiet` (on the way
+        out of a cancellation) logs a store failure instead of letting it replace the cancellation; the
+        reservation then holds until its lease ends, and a retry of its execution takes it over."""
         try:
-            await asyncio.shield(self._store.finish_send(send, result, challenge))
+            if deadline is not None and result is not SendResult.NOT_SENT:
+                await settle(lambda: self._store.finish_send(send, result, challenge), deadline, self._clock)
+            else:
+                await asyncio.shield(self._store.finish_send(send, result, challenge))
         except ChallengeStoreError as exc:
             if not quiet:
                 raise
-            log.warning("could not settle a cancelled Generate (%s); its reservation expires by itself", exc)
+            log.warning(
+                "could not settle a cancelled Generate (%s); its reservation holds until its lease", exc
+            )
 
 
 async def _start(
@@ -385,6 +495,7 @@ async def _start(
                 f"{'an email' if channel is Channel.EMAIL else 'a phone_number'} attribute and the pool's "
                 "SignInPolicy.AllowedFirstAuthFactors must include it",
                 code_may_be_sent=False,
+                username=challenge.username,
             )
         challenge = await gateway.select_challenge(
             challenge.username or identifier.value, challenge.session, channel, end_user, deadline, requests
@@ -395,6 +506,7 @@ async def _start(
         raise ChannelNotAvailableError(
             f"Cognito answered with {challenge.name} instead of {channel.challenge_name}",
             code_may_be_sent=challenge.name.endswith("_OTP"),
+            username=challenge.username,
         )
     return challenge
 
@@ -402,9 +514,10 @@ async def _start(
 class ChannelNotAvailableError(OtpStepError):
     """The requested channel cannot be used for this user or pool."""
 
-    def __init__(self, message: str, *, code_may_be_sent: bool) -> None:
+    def __init__(self, message: str, *, code_may_be_sent: bool, username: str = "") -> None:
         super().__init__(message)
         self.code_may_be_sent = code_may_be_sent
+        self.username = username  # the user Cognito's answer named (its USERNAME), "" when none
 
 
 # Cognito's masks [obs]: "a***@e***" for an email, "+*******0100" for a phone number.

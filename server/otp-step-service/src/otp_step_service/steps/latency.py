@@ -1,7 +1,8 @@
 """How long Cognito takes, per connection and operation, so an answer made without it takes as long.
 
-A decoy is answered without a Cognito call: a wrong code for an unknown user at Validate, a "sent" code
-refused through another alias at Generate. Answered at once it would tell them from real ones by timing alone
+A decoy is answered without a Cognito call (a wrong code for an unknown user at Validate, a "sent" code
+refused through another alias at Generate), or after one Cognito answers sooner than a real one (a "sent"
+code for a user Cognito says does not exist, is disabled or lacks the channel: it waits out the rest). Answered at once it would tell them from real ones by timing alone
 (~1 ms against ~4 ms on the emulator, 100+ ms on AWS). So the decoy waits a duration drawn from the recent real
 calls of the same connection and operation: the same distribution, whatever it is *now*. Only the latest
 `RECENT` calls within the last `window_seconds` are drawn from, so when Cognito's latency moves the decoys
@@ -60,9 +61,12 @@ class CognitoLatency:
         # Not for security: which real duration is replayed only has to follow their distribution.
         return recent[random.randrange(len(recent))]
 
-    async def as_long_as_cognito(self, connection: str, operation: Operation, deadline: Deadline) -> None:
-        """Wait as long as a real call would (never past the caller's deadline)."""
-        wait = self.draw(connection, operation)
+    async def as_long_as_cognito(
+        self, connection: str, operation: Operation, deadline: Deadline, spent: float = 0.0
+    ) -> None:
+        """Wait as long as a real call would (never past the caller's deadline), less the `spent` seconds the
+        step already took for it (a call Cognito answered sooner than a real one: "no such user")."""
+        wait = self.draw(connection, operation) - spent
         left = deadline.remaining()
         if left is not None:
             wait = min(wait, max(left - 0.05, 0.0))

@@ -111,14 +111,20 @@ class ChallengeStore(Protocol):
 
     Each step's bookkeeping is two atomic operations: `begin_*` decides and counts before Cognito is asked,
     `finish_*` settles what Cognito's answer (or its absence) means. Stores may be shared by several service
-    instances (Redis), so each operation is atomic on the store itself. Failures raise ChallengeStoreError.
+    instances (Redis), so each operation is atomic on the store itself. Failures raise ChallengeStoreError; a
+    `begin_*` that fails leaves nothing counted that the store knows it took (a count on a primary whose replica
+    did not take it is given back). A settle that stores what Cognito did (finish_send SENT, MAYBE_SENT, LOST;
+    finish_attempt WRONG) may be made again after a failure: it changes nothing twice. The others give counts
+    back and are made once.
     """
 
     async def begin_send(self, request: SendRequest) -> SendReservation:
         """Decide whether Generate may send a code: neither the identifier nor its Cognito user locked out,
         no live code within the cooldown (or the same execution's code to replay), under the identifier's,
         the user's and the connection's send budgets. On RESERVED the send is counted and the key is held by
-        the pending placeholder until `finish_send`."""
+        the pending placeholder until `finish_send`. The same execution's placeholder whose lease
+        (`Challenge.lease_until`) lives answers IN_FLIGHT; one whose lease ran out is replaced (RESERVED,
+        `took_over`), its counts kept."""
 
     async def finish_send(
         self, request: SendRequest, result: SendResult, challenge: Challenge | None
@@ -126,12 +132,15 @@ class ChallengeStore(Protocol):
         """Settle the reservation `request` made: SENT / MAYBE_SENT / LOST store `challenge` in its place
         (MAYBE_SENT, LOST: an unusable one that still holds the cooldown), NOT_SENT releases the key and gives back
         one event of every counter begin_send added to. A challenge naming its user (`Challenge.user`)
-        records which user the identifier reached, and counts the send for them if begin_send could not."""
+        records which user the identifier reached, and counts the send for them if begin_send could not; a
+        decoy's records it only where the identifier reached no user yet."""
 
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
         """Spend one attempt and count one wrong code for the identifier and its user before Cognito judges
         the code, so concurrent Validates can never try more codes than any cap allows; a locked identifier
-        or user touches nothing. Expired or exhausted challenges are removed."""
+        or user touches nothing (a locked user, when `hide_user_lockout` asks, is decided as one who is not,
+        and spends the attempt and the identifier's count as USER_LOCKED). Expired or exhausted challenges
+        are removed."""
 
     async def finish_attempt(
         self, key: ChallengeKey, nonce: str, judgement: Judgement, lockout_subjects: Sequence[str]

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from .claims import release_claims
 from .clock import SYSTEM_CLOCK, Clock
 from .cognito_failures import failure_for
 from .deadline import Deadline
-from .errors import ChallengeStoreError, TokenVerificationError
+from .errors import ChallengeStoreError, StoreUnavailableError, TokenVerificationError
 from .generate import locked_failure
 from .identifiers import InvalidIdentifierError, parse_identifier
 from .journey import StepConfiguration, ValidateRequest
@@ -32,6 +32,7 @@ from .latency import CognitoLatency, Operation
 from .model import CognitoError, CognitoErrorKind, CognitoRequests, ConnectionPolicy
 from .outcomes import CodeVerified, CognitoTokens, FailureCode, StepFailure, StepOutcome
 from .ports import ChallengeStore, Connection
+from .settling import settle
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class _Attempt:
     # user (email, phone, username) share one lockout.
     subjects: tuple[str, ...]
     code: str
+    deadline: Deadline
 
     def failed(self, failure: StepFailure) -> StepOutcome[CodeVerified]:
         return fail(self.step, protected(failure, self.policy), validating=True)
@@ -81,7 +83,10 @@ class ValidateOtpStep:
     The story of `run`: admit the request (the identifier), take an attempt from the store (the attempt and
     the identifier's wrong-code count spent before any judgement, atomically), judge the code (a decoy's and
     a malformed one here, as long as Cognito would take; a real one by Cognito), and on success record the
-    used challenge and build what the journey gets."""
+    used challenge and build what the journey gets.
+
+    A store failure before an attempt is granted raises StoreUnavailableError (nothing was judged: the step
+    did not run); recording an exhausted challenge is tried again within the deadline (`settling`)."""
 
     def __init__(
         self, store: ChallengeStore, clock: Clock = SYSTEM_CLOCK, latency: CognitoLatency | None = None
@@ -93,8 +98,8 @@ class ValidateOtpStep:
     async def run(
         self, request: ValidateRequest, connection: Connection, deadline: Deadline
     ) -> StepOutcome[CodeVerified]:
-        """Execute the step; every failure becomes an outcome, never an exception."""
-        attempt = await self._take_attempt(request, connection.policy)
+        """Execute the step; every failure of a step that ran becomes an outcome (StepNotRunError: it did not)."""
+        attempt = await self._take_attempt(request, connection.policy, deadline)
         if not isinstance(attempt, _Attempt):
             return attempt
         if attempt.challenge.decoy or not _CODE_SHAPE.fullmatch(attempt.code):
@@ -105,7 +110,7 @@ class ValidateOtpStep:
         return await self._signed_in(attempt, judged, connection, deadline)
 
     async def _take_attempt(
-        self, request: ValidateRequest, policy: ConnectionPolicy
+        self, request: ValidateRequest, policy: ConnectionPolicy, deadline: Deadline
     ) -> _Attempt | StepOutcome[CodeVerified]:
         """Parse the identifier, then spend one attempt and one wrong code before anything is judged.
 
@@ -122,11 +127,19 @@ class ValidateOtpStep:
             return failed(StepFailure(FailureCode.INVALID_IDENTIFIER, str(exc)))
         subject = lockout_subject(policy.name, identifier.value)
         key = ChallengeKey(policy.name, request.journey.journey_run_id, identifier.value)
-        grant = await self._store.begin_attempt(
-            AttemptRequest(
-                key, self._clock.now(), subject, policy.lockout_threshold, policy.lockout_window_seconds
+        try:
+            grant = await self._store.begin_attempt(
+                AttemptRequest(
+                    key,
+                    self._clock.now(),
+                    subject,
+                    policy.lockout_threshold,
+                    policy.lockout_window_seconds,
+                    hide_user_lockout=policy.user_enumeration_protection,
+                )
             )
-        )
+        except ChallengeStoreError as exc:
+            raise StoreUnavailableError(exc) from exc
         challenge = grant.challenge
         match grant.verdict:
             case AttemptVerdict.LOCKED:
@@ -141,7 +154,16 @@ class ValidateOtpStep:
                 )
             case AttemptVerdict.GRANTED if challenge is not None:
                 subjects = user_lockout_subjects(subject, challenge)
-                return _Attempt(step, policy, key, challenge, subjects, request.otp_code.strip())
+                return _Attempt(step, policy, key, challenge, subjects, request.otp_code.strip(), deadline)
+            case AttemptVerdict.USER_LOCKED if challenge is not None:
+                # The user is locked out through another alias; saying so here would tell an outsider that
+                # this identifier reaches them. So the code is wrong, as a decoy's is: judged here, as long
+                # as Cognito would take, never by Cognito (a locked user's codes are not judged at all).
+                log.info(
+                    "enumeration protection: a lockout earned through another alias answered as a wrong code"
+                )
+                decoy = replace(challenge, decoy=True)
+                return _Attempt(step, policy, key, decoy, (subject,), request.otp_code.strip(), deadline)
             case _:
                 return failed(
                     StepFailure(
@@ -271,7 +293,13 @@ class ValidateOtpStep:
         challenge = attempt.challenge
         remaining = challenge.attempts_remaining
         if remaining <= 0:
-            await self._store.finish_attempt(attempt.key, challenge.nonce, Judgement.WRONG, attempt.subjects)
+            await settle(
+                lambda: self._store.finish_attempt(
+                    attempt.key, challenge.nonce, Judgement.WRONG, attempt.subjects
+                ),
+                attempt.deadline,
+                self._clock,
+            )
             return StepFailure(
                 FailureCode.ATTEMPTS_EXHAUSTED,
                 "the code is wrong and no attempts are left; run Generate again",

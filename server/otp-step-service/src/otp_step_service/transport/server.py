@@ -57,10 +57,6 @@ class MethodAwareReflection(reflection.aio.ReflectionServicer):  # type: ignore[
         return response
 
 
-# The most often a client may send keepalive pings (the shipped client config sends one every 30 s).
-MIN_CLIENT_PING_MS = 20_000
-
-
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     """Concurrency and size bounds (from ServiceSettings, where their defaults are defined)."""
@@ -73,8 +69,9 @@ class ServerLimits:
     idle_stream_seconds: float
     max_message_bytes: int
     reuse_port: bool  # several server processes share the port (OTP_STEP_PROCESSES)
-    max_connection_age_seconds: float = 0.0  # 0: connections live as long as their clients keep them
-    max_connection_age_grace_seconds: float = 30.0
+    max_connection_age_seconds: float  # 0: connections live as long as their clients keep them
+    max_connection_age_grace_seconds: float
+    min_client_ping_seconds: float  # the most often a client may send keepalive pings
 
 
 class StepExecutorServer:
@@ -147,9 +144,12 @@ class StepExecutorServer:
                 ("grpc.so_reuseport", 1 if limits.reuse_port else 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                # Accept client keepalive pings every 20 s or more (the shipped client sends one every 30 s):
-                # the default enforcement (5 min) would answer them with GOAWAY too_many_pings.
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_MS),
+                # Accept client keepalive pings this often (20 s by default; the shipped client config sends
+                # one every 30 s): the default enforcement (5 min) would answer them with GOAWAY too_many_pings.
+                (
+                    "grpc.http2.min_recv_ping_interval_without_data_ms",
+                    int(limits.min_client_ping_seconds * 1000),
+                ),
                 *self._connection_age(limits),
             ],
         )

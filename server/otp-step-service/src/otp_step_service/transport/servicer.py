@@ -8,13 +8,14 @@ from dataclasses import replace
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2
 from stepexecutor.v1 import step_executor_pb2 as pb
 from stepexecutor.v1 import step_executor_pb2_grpc as pb_grpc
 
 from otp_step_service.app.execution import Executed, StepRunner
 from otp_step_service.steps.deadline import Deadline
-from otp_step_service.steps.errors import UnknownConnectionError
+from otp_step_service.steps.errors import StepNotRunError, UnknownConnectionError
 from otp_step_service.steps.journey import CallerQuota
 from otp_step_service.steps.outcomes import CodeSent, CodeVerified, S
 from otp_step_service.transport import messages
@@ -97,6 +98,8 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
             await self._invalid(context, exc)
         except UnknownConnectionError as exc:
             await self._unknown_connection(context, exc)
+        except StepNotRunError as exc:
+            await self._not_run(context, exc)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             # The caller has given up: say so plainly rather than send a response nobody reads.
@@ -111,6 +114,23 @@ class StepExecutorServicer(pb_grpc.StepExecutorServicer):
             ]
         )
         await abort(context, code_pb2.Code.Value(exc.status.value), f"invalid request: {exc}", bad)
+
+    @staticmethod
+    async def _not_run(context: Context, exc: StepNotRunError) -> NoReturn:
+        # UNAVAILABLE: the step did nothing a repeat could double, so the call may be made again as it is (the
+        # shipped service config retries GenerateOtp by itself, unless told the call's deadline leaves no room
+        # for it); RetryInfo says how soon it may succeed.
+        delay = exc.retry_after_seconds
+        await abort(
+            context,
+            code_pb2.Code.Value(exc.status.value),
+            str(exc),
+            error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN),
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(seconds=int(delay), nanos=int(delay % 1 * 1e9))
+            ),
+            pushback_seconds=None if exc.retry_within_call else -1,
+        )
 
     @staticmethod
     async def _unknown_connection(context: Context, exc: UnknownConnectionError) -> NoReturn:

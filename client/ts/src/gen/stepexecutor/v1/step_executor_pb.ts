@@ -9,7 +9,9 @@
 //   malformed; the details carry a google.rpc.BadRequest naming each field), NOT_FOUND (the named connection is
 //   not configured; the details carry a google.rpc.ErrorInfo with reason CONNECTION_NOT_FOUND),
 //   DEADLINE_EXCEEDED (your deadline ran out), RESOURCE_EXHAUSTED (the service is at its concurrency bound:
-//   back off and retry), UNAVAILABLE (shutting down or not reachable: retry elsewhere).
+//   back off and retry), UNAVAILABLE (shutting down or not reachable: retry elsewhere; or the step did nothing a
+//   repeat could double, its google.rpc.ErrorInfo saying why, CHALLENGE_STORE_UNAVAILABLE or
+//   EXECUTION_IN_FLIGHT, and its google.rpc.RetryInfo when to make the same call again).
 // - `variables` holds what the step writes into the journey's named variables (the configured output variable
 //   on success, the error output variable on failure or abort), as plain google.protobuf.Struct values, so an
 //   orchestrator can apply them without knowing these message types.
@@ -1105,7 +1107,9 @@ export enum FailureCode {
   RESEND_TOO_SOON = 18,
 
   /**
-   * System: the shared challenge store (Redis) failed or could not be reached. Retryable.
+   * System: the shared challenge store (Redis) failed after Cognito sent or judged the code, and writing that
+   * down still failed within the step's deadline. (Failing before Cognito is asked, the call ends with
+   * UNAVAILABLE instead.) Retryable.
    *
    * @generated from enum value: FAILURE_CODE_CHALLENGE_STORE_UNAVAILABLE = 19;
    */

@@ -1,6 +1,7 @@
 package example;
 
 import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.protobuf.ListValue;
 import com.google.protobuf.Struct;
 import com.google.protobuf.Value;
 import com.google.protobuf.util.JsonFormat;
@@ -22,6 +23,7 @@ import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.MetadataUtils;
 import java.io.IOException;
+import java.io.InputStream;
 import java.net.URI;
 import java.net.URLEncoder;
 import java.net.http.HttpClient;
@@ -30,8 +32,10 @@ import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
 import java.security.SecureRandom;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -46,15 +50,18 @@ import java.util.concurrent.TimeUnit;
  * </pre>
  *
  * <p>Every flag has an environment variable (OTP_STEP_TARGET, OTP_STEP_OUTBOX_URL, OTP_STEP_IDENTIFIER,
- * OTP_STEP_CONNECTION, OTP_STEP_TIMEOUT_MS). It prints one line per step and exits 1 on anything a real journey
+ * OTP_STEP_CONNECTION, OTP_STEP_TIMEOUT_MS, OTP_STEP_KEEPALIVE_MS). Against a fleet, the target is a name that
+ * resolves to every instance: {@code dns:///otp-steps.default.svc.cluster.local:50051} (a headless Service). It
+ * prints one line per step and exits 1 on anything a real journey
  * would not expect here (a gRPC error, an abort, a wrong code accepted, the right one refused).
  */
 public final class Journey {
   private static final String JOURNEY_ID = "jit-migration";
   private static final String OUTPUT_VARIABLE = "otp_result";
   private static final String ERROR_VARIABLE = "otp_error";
-  // Generate is retried only on a deadline: with the same step_execution_id a retry answers with the first
-  // result instead of sending a second code (docs: "The contract"). Nothing else is retried blindly.
+  // Generate is retried here on a deadline: with the same step_execution_id a retry answers with the first
+  // result instead of sending a second code (docs: "The contract"). UNAVAILABLE is retried by grpc-java
+  // itself, from the service config (channel()). Nothing else is retried blindly.
   private static final int GENERATE_ATTEMPTS = 3;
   private static final SecureRandom RANDOM = new SecureRandom();
 
@@ -86,13 +93,69 @@ public final class Journey {
   }
 
   private void run() throws JourneyFailed, IOException, InterruptedException {
-    // Plaintext on loopback for the local demo; use useTransportSecurity() for a deployed service.
-    ManagedChannel channel = ManagedChannelBuilder.forTarget(config.get("target")).usePlaintext().build();
+    ManagedChannel channel = channel();
     try {
       runOn(StepExecutorGrpc.newBlockingStub(channel));
     } finally {
       channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
     }
+  }
+
+  /**
+   * The channel, with the gRPC service config the Python client ships (service_config.json, kept identical to
+   * every other copy by the repository's tests): round_robin over every address the target resolves to (a
+   * dns:/// name of a headless Service), waitForReady, and retries on UNAVAILABLE for the methods safe to
+   * repeat: GenerateOtp (idempotent per journey run and step execution: a repeat answers with the code already
+   * sent, never sends a second) and CheckConnection (it only reads). ValidateOtp is not retried: a Validate
+   * whose instance went away after Cognito judged the code may have spent an attempt, and a blind repeat would
+   * spend another. Keepalive pings every 30 s, on an idle connection too: the service accepts one every 20 s
+   * (more is answered with GOAWAY too_many_pings); grpc-java sends none more often than every 10 s.
+   */
+  private ManagedChannel channel() throws IOException {
+    // Plaintext on loopback for the local demo; use useTransportSecurity() for a deployed service.
+    return ManagedChannelBuilder.forTarget(config.get("target"))
+        .usePlaintext()
+        .defaultServiceConfig(serviceConfig())
+        .enableRetry()
+        .keepAliveTime(Long.parseLong(config.get("keepalive-ms")), TimeUnit.MILLISECONDS)
+        .keepAliveTimeout(10, TimeUnit.SECONDS)
+        .keepAliveWithoutCalls(true)
+        .build();
+  }
+
+  /** service_config.json as the plain maps, lists, strings, doubles and booleans grpc-java takes. */
+  private static Map<String, ?> serviceConfig() throws IOException {
+    try (InputStream json = Journey.class.getResourceAsStream("/service_config.json")) {
+      if (json == null) {
+        throw new IOException("service_config.json is not on the class path");
+      }
+      Struct.Builder config = Struct.newBuilder();
+      JsonFormat.parser().merge(new String(json.readAllBytes(), StandardCharsets.UTF_8), config);
+      return plain(config.build());
+    }
+  }
+
+  private static Map<String, Object> plain(Struct struct) {
+    Map<String, Object> map = new LinkedHashMap<>();
+    struct.getFieldsMap().forEach((name, value) -> map.put(name, plain(value)));
+    return map;
+  }
+
+  private static Object plain(Value value) {
+    return switch (value.getKindCase()) {
+      case STRUCT_VALUE -> plain(value.getStructValue());
+      case LIST_VALUE -> plain(value.getListValue());
+      case NUMBER_VALUE -> value.getNumberValue(); // a Double, as grpc-java's own JSON parser gives
+      case STRING_VALUE -> value.getStringValue();
+      case BOOL_VALUE -> value.getBoolValue();
+      default -> null;
+    };
+  }
+
+  private static List<Object> plain(ListValue list) {
+    List<Object> items = new ArrayList<>();
+    list.getValuesList().forEach(item -> items.add(plain(item)));
+    return items;
   }
 
   private void runOn(StepExecutorGrpc.StepExecutorBlockingStub steps)
@@ -178,7 +241,8 @@ public final class Journey {
       try {
         checked = call(steps).validateOtp(validate);
       } catch (StatusRuntimeException e) {
-        // Not retried: a Validate that timed out may already have been judged.
+        // Not retried, neither here nor by grpc-java (the service config gives ValidateOtp no retryPolicy): a
+        // Validate that timed out or lost its instance may already have been judged and spent an attempt.
         throw new JourneyFailed("validate could not run: " + describe(e));
       }
       vars.putAll(checked.getVariablesMap());
@@ -325,6 +389,7 @@ public final class Journey {
     values.put("identifier", env("OTP_STEP_IDENTIFIER", "ada@example.com"));
     values.put("connection", env("OTP_STEP_CONNECTION", "demo"));
     values.put("timeout-ms", env("OTP_STEP_TIMEOUT_MS", "10000"));
+    values.put("keepalive-ms", env("OTP_STEP_KEEPALIVE_MS", "30000"));
     for (int i = 0; i < args.length; i++) {
       String arg = args[i];
       if (!arg.startsWith("--")) {
