@@ -70,6 +70,8 @@ TRACING_FILES = (
     "_shared_internal",
     "semconv",
     "observability/telemetry.py",
+    "observability/otlp_spans.py",
+    "observability/span_export.py",
     "transport/server_spans.py",
     "sdk/resources",
 )
@@ -120,6 +122,37 @@ def breakdown(raw: Path, top: int = 14) -> dict[str, float]:
     return {name: n / overall for name, n in totals.most_common(top)}
 
 
+def _record(bench: scenarios.Bench, spy: str, jaeger_binary: str, args: argparse.Namespace) -> None:
+    """Both services sampled in turn, each SVG written and its breakdown printed."""
+    collector = start_jaeger(bench.logs, jaeger_binary, cpus=bench.load_cpus)
+    jaeger, otlp = collector.process, collector.otlp_grpc
+    standin = start_standin(bench.logs, "standin-flame", cpus=bench.load_cpus)
+    connections = bench.standin_connection(standin, name="standin-flame")
+    services = {
+        "untraced": bench.service("service-untraced", connections),
+        "traced": bench.service(
+            "service-traced",
+            connections,
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_TRACES_EXPORTER": "otlp"},
+        ),
+    }
+    with bench.running(jaeger, standin.process, *(s.process for s in services.values())):
+        for service in services.values():
+            bench.ghz(service, bench.generate_load(3.0), {"service": service.process})
+        for name, service in services.items():
+            svg = args.out / f"{name}{args.suffix}.svg"
+            raw = bench.folder / f"{name}{args.suffix}.collapsed.txt"  # large: not kept beside the SVG
+            for output, form in ((svg, "flamegraph"), (raw, "raw")):
+                run = _sampled(bench, spy, service, output, form, args, {"jaeger": jaeger})
+            cpu = run.cpu_cores["service"]
+            print(
+                f"{name}: {run.rps:.0f} req/s, service {cpu:.2f} cores, "
+                f"{cpu / run.rps * 1000 if run.rps else 0:.3f} ms CPU per step (while sampled) -> {svg}"
+            )
+            for category, share in breakdown(raw).items():
+                print(f"    {share:6.1%}  {category}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.flame", description=__doc__.split("\n")[0])
@@ -135,32 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     bench = scenarios.Bench(scenarios.Plan.full(tracing=True), Path(tempfile.mkdtemp(prefix="bench-flame-")))
     try:
-        jaeger, otlp, _ = start_jaeger(bench.logs, jaeger_binary)
-        standin = start_standin(bench.logs, "standin-flame")
-        connections = bench.standin_connection(standin, name="standin-flame")
-        services = {
-            "untraced": bench.service("service-untraced", connections),
-            "traced": bench.service(
-                "service-traced",
-                connections,
-                env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_TRACES_EXPORTER": "otlp"},
-            ),
-        }
-        with bench.running(jaeger, standin.process, *(s.process for s in services.values())):
-            for service in services.values():
-                bench.ghz(service, bench.generate_load(3.0), {"service": service.process})
-            for name, service in services.items():
-                svg = args.out / f"{name}{args.suffix}.svg"
-                raw = bench.folder / f"{name}{args.suffix}.collapsed.txt"  # large: not kept beside the SVG
-                for output, form in ((svg, "flamegraph"), (raw, "raw")):
-                    run = _sampled(bench, spy, service, output, form, args, {"jaeger": jaeger})
-                cpu = run.cpu_cores["service"]
-                print(
-                    f"{name}: {run.rps:.0f} req/s, service {cpu:.2f} cores, "
-                    f"{cpu / run.rps * 1000 if run.rps else 0:.3f} ms CPU per step (while sampled) -> {svg}"
-                )
-                for category, share in breakdown(raw).items():
-                    print(f"    {share:6.1%}  {category}")
+        # As the tracing group runs them: the services on a core of their own, the rest on the others.
+        with bench.pinned():
+            _record(bench, spy, jaeger_binary, args)
     finally:
         stop_all()
     return 0

@@ -161,14 +161,17 @@ class LoadResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_ghz(load: GhzLoad, address: str, protoset: Path, workdir: Path) -> LoadResult:
-    """Run ghz to completion and read its report."""
+def run_ghz(
+    load: GhzLoad, address: str, protoset: Path, workdir: Path, cpus: frozenset[int] | None = None
+) -> LoadResult:
+    """Run ghz to completion (on `cpus`, if given) and read its report."""
     output = workdir / "ghz-report.json"
     output.unlink(missing_ok=True)
     finished = run_to_completion(
         load.command(find_ghz(), protoset, address, output),
         timeout=(load.seconds or 0) + load.max_seconds + load.timeout_seconds,
         env=os.environ,
+        cpus=cpus,
     )
     if finished.returncode != 0 or not output.exists():
         raise GhzError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,34 @@ from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True, slots=True)
+class Cores:
+    """Where a scenario group runs its processes: the measured servers on `service`, everything that loads
+    or stands in for them (ghz, the Cognito stand-in, Jaeger) on `load`, so a saturated server is measured
+    on a core of its own rather than against its own load generator."""
+
+    service: frozenset[int]
+    load: frozenset[int]
+
+    @classmethod
+    def split(cls) -> Cores | None:
+        """The first CPU this process may use for the servers, the others for the rest; None with one CPU."""
+        usable = sorted(os.sched_getaffinity(0))
+        if len(usable) < 2:
+            return None
+        return cls(frozenset(usable[:1]), frozenset(usable[1:]))
+
+
+def on_cpus(cpus: frozenset[int] | None) -> list[str]:
+    """A command prefix binding the program (and every thread it starts) to `cpus`: util-linux's taskset,
+    which sets the affinity before exec. Not a pre-exec hook in Python: the harness has threads (gRPC's),
+    and a fork with a Python hook can deadlock in the child; nor an affinity set after the start: a Go
+    program (ghz, Jaeger) has started its threads by then."""
+    if cpus is None or not shutil.which("taskset"):
+        return []
+    return ["taskset", "--cpu-list", ",".join(str(cpu) for cpu in sorted(cpus))]
 
 
 def free_port() -> int:
@@ -89,12 +118,13 @@ class ManagedProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        cpus: frozenset[int] | None = None,
     ) -> ManagedProcess:
-        """Start `command` with stdout and stderr appended to `log_path`."""
+        """Start `command` with stdout and stderr appended to `log_path` (bound to `cpus`, if given)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
-                list(command),
+                [*on_cpus(cpus), *command],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -172,12 +202,17 @@ class Finished:
 
 
 def run_to_completion(
-    command: Sequence[str], timeout: float, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    command: Sequence[str],
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    cpus: frozenset[int] | None = None,
 ) -> Finished:
-    """Run a load generator; its CPU comes from the kernel's rusage of the reaped child."""
+    """Run a load generator (bound to `cpus`, if given); its CPU comes from the kernel's rusage of the
+    reaped child."""
     started = time.monotonic()
     popen = subprocess.Popen(
-        list(command),
+        [*on_cpus(cpus), *command],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

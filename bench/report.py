@@ -209,6 +209,47 @@ class _Judging:
                 ("t-tracing-unsampled", "tracing on, nothing sampled / off"),
             ):
                 self._cpu_variant(title, self.by_key.get(key), off)
+        self._span_drops()
+        self._refused_calls()
+
+    def _span_drops(self) -> None:
+        """Every span the traced services ended reached Jaeger: the processor's drops, by reason."""
+        counted = [r.extra["spans"] for r in self.results if r.extra.get("spans")]
+        if not counted:
+            return
+        exported = sum(int(c.get("exported", 0)) for c in counted)
+        dropped: dict[str, int] = {}
+        for counts in counted:
+            for reason, count in (counts.get("dropped") or {}).items():
+                dropped[reason] = dropped.get(reason, 0) + int(count)
+        self._target(
+            "Tracing drops no span at the bench's rates (otp_trace_spans_dropped_total)",
+            f"{exported:,} exported, {sum(dropped.values()):,} dropped"
+            + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(dropped.items()))})" if dropped else ""),
+            "0 dropped",
+            not any(dropped.values()),
+        )
+
+    def _refused_calls(self) -> None:
+        """What a refused call's span adds, at a fixed rate: against the refused call itself, and against what
+        a traced step costs (a flood of refused calls must cost the service little next to serving steps)."""
+        off, on = self.by_key.get("t-refused-off"), self.by_key.get("t-refused-on")
+        step = self.by_key.get("t-tracing-on")
+        if not (off and on):
+            return
+        base, cost = _median_extra(off, "cpu_ms_per_call"), _median_extra(on, "cpu_ms_per_call")
+        step_runs = step.extra.get("cpu_ms_per_step_at_fixed_rate") if step else None
+        if base and cost and step_runs:
+            traced_step = statistics.median(step_runs)
+            added = cost - base
+            self._target(
+                f"A refused call's span costs ≤ {REFUSED_SPAN_SHARE:.0%} of a traced step (CPU at "
+                f"{off.extra.get('fixed_rate')} calls/s)",
+                f"+{added * 1000:.0f} µs a refused call ({cost:.3f} vs {base:.3f} ms, x {cost / base:.2f}) "
+                f"= {added / traced_step:.1%} of a traced step's {traced_step:.2f} ms",
+                f"≤ {REFUSED_SPAN_SHARE:.0%}",
+                added <= REFUSED_SPAN_SHARE * traced_step,
+            )
 
     def metrics(self) -> None:
         """Metrics on and scraped against off."""
@@ -373,6 +414,12 @@ def write(folder: Path, document: Mapping[str, Any], summary: str) -> None:
     if latest.is_symlink() or latest.exists():
         latest.unlink()
     latest.symlink_to(folder.name, target_is_directory=True)
+
+
+# What a refused call's span may add, as a share of the CPU a traced step costs: refusing a call with its
+# span must stay cheap next to serving it (the refused call itself costs far less than a step, so against it
+# alone the span is always a large share).
+REFUSED_SPAN_SHARE = 0.10
 
 
 def cpu_ms_per_step(result: ScenarioResult, process: str) -> float:

@@ -92,8 +92,10 @@ class Standin:
     url: str
 
 
-def start_standin(logs: Path, name: str, delay_ms: float = 0.0) -> Standin:
-    """`python -m bench.cognito_standin` on a free port."""
+def start_standin(
+    logs: Path, name: str, delay_ms: float = 0.0, cpus: frozenset[int] | None = None
+) -> Standin:
+    """`python -m bench.cognito_standin` on a free port (on `cpus`, if given)."""
     port = free_port()
     command = [
         sys.executable,
@@ -104,7 +106,7 @@ def start_standin(logs: Path, name: str, delay_ms: float = 0.0) -> Standin:
         "--delay-ms",
         str(delay_ms),
     ]
-    process = ManagedProcess.start(name, command, logs / f"{name}.log", child_env())
+    process = ManagedProcess.start(name, command, logs / f"{name}.log", child_env(), cpus=cpus)
     url = f"http://127.0.0.1:{port}"
     process.wait_ready(lambda: _http_ok(f"{url}/_stats"), timeout=30)
     return Standin(process, url)
@@ -130,6 +132,14 @@ class ServiceProcess:
         except (OSError, ValueError):
             return {}
 
+    def span_counts(self) -> dict[str, Any]:
+        """Spans the service exported and dropped, by reason (once it has stopped; empty if unknown)."""
+        try:
+            counts: dict[str, Any] = json.loads(self.outcomes_path.with_suffix(".spans.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return counts
+
 
 def _serving(address: str) -> bool:
     with grpc.insecure_channel(address) as channel:
@@ -149,6 +159,7 @@ def start_service(
     module: str = "bench.counted_service",
     python: str = sys.executable,
     cwd: Path | None = None,
+    cpus: frozenset[int] | None = None,
 ) -> ServiceProcess:
     """The service on a free port, self-test off, logging at `log_level` to its log file. `module` runs another
     server the same way (the aio floor); `python` and `cwd` run another checkout's service (the sync one)."""
@@ -173,7 +184,9 @@ def start_service(
         "--connections",
         str(connections),
     ]
-    process = ManagedProcess.start(name, command, logs / f"{name}.log", child_env(env, root=cwd), cwd=cwd)
+    process = ManagedProcess.start(
+        name, command, logs / f"{name}.log", child_env(env, root=cwd), cwd=cwd, cpus=cpus
+    )
     process.wait_ready(lambda: _serving(address), timeout=60)
     return ServiceProcess(process, address, outcomes, log_level, env)
 
@@ -199,12 +212,26 @@ def tcp_open(port: int) -> bool:
         return False
 
 
-def start_jaeger(logs: Path, binary: str) -> tuple[ManagedProcess, str, str]:
-    """Jaeger v2 all-in-one, in-memory, on free ports (bench/jaeger.yaml): (process, OTLP gRPC URL, UI URL)."""
-    ports = {name: free_port() for name in ("OTLP_GRPC", "QUERY_HTTP", "QUERY_GRPC", "HEALTH")}
+@dataclass
+class Jaeger:
+    """A running Jaeger: its process and where it listens."""
+
+    process: ManagedProcess
+    otlp_grpc: str  # http://127.0.0.1:<port>, what OTEL_EXPORTER_OTLP_ENDPOINT takes for grpc
+    otlp_http: str  # the same for http/protobuf (the exporter adds /v1/traces)
+    ui: str
+
+
+def start_jaeger(logs: Path, binary: str, cpus: frozenset[int] | None = None) -> Jaeger:
+    """Jaeger v2 all-in-one, in-memory, on free ports (bench/jaeger.yaml), on `cpus` if given."""
+    ports = {name: free_port() for name in ("OTLP_GRPC", "OTLP_HTTP", "QUERY_HTTP", "QUERY_GRPC", "HEALTH")}
     env = child_env({f"BENCH_JAEGER_{name}": str(port) for name, port in ports.items()})
     command = [binary, "--config", f"file:{JAEGER_CONFIG}"]
-    process = ManagedProcess.start("jaeger", command, logs / "jaeger.log", env)
+    process = ManagedProcess.start("jaeger", command, logs / "jaeger.log", env, cpus=cpus)
     ui = f"http://127.0.0.1:{ports['QUERY_HTTP']}"
-    process.wait_ready(lambda: tcp_open(ports["OTLP_GRPC"]) and _http_ok(ui), timeout=60)
-    return process, f"http://127.0.0.1:{ports['OTLP_GRPC']}", ui
+    process.wait_ready(
+        lambda: tcp_open(ports["OTLP_GRPC"]) and tcp_open(ports["OTLP_HTTP"]) and _http_ok(ui), timeout=60
+    )
+    return Jaeger(
+        process, f"http://127.0.0.1:{ports['OTLP_GRPC']}", f"http://127.0.0.1:{ports['OTLP_HTTP']}", ui
+    )

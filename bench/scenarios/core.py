@@ -22,7 +22,7 @@ from typing import Any
 
 from bench import ghz
 from bench.ghz import GhzLoad, LoadResult
-from bench.processes import ManagedProcess, run_to_completion
+from bench.processes import Cores, ManagedProcess, run_to_completion
 from bench.stack import (
     REGION,
     ROOT,
@@ -149,6 +149,8 @@ class Bench:
         self.ok_rpcs: Counter[tuple[str, str]] = Counter()
         self.started = time.monotonic()
         self._stage = ""
+        # Set while a group runs its servers on a core of their own (`pinned`); None: anywhere.
+        self.cores: Cores | None = None
 
     def begin(self, number: int, total: int, name: str) -> None:
         """Scenario group `number` of `total` starts: every progress line says so from now on."""
@@ -161,6 +163,29 @@ class Bench:
         elapsed = int(time.monotonic() - self.started)
         where = f" {self._stage}" if self._stage else ""
         print(f"[bench{where} +{elapsed // 60}m{elapsed % 60:02d}s] {message}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[Cores | None]:
+        """Within the block, servers started by `service` run on one core and the load (ghz, and the
+        stand-in and Jaeger a scenario starts on `load_cpus`) on the others: a saturated server is measured
+        on a core of its own, not against its load generator, the stand-in and the collector."""
+        self.cores = Cores.split()
+        if self.cores is not None:
+            self.say(f"servers on CPU {sorted(self.cores.service)}, load on CPU {sorted(self.cores.load)}")
+        try:
+            yield self.cores
+        finally:
+            self.cores = None
+
+    @property
+    def service_cpus(self) -> frozenset[int] | None:
+        """Where servers run now (None: anywhere)."""
+        return self.cores.service if self.cores is not None else None
+
+    @property
+    def load_cpus(self) -> frozenset[int] | None:
+        """Where load generators, stand-ins and collectors run now (None: anywhere)."""
+        return self.cores.load if self.cores is not None else None
 
     # -- plumbing --------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -181,7 +206,9 @@ class Bench:
         self, service: ServiceProcess, load: GhzLoad, watched: Mapping[str, ManagedProcess]
     ) -> LoadResult:
         """Run ghz against the service; CPU of each watched process over the run."""
-        result = self.measured(watched, lambda: ghz.run_ghz(load, service.address, self.protoset, self.work))
+        result = self.measured(
+            watched, lambda: ghz.run_ghz(load, service.address, self.protoset, self.work, self.load_cpus)
+        )
         self.ok_rpcs[(service.process.name, load.call)] += result.ok
         return result
 
@@ -222,8 +249,12 @@ class Bench:
         """Run `python -m bench.boto_load` with CPU of the watched processes sampled around its phases."""
         before = {name: process.cpu_seconds() for name, process in watched.items()}
         started = time.perf_counter()
+        # boto3's threads are what is measured here (the floor a server is held to): on the servers' core.
         finished = run_to_completion(
-            [sys.executable, "-m", "bench.boto_load", *arguments], timeout=timeout, env=child_env()
+            [sys.executable, "-m", "bench.boto_load", *arguments],
+            timeout=timeout,
+            env=child_env(),
+            cpus=self.service_cpus,
         )
         wall = time.perf_counter() - started
         if finished.returncode != 0:
@@ -242,14 +273,24 @@ class Bench:
         module: str = "bench.counted_service",
     ) -> ServiceProcess:
         """Start a service process and make sure the protoset exists."""
-        service = start_service(self.logs, name, connections, log_level or self.plan.log_level, env, module)
+        service = start_service(
+            self.logs,
+            name,
+            connections,
+            log_level or self.plan.log_level,
+            env,
+            module,
+            cpus=self.service_cpus,
+        )
         if module == "bench.counted_service":
             self.ensure_protoset(service.address)
         return service
 
     def previous_service(self, connections: Path) -> ServiceProcess | None:
         """The sync service of PREVIOUS_SYNC_SERVICE, from a git worktree with its own venv (full runs only:
-        its first set-up takes a minute)."""
+        its first set-up takes a minute). Never bound to the servers' core: what it is compared for is a
+        thread per step on the machine's cores, where its threads contend for the interpreter lock across
+        both; on one core of its own it ran 907 req/s against the async service's 821 (20261206-031916)."""
         if self.plan.quick:
             return None
         checkout = previous_checkout(self.logs)

@@ -23,9 +23,15 @@ from bench.stack import (
 # ---------------------------------------------------------------------------------------------------------
 # Scenarios 1-3 (and the INFO-logging variant of 2): one stand-in, the service at the bench level and at INFO.
 def floors_and_service_cost(bench: Bench) -> None:
-    """Transport floor, service cost, boto3 floor — interleaved on the same processes."""
+    """Transport floor, service cost, boto3 floor — interleaved on the same processes, the servers on a core
+    of their own."""
+    with bench.pinned():
+        _floors_and_service_cost(bench)
+
+
+def _floors_and_service_cost(bench: Bench) -> None:
     plan = bench.plan
-    standin = start_standin(bench.logs, "standin")
+    standin = start_standin(bench.logs, "standin", cpus=bench.load_cpus)
     connections = bench.standin_connection(standin)
     bench.say("scenarios 1-3: starting the stand-in and the service")
     service = bench.service("service", connections)

@@ -1,30 +1,39 @@
-"""Tracing overhead: the same load with tracing off, on (every step exported to Jaeger), and sampled."""
+"""Tracing overhead: the same load with tracing off, on (every step exported to Jaeger), and sampled; what
+a refused call's span costs; and whether any span was dropped."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
 
-from bench.scenarios.core import Bench, ScenarioResult
-from bench.stack import (
-    start_jaeger,
-    start_standin,
-)
+from bench.ghz import GhzLoad, LoadResult
+from bench.scenarios.core import FIXED_RATE, Bench, ScenarioResult
+from bench.stack import ServiceProcess, start_jaeger, start_standin
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Telemetry overhead: scenario 2 with tracing off and on (OTLP to a local Jaeger), interleaved.
 def tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
-    """Throughput with tracing off and on (default sampler; 10% sampled; nothing sampled), same load.
+    """Throughput with tracing off and on (default sampler; 10% sampled; nothing sampled), same load, the
+    services on a core of their own; then refused calls, traced and not.
 
     This group runs more repetitions than the others: run-to-run noise on this machine is ±10%.
     """
+    with bench.pinned():
+        _tracing_overhead(bench, jaeger_binary)
+
+
+def _tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
     plan = bench.plan
     repetitions = plan.repetitions if plan.quick else max(plan.repetitions, 5)
-    jaeger, otlp, ui = start_jaeger(bench.logs, jaeger_binary)
-    standin = start_standin(bench.logs, "standin-tracing")
+    collector = start_jaeger(bench.logs, jaeger_binary, cpus=bench.load_cpus)
+    jaeger, ui = collector.process, collector.ui
+    standin = start_standin(bench.logs, "standin-tracing", cpus=bench.load_cpus)
     connections = bench.standin_connection(standin, name="standin-tracing")
-    otlp_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_TRACES_EXPORTER": "otlp"}
+    otlp_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_grpc, "OTEL_TRACES_EXPORTER": "otlp"}
     off = bench.service("service-tracing-off", connections)
     on = bench.service("service-tracing-on", connections, env=otlp_env)
     sampled = bench.service(
@@ -66,9 +75,67 @@ def tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
         bench.cpu_per_step_at_fixed_rate("tracing", pairs, repetitions)
         on_result.extra["jaeger_ui"] = ui
         on_result.extra["traces_seen"] = jaeger_trace_count(ui, "otp-step-service-service-tracing-on")
+        refused = refused_call_cost(bench, connections, otlp_env, repetitions)  # while Jaeger runs
     for service, scenario in pairs:
         scenario.step_errors = bench.step_errors(service)
-    bench.results += [result for _, result in pairs]
+        # What the span processor did, read once the service stopped and flushed (tracing on only).
+        if service is not off:
+            scenario.extra["spans"] = service.span_counts()
+    bench.results += [result for _, result in pairs] + refused
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Refused calls: a caller over its step rate, refused before any step runs, with and without its span.
+REFUSED = "ResourceExhausted"
+
+
+def refused_call_cost(
+    bench: Bench, connections: Path, otlp_env: Mapping[str, str], repetitions: int
+) -> list[ScenarioResult]:
+    """CPU per refused call at a fixed rate, tracing off and on: every call but one a second is over the
+    caller's step rate (OTP_STEP_STEPS_PER_SECOND_PER_CALLER=1) and refused by the rate check, which is
+    where a refused call costs least, so its span weighs most."""
+    plan = bench.plan
+    rate_env = {"OTP_STEP_STEPS_PER_SECOND_PER_CALLER": "1"}
+    pairs = (
+        (
+            bench.service("service-refusing-off", connections, env=rate_env),
+            ScenarioResult(
+                "t-refused-off", "Refused calls (over the caller's step rate), tracing off", "calls/s"
+            ),
+        ),
+        (
+            bench.service("service-refusing-on", connections, env={**rate_env, **otlp_env}),
+            ScenarioResult("t-refused-on", "Refused calls, tracing on (a span each)", "calls/s"),
+        ),
+    )
+    rate = FIXED_RATE if not plan.quick else 20
+    with bench.running(*(service.process for service, _ in pairs)):
+        for service, _ in pairs:
+            bench.ghz(service, bench.generate_load(plan.warmup_seconds), {"service": service.process})
+        for rep in range(repetitions):
+            bench.say(f"refused calls at {rate} calls/s: repetition {rep + 1}/{repetitions}")
+            for service, scenario in pairs:
+                load = dataclasses.replace(bench.generate_load(plan.seconds), rate=rate)
+                scenario.runs.append(_refused_run(bench, service, load))
+    for service, scenario in pairs:
+        scenario.step_errors = bench.step_errors(service)
+        scenario.extra["fixed_rate"] = rate
+    pairs[1][1].extra["spans"] = pairs[1][0].span_counts()
+    return [scenario for _, scenario in pairs]
+
+
+def _refused_run(bench: Bench, service: ServiceProcess, load: GhzLoad) -> LoadResult:
+    run = bench.ghz(service, load, {"service": service.process})
+    # Refusals are what this scenario asks for, not errors; their count and the CPU each call cost are kept.
+    refused = run.errors.pop(f"grpc:{REFUSED}", 0)
+    run.extra["refused"] = refused
+    calls_per_second = run.requests / run.seconds if run.seconds else 0.0
+    run.extra["cpu_ms_per_call"] = (
+        round(run.cpu_cores["service"] / calls_per_second * 1000, 4) if calls_per_second else 0.0
+    )
+    run.rps = calls_per_second
+    return run
 
 
 def jaeger_trace_count(ui: str, service_name: str) -> int:

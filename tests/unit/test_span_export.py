@@ -1,53 +1,148 @@
-"""The span processor's drops are counted, and exposed as metrics, rather than lost silently."""
+"""The span processor: every sampled span reaches the collector as the SDK would encode it, in batches, and
+what cannot be sent is dropped and counted (exposed as metrics), never waited for."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from otp_step_service.observability import telemetry
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from otp_step_service.observability.metrics import Metrics
+from otp_step_service.observability.span_export import (
+    EncodedBatch,
+    EncodingSpanProcessor,
+    SpanExportCounts,
+    span_processor,
+)
 from prometheus_client import CollectorRegistry
 
 
-class StalledExporter(SpanExporter):
-    """An exporter that holds the first batch until released (a collector that does not answer)."""
+class RecordingSender:
+    """A collector that keeps what it is sent; it answers `accept` and, when `hold` is set, waits for it."""
 
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.exported = 0
+    def __init__(self, accept: bool = True) -> None:
+        self.batches: list[EncodedBatch] = []
+        self.accept = accept
+        self.hold: threading.Event | None = None
+        self.closed = False
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.release.wait(10)
-        self.exported += len(spans)
-        return SpanExportResult.SUCCESS
+    def send(self, batch: EncodedBatch) -> bool:
+        if self.hold is not None:
+            self.hold.wait(10)
+        self.batches.append(batch)
+        return self.accept
+
+    def shutdown(self) -> None:
+        self.closed = True
+
+    def spans(self) -> int:
+        return sum(
+            len(scope.spans)
+            for batch in self.batches
+            for resource in ExportTraceServiceRequest.FromString(batch.request).resource_spans
+            for scope in resource.scope_spans
+        )
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def _provider(processor: EncodingSpanProcessor) -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create({"service.name": "otp-step-service"}))
+    provider.add_span_processor(processor)
+    return provider
+
+
+def test_every_sampled_span_reaches_the_collector_as_the_sdk_would_encode_it() -> None:
+    sender = RecordingSender()
+    processor = EncodingSpanProcessor(sender, counts=SpanExportCounts())
+    provider = _provider(processor)
+    seen = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(seen))
+    tracer = provider.get_tracer("otp_step_service")
+    unsampled = trace.set_span_in_context(NonRecordingSpan(SpanContext(1, 2, True, TraceFlags(0))))
+    with tracer.start_as_current_span("server", attributes={"rpc.system": "grpc"}):
+        with tracer.start_as_current_span("step") as step:
+            step.add_event("journey.step.completed", {"journey.step.outcome": "success"})
+        tracer.start_span("not sampled", unsampled).end()
+    provider.force_flush()
+    assert sender.spans() == 2
+    requests = [ExportTraceServiceRequest.FromString(batch.request) for batch in sender.batches]
+    assert requests == [encode_spans(seen.get_finished_spans())]
+    provider.shutdown()
+
+
+def test_a_full_batch_is_sent_at_once_and_the_rest_on_schedule() -> None:
+    sender = RecordingSender()
+    counts = SpanExportCounts()
+    processor = EncodingSpanProcessor(
+        sender, max_queue_size=100, schedule_delay_millis=60_000, max_export_batch_size=5, counts=counts
+    )
+    provider = _provider(processor)
+    tracer = provider.get_tracer("test")
+    for n in range(12):
+        tracer.start_span(f"span {n}").end()
+    _until(lambda: counts.exported == 10, "two full batches sent without waiting for the schedule")
+    assert [batch.count for batch in sender.batches] == [5, 5]
+    assert counts.queued == 2
+    provider.shutdown()  # sends the rest, then closes the exporter
+    assert (counts.exported, counts.queued, sender.closed) == (12, 0, True)
 
 
 def test_a_full_queue_drops_spans_and_counts_each_one() -> None:
-    counts = telemetry.SPAN_EXPORT
-    before_dropped, before_exported = counts.dropped["queue_full"], counts.exported
-    exporter = StalledExporter()
+    sender = RecordingSender()
+    sender.hold = threading.Event()  # a collector that does not answer
+    counts = SpanExportCounts()
     environ = {
         "OTEL_BSP_MAX_QUEUE_SIZE": "10",
         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5",
         "OTEL_BSP_SCHEDULE_DELAY": "1",
     }
-    processor = telemetry.batch_span_processor(exporter, environ)
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
+    provider = _provider(span_processor(sender, environ, counts))
     tracer = provider.get_tracer("test")
     try:
+        started = time.monotonic()
         for n in range(100):
             tracer.start_span(f"span {n}").end()
-        assert counts.dropped["queue_full"] - before_dropped >= 100 - 10 - 5  # queue + one batch in export
-        metrics = Metrics(CollectorRegistry())
-        metrics.watch_span_export()
-        assert (
-            metrics.registry.get_sample_value("otp_trace_spans_dropped_total", {"reason": "queue_full"}) or 0
-        ) >= 85
+        assert time.monotonic() - started < 5  # never waited for the stalled collector
+        assert counts.dropped["queue_full"] >= 100 - 10 - 5  # the queue, and one batch in export
     finally:
-        exporter.release.set()
+        sender.hold.set()
         provider.shutdown()
-    assert counts.exported - before_exported == exporter.exported
+    assert counts.exported + counts.dropped["queue_full"] == 100
+
+
+def test_spans_the_collector_refuses_and_spans_after_shutdown_are_counted_as_dropped() -> None:
+    sender = RecordingSender(accept=False)
+    counts = SpanExportCounts()
+    provider = _provider(EncodingSpanProcessor(sender, counts=counts))
+    tracer = provider.get_tracer("test")
+    for n in range(3):
+        tracer.start_span(f"span {n}").end()
+    provider.shutdown()
+    tracer.start_span("too late").end()
+    assert (counts.exported, counts.dropped["export_failed"], counts.dropped["already_shutdown"]) == (0, 3, 1)
+
+
+def test_the_counts_are_metrics() -> None:
+    from otp_step_service.observability.span_export import SPAN_EXPORT
+
+    before = SPAN_EXPORT.dropped["queue_full"]
+    SPAN_EXPORT.drop_items(3)
+    metrics = Metrics(CollectorRegistry())
+    metrics.watch_span_export()
+    dropped = metrics.registry.get_sample_value("otp_trace_spans_dropped_total", {"reason": "queue_full"})
+    assert dropped == before + 3
+    assert metrics.registry.get_sample_value("otp_trace_spans_queued") == SPAN_EXPORT.queued

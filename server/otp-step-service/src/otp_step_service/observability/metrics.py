@@ -140,13 +140,14 @@ CATALOGUE: tuple[MetricDoc, ...] = (
         "(CHALLENGE_STORE_UNAVAILABLE: the store failed before Cognito was asked; EXECUTION_IN_FLIGHT)",
     ),
     MetricDoc(
-        "otp_trace_spans_exported_total", "counter", (), "spans handed to the OTLP exporter (tracing on)"
+        "otp_trace_spans_exported_total", "counter", (), "spans the OTLP collector accepted (tracing on)"
     ),
     MetricDoc(
         "otp_trace_spans_dropped_total",
         "counter",
         ("reason",),
-        "spans the span processor dropped (queue_full: export slower than spans end; tracing on)",
+        "spans dropped (queue_full: export slower than spans end; export_failed: the collector refused or "
+        "could not be reached; tracing on)",
     ),
     MetricDoc("otp_trace_spans_queued", "gauge", (), "spans waiting for export now (tracing on)"),
 )
@@ -179,18 +180,18 @@ class AdmissionCounts(Collector):
 
 
 class SpanExport(Collector):
-    """Exposes the span processor's export counts at scrape time (telemetry.SPAN_EXPORT)."""
+    """Exposes the span processor's export counts at scrape time (span_export.SPAN_EXPORT)."""
 
     def collect(self) -> Iterable[Any]:
         """Spans exported, dropped by reason, and queued now."""
-        from otp_step_service.observability.telemetry import SPAN_EXPORT
+        from otp_step_service.observability.span_export import SPAN_EXPORT
 
-        exported = CounterMetricFamily("otp_trace_spans_exported", "Spans handed to the OTLP exporter")
+        exported = CounterMetricFamily("otp_trace_spans_exported", "Spans the OTLP collector accepted")
         exported.add_metric([], SPAN_EXPORT.exported)
         yield exported
         dropped = CounterMetricFamily(
             "otp_trace_spans_dropped",
-            "Spans dropped by the span processor (queue_full: export slower than spans end)",
+            "Spans dropped (queue_full: export slower than spans end; export_failed: not accepted)",
             labels=["reason"],
         )
         for reason in ("queue_full", *sorted(set(SPAN_EXPORT.dropped) - {"queue_full"})):

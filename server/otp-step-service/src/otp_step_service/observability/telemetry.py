@@ -1,15 +1,15 @@
 """OpenTelemetry: tracing set up from the standard OTEL_* variables (otel_env.py), and the step span.
 
 Telemetry never breaks a step: with no exporter configured nothing is exported; an unreachable collector or a
-full queue drops spans in the SDK's background thread (BatchSpanProcessor), never in a request, and each
-drop is counted (`SpanExportCounts`, exposed as `otp_trace_spans_dropped_total`).
+full queue drops spans, never delays a request, and each drop is counted (span_export.py, exposed as
+`otp_trace_spans_dropped_total`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +23,6 @@ from otp_step_service.steps.outcomes import ErrorCategory, StepOutcome
 
 if TYPE_CHECKING:  # the SDK is imported only when tracing is configured
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import SpanProcessor
-    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 
@@ -66,95 +64,32 @@ def tracing_configured(environ: Mapping[str, str] | None = None) -> bool:
     )
 
 
-class SpanExportCounts:
-    """What the batch span processor did with ended spans: exported, dropped (by reason), queued now.
-
-    The SDK counts these only through its own metrics API, which this service does not run (its metrics are
-    Prometheus'); an object with the same three methods stands in for that recorder and keeps plain counts,
-    read at scrape time.
-    """
-
-    def __init__(self) -> None:
-        self.exported = 0
-        self.dropped: Counter[str] = Counter()
-        self._queue_size: Callable[[], int] = lambda: 0
-
-    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
-        """The processor's queue length, read when asked."""
-        self._queue_size = get_queue_size
-
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        """Spans the processor dropped (its queue was full, or it had shut down)."""
-        self.dropped[error_type] += count
-
-    def finish_items(self, count: int) -> None:
-        """Spans handed to the exporter."""
-        self.exported += count
-
-    @property
-    def queued(self) -> int:
-        """Spans waiting for export now."""
-        return self._queue_size()
-
-
-SPAN_EXPORT = SpanExportCounts()
-"""The process's span export counts (one tracer provider per process)."""
-
-
-def batch_span_processor(exporter: SpanExporter, environ: Mapping[str, str] | None = None) -> SpanProcessor:
-    """The SDK's BatchSpanProcessor with this service's defaults (otel_env: OTEL_BSP_*), counting into
-    SPAN_EXPORT."""
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    processor = BatchSpanProcessor(
-        exporter,
-        max_queue_size=otel_env.positive_int(
-            otel_env.OTEL_BSP_MAX_QUEUE_SIZE, otel_env.DEFAULT_BSP_MAX_QUEUE_SIZE, environ
-        ),
-        schedule_delay_millis=otel_env.positive_int(
-            otel_env.OTEL_BSP_SCHEDULE_DELAY, otel_env.DEFAULT_BSP_SCHEDULE_DELAY_MS, environ
-        ),
-        max_export_batch_size=otel_env.positive_int(
-            otel_env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, otel_env.DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, environ
-        ),
-    )
-    # The recorder is the one seam the SDK offers into its queue (it is private: pinned SDK, checked by
-    # tests/telemetry/test_spans.py); without it the counts stay zero and spans still export.
-    inner = getattr(processor, "_batch_processor", None)
-    if inner is not None and hasattr(inner, "_metrics"):
-        inner._metrics = SPAN_EXPORT
-        SPAN_EXPORT.register_queue_size(lambda: len(inner._queue))
-    return processor
-
-
 def configure_tracing() -> trace.TracerProvider | None:
     """Install an SDK tracer provider exporting by OTLP when the environment configures one.
 
     Service name, resource attributes, sampler, endpoint, protocol and headers all come from the standard
     variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER[_ARG],
-    OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / PROTOCOL / HEADERS), the batch processor's from OTEL_BSP_* with
-    this service's defaults (otel_env.py).
+    OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / PROTOCOL / HEADERS), the span processor's from OTEL_BSP_* with
+    this service's defaults (otel_env.py, span_export.py).
     """
     if not tracing_configured():
         return None
-    from opentelemetry.sdk.trace import TracerProvider
-
-    provider = TracerProvider(resource=tracing_resource())
-    provider.add_span_processor(batch_span_processor(otlp_exporter()))
+    provider = tracer_provider()
     trace.set_tracer_provider(provider)
     log.info("tracing: exporting OTLP/%s", otel_env.protocol("traces"))
     return provider
 
 
-def otlp_exporter() -> SpanExporter:
-    """The SDK's OTLP span exporter for the configured protocol (grpc, or http/protobuf)."""
-    if otel_env.protocol("traces") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+def tracer_provider() -> trace.TracerProvider:
+    """The SDK tracer provider `configure_tracing` installs: the service's resource, the sampler of
+    OTEL_TRACES_SAMPLER, and the span processor exporting by OTLP (span_export.py)."""
+    from opentelemetry.sdk.trace import TracerProvider
 
-        return OTLPSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from otp_step_service.observability import span_export
 
-    return HttpExporter()
+    provider = TracerProvider(resource=tracing_resource())
+    provider.add_span_processor(span_export.span_processor(span_export.otlp_sender()))
+    return provider
 
 
 def tracing_resource() -> Resource:
@@ -182,48 +117,60 @@ class CognitoCallSpan:
     instrumentation marks every Cognito error as ERROR, and this service keeps ERROR for system failures only
     (throttled, unavailable, timed out, misconfigured); a wrong code or an unknown user is Cognito answering,
     not failing. Cost: it measured 67 µs per call against 38 µs for this span (docs, "Tracing overhead").
+
+    The span has no child, so it is made once the call is over, with its start time and parent taken when
+    the call began: every attribute is given at once (the SDK validates attributes per call, under the
+    span's lock).
     """
 
-    __slots__ = ("_span",)
+    __slots__ = ("_context", "_operation", "_region", "_server_address", "_started")
 
     def __init__(self, operation: str, region: str, server_address: str) -> None:
-        self._span: Span | None = None
+        self._started = 0
         if _tracing_off():
             return
-        self._span = tracer().start_span(
-            f"CognitoIdentityProvider.{operation}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "rpc.system": "aws-api",
-                "rpc.service": "CognitoIdentityProvider",
-                "rpc.method": operation,
-                "cloud.region": region,
-                "server.address": server_address,
-            },
-            record_exception=False,
-        )
+        self._operation, self._region, self._server_address = operation, region, server_address
+        self._context = otel_context.get_current()
+        self._started = time.time_ns()
 
     def answered(self, metadata: Mapping[str, Any] | None) -> None:
         """Cognito answered with success."""
-        if self._span is not None:
-            self._span.set_attributes(_response_attributes(metadata))
-            self._span.end()
-            self._span = None
+        if self._started:
+            self._record(_response_attributes(metadata), None)
 
     def failed(self, error_type: str, system: bool, metadata: Mapping[str, Any] | None) -> None:
         """The call failed: Cognito's error code (or the transport error's name) as `error.type`."""
-        if self._span is not None:
-            self._span.set_attributes({**_response_attributes(metadata), "error.type": error_type})
-            if system:
-                self._span.set_status(Status(StatusCode.ERROR, error_type))
-            self._span.end()
-            self._span = None
+        if self._started:
+            attributes = _response_attributes(metadata)
+            attributes["error.type"] = error_type
+            self._record(attributes, Status(StatusCode.ERROR, error_type) if system else None)
+
+    def _record(self, response: dict[str, str | int], status: Status | None) -> None:
+        started, self._started = self._started, 0
+        span = tracer().start_span(
+            f"CognitoIdentityProvider.{self._operation}",
+            self._context,
+            SpanKind.CLIENT,
+            {
+                "rpc.system": "aws-api",
+                "rpc.service": "CognitoIdentityProvider",
+                "rpc.method": self._operation,
+                "cloud.region": self._region,
+                "server.address": self._server_address,
+                **response,
+            },
+            start_time=started,
+            record_exception=False,
+        )
+        if status is not None:
+            span.set_status(status)
+        span.end()
 
     def __enter__(self) -> CognitoCallSpan:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if self._span is not None:  # neither answered nor failed: an exception the adapter did not expect
+        if self._started:  # neither answered nor failed: an exception the adapter did not expect
             self.failed(kind.__name__ if kind is not None else "Unfinished", True, None)
 
 

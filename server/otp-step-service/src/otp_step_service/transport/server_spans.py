@@ -4,8 +4,8 @@ The same span as the instrumentation's aio server interceptor (name `/package.Se
 `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, `rpc.user_agent`, `net.peer.ip`,
 `net.peer.port`, `net.peer.name`; ERROR status for the codes it maps to ERROR; the W3C trace context of the
 caller as parent), recorded without its per-call costs: no wrapt proxy around the servicer context, no dict
-of the metadata and no propagator run when the caller sent no trace context, the method's attributes
-parsed once per method rather than per call (docs/tracing.md, "Where the CPU goes").
+of the metadata and no propagator run when the caller sent no trace context, the attributes made once per
+method and client rather than per call (docs/tracing.md, "Where the CPU goes").
 
 It is the outermost interceptor after call metrics, so refused calls (unauthenticated, permission denied,
 rate-limited, over a bound) get their span too, with the refusal reason as `error.type`
@@ -69,20 +69,39 @@ def peer_attributes(peer: str) -> dict[str, str]:
     return attributes
 
 
+# Attribute sets kept per method for (peer, user agent): a client's calls repeat both; beyond this many
+# clients the set starts again.
+_KNOWN_CLIENTS = 1024
+
+
 class ServerSpans(HandlerInterceptor):
     """Records the SERVER span of each unary call (see the module docstring), the parent of the step span."""
 
     def __init__(self, skipped_methods: frozenset[str]) -> None:
         self._skipped = skipped_methods
-        self._per_method: dict[str, dict[str, Any]] = {}
+        self._per_method: dict[str, dict[tuple[str, str | None], dict[str, Any]]] = {}
         self._fields = frozenset(propagate.get_global_textmap().fields)
 
-    def _method_attributes(self, method: str) -> dict[str, Any]:
-        known = self._per_method.get(method)
+    def _attributes(self, method: str, peer: str, user_agent: str | None) -> dict[str, Any]:
+        """The span's attributes for a call from `peer` with `user_agent`, made once per such client (the
+        SDK copies them into the span)."""
+        clients = self._per_method.get(method)
+        if clients is None:
+            clients = self._per_method[method] = {}
+        known = clients.get((peer, user_agent))
         if known is None:
             service, _, name = method.lstrip("/").partition("/")
-            known = {"rpc.system": "grpc", "rpc.method": name, "rpc.service": service}
-            self._per_method[method] = known
+            known = {
+                "rpc.system": "grpc",
+                "rpc.method": name,
+                "rpc.service": service,
+                **peer_attributes(peer),
+            }
+            if user_agent is not None:
+                known["rpc.user_agent"] = user_agent
+            if len(clients) >= _KNOWN_CLIENTS:
+                clients.clear()
+            clients[peer, user_agent] = known
         return known
 
     def wrap(self, handler: Any, details: grpc.HandlerCallDetails) -> Any:
@@ -90,20 +109,20 @@ class ServerSpans(HandlerInterceptor):
         if handler.response_streaming or details.method in self._skipped:
             return handler
         name = details.method
-        base = self._method_attributes(name)
         metadata = details.invocation_metadata or ()
         fields = self._fields
         inner = behaviour_of(handler)
 
         async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            attributes = {**base, **peer_attributes(context.peer())}
+            user_agent: str | None = None
             carrier: dict[str, str] | None = None
             for key, value in metadata:
                 if key == "user-agent":
-                    attributes["rpc.user_agent"] = str(value)
+                    user_agent = str(value)
                 elif key in fields:
                     carrier = carrier or {}
                     carrier[key] = str(value)
+            attributes = self._attributes(name, context.peer(), user_agent)
             parent = propagate.extract(carrier) if carrier is not None else None
             span = tracer().start_span(name, parent, SpanKind.SERVER, attributes, record_exception=False)
             token = otel_context.attach(trace.set_span_in_context(span, parent))
