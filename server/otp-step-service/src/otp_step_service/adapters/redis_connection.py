@@ -41,6 +41,7 @@ from redis.exceptions import (
     MovedError,
     NoPermissionError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     TimeoutError,
 )
@@ -350,14 +351,19 @@ async def run_script(
         node = client.get_node_from_key(keys[0])
         assert node is not None, "a cluster serves every slot"
         connection: AbstractConnection = node.acquire_connection()
-        await _ready(connection)
     else:
+        # The pool connects (and releases on failure) before it hands the connection out.
         connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
     commands: list[tuple[Any, ...]] = [("EVALSHA", script.sha, len(keys), *keys, *args)]
     if replicas > 0:
         commands.append(("WAIT", replicas, WAIT_MILLISECONDS))
     healthy = False
     try:
+        if node is not None:
+            # Inside the try: a node that refuses (down, restarting) must get its connection back, or every
+            # step sent to it while it is down holds one until the node has none left to give (MaxConnectionsError
+            # for good, though the node is back), and the map must be refreshed as for any other failure.
+            await _ready(connection)
         for _ in range(2):
             await connection.send_packed_command(connection.pack_commands(commands))
             try:
@@ -379,10 +385,11 @@ async def run_script(
     except (MovedError, AskError, ConnectionError, TimeoutError):
         # A slot moved or its primary is gone (a cluster failover): this path bypasses the cluster client's
         # own handling, so refresh its slot map here; the step fails retryably and the next finds the new one.
-        if isinstance(client, RedisCluster):
+        if node is not None and isinstance(client, RedisCluster):
             try:
-                await client.nodes_manager.initialize()
-            except (RedisError, OSError) as exc:
+                # The failed node asked last: the others know sooner whether it is gone or replaced.
+                await client.nodes_manager.initialize(last_failed_node_name=node.name)
+            except (RedisError, RedisClusterException, OSError) as exc:
                 log.debug("cluster map not refreshed yet (%s)", type(exc).__name__)
         raise
     finally:
