@@ -241,10 +241,6 @@ class GenerateOtpStep:
                         retry_after_seconds=wait,
                     )
                 )
-            case SendVerdict.IN_FLIGHT:
-                # Only from the re-ask of this identifier alone: its execution's earlier attempt is still
-                # sending, which is what the identifier alone would be told once its deadline is near.
-                raise ExecutionInFlightError(reservation.wait_seconds)
             case SendVerdict.RESERVED:
                 if reservation.took_over:
                     log.warning(
@@ -308,11 +304,15 @@ class GenerateOtpStep:
         this identifier gets what any sent code gets (a challenge, counted against its own budget, as long to
         answer as Cognito takes) while nothing is sent. Otherwise its verdict is what this identifier alone
         gets, and `_reserve` answers it as such: its own lockout or budget, its cooldown in this journey
-        (TOO_SOON), a retry of an execution that sent (REPLAY). Never the user's refusal."""
-        alone = replace(admitted.send, alias_subject="")
-        reservation = await self._begin_send(alone)
+        (TOO_SOON), a retry of an execution that sent (REPLAY). Never the user's refusal. A retry of an
+        execution still in flight waits for it as any identifier's does (`_reservation`): refused at once, it
+        would tell this identifier's user is locked or over budget."""
+        alone_admitted, reservation = await self._reservation(
+            replace(admitted, send=replace(admitted.send, alias_subject="")), deadline
+        )
         if reservation.verdict is not SendVerdict.RESERVED:
             return reservation
+        alone = alone_admitted.send
         log.info("enumeration protection: a refusal earned through another alias answered as a sent code")
         try:
             await self._latency.as_long_as_cognito(admitted.policy.name, Operation.SEND, deadline)
