@@ -373,6 +373,41 @@ def test_a_callers_budget_spans_its_connections_and_a_tripped_one_holds_nothing(
     run(make_store, scenario)
 
 
+def test_an_unsent_code_gives_back_its_own_reservations_counts_once_and_nothing_else(
+    make_store: StoreFactory,
+) -> None:
+    """NOT_SENT gives back what its reservation counted, while the key holds that reservation: made again (a
+    settle whose reply was lost), or made for a reservation whose script may never have run (the reply of
+    begin_send lost), it must not give back another code's counts."""
+
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        budget = SendBudget(caller_budget_subject("journeys", 60), 10, 60)
+
+        def request(nonce: str, run: str) -> SendRequest:
+            return replace(_send(nonce, now), key=replace(KEY, journey_run_id=run), budgets=(budget,))
+
+        async def counts() -> tuple[int, int]:
+            return await store.events("demo", SENDS), await store.events("", budget.subject)
+
+        delivered = request("sent", "run-a")
+        assert (await store.begin_send(delivered)).verdict is SendVerdict.RESERVED
+        await store.finish_send(delivered, SendResult.SENT, _challenge(nonce="sent", sent_at=now))
+        unsent = request("unsent", "run-b")
+        assert (await store.begin_send(unsent)).verdict is SendVerdict.RESERVED
+        assert await counts() == (2, 2)
+        for _ in range(2):
+            await store.finish_send(unsent, SendResult.NOT_SENT, None)
+            assert await counts() == (1, 1)
+        never_made = request("never-made", "run-c")
+        await store.finish_send(never_made, SendResult.NOT_SENT, None)
+        await store.finish_send(replace(never_made, key=delivered.key), SendResult.NOT_SENT, None)
+        assert await counts() == (1, 1)
+        assert await store.load(delivered.key) is not None  # the delivered code's challenge is untouched
+
+    run(make_store, scenario)
+
+
 def test_the_send_budget_is_spent_across_journeys(make_store: StoreFactory) -> None:
     async def scenario(store: ChallengeStore) -> None:
         now = time.time()

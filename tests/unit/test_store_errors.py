@@ -6,7 +6,7 @@ import asyncio
 import ssl
 
 import pytest
-from otp_step_service.adapters.redis_connection import failure_reason, lost_under_redis_py
+from otp_step_service.adapters.redis_connection import ScriptNotSentError, failure_reason, lost_under_redis_py
 from otp_step_service.adapters.redis_rate import RedisStepRate
 from otp_step_service.steps.errors import ChallengeStoreError
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -72,3 +72,13 @@ def test_a_connection_closed_under_redis_py_is_a_store_failure_and_a_bug_of_ours
     assert lost_under_redis_py(_raised_in("/venv/site-packages/redis/asyncio/connection.py"))
     assert lost_under_redis_py(_raised_in("/usr/lib/python3.12/asyncio/selector_events.py"))
     assert not lost_under_redis_py(_raised_in("/app/otp_step_service/adapters/redis_store.py"))
+
+
+def test_a_script_that_was_never_sent_reads_as_what_kept_it_from_being_sent() -> None:
+    # Told apart from a lost reply inside the store (nothing to release), and logged as its cause.
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    verify.verify_message = "self-signed certificate"
+    untrusted = _raised_from(ConnectionError("Error 1 connecting"), verify)
+    unsent = _raised_from(ScriptNotSentError("ConnectionError"), untrusted)
+    assert failure_reason(unsent) == failure_reason(untrusted)
+    assert failure_reason(unsent).startswith("ConnectionError: TLS certificate verify failed (self-signed")

@@ -164,12 +164,13 @@ class InMemoryChallengeStore:
         mine = current is not None and current.nonce == nonce
         counted_user = current.user if mine and current is not None else ""
         if result is SendResult.NOT_SENT:
-            if mine:
+            # Only this reservation's own counts, while it is one: made again, or for a reservation that may
+            # not have been made, it gives nothing back twice or for nothing.
+            if mine and current is not None and current.pending:
                 del self._challenges[skey]
-            for subject in request.counted:
-                self._decrement(subject)
-            if counted_user:
-                self._decrement(USER_SENDS + counted_user)
+                self._decrement(*request.counted)
+                if counted_user:
+                    self._decrement(USER_SENDS + counted_user)
             self._release(alias, nonce)
             return
         if mine and current is not None and current.pending and challenge is not None:

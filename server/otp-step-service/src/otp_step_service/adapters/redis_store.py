@@ -16,6 +16,7 @@ identifier reached) is read first and passed in, and the script checks it is sti
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -27,12 +28,15 @@ from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from otp_step_service.adapters.redis_attempts import BEGIN_ATTEMPT, FINISH_ATTEMPT
 from otp_step_service.adapters.redis_attempts import COUNTERS as _COUNTERS
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
+    ScriptNotSentError,
     failure_reason,
     lost_under_redis_py,
     primary_script,
@@ -70,6 +74,10 @@ R = TypeVar("R")
 
 # How long an unset OTP_STEP_STORE_MIN_REPLICAS trusts what it last saw of a primary's replicas.
 REPLICAS_RECHECK_SECONDS = 10.0
+# How long a step refused for a lost reply spends releasing the reservation that script may have made: a
+# fresh connection's round trip, with room for a loaded machine; a store that stays silent keeps the step no
+# longer (the reservation then holds until its lease ends).
+RELEASE_SECONDS = 0.5
 
 # KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, alias unresolved sends, the user's
 #       sends, the user's failures, budgets... (keys the request has no use for are unused names in its slot)
@@ -186,11 +194,16 @@ if counted_user ~= ARGV[8] then return {'stale', counted_user} end
 local has_alias = ARGV[9] == '1'
 local holding = has_alias and redis.call('GET', KEYS[3]) == ARGV[1]
 if ARGV[2] == 'not_sent' then
-  if mine then redis.call('DEL', KEYS[1]) end
-  for i = 7, #KEYS do give_back(KEYS[i]) end
-  if counted_user ~= '' then give_back(KEYS[6]) end
+  -- Only this reservation's own counts, while it is one: a NOT_SENT made again, or made for a reservation
+  -- whose script may not have run (its reply lost), gives nothing back twice or for nothing.
+  local released = mine and current.pending
+  if released then
+    redis.call('DEL', KEYS[1])
+    for i = 7, #KEYS do give_back(KEYS[i]) end
+    if counted_user ~= '' then give_back(KEYS[6]) end
+  end
   if holding then redis.call('DEL', KEYS[3]) end
-  return {'settled', ''}
+  return {'settled', released and '1' or ''}
 end
 -- Only over the reservation: a settle made again (its first reply lost) must not reset a challenge's attempts.
 if mine and current.pending and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
@@ -241,6 +254,15 @@ def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Cor
             raise ChallengeStoreError(f"{type(exc).__name__}: a connection closed under redis-py") from exc
 
     return translated
+
+
+def _may_have_run(error: BaseException) -> bool:
+    """Whether a script whose call raised `error` may have run on the server all the same (its reply lost to a
+    dropped connection or a timeout), rather than certainly not (no connection, or the server refused it)."""
+    if isinstance(error, (AttributeError, TypeError)):
+        return lost_under_redis_py(error)
+    lost = isinstance(error, (RedisConnectionError, RedisTimeoutError))
+    return lost and not isinstance(error, ScriptNotSentError)
 
 
 def connection_tag(connection: str) -> str:
@@ -369,6 +391,14 @@ class RedisChallengeStore:
                 if text(short.reply[0]) == "reserved":
                     await self._undo(request, user)  # nothing goes out on counts a failover could forget
                 raise
+            except (RedisError, AttributeError, TypeError) as exc:
+                if _may_have_run(exc):
+                    # The script may have reserved, its reply lost: the step is refused as not run, so the
+                    # reservation must not outlive it (a retry of its execution would wait for it, a ghost,
+                    # until its lease ends). Released if it is there; a moment only, the store is failing.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._undo(request, user), RELEASE_SECONDS)
+                raise
             if text(verdict) != "stale":
                 break
             user = text(value)
@@ -473,7 +503,8 @@ class RedisChallengeStore:
         else:
             raise ChallengeStoreError("the reservation's user kept changing")
         across = [s for s in request.counted if caller_scope(s)]
-        if result is SendResult.NOT_SENT and caller_budgets and across:
+        released = text(value) == "1"  # a NOT_SENT that gave this reservation's counts back
+        if released and caller_budgets and across:
             await run_script(self._redis, self._give_back, [self._counter("", s) for s in across], [])
 
     @store_errors
