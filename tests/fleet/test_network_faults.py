@@ -269,14 +269,18 @@ def test_the_attempt_cap_is_exact_when_redis_is_slow_or_loses_an_answer(faulty: 
         assert set(others) <= {"FAILURE_CODE_ATTEMPTS_EXHAUSTED", "FAILURE_CODE_CHALLENGE_NOT_FOUND"}, others
 
         # Lost: a wrong code whose attempt was spent on Redis but whose answer never came back fails
-        # retryably, before Cognito judged it, and its attempt stays spent: once, never twice, never free.
+        # retryably, before Cognito judged it: refused as not run, it gives that attempt back (and its
+        # wrong-code count) before it answers, once, never one more (before, it stayed spent, and each such
+        # repeat spent another without a code judged).
         journey, code = _sent(journeys)
         # (A Validate first asks whose challenge it is, then spends the attempt naming that user's counters.)
+        spent = faulty.attempts_spent()
         with _answer_lost(faulty, faulty.attempts_spent, answered_first=1):
             lost = pool.submit(step_kind, lambda: wrong(journey, code))
         assert lost.result(DEADLINE) == STORE_UNAVAILABLE
+        assert faulty.attempts_spent() == spent
         after = wrong(journey, code)
-        assert after.failure.code == pb.FAILURE_CODE_INVALID_CODE and after.failure.attempts_remaining == 1, (
+        assert after.failure.code == pb.FAILURE_CODE_INVALID_CODE and after.failure.attempts_remaining == 2, (
             after
         )
         # Reset as the first answer comes back (whose challenge it is): nothing was spent yet, and nothing

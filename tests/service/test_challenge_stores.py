@@ -818,19 +818,27 @@ def test_redis_holds_no_session_or_username_in_clear_and_keys_rotate(redis_url: 
         store = redis_challenge_store(redis_url, before)
         challenge = _challenge(nonce="n1")
         await _saved(store, challenge)
-        raw = b"".join(client.get(k) or b"" for k in client.keys("otp-steps:challenge:*"))
-        assert b"session-xyz" not in raw and b'"ada"' not in raw
+        raw = b"".join(client.get(k) or b"" for k in client.keys("otp-steps:*challenge:*"))
+        assert raw and b"session-xyz" not in raw and b'"ada"' not in raw
         await store.aclose()
         # Rotation: the new key seals from now on, the old one still opens what it sealed.
         rotated = redis_challenge_store(redis_url, SessionSealer([_parse(new_line), _parse(old_line)]))
         grant = await rotated.begin_attempt(_attempt())
         assert grant.challenge is not None and grant.challenge.session == "session-xyz"
         await rotated.aclose()
-        # Without the old key, the challenge does not open: a store failure, never a session in clear.
+        # Without the old key, the challenge does not open: a store failure, never a session in clear. The
+        # step is refused as not run, so the attempt its script spent is given back with its wrong-code count,
+        # however often it is made again (before, each spent one: the third found the challenge exhausted).
         lost = redis_challenge_store(redis_url, SessionSealer([_parse(new_line)]))
-        with pytest.raises(ChallengeStoreError):
-            await lost.begin_attempt(_attempt())
+        for _ in range(3):
+            with pytest.raises(ChallengeStoreError, match="key id 'old'"):
+                await lost.begin_attempt(_attempt())
+        assert await lost.events("demo", FAILURES) == 1  # the one the rotated store's grant spent
         await lost.aclose()
+        reopened = redis_challenge_store(redis_url, SessionSealer([_parse(new_line), _parse(old_line)]))
+        grant = await reopened.begin_attempt(_attempt())
+        assert grant.challenge is not None and grant.challenge.attempts_remaining == 1
+        await reopened.aclose()
 
     redis.Redis.from_url(redis_url).flushdb()
     asyncio.run(scenario())

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import json
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from otp_step_service.adapters.redis_attempts import BEGIN_ATTEMPT, FINISH_ATTEMPT
+from otp_step_service.adapters.redis_attempts import BEGIN_ATTEMPT, FINISH_ATTEMPT, RELEASE_ATTEMPT
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
     ScriptNotSentError,
@@ -74,9 +74,10 @@ R = TypeVar("R")
 
 # How long an unset OTP_STEP_STORE_MIN_REPLICAS trusts what it last saw of a primary's replicas.
 REPLICAS_RECHECK_SECONDS = 10.0
-# How long a step refused for a lost reply spends releasing the reservation that script may have made: a
-# fresh connection's round trip, with room for a loaded machine; a store that stays silent keeps the step no
-# longer (the reservation then holds until its lease ends).
+# How long a step refused as not run spends giving back what its script may have taken (a reservation, an
+# attempt) though its reply was lost: a fresh connection's round trip, with room for a loaded machine; a store
+# that stays silent keeps the step no longer (the reservation then holds until its lease ends, the attempt
+# stays spent, once).
 RELEASE_SECONDS = 0.5
 
 
@@ -147,6 +148,7 @@ class RedisChallengeStore:
         self._finish_send = primary_script(client, FINISH_SEND)
         self._begin_attempt = primary_script(client, BEGIN_ATTEMPT)
         self._finish_attempt = primary_script(client, FINISH_ATTEMPT)
+        self._release = primary_script(client, RELEASE_ATTEMPT)
         # The user each open reservation counted its send for (finish_send runs where begin_send ran); a
         # stale or missing entry costs one more round trip, never a wrong count (the script checks it).
         self._reserved_for: OrderedDict[str, str] = OrderedDict()
@@ -359,8 +361,12 @@ class RedisChallengeStore:
 
     @store_errors
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
-        """Check the lockouts, spend one attempt and count one wrong code in one script."""
+        """Check the lockouts, spend one attempt and count one wrong code in one script. An attempt spent for
+        nothing to judge (the replicas do not hold it, its reply was lost, its challenge does not open) is
+        given back, with its counts, by this request's nonce (redis_attempts.RELEASE_ATTEMPT): exactly what
+        it spent, once, and nothing if the script never ran."""
         connection = request.key.connection
+        nonce = secrets.token_hex(8)
         user = ""
         for _ in range(3):
             keys = [
@@ -369,20 +375,17 @@ class RedisChallengeStore:
                 self._counter(connection, USER_FAILURES + user) if user else self._unused(connection),
             ]
             hide = "1" if request.hide_user_lockout else "0"
-            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user, hide]
+            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user, hide, nonce]
             try:
                 verdict, raw = await self._counted(self._begin_attempt, keys, args)
-            except ReplicasShortError as short:
-                # No code is judged on an attempt the replicas may not hold: it is given back, with the counts
-                # it took (a user's lockout hidden by `user_locked` took the identifier's count only).
-                spent = text(short.reply[0])
-                if spent in ("granted", "user_locked"):
-                    nonce = json.loads(short.reply[1])["nonce"]
-                    taken = keys if spent == "granted" else keys[:2]
-                    with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                        await run_script(
-                            self._redis, self._finish_attempt, taken, [nonce, Judgement.UNJUDGED.value]
-                        )
+            except ReplicasShortError:
+                await self._release_attempt(
+                    keys, nonce
+                )  # no code is judged on counts a failover could forget
+                raise
+            except (RedisError, AttributeError, TypeError) as exc:
+                if _may_have_run(exc):
+                    await self._release_attempt(keys, nonce)  # the step is refused as not run
                 raise
             if text(verdict) != "stale":
                 break
@@ -390,11 +393,20 @@ class RedisChallengeStore:
         else:
             raise ChallengeStoreError("the challenge's user kept changing")
         name = text(verdict)
-        if name in ("granted", "user_locked"):
-            return AttemptGrant(
-                AttemptVerdict(name), decode_challenge(raw, self._sealer, request.key.storage_key())
-            )
-        return AttemptGrant(AttemptVerdict(name))
+        if name not in ("granted", "user_locked"):
+            return AttemptGrant(AttemptVerdict(name))
+        try:
+            challenge = decode_challenge(raw, self._sealer, request.key.storage_key())
+        except ChallengeStoreError:
+            await self._release_attempt(keys, nonce)  # sealed with a key the keys file lost: nothing to judge
+            raise
+        return AttemptGrant(AttemptVerdict(name), challenge)
+
+    async def _release_attempt(self, keys: list[str], nonce: str) -> None:
+        """Give back what the request `nonce` spent, if it spent anything; a moment only (the store may be
+        failing: the attempt then stays spent, once)."""
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await asyncio.wait_for(run_script(self._redis, self._release, keys, [nonce]), RELEASE_SECONDS)
 
     @store_errors
     async def finish_attempt(
