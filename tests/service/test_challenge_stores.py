@@ -534,6 +534,24 @@ def test_codes_lost_through_a_fresh_alias_are_bounded_then_counted_for_its_user(
     run(make_store, scenario)
 
 
+def test_a_lost_codes_settle_made_again_counts_it_once(make_store: StoreFactory) -> None:
+    """A LOST settle whose reply was lost (or whose WAIT fell short) is made again (steps/settling.py), and
+    such a settle changes nothing twice: the code counts once beside the alias. Before, each run counted it,
+    so one lost code settled twice reached MAX_UNRESOLVED_SENDS and the identifier sent nothing more for the
+    send window."""
+
+    async def scenario(store: ChallengeStore) -> None:
+        request = _aliased("a", "run-a")
+        assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+        unusable = replace(request.placeholder, pending=False, unusable=True, step_execution_id="")
+        for _ in range(3):
+            await store.finish_send(request, SendResult.LOST, unusable)
+            assert await store.events("demo", ALIAS + ":unresolved") == 1
+        assert (await store.begin_send(_aliased("b", "run-b"))).verdict is SendVerdict.RESERVED
+
+    run(make_store, scenario)
+
+
 def test_a_users_wrong_codes_are_counted_and_given_back_with_the_identifiers(
     make_store: StoreFactory,
 ) -> None:

@@ -192,8 +192,16 @@ class InMemoryChallengeStore:
                 self._increment(USER_SENDS + user, request.send_window_seconds, now, by=sends)
             self._counters.pop(unresolved, None)
             self._hold(self._aliases, alias, user, now + request.alias_seconds)
-        elif not counted_user and result is SendResult.LOST:
-            self._increment(unresolved, request.send_window_seconds, now)  # to a user nobody can name yet
+        elif (
+            not counted_user
+            and result is SendResult.LOST
+            and mine
+            and current is not None
+            and current.pending
+        ):
+            # To a user nobody can name yet; counted once, over the reservation (a settle made again finds
+            # its own record, no longer pending).
+            self._increment(unresolved, request.send_window_seconds, now)
         self._release(alias, nonce)
 
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:

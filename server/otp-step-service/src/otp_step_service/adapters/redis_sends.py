@@ -151,8 +151,10 @@ elseif has_alias and user ~= '' then
     redis.call('DEL', KEYS[4])
   end
   redis.call('SET', KEYS[2], user, 'EX', ARGV[7])
-elseif has_alias and counted_user == '' and ARGV[2] == 'lost' then
-  add(KEYS[4], ARGV[6])  -- a code may have reached a user nobody can name yet
+elseif has_alias and counted_user == '' and ARGV[2] == 'lost' and mine and current.pending then
+  -- A code may have reached a user nobody can name yet; counted once, over the reservation (a settle made
+  -- again finds its own record, no longer pending).
+  add(KEYS[4], ARGV[6])
 end
 if holding then redis.call('DEL', KEYS[3]) end
 return {'settled', ''}
