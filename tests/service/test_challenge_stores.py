@@ -504,6 +504,39 @@ def test_a_fresh_alias_held_by_a_lost_reservation_is_freed_for_its_execution_onl
     run(make_store, scenario)
 
 
+def test_a_slow_attempt_that_settles_after_its_takeover_writes_nothing(make_store: StoreFactory) -> None:
+    """An attempt outlives its lease (a slow instance, not a dead one), a retry of its execution takes the
+    reservation over, and then the slow one settles: it writes nothing, neither the identifier's user nor a
+    send for them (the takeover counts and records the execution's send). Before, it recorded the user and
+    counted the send for them, and the takeover's settle counted it again."""
+
+    def attempt(nonce: str, at: float) -> SendRequest:
+        request = _aliased(nonce, "run-a", at)
+        placeholder = replace(request.placeholder, step_execution_id="x", lease_until=at + 5)
+        return replace(request, placeholder=placeholder)
+
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        slow, takeover = attempt("slow", now), attempt("takeover", now + 6)
+        assert (await store.begin_send(slow)).verdict is SendVerdict.RESERVED
+        taken = await store.begin_send(takeover)
+        assert taken.verdict is SendVerdict.RESERVED and taken.took_over
+        await store.finish_send(slow, SendResult.SENT, replace(slow.placeholder, pending=False, user="U"))
+        assert await store.events("demo", USER_SENDS + "U") == 0
+        # The identifier's user is still unknown: its first code (the takeover's) is still on its way.
+        other = await store.begin_send(_aliased("other", "run-b", now + 7))
+        assert other.verdict is SendVerdict.TOO_SOON and other.wait_seconds == 1
+        await store.finish_send(
+            takeover, SendResult.SENT, replace(takeover.placeholder, pending=False, user="U")
+        )
+        assert await store.events("demo", USER_SENDS + "U") == 1
+        replay = await store.begin_send(attempt("retry", now + 8))
+        assert replay.verdict is SendVerdict.REPLAY
+        assert replay.challenge is not None and replay.challenge.nonce == "takeover"
+
+    run(make_store, scenario)
+
+
 def test_codes_lost_through_a_fresh_alias_are_bounded_then_counted_for_its_user(
     make_store: StoreFactory,
 ) -> None:

@@ -173,7 +173,12 @@ class InMemoryChallengeStore:
                     self._decrement(USER_SENDS + counted_user)
             self._release(alias, nonce)
             return
-        if mine and current is not None and current.pending and challenge is not None:
+        if not mine or current is None:
+            # Its reservation was taken over (its lease ran out: a slow instance) or is gone: it writes nothing
+            # (the takeover counts and records the execution's send), and ends only its own hold.
+            self._release(alias, nonce)
+            return
+        if current.pending and challenge is not None:
             self._put(skey, challenge, now)  # over the reservation only, as in every store
         if not alias:
             return
@@ -192,13 +197,7 @@ class InMemoryChallengeStore:
                 self._increment(USER_SENDS + user, request.send_window_seconds, now, by=sends)
             self._counters.pop(unresolved, None)
             self._hold(self._aliases, alias, user, now + request.alias_seconds)
-        elif (
-            not counted_user
-            and result is SendResult.LOST
-            and mine
-            and current is not None
-            and current.pending
-        ):
+        elif not counted_user and result is SendResult.LOST and current.pending:
             # To a user nobody can name yet; counted once, over the reservation (a settle made again finds
             # its own record, no longer pending).
             self._increment(unresolved, request.send_window_seconds, now)

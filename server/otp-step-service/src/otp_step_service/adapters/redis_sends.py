@@ -135,8 +135,14 @@ if ARGV[2] == 'not_sent' then
   if holding then redis.call('DEL', KEYS[3]) end
   return {'settled', released and '1' or ''}
 end
+if not mine then
+  -- Its reservation was taken over (its lease ran out: a slow instance) or is gone: it writes nothing (the
+  -- takeover counts and records the execution's send), and ends only its own hold, if it still has one.
+  if holding then redis.call('DEL', KEYS[3]) end
+  return {'settled', ''}
+end
 -- Only over the reservation: a settle made again (its first reply lost) must not reset a challenge's attempts.
-if mine and current.pending and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
+if current.pending and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
 local user = ARGV[5]
 local known = has_alias and ARGV[10] == '1' and redis.call('GET', KEYS[2])
 if known then
@@ -151,7 +157,7 @@ elseif has_alias and user ~= '' then
     redis.call('DEL', KEYS[4])
   end
   redis.call('SET', KEYS[2], user, 'EX', ARGV[7])
-elseif has_alias and counted_user == '' and ARGV[2] == 'lost' and mine and current.pending then
+elseif has_alias and counted_user == '' and ARGV[2] == 'lost' and current.pending then
   -- A code may have reached a user nobody can name yet; counted once, over the reservation (a settle made
   -- again finds its own record, no longer pending).
   add(KEYS[4], ARGV[6])
