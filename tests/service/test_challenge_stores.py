@@ -302,6 +302,43 @@ def test_a_lost_reservation_is_taken_over_once_by_its_own_execution(make_store: 
     run(make_store, scenario)
 
 
+def test_a_takeover_that_sends_nothing_puts_the_lost_reservation_back(make_store: StoreFactory) -> None:
+    """A takeover refused after the fact (the caller's budget, taken after the connection's script on Redis,
+    is spent; or a WAIT fell short) or settled NOT_SENT leaves the lost reservation as it was: its code may
+    have gone out, so it keeps the cooldown for other executions, and its own execution may take it over
+    again. Before, Redis deleted it, and another execution sent at once where the memory store answered
+    RESEND_TOO_SOON."""
+
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        budget = SendBudget(caller_budget_subject("journeys", 60), 1, 60)
+
+        def attempt(nonce: str, at: float, run: str, execution: str = "x") -> SendRequest:
+            request = _send(nonce, at, execution=execution, lease_until=at + 5)
+            return replace(request, key=replace(KEY, journey_run_id=run), budgets=(budget,))
+
+        # The caller's budget (1) goes to the lost reservation: its takeover is refused.
+        assert (await store.begin_send(attempt("lost", now, "run-a"))).verdict is SendVerdict.RESERVED
+        refused = await store.begin_send(attempt("refused", now + 6, "run-a"))
+        assert refused.verdict is SendVerdict.BUDGET_TRIPPED
+        other = await store.begin_send(replace(attempt("other", now + 7, "run-a", "y"), budgets=()))
+        assert other.verdict is SendVerdict.TOO_SOON and 22.99 <= other.wait_seconds <= 23.01
+        # Taken over, then nothing sent (Cognito throttled, say): the lost reservation is back.
+        assert (await store.begin_send(_send("lost-b", now, execution="x", lease_until=now + 5))).verdict is (
+            SendVerdict.RESERVED
+        )
+        takeover = _send("takeover", now + 6, execution="x", lease_until=now + 11)
+        assert (await store.begin_send(takeover)).took_over
+        await store.finish_send(takeover, SendResult.NOT_SENT, None)
+        other = await store.begin_send(_send("other-b", now + 7, execution="y"))
+        assert other.verdict is SendVerdict.TOO_SOON and 22.99 <= other.wait_seconds <= 23.01
+        assert await store.events("demo", SENDS) == 2  # the lost codes, counted; nothing else
+        again = await store.begin_send(_send("again", now + 8, execution="x", lease_until=now + 13))
+        assert again.verdict is SendVerdict.RESERVED and again.took_over
+
+    run(make_store, scenario)
+
+
 def test_a_reservation_without_a_lease_is_held_for_the_reservation_window(make_store: StoreFactory) -> None:
     async def scenario(store: ChallengeStore) -> None:
         # As an earlier version made them (no lease): held RESERVATION_SECONDS, then taken over.

@@ -30,6 +30,7 @@ if count(KEYS[3]) >= tonumber(ARGV[8]) then return {'locked', false} end
 if user and count(KEYS[8]) >= tonumber(ARGV[8]) then return {'locked', false} end
 local raw = redis.call('GET', KEYS[1])
 local lost = ''  -- the nonce of this execution's reservation whose lease ran out, taken over here
+local replaced = ''  -- that reservation as stored, put back should the takeover send nothing
 if raw then
   local c = cjson.decode(raw)
   if c.expires_at > now then
@@ -40,6 +41,11 @@ if raw then
       if not lease or lease == 0 then lease = c.sent_at + tonumber(ARGV[9]) end
       if lease > now then return {'in_flight', tostring(lease - now)} end
       lost = c.nonce  -- its cooldown is this execution's own: no wait for it
+      replaced = raw
+      if c.replaces then  -- itself a takeover: the reservation it replaced is older, and not kept twice
+        c.replaces = nil
+        replaced = cjson.encode(c)
+      end
     else
       local wait = c.sent_at + tonumber(ARGV[4]) - now
       if wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
@@ -77,7 +83,9 @@ elseif has_alias then
   if not lease or lease == 0 then lease = now + tonumber(ARGV[9]) end
   redis.call('SET', KEYS[5], placeholder.nonce, 'PX', math.max(1, math.floor((lease - now) * 1000)))
 end
--- A lost reservation this one replaces keeps every count it made: a code that may have gone out.
+-- A lost reservation this one replaces keeps every count it made: a code that may have gone out; should
+-- nothing be sent in its place (NOT_SENT), it is put back, and holds the cooldown as before.
+if replaced ~= '' then placeholder.replaces = replaced end
 redis.call('SET', KEYS[1], cjson.encode(placeholder), 'PX', ARGV[5])
 return {'reserved', lost ~= '' and 'took_over' or false}
 """
@@ -128,7 +136,10 @@ if ARGV[2] == 'not_sent' then
   -- whose script may not have run (its reply lost), gives nothing back twice or for nothing.
   local released = mine and current.pending
   if released then
-    redis.call('DEL', KEYS[1])
+    -- A takeover puts back the lost reservation it replaced (a code that may have gone out keeps its
+    -- cooldown); any other reservation leaves the key free.
+    if current.replaces then redis.call('SET', KEYS[1], current.replaces, 'KEEPTTL')
+    else redis.call('DEL', KEYS[1]) end
     for i = 7, #KEYS do give_back(KEYS[i]) end
     if counted_user ~= '' then give_back(KEYS[6]) end
   end
