@@ -460,20 +460,20 @@ class GenerateOtpStep:
     ) -> None:
         """finish_send, shielded: a cancellation arriving while the store writes must not leave the key held
         by the pending placeholder. With a `deadline`, a failing store is tried again within it when the
-        settle stores what Cognito did (a NOT_SENT settle gives counts back: made once). `quiet` (on the way
-        out of a cancellation) logs a store failure instead of letting it replace the cancellation; the
-        reservation then holds until its lease ends, and a retry of its execution takes it over."""
+        settle stores what Cognito did (a NOT_SENT settle gives counts back: made once). A store failure is
+        logged instead of raised when it would replace an answer that says more: a cancellation (`quiet`),
+        or Cognito's own failure when nothing was sent (NOT_SENT: CONNECTION_MISCONFIGURED must not become a
+        retryable CHALLENGE_STORE_UNAVAILABLE). The reservation then holds until its lease ends, and a retry
+        of its execution takes it over."""
         try:
             if deadline is not None and result is not SendResult.NOT_SENT:
                 await settle(lambda: self._store.finish_send(send, result, challenge), deadline, self._clock)
             else:
                 await asyncio.shield(self._store.finish_send(send, result, challenge))
         except ChallengeStoreError as exc:
-            if not quiet:
+            if not quiet and result is not SendResult.NOT_SENT:
                 raise
-            log.warning(
-                "could not settle a cancelled Generate (%s); its reservation holds until its lease", exc
-            )
+            log.warning("could not settle a Generate (%s); its reservation holds until its lease", exc)
 
 
 async def _start(
