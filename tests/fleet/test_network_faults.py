@@ -22,12 +22,12 @@ from typing import Any
 import grpc
 import pytest
 from harness import Emulator, Journeys, RunningService, build_service, free_port, wrong_code
-from otp_step_client import Step, StepExecutorClient
+from otp_step_client import Journey, Step, StepExecutorClient
 from redis_topology import RedisNode, _server_args, until
 from stepexecutor.v1 import step_executor_pb2 as pb
 from toxiproxy import Proxy, running_toxiproxy
 
-from .emulated_pool import fleet_connections
+from .emulated_pool import fleet_connections, new_users
 from .step_outcomes import (
     COGNITO_TIMEOUT,
     COGNITO_UNAVAILABLE,
@@ -64,8 +64,12 @@ class Faulty:
 
     def scripts_run(self) -> int:
         """EVALSHA calls Redis has executed (asked of Redis itself, not through the proxy)."""
+        return self.commands_run("evalsha")
+
+    def commands_run(self, command: str) -> int:
+        """Calls of `command` Redis has executed (asked of Redis itself, not through the proxy)."""
         stats = self.redis_node.client().info("commandstats")
-        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
     def challenges(self) -> list[dict[str, Any]]:
         """Every challenge in Redis as stored (asked of Redis itself, not through the proxy): its counters and
@@ -217,15 +221,18 @@ def test_no_fault_holds_a_step_past_its_deadline(faulty: Faulty) -> None:
 
 
 @contextmanager
-def _answer_lost(faulty: Faulty, written: Callable[[], int], answered_first: int = 0) -> Iterator[None]:
+def _answer_lost(
+    faulty: Faulty, written: Callable[[], int], answered_first: int = 0, first: str = "evalsha"
+) -> Iterator[None]:
     """Redis's answers are blackholed from the block's start until `written()` (read from Redis itself) has
     grown: a script wrote what the step asked. Then the blackhole is taken away, which closes the connection
     that script's answer was to come on. The write happened; the service never learns how it ended.
 
-    `answered_first`: scripts of the step whose answers do come back before that (a Validate first asks
-    whose challenge it is). Their answers are held by a 1 s latency until they have run, and handed on when
-    the blackhole is added behind it (Toxiproxy passes on what a toxic holds when its chain changes)."""
-    before, scripts = written(), faulty.scripts_run()
+    `answered_first`: commands of the step (`first`: scripts, or the reads a Generate makes first) whose
+    answers do come back before that (a Validate first asks whose challenge it is). Their answers are held
+    by a 1 s latency until they have run, and handed on when the blackhole is added behind it (Toxiproxy
+    passes on what a toxic holds when its chain changes)."""
+    before, scripts = written(), faulty.commands_run(first)
     toxics = []
     try:
         if answered_first:
@@ -234,7 +241,7 @@ def _answer_lost(faulty: Faulty, written: Callable[[], int], answered_first: int
             toxics.append(faulty.redis.add("timeout", timeout=0))
         yield
         if answered_first:
-            until(lambda: faulty.scripts_run() >= scripts + answered_first, 5, "the first scripts ran")
+            until(lambda: faulty.commands_run(first) >= scripts + answered_first, 5, "the first commands ran")
             toxics.append(faulty.redis.add("timeout", timeout=0))
         until(lambda: written() > before, 5, "the step's script wrote to Redis")
     finally:
@@ -262,14 +269,18 @@ def test_the_attempt_cap_is_exact_when_redis_is_slow_or_loses_an_answer(faulty: 
         assert set(others) <= {"FAILURE_CODE_ATTEMPTS_EXHAUSTED", "FAILURE_CODE_CHALLENGE_NOT_FOUND"}, others
 
         # Lost: a wrong code whose attempt was spent on Redis but whose answer never came back fails
-        # retryably, before Cognito judged it, and its attempt stays spent: once, never twice, never free.
+        # retryably, before Cognito judged it: refused as not run, it gives that attempt back (and its
+        # wrong-code count) before it answers, once, never one more (before, it stayed spent, and each such
+        # repeat spent another without a code judged).
         journey, code = _sent(journeys)
         # (A Validate first asks whose challenge it is, then spends the attempt naming that user's counters.)
+        spent = faulty.attempts_spent()
         with _answer_lost(faulty, faulty.attempts_spent, answered_first=1):
             lost = pool.submit(step_kind, lambda: wrong(journey, code))
         assert lost.result(DEADLINE) == STORE_UNAVAILABLE
+        assert faulty.attempts_spent() == spent
         after = wrong(journey, code)
-        assert after.failure.code == pb.FAILURE_CODE_INVALID_CODE and after.failure.attempts_remaining == 1, (
+        assert after.failure.code == pb.FAILURE_CODE_INVALID_CODE and after.failure.attempts_remaining == 2, (
             after
         )
         # Reset as the first answer comes back (whose challenge it is): nothing was spent yet, and nothing
@@ -378,3 +389,40 @@ def test_the_circuit_opens_under_a_cognito_outage_and_closes_after_it(faulty: Fa
     expected = COGNITO_TIMEOUT if fault == "blackhole" else COGNITO_UNAVAILABLE
     assert outages == {expected: 3}, outages
     assert closed < 1 + MARGIN  # circuit_open_seconds, then the first probe
+
+
+def test_a_generate_whose_reservation_answer_was_lost_can_be_made_again_at_once(faulty: Faulty) -> None:
+    """The reservation script ran, its answer lost (the connection closed under it): the step is refused as
+    not run (UNAVAILABLE, CHALLENGE_STORE_UNAVAILABLE), which invites the same call again at once (the
+    shipped client config makes it). Before, the reservation the lost answer left stayed, with a lease of the
+    call's deadline + 1 s: the repeat waited for it until its own deadline and ended EXECUTION_IN_FLIGHT,
+    nothing sent, and for an address new to the store (one code at a time until its user is known) other
+    journeys got RESEND_TOO_SOON. Now the step releases that reservation before it answers."""
+    emulator = faulty.emulator
+    (email,) = new_users(emulator, 1)
+    with faulty.client() as client, ThreadPoolExecutor(1) as pool:
+        journeys = Journeys(client, emulator)
+        journey = journeys.journey(step_execution_id="lost-reservation")
+
+        def generate(journey: Journey) -> str:
+            return step_kind(lambda: journeys.generate(email, connection="faults", journey=journey)[0])
+
+        _sent(journeys)  # the scripts loaded, a connection open: the reservation script is what runs
+
+        def reservations() -> int:
+            return sum(1 for c in faulty.challenges() if c["pending"])
+
+        # (The Generate first reads whom the address reaches, then runs its reservation script.)
+        with _answer_lost(faulty, reservations, answered_first=1, first="get"):
+            lost = pool.submit(generate, journey)
+        assert lost.result(DEADLINE) == STORE_UNAVAILABLE
+        other = generate(journeys.journey())
+        started = time.monotonic()
+        again = generate(journey)
+        seconds = time.monotonic() - started
+    print(
+        f"\nafter a lost reservation answer: another journey {other}, the repeat {again} in {seconds:.2f} s"
+    )
+    assert (other, again) == (OK, OK)
+    assert seconds < MARGIN
+    assert len(emulator.outbox(email)) == 2  # one code per journey; the lost reservation sent none

@@ -370,3 +370,67 @@ def test_a_primary_with_an_empty_script_cache_is_given_the_scripts_again(
     assert _begin_attempt(primary, keys_file, min_replicas) is AttemptVerdict.NOT_FOUND
     primary.client().script_flush()
     assert _begin_attempt(primary, keys_file, min_replicas) is AttemptVerdict.NOT_FOUND
+
+
+@pytest.fixture
+def one_node_cluster(tmp_path: Path) -> Iterator[RedisNode]:
+    """A Redis Cluster of one primary serving every slot and no replica: nothing can fail it over."""
+    port = free_port()
+    args = _server_args(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    node = RedisNode(port, tmp_path / "node", args).start()
+    try:
+        node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        until(lambda: node.client().cluster("info")["cluster_state"] == "ok", 10, "cluster state ok")
+        yield node
+    finally:
+        node.stop()
+
+
+def test_a_cluster_primary_back_on_its_port_serves_again_however_many_steps_failed_meanwhile(
+    one_node_cluster: RedisNode, keys_file: Path
+) -> None:
+    """A primary that restarts within the node timeout, a network blip, a cluster without replicas: the
+    node comes back where it was. Every step sent to it meanwhile fails retryably, and more of them than the
+    store has connections per node must not use those up: once the node answers, steps (scripts and reads)
+    succeed again. Before, each refused connect kept its connection, and the node, back, was refused for good
+    (MaxConnectionsError) until the service restarted."""
+    node = one_node_cluster
+    max_connections = 4
+    store = redis_challenge_store(
+        f"redis+cluster://127.0.0.1:{node.port}",
+        SessionSealer.from_file(keys_file),
+        max_connections=max_connections,
+    )
+    key = ChallengeKey(CONNECTION, "run", "ada@example.com")
+
+    async def step(read: bool = False) -> AttemptVerdict:
+        if read:
+            assert await store.load(key) is None
+        return (await store.begin_attempt(AttemptRequest(key, time.time(), "failures:ada", 10, 900))).verdict
+
+    async def scenario() -> tuple[Counter[str], float]:
+        try:
+            assert await step() is AttemptVerdict.NOT_FOUND
+            node.kill()
+            failed: Counter[str] = Counter()
+            for _ in range(3 * max_connections):
+                with pytest.raises(ChallengeStoreError) as refused:
+                    await step()
+                failed[str(refused.value)] += 1
+            node.start()  # the same port and nodes.conf: the same node, its slots kept
+            started = time.monotonic()
+            refused = ""
+            while time.monotonic() - started < RECOVERY_SECONDS:
+                try:
+                    assert await step(read=True) is AttemptVerdict.NOT_FOUND
+                    return failed, time.monotonic() - started
+                except ChallengeStoreError as exc:
+                    refused = str(exc)
+                    await asyncio.sleep(0.05)
+            raise AssertionError(f"still refused {RECOVERY_SECONDS} s after the restart: {refused}")
+        finally:
+            await store.aclose()
+
+    failed, recovered = asyncio.run(scenario())
+    print(f"\nwhile the node was down: {dict(failed)}; serving again {recovered:.2f} s after its restart")
+    assert set(failed) <= {"ConnectionError", "RedisClusterException", "TimeoutError"}, failed

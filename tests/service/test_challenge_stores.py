@@ -302,6 +302,43 @@ def test_a_lost_reservation_is_taken_over_once_by_its_own_execution(make_store: 
     run(make_store, scenario)
 
 
+def test_a_takeover_that_sends_nothing_puts_the_lost_reservation_back(make_store: StoreFactory) -> None:
+    """A takeover refused after the fact (the caller's budget, taken after the connection's script on Redis,
+    is spent; or a WAIT fell short) or settled NOT_SENT leaves the lost reservation as it was: its code may
+    have gone out, so it keeps the cooldown for other executions, and its own execution may take it over
+    again. Before, Redis deleted it, and another execution sent at once where the memory store answered
+    RESEND_TOO_SOON."""
+
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        budget = SendBudget(caller_budget_subject("journeys", 60), 1, 60)
+
+        def attempt(nonce: str, at: float, run: str, execution: str = "x") -> SendRequest:
+            request = _send(nonce, at, execution=execution, lease_until=at + 5)
+            return replace(request, key=replace(KEY, journey_run_id=run), budgets=(budget,))
+
+        # The caller's budget (1) goes to the lost reservation: its takeover is refused.
+        assert (await store.begin_send(attempt("lost", now, "run-a"))).verdict is SendVerdict.RESERVED
+        refused = await store.begin_send(attempt("refused", now + 6, "run-a"))
+        assert refused.verdict is SendVerdict.BUDGET_TRIPPED
+        other = await store.begin_send(replace(attempt("other", now + 7, "run-a", "y"), budgets=()))
+        assert other.verdict is SendVerdict.TOO_SOON and 22.99 <= other.wait_seconds <= 23.01
+        # Taken over, then nothing sent (Cognito throttled, say): the lost reservation is back.
+        assert (await store.begin_send(_send("lost-b", now, execution="x", lease_until=now + 5))).verdict is (
+            SendVerdict.RESERVED
+        )
+        takeover = _send("takeover", now + 6, execution="x", lease_until=now + 11)
+        assert (await store.begin_send(takeover)).took_over
+        await store.finish_send(takeover, SendResult.NOT_SENT, None)
+        other = await store.begin_send(_send("other-b", now + 7, execution="y"))
+        assert other.verdict is SendVerdict.TOO_SOON and 22.99 <= other.wait_seconds <= 23.01
+        assert await store.events("demo", SENDS) == 2  # the lost codes, counted; nothing else
+        again = await store.begin_send(_send("again", now + 8, execution="x", lease_until=now + 13))
+        assert again.verdict is SendVerdict.RESERVED and again.took_over
+
+    run(make_store, scenario)
+
+
 def test_a_reservation_without_a_lease_is_held_for_the_reservation_window(make_store: StoreFactory) -> None:
     async def scenario(store: ChallengeStore) -> None:
         # As an earlier version made them (no lease): held RESERVATION_SECONDS, then taken over.
@@ -369,6 +406,41 @@ def test_a_callers_budget_spans_its_connections_and_a_tripped_one_holds_nothing(
                 replace(requests[2], placeholder=replace(requests[2].placeholder, nonce="again"))
             )
         ).verdict is SendVerdict.RESERVED
+
+    run(make_store, scenario)
+
+
+def test_an_unsent_code_gives_back_its_own_reservations_counts_once_and_nothing_else(
+    make_store: StoreFactory,
+) -> None:
+    """NOT_SENT gives back what its reservation counted, while the key holds that reservation: made again (a
+    settle whose reply was lost), or made for a reservation whose script may never have run (the reply of
+    begin_send lost), it must not give back another code's counts."""
+
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        budget = SendBudget(caller_budget_subject("journeys", 60), 10, 60)
+
+        def request(nonce: str, run: str) -> SendRequest:
+            return replace(_send(nonce, now), key=replace(KEY, journey_run_id=run), budgets=(budget,))
+
+        async def counts() -> tuple[int, int]:
+            return await store.events("demo", SENDS), await store.events("", budget.subject)
+
+        delivered = request("sent", "run-a")
+        assert (await store.begin_send(delivered)).verdict is SendVerdict.RESERVED
+        await store.finish_send(delivered, SendResult.SENT, _challenge(nonce="sent", sent_at=now))
+        unsent = request("unsent", "run-b")
+        assert (await store.begin_send(unsent)).verdict is SendVerdict.RESERVED
+        assert await counts() == (2, 2)
+        for _ in range(2):
+            await store.finish_send(unsent, SendResult.NOT_SENT, None)
+            assert await counts() == (1, 1)
+        never_made = request("never-made", "run-c")
+        await store.finish_send(never_made, SendResult.NOT_SENT, None)
+        await store.finish_send(replace(never_made, key=delivered.key), SendResult.NOT_SENT, None)
+        assert await counts() == (1, 1)
+        assert await store.load(delivered.key) is not None  # the delivered code's challenge is untouched
 
     run(make_store, scenario)
 
@@ -469,6 +541,39 @@ def test_a_fresh_alias_held_by_a_lost_reservation_is_freed_for_its_execution_onl
     run(make_store, scenario)
 
 
+def test_a_slow_attempt_that_settles_after_its_takeover_writes_nothing(make_store: StoreFactory) -> None:
+    """An attempt outlives its lease (a slow instance, not a dead one), a retry of its execution takes the
+    reservation over, and then the slow one settles: it writes nothing, neither the identifier's user nor a
+    send for them (the takeover counts and records the execution's send). Before, it recorded the user and
+    counted the send for them, and the takeover's settle counted it again."""
+
+    def attempt(nonce: str, at: float) -> SendRequest:
+        request = _aliased(nonce, "run-a", at)
+        placeholder = replace(request.placeholder, step_execution_id="x", lease_until=at + 5)
+        return replace(request, placeholder=placeholder)
+
+    async def scenario(store: ChallengeStore) -> None:
+        now = time.time()
+        slow, takeover = attempt("slow", now), attempt("takeover", now + 6)
+        assert (await store.begin_send(slow)).verdict is SendVerdict.RESERVED
+        taken = await store.begin_send(takeover)
+        assert taken.verdict is SendVerdict.RESERVED and taken.took_over
+        await store.finish_send(slow, SendResult.SENT, replace(slow.placeholder, pending=False, user="U"))
+        assert await store.events("demo", USER_SENDS + "U") == 0
+        # The identifier's user is still unknown: its first code (the takeover's) is still on its way.
+        other = await store.begin_send(_aliased("other", "run-b", now + 7))
+        assert other.verdict is SendVerdict.TOO_SOON and other.wait_seconds == 1
+        await store.finish_send(
+            takeover, SendResult.SENT, replace(takeover.placeholder, pending=False, user="U")
+        )
+        assert await store.events("demo", USER_SENDS + "U") == 1
+        replay = await store.begin_send(attempt("retry", now + 8))
+        assert replay.verdict is SendVerdict.REPLAY
+        assert replay.challenge is not None and replay.challenge.nonce == "takeover"
+
+    run(make_store, scenario)
+
+
 def test_codes_lost_through_a_fresh_alias_are_bounded_then_counted_for_its_user(
     make_store: StoreFactory,
 ) -> None:
@@ -495,6 +600,24 @@ def test_codes_lost_through_a_fresh_alias_are_bounded_then_counted_for_its_user(
         await lose(store, replace(_aliased("d", "run-d"), alias_subject=phone))
         await _sent_to(store, replace(_aliased("e", "run-e"), alias_subject=phone), "U")
         assert await store.events("demo", USER_SENDS + "U") == 2
+
+    run(make_store, scenario)
+
+
+def test_a_lost_codes_settle_made_again_counts_it_once(make_store: StoreFactory) -> None:
+    """A LOST settle whose reply was lost (or whose WAIT fell short) is made again (steps/settling.py), and
+    such a settle changes nothing twice: the code counts once beside the alias. Before, each run counted it,
+    so one lost code settled twice reached MAX_UNRESOLVED_SENDS and the identifier sent nothing more for the
+    send window."""
+
+    async def scenario(store: ChallengeStore) -> None:
+        request = _aliased("a", "run-a")
+        assert (await store.begin_send(request)).verdict is SendVerdict.RESERVED
+        unusable = replace(request.placeholder, pending=False, unusable=True, step_execution_id="")
+        for _ in range(3):
+            await store.finish_send(request, SendResult.LOST, unusable)
+            assert await store.events("demo", ALIAS + ":unresolved") == 1
+        assert (await store.begin_send(_aliased("b", "run-b"))).verdict is SendVerdict.RESERVED
 
     run(make_store, scenario)
 
@@ -783,19 +906,27 @@ def test_redis_holds_no_session_or_username_in_clear_and_keys_rotate(redis_url: 
         store = redis_challenge_store(redis_url, before)
         challenge = _challenge(nonce="n1")
         await _saved(store, challenge)
-        raw = b"".join(client.get(k) or b"" for k in client.keys("otp-steps:challenge:*"))
-        assert b"session-xyz" not in raw and b'"ada"' not in raw
+        raw = b"".join(client.get(k) or b"" for k in client.keys("otp-steps:*challenge:*"))
+        assert raw and b"session-xyz" not in raw and b'"ada"' not in raw
         await store.aclose()
         # Rotation: the new key seals from now on, the old one still opens what it sealed.
         rotated = redis_challenge_store(redis_url, SessionSealer([_parse(new_line), _parse(old_line)]))
         grant = await rotated.begin_attempt(_attempt())
         assert grant.challenge is not None and grant.challenge.session == "session-xyz"
         await rotated.aclose()
-        # Without the old key, the challenge does not open: a store failure, never a session in clear.
+        # Without the old key, the challenge does not open: a store failure, never a session in clear. The
+        # step is refused as not run, so the attempt its script spent is given back with its wrong-code count,
+        # however often it is made again (before, each spent one: the third found the challenge exhausted).
         lost = redis_challenge_store(redis_url, SessionSealer([_parse(new_line)]))
-        with pytest.raises(ChallengeStoreError):
-            await lost.begin_attempt(_attempt())
+        for _ in range(3):
+            with pytest.raises(ChallengeStoreError, match="key id 'old'"):
+                await lost.begin_attempt(_attempt())
+        assert await lost.events("demo", FAILURES) == 1  # the one the rotated store's grant spent
         await lost.aclose()
+        reopened = redis_challenge_store(redis_url, SessionSealer([_parse(new_line), _parse(old_line)]))
+        grant = await reopened.begin_attempt(_attempt())
+        assert grant.challenge is not None and grant.challenge.attempts_remaining == 1
+        await reopened.aclose()
 
     redis.Redis.from_url(redis_url).flushdb()
     asyncio.run(scenario())

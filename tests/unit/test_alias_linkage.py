@@ -15,6 +15,7 @@ from harness import FakeClock
 from otp_step_service.adapters.memory_store import InMemoryChallengeStore
 from otp_step_service.steps.challenges import USER_SENDS, user_digest
 from otp_step_service.steps.deadline import Deadline
+from otp_step_service.steps.errors import ExecutionInFlightError
 from otp_step_service.steps.generate import GenerateOtpStep
 from otp_step_service.steps.journey import GenerateRequest, JourneyContext, StepConfiguration, ValidateRequest
 from otp_step_service.steps.latency import CognitoLatency, Operation
@@ -213,3 +214,68 @@ def test_a_decoy_waits_the_drawn_duration_less_what_cognito_already_took() -> No
         assert asyncio.get_running_loop().time() - started >= 0.09
 
     run(scenario)
+
+
+class GatedLatency(RecordingLatency):
+    """A decoy's send lasts until the test opens the gate: a send still in flight when its retry arrives."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.gate = asyncio.Event()
+        self.sending = asyncio.Event()
+
+    async def as_long_as_cognito(
+        self, connection: str, operation: Operation, deadline: Deadline, spent: float = 0.0
+    ) -> None:
+        if operation is Operation.SEND:
+            self.sending.set()
+            await self.gate.wait()
+
+
+async def _unknown_user(requests: CognitoRequests) -> None:
+    requests.sent += 1
+    raise CognitoError(CognitoErrorKind.USER_NOT_FOUND, "UserNotFoundException", "User does not exist.")
+
+
+async def _retried_while_in_flight(identifier: str) -> str:
+    """Generate execution "E" through `identifier`, and retry it while the first attempt is still sending
+    (a decoy's send, held open): what the retry answers."""
+    steps = Aliases(lockout_threshold=2)
+    if identifier == PHONE:  # her phone reaches her (a code went there), then she is locked out by email
+        await steps.generate(PHONE, "earlier")
+        await steps.lock_out_by_email()
+    else:  # nobody has this number: Cognito says so, and a decoy stands in for the send
+        steps.cognito.start.append(_unknown_user)
+    latency = GatedLatency(steps.clock)
+    generate = GenerateOtpStep(steps.store, steps.clock, latency=latency)
+    channel = Channel.EMAIL if "@" in identifier else Channel.SMS
+    journey = JourneyContext("jit", "probe", "send", step_execution_id="E")
+    request = GenerateRequest(journey, StepConfiguration("demo", identifier, channel))
+
+    def attempt() -> asyncio.Future[StepOutcome[CodeSent]]:
+        return asyncio.ensure_future(generate.run(request, steps.connection, Deadline.after(5, steps.clock)))
+
+    first = attempt()
+    await latency.sending.wait()
+    retry = attempt()
+    for _ in range(5):  # the retry asks the store, and asks again, while the first attempt is sending
+        await asyncio.sleep(0)
+    waited = not retry.done()
+    latency.gate.set()
+    sent = await first
+    try:
+        answer = await retry
+    except ExecutionInFlightError:
+        return "refused at once: EXECUTION_IN_FLIGHT"
+    assert isinstance(sent, Success) and isinstance(answer, Success) and answer.result == sent.result
+    return "waited, then replayed" if waited else "replayed at once"
+
+
+def test_a_retry_of_a_generate_in_flight_answers_alike_for_a_locked_users_alias_and_a_stranger() -> None:
+    """Under enumeration protection a retry of an execution whose first attempt is still sending waits for it
+    and replays its answer, through any identifier. Through the alias of a user locked out elsewhere the
+    store's answer is the user's lockout, asked again for the identifier alone: that re-ask used to be
+    refused at once (UNAVAILABLE, EXECUTION_IN_FLIGHT) where a stranger's number waited and replayed."""
+    hers = asyncio.run(_retried_while_in_flight(PHONE))
+    strangers = asyncio.run(_retried_while_in_flight("+15555550199"))
+    assert hers == strangers == "waited, then replayed"

@@ -456,6 +456,27 @@ def test_a_store_failing_before_cognito_is_asked_means_the_step_did_not_run() ->
     run(scenario)
 
 
+def test_a_give_back_the_store_fails_leaves_cognitos_answer_to_the_journey() -> None:
+    """Cognito refused before sending (a misconfigured connection): nothing was sent, and the give-back of the
+    reservation fails too. The journey gets Cognito's failure, not a retryable CHALLENGE_STORE_UNAVAILABLE that
+    would send it round a retry loop (and whose retry would wait out the reservation's lease)."""
+
+    async def scenario() -> None:
+        steps, store = failing_steps(finish_send=1)
+
+        async def misconfigured(requests: CognitoRequests) -> None:
+            requests.sent += 1
+            raise CognitoError(
+                CognitoErrorKind.MISCONFIGURED, "InvalidParameterException", "USER_AUTH not enabled"
+            )
+
+        steps.cognito.start.append(misconfigured)
+        assert failure_code(await steps.generate(deadline=5)) is FailureCode.CONNECTION_MISCONFIGURED
+        assert store.calls["finish_send"] == 1  # a give-back is made once
+
+    run(scenario)
+
+
 def test_a_store_failing_after_the_code_went_out_is_tried_again_within_the_deadline() -> None:
     async def scenario() -> None:
         steps, store = failing_steps(finish_send=3)

@@ -6,8 +6,9 @@ import asyncio
 import ssl
 
 import pytest
-from otp_step_service.adapters.redis_connection import failure_reason, lost_under_redis_py
+from otp_step_service.adapters.redis_connection import ScriptNotSentError, failure_reason, lost_under_redis_py
 from otp_step_service.adapters.redis_rate import RedisStepRate
+from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.errors import ChallengeStoreError
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionError, ResponseError
@@ -72,3 +73,26 @@ def test_a_connection_closed_under_redis_py_is_a_store_failure_and_a_bug_of_ours
     assert lost_under_redis_py(_raised_in("/venv/site-packages/redis/asyncio/connection.py"))
     assert lost_under_redis_py(_raised_in("/usr/lib/python3.12/asyncio/selector_events.py"))
     assert not lost_under_redis_py(_raised_in("/app/otp_step_service/adapters/redis_store.py"))
+
+
+def test_a_script_that_was_never_sent_reads_as_what_kept_it_from_being_sent() -> None:
+    # Told apart from a lost reply inside the store (nothing to release), and logged as its cause.
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    verify.verify_message = "self-signed certificate"
+    untrusted = _raised_from(ConnectionError("Error 1 connecting"), verify)
+    unsent = _raised_from(ScriptNotSentError("ConnectionError"), untrusted)
+    assert failure_reason(unsent) == failure_reason(untrusted)
+    assert failure_reason(unsent).startswith("ConnectionError: TLS certificate verify failed (self-signed")
+
+
+def test_a_stored_value_that_is_no_sealed_token_is_not_quoted_in_the_error() -> None:
+    # The store's error message reaches the log: a value stored in clear (no "<key id>:" in front) may be a
+    # session, and once was quoted whole as the "key id".
+    sealer = SessionSealer([("k1", bytes(32))])
+    for stored in ("AYABeJ-a-cognito-session-in-clear", "k1\nAYABeJ-session", "x" * 40 + ":AAAA"):
+        with pytest.raises(ChallengeStoreError) as refused:
+            sealer.open(stored, "challenge:aaa")
+        assert "AYABeJ" not in str(refused.value) and "x" * 33 not in str(refused.value)
+        assert str(refused.value) == "a stored challenge is not sealed (its value names no key id)"
+    with pytest.raises(ChallengeStoreError, match="key id 'k0', which"):
+        sealer.open("k0:AAAA", "challenge:aaa")

@@ -94,6 +94,9 @@ class InMemoryChallengeStore:
         self._aliases: dict[str, tuple[str, float]] = {}  # alias subject -> (user digest, forget at)
         # alias subject -> (nonce, until): the one send in flight (or maybe sent) while the user is unknown.
         self._resolving: dict[str, tuple[str, float]] = {}
+        # storage key -> (a takeover's nonce, the lost reservation it replaced): put back should the takeover
+        # send nothing (a code that may have gone out keeps its cooldown).
+        self._replaced: dict[str, tuple[str, Challenge]] = {}
         self._expiry: list[tuple[float, str]] = []  # (forget at, storage key or subject), lazily cleaned
 
     async def begin_send(self, request: SendRequest) -> SendReservation:
@@ -152,6 +155,8 @@ class InMemoryChallengeStore:
         # The placeholder records the user counted, so finish_send knows what to give back or add. A lost
         # reservation it replaces keeps every count it made: a code that may have gone out.
         self._put(skey, replace(placeholder, user=user), now)
+        if lost_nonce and existing is not None:
+            self._replaced[skey] = (placeholder.nonce, existing)
         return SendReservation(SendVerdict.RESERVED, took_over=bool(lost_nonce))
 
     async def finish_send(
@@ -164,16 +169,27 @@ class InMemoryChallengeStore:
         mine = current is not None and current.nonce == nonce
         counted_user = current.user if mine and current is not None else ""
         if result is SendResult.NOT_SENT:
-            if mine:
-                del self._challenges[skey]
-            for subject in request.counted:
-                self._decrement(subject)
-            if counted_user:
-                self._decrement(USER_SENDS + counted_user)
+            # Only this reservation's own counts, while it is one: made again, or for a reservation that may
+            # not have been made, it gives nothing back twice or for nothing.
+            if mine and current is not None and current.pending:
+                taken_over, lost = self._replaced.pop(skey, ("", current))
+                if taken_over == nonce:
+                    self._put(skey, lost, now)  # the lost reservation this takeover replaced, as it was
+                else:
+                    del self._challenges[skey]
+                self._decrement(*request.counted)
+                if counted_user:
+                    self._decrement(USER_SENDS + counted_user)
             self._release(alias, nonce)
             return
-        if mine and current is not None and current.pending and challenge is not None:
+        if not mine or current is None:
+            # Its reservation was taken over (its lease ran out: a slow instance) or is gone: it writes nothing
+            # (the takeover counts and records the execution's send), and ends only its own hold.
+            self._release(alias, nonce)
+            return
+        if current.pending and challenge is not None:
             self._put(skey, challenge, now)  # over the reservation only, as in every store
+            self._replaced.pop(skey, None)
         if not alias:
             return
         user = challenge.user if challenge is not None else ""
@@ -191,8 +207,10 @@ class InMemoryChallengeStore:
                 self._increment(USER_SENDS + user, request.send_window_seconds, now, by=sends)
             self._counters.pop(unresolved, None)
             self._hold(self._aliases, alias, user, now + request.alias_seconds)
-        elif not counted_user and result is SendResult.LOST:
-            self._increment(unresolved, request.send_window_seconds, now)  # to a user nobody can name yet
+        elif not counted_user and result is SendResult.LOST and current.pending:
+            # To a user nobody can name yet; counted once, over the reservation (a settle made again finds
+            # its own record, no longer pending).
+            self._increment(unresolved, request.send_window_seconds, now)
         self._release(alias, nonce)
 
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
@@ -313,6 +331,7 @@ class InMemoryChallengeStore:
             challenge = self._challenges.get(name)
             if challenge is not None and challenge.forget_at <= now:
                 del self._challenges[name]
+                self._replaced.pop(name, None)
             window = self._counters.get(name)
             if window is not None and window[1] <= now:
                 del self._counters[name]

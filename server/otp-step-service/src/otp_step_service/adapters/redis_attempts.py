@@ -19,11 +19,19 @@ end
 """
 
 
+# How many spends a challenge remembers by request (see BEGIN_ATTEMPT): more than can be in flight at once
+# on one challenge in practice, few enough to keep the challenge small.
+SPENDS_REMEMBERED = 16
+
 # KEYS: challenge, lockout counter, the user's failures.
 # ARGV: now, lockout threshold, lockout window s, the challenge's user as the caller guessed it ('' none),
-#       hide a user's lockout ('1'/'0', AttemptRequest.hide_user_lockout).
+#       hide a user's lockout ('1'/'0', AttemptRequest.hide_user_lockout), the request's nonce.
+# The challenge remembers which request spent each attempt, and which counts it took ('g': the identifier's
+# and the user's, 'u': the identifier's only), so a request whose reply was lost can give back exactly what
+# it spent, once (RELEASE_ATTEMPT).
 BEGIN_ATTEMPT = (
     COUNTERS
+    + f"local SPENDS_REMEMBERED = {SPENDS_REMEMBERED}"
     + """
 if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'locked', false} end
 local raw = redis.call('GET', KEYS[1])
@@ -37,6 +45,10 @@ if user_locked and ARGV[5] ~= '1' then return {'locked', false} end
 if c.expires_at <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return {'expired', false} end
 if c.attempts_used >= c.max_attempts then redis.call('DEL', KEYS[1]); return {'exhausted', false} end
 c.attempts_used = c.attempts_used + 1
+local spends = type(c.spends) == 'table' and c.spends or {}
+table.insert(spends, ARGV[6] .. ':' .. (user_locked and 'u' or 'g'))
+while #spends > SPENDS_REMEMBERED do table.remove(spends, 1) end
+c.spends = spends
 local encoded = cjson.encode(c)
 redis.call('SET', KEYS[1], encoded, 'KEEPTTL')
 add(KEYS[2], ARGV[3])
@@ -70,5 +82,30 @@ elseif judgement == 'unknown' then
   give_back_all()  -- the attempt stays spent
 end
 return 1
+"""
+)
+
+# KEYS: challenge, lockout counter, the user's failures. ARGV: the request's nonce.
+# Gives back the attempt the request spent, and the counts it took, if the challenge remembers that spend (the
+# request's BEGIN_ATTEMPT ran, its reply lost or its challenge unreadable); forgets it, so it is given back
+# once. Touches nothing when BEGIN_ATTEMPT never ran for the request.
+RELEASE_ATTEMPT = (
+    COUNTERS
+    + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local c = cjson.decode(raw)
+if type(c.spends) ~= 'table' then return 0 end
+for i, spend in ipairs(c.spends) do
+  if spend == ARGV[1] .. ':g' or spend == ARGV[1] .. ':u' then
+    table.remove(c.spends, i)
+    if c.attempts_used > 0 then c.attempts_used = c.attempts_used - 1 end
+    redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
+    give_back(KEYS[2])
+    if spend == ARGV[1] .. ':g' then give_back(KEYS[3]) end
+    return 1
+  end
+end
+return 0
 """
 )

@@ -41,9 +41,12 @@ from redis.exceptions import (
     MovedError,
     NoPermissionError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     TimeoutError,
 )
+
+from otp_step_service.steps.errors import OtpStepError
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,8 @@ def failure_reason(error: BaseException) -> str:
     """Why a Redis call failed, safe to log: the error's type and, for the failures only an operator can mend
     (TLS, credentials, permissions), what to check. Built from fixed words and the TLS library's own reason
     codes, never from the server's message (which may quote a key or a value)."""
+    if isinstance(error, ScriptNotSentError) and error.__cause__ is not None:
+        return failure_reason(error.__cause__)  # what failed, not where
     name = type(error).__name__
     cause: BaseException | None = error
     while cause is not None:
@@ -337,28 +342,43 @@ async def _ready(connection: AbstractConnection) -> None:
         await connection.connect()  # type: ignore[no-untyped-call]
 
 
+class ScriptNotSentError(ConnectionError, OtpStepError):
+    """No connection could be had for a script (`__cause__`: why): it was not sent, so it certainly did not
+    run. Any other failure of run_script may come after the script ran on the server (its reply lost)."""
+
+
 async def run_script(
     client: RedisClient, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], replicas: int = 0
 ) -> tuple[Any, int]:
     """The script's reply and, with `replicas` > 0, how many replicas acknowledged its writes within
     WAIT_MILLISECONDS (0 asked: the reply and 0). Sent once (see the module's docstring). NOSCRIPT (a restarted
     or newly promoted primary has an empty script cache) loads the script and runs it again; MOVED/ASK (a slot
-    moved in a cluster failover) refreshes the cluster's map and fails retryably."""
+    moved in a cluster failover) refreshes the cluster's map and fails retryably. A failure before the script
+    was sent raises ScriptNotSentError."""
     node: ClusterNode | None = None
-    if isinstance(client, RedisCluster):
-        await client.initialize()
-        node = client.get_node_from_key(keys[0])
-        assert node is not None, "a cluster serves every slot"
-        connection: AbstractConnection = node.acquire_connection()
-        await _ready(connection)
-    else:
-        connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        if isinstance(client, RedisCluster):
+            await client.initialize()
+            node = client.get_node_from_key(keys[0])
+            assert node is not None, "a cluster serves every slot"
+            connection: AbstractConnection = node.acquire_connection()
+        else:
+            # The pool connects (and releases on failure) before it hands the connection out.
+            connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    except (ConnectionError, TimeoutError, RedisClusterException, OSError) as exc:
+        raise ScriptNotSentError(type(exc).__name__) from exc
     commands: list[tuple[Any, ...]] = [("EVALSHA", script.sha, len(keys), *keys, *args)]
     if replicas > 0:
         commands.append(("WAIT", replicas, WAIT_MILLISECONDS))
-    healthy = False
+    healthy = sent = False
     try:
+        if node is not None:
+            # Inside the try: a node that refuses (down, restarting) must get its connection back, or every
+            # step sent to it while it is down holds one until the node has none left to give (MaxConnectionsError
+            # for good, though the node is back), and the map must be refreshed as for any other failure.
+            await _ready(connection)
         for _ in range(2):
+            sent = True
             await connection.send_packed_command(connection.pack_commands(commands))
             try:
                 reply = await connection.read_response()
@@ -376,14 +396,17 @@ async def run_script(
             healthy = True
             return reply, acknowledged
         raise NoScriptError("the script could not be loaded")
-    except (MovedError, AskError, ConnectionError, TimeoutError):
+    except (MovedError, AskError, ConnectionError, TimeoutError) as exc:
         # A slot moved or its primary is gone (a cluster failover): this path bypasses the cluster client's
         # own handling, so refresh its slot map here; the step fails retryably and the next finds the new one.
-        if isinstance(client, RedisCluster):
+        if node is not None and isinstance(client, RedisCluster):
             try:
-                await client.nodes_manager.initialize()
-            except (RedisError, OSError) as exc:
-                log.debug("cluster map not refreshed yet (%s)", type(exc).__name__)
+                # The failed node asked last: the others know sooner whether it is gone or replaced.
+                await client.nodes_manager.initialize(last_failed_node_name=node.name)
+            except (RedisError, RedisClusterException, OSError) as refresh:
+                log.debug("cluster map not refreshed yet (%s)", type(refresh).__name__)
+        if not sent:
+            raise ScriptNotSentError(type(exc).__name__) from exc
         raise
     finally:
         if not healthy:

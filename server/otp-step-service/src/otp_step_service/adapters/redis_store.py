@@ -16,10 +16,11 @@ identifier reached) is read first and passed in, and the script checks it is sti
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
-import json
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
@@ -27,12 +28,14 @@ from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from otp_step_service.adapters.redis_attempts import BEGIN_ATTEMPT, FINISH_ATTEMPT
-from otp_step_service.adapters.redis_attempts import COUNTERS as _COUNTERS
+from otp_step_service.adapters.redis_attempts import BEGIN_ATTEMPT, FINISH_ATTEMPT, RELEASE_ATTEMPT
 from otp_step_service.adapters.redis_connection import (
     RedisClient,
+    ScriptNotSentError,
     failure_reason,
     lost_under_redis_py,
     primary_script,
@@ -40,6 +43,7 @@ from otp_step_service.adapters.redis_connection import (
     run_script,
 )
 from otp_step_service.adapters.redis_encoding import decode_challenge, encode_challenge, text
+from otp_step_service.adapters.redis_sends import BEGIN_SEND, FINISH_SEND, GIVE_BACK, TAKE_BUDGETS
 from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.challenges import (
     USER_FAILURES,
@@ -70,151 +74,11 @@ R = TypeVar("R")
 
 # How long an unset OTP_STEP_STORE_MIN_REPLICAS trusts what it last saw of a primary's replicas.
 REPLICAS_RECHECK_SECONDS = 10.0
-
-# KEYS: challenge, sends counter, lockout counter, alias entry, alias hold, alias unresolved sends, the user's
-#       sends, the user's failures, budgets... (keys the request has no use for are unused names in its slot)
-# ARGV: placeholder json, now, execution id, cooldown s, placeholder TTL ms, send limit, send window s,
-#       lockout threshold, reservation s (the hold of a placeholder without a lease), the user the caller read
-#       from the alias entry ('' none), max unresolved sends, has alias ('1'/'0'), budgets' (limit, window)...
-# A pending placeholder of the same execution whose lease lives is in flight; one whose lease ran out was lost
-# with its instance, and this reservation takes its place (answering 'reserved', 'took_over').
-# The alias entry names the identifier's Cognito user; the caller reads it first and passes that user's
-# counters as keys. Should the entry have changed since, the script touches nothing and answers 'stale' with
-# the user it found, and the caller runs it again with those keys: a script reads only keys it was given.
-_BEGIN_SEND = (
-    _COUNTERS
-    + """
-local now = tonumber(ARGV[2])
-local has_alias = ARGV[12] == '1'
-local user = has_alias and redis.call('GET', KEYS[4])
-if (user or '') ~= ARGV[10] then return {'stale', user or ''} end
-if count(KEYS[3]) >= tonumber(ARGV[8]) then return {'locked', false} end
-if user and count(KEYS[8]) >= tonumber(ARGV[8]) then return {'locked', false} end
-local raw = redis.call('GET', KEYS[1])
-local lost = ''  -- the nonce of this execution's reservation whose lease ran out, taken over here
-if raw then
-  local c = cjson.decode(raw)
-  if c.expires_at > now then
-    local same = ARGV[3] ~= '' and c.step_execution_id == ARGV[3]
-    if same and not c.pending and not c.unusable then return {'replay', raw} end
-    if same and c.pending then
-      local lease = c.lease_until
-      if not lease or lease == 0 then lease = c.sent_at + tonumber(ARGV[9]) end
-      if lease > now then return {'in_flight', tostring(lease - now)} end
-      lost = c.nonce  -- its cooldown is this execution's own: no wait for it
-    else
-      local wait = c.sent_at + tonumber(ARGV[4]) - now
-      if wait > 0 then return {'too_soon', tostring(math.max(wait, 1))} end
-    end
-  end
-end
-if count(KEYS[2]) >= tonumber(ARGV[6]) then
-  return {'over_budget', tostring(math.max(redis.call('TTL', KEYS[2]), 1))}
-end
-if user and count(KEYS[7]) >= tonumber(ARGV[6]) then
-  return {'over_budget', tostring(math.max(redis.call('TTL', KEYS[7]), 1))}
-end
-if not user and has_alias then
-  -- This identifier's first code is on its way and its user is not known yet.
-  local holder = redis.call('GET', KEYS[5])
-  if holder and holder ~= lost then return {'too_soon', '1'} end
-  if count(KEYS[6]) >= tonumber(ARGV[11]) then
-    return {'too_soon', tostring(math.max(redis.call('TTL', KEYS[6]), 1))}
-  end
-end
-for i = 9, #KEYS do
-  local limit = tonumber(ARGV[13 + (i - 9) * 2])
-  if count(KEYS[i]) >= limit then
-    return {'budget_tripped', tostring(math.max(redis.call('TTL', KEYS[i]), 1))}
-  end
-end
-add(KEYS[2], ARGV[7])
-for i = 9, #KEYS do add(KEYS[i], ARGV[14 + (i - 9) * 2]) end
-local placeholder = cjson.decode(ARGV[1])
-if user then
-  add(KEYS[7], ARGV[7])
-  placeholder.user = user  -- what finish_send gives back or does not count twice
-elseif has_alias then
-  local lease = placeholder.lease_until
-  if not lease or lease == 0 then lease = now + tonumber(ARGV[9]) end
-  redis.call('SET', KEYS[5], placeholder.nonce, 'PX', math.max(1, math.floor((lease - now) * 1000)))
-end
--- A lost reservation this one replaces keeps every count it made: a code that may have gone out.
-redis.call('SET', KEYS[1], cjson.encode(placeholder), 'PX', ARGV[5])
-return {'reserved', lost ~= '' and 'took_over' or false}
-"""
-)
-
-# A caller's send budgets span connections, so they live in a slot of their own and are taken after the
-# connection's script reserved the send (which is given back if they are spent).
-# KEYS: budgets... ARGV: (limit, window)...
-_TAKE_BUDGETS = (
-    _COUNTERS
-    + """
-for i = 1, #KEYS do
-  if count(KEYS[i]) >= tonumber(ARGV[i * 2 - 1]) then
-    return {'budget_tripped', tostring(math.max(redis.call('TTL', KEYS[i]), 1))}
-  end
-end
-for i = 1, #KEYS do add(KEYS[i], ARGV[i * 2]) end
-return {'reserved', false}
-"""
-)
-
-# KEYS: counters... (one event of each given back)
-_GIVE_BACK = (
-    _COUNTERS
-    + """
-for i = 1, #KEYS do give_back(KEYS[i]) end
-return 1
-"""
-)
-
-# KEYS: challenge, alias entry, alias hold, alias unresolved sends, the settled user's sends, the counted user's
-#       sends, counted counters...
-# ARGV: nonce, result, challenge json (or ''), TTL ms, the challenge's user (or ''), send window s,
-#       alias TTL s, the user begin_send counted the send for (as the caller knows it), has alias ('1'/'0'),
-#       a decoy's ('1'/'0': its user never replaces a known one, see Challenge.user).
-_FINISH_SEND = (
-    _COUNTERS
-    + """
-local raw = redis.call('GET', KEYS[1])
-local current = raw and cjson.decode(raw)
-local mine = current and current.nonce == ARGV[1]
-local counted_user = (mine and current.user) or ''
-if counted_user ~= ARGV[8] then return {'stale', counted_user} end
-local has_alias = ARGV[9] == '1'
-local holding = has_alias and redis.call('GET', KEYS[3]) == ARGV[1]
-if ARGV[2] == 'not_sent' then
-  if mine then redis.call('DEL', KEYS[1]) end
-  for i = 7, #KEYS do give_back(KEYS[i]) end
-  if counted_user ~= '' then give_back(KEYS[6]) end
-  if holding then redis.call('DEL', KEYS[3]) end
-  return {'settled', ''}
-end
--- Only over the reservation: a settle made again (its first reply lost) must not reset a challenge's attempts.
-if mine and current.pending and ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
-local user = ARGV[5]
-local known = has_alias and ARGV[10] == '1' and redis.call('GET', KEYS[2])
-if known then
-  redis.call('EXPIRE', KEYS[2], ARGV[7])  -- kept, and held as a send holds it
-elseif has_alias and user ~= '' then
-  if user ~= counted_user then add(KEYS[5], ARGV[6]) end
-  -- Codes that went out through this identifier while its user was unknown were this user's too.
-  local lost = count(KEYS[4])
-  if lost > 0 then
-    redis.call('INCRBY', KEYS[5], lost)
-    if redis.call('PTTL', KEYS[5]) < 0 then redis.call('EXPIRE', KEYS[5], ARGV[6]) end
-    redis.call('DEL', KEYS[4])
-  end
-  redis.call('SET', KEYS[2], user, 'EX', ARGV[7])
-elseif has_alias and counted_user == '' and ARGV[2] == 'lost' then
-  add(KEYS[4], ARGV[6])  -- a code may have reached a user nobody can name yet
-end
-if holding then redis.call('DEL', KEYS[3]) end
-return {'settled', ''}
-"""
-)
+# How long a step refused as not run spends giving back what its script may have taken (a reservation, an
+# attempt) though its reply was lost: a fresh connection's round trip, with room for a loaded machine; a store
+# that stays silent keeps the step no longer (the reservation then holds until its lease ends, the attempt
+# stays spent, once).
+RELEASE_SECONDS = 0.5
 
 
 class ReplicasShortError(ChallengeStoreError):
@@ -243,6 +107,15 @@ def store_errors(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Cor
     return translated
 
 
+def _may_have_run(error: BaseException) -> bool:
+    """Whether a script whose call raised `error` may have run on the server all the same (its reply lost to a
+    dropped connection or a timeout), rather than certainly not (no connection, or the server refused it)."""
+    if isinstance(error, (AttributeError, TypeError)):
+        return lost_under_redis_py(error)
+    lost = isinstance(error, (RedisConnectionError, RedisTimeoutError))
+    return lost and not isinstance(error, ScriptNotSentError)
+
+
 def connection_tag(connection: str) -> str:
     """The hash tag of one connection's keys: a Redis Cluster keeps them in one slot, so each script's keys
     are on one primary. 16 hex digits of a digest: the connection's name is not spelled out."""
@@ -269,12 +142,13 @@ class RedisChallengeStore:
         self._clock = clock
         self._min_replicas = min_replicas
         self._auto_replicas: dict[str, tuple[int, float]] = {}
-        self._begin_send = primary_script(client, _BEGIN_SEND)
-        self._take_budgets = primary_script(client, _TAKE_BUDGETS)
-        self._give_back = primary_script(client, _GIVE_BACK)
-        self._finish_send = primary_script(client, _FINISH_SEND)
+        self._begin_send = primary_script(client, BEGIN_SEND)
+        self._take_budgets = primary_script(client, TAKE_BUDGETS)
+        self._give_back = primary_script(client, GIVE_BACK)
+        self._finish_send = primary_script(client, FINISH_SEND)
         self._begin_attempt = primary_script(client, BEGIN_ATTEMPT)
         self._finish_attempt = primary_script(client, FINISH_ATTEMPT)
+        self._release = primary_script(client, RELEASE_ATTEMPT)
         # The user each open reservation counted its send for (finish_send runs where begin_send ran); a
         # stale or missing entry costs one more round trip, never a wrong count (the script checks it).
         self._reserved_for: OrderedDict[str, str] = OrderedDict()
@@ -368,6 +242,14 @@ class RedisChallengeStore:
             except ReplicasShortError as short:
                 if text(short.reply[0]) == "reserved":
                     await self._undo(request, user)  # nothing goes out on counts a failover could forget
+                raise
+            except (RedisError, AttributeError, TypeError) as exc:
+                if _may_have_run(exc):
+                    # The script may have reserved, its reply lost: the step is refused as not run, so the
+                    # reservation must not outlive it (a retry of its execution would wait for it, a ghost,
+                    # until its lease ends). Released if it is there; a moment only, the store is failing.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._undo(request, user), RELEASE_SECONDS)
                 raise
             if text(verdict) != "stale":
                 break
@@ -473,13 +355,18 @@ class RedisChallengeStore:
         else:
             raise ChallengeStoreError("the reservation's user kept changing")
         across = [s for s in request.counted if caller_scope(s)]
-        if result is SendResult.NOT_SENT and caller_budgets and across:
+        released = text(value) == "1"  # a NOT_SENT that gave this reservation's counts back
+        if released and caller_budgets and across:
             await run_script(self._redis, self._give_back, [self._counter("", s) for s in across], [])
 
     @store_errors
     async def begin_attempt(self, request: AttemptRequest) -> AttemptGrant:
-        """Check the lockouts, spend one attempt and count one wrong code in one script."""
+        """Check the lockouts, spend one attempt and count one wrong code in one script. An attempt spent for
+        nothing to judge (the replicas do not hold it, its reply was lost, its challenge does not open) is
+        given back, with its counts, by this request's nonce (redis_attempts.RELEASE_ATTEMPT): exactly what
+        it spent, once, and nothing if the script never ran."""
         connection = request.key.connection
+        nonce = secrets.token_hex(8)
         user = ""
         for _ in range(3):
             keys = [
@@ -488,20 +375,17 @@ class RedisChallengeStore:
                 self._counter(connection, USER_FAILURES + user) if user else self._unused(connection),
             ]
             hide = "1" if request.hide_user_lockout else "0"
-            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user, hide]
+            args = [request.now, request.lockout_threshold, request.lockout_window_seconds, user, hide, nonce]
             try:
                 verdict, raw = await self._counted(self._begin_attempt, keys, args)
-            except ReplicasShortError as short:
-                # No code is judged on an attempt the replicas may not hold: it is given back, with the counts
-                # it took (a user's lockout hidden by `user_locked` took the identifier's count only).
-                spent = text(short.reply[0])
-                if spent in ("granted", "user_locked"):
-                    nonce = json.loads(short.reply[1])["nonce"]
-                    taken = keys if spent == "granted" else keys[:2]
-                    with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                        await run_script(
-                            self._redis, self._finish_attempt, taken, [nonce, Judgement.UNJUDGED.value]
-                        )
+            except ReplicasShortError:
+                await self._release_attempt(
+                    keys, nonce
+                )  # no code is judged on counts a failover could forget
+                raise
+            except (RedisError, AttributeError, TypeError) as exc:
+                if _may_have_run(exc):
+                    await self._release_attempt(keys, nonce)  # the step is refused as not run
                 raise
             if text(verdict) != "stale":
                 break
@@ -509,11 +393,20 @@ class RedisChallengeStore:
         else:
             raise ChallengeStoreError("the challenge's user kept changing")
         name = text(verdict)
-        if name in ("granted", "user_locked"):
-            return AttemptGrant(
-                AttemptVerdict(name), decode_challenge(raw, self._sealer, request.key.storage_key())
-            )
-        return AttemptGrant(AttemptVerdict(name))
+        if name not in ("granted", "user_locked"):
+            return AttemptGrant(AttemptVerdict(name))
+        try:
+            challenge = decode_challenge(raw, self._sealer, request.key.storage_key())
+        except ChallengeStoreError:
+            await self._release_attempt(keys, nonce)  # sealed with a key the keys file lost: nothing to judge
+            raise
+        return AttemptGrant(AttemptVerdict(name), challenge)
+
+    async def _release_attempt(self, keys: list[str], nonce: str) -> None:
+        """Give back what the request `nonce` spent, if it spent anything; a moment only (the store may be
+        failing: the attempt then stays spent, once)."""
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await asyncio.wait_for(run_script(self._redis, self._release, keys, [nonce]), RELEASE_SECONDS)
 
     @store_errors
     async def finish_attempt(

@@ -87,6 +87,10 @@ class SessionSealer:
         kid, _, encoded = token.partition(":")
         key = self._keys.get(kid)
         if key is None:
+            # The message is logged: it names the key id only when the stored value starts with one (a value
+            # without ':' would be all of it, and a value in clear may be a session).
+            if not _KEY_ID.fullmatch(kid):
+                raise ChallengeStoreError("a stored challenge is not sealed (its value names no key id)")
             raise ChallengeStoreError(f"a challenge is sealed with key id {kid!r}, which the keys file lacks")
         try:
             raw = base64.b64decode(encoded)

@@ -39,9 +39,11 @@ class ChallengeStoreError(OtpStepError):
 
 
 class StepNotRunError(OtpStepError):
-    """The step could not start and did nothing a repeat could double: no code was sent or judged, no
-    attempt or send stays counted. The call ends with UNAVAILABLE, `reason` in its google.rpc.ErrorInfo and
-    `retry_after_seconds` in its google.rpc.RetryInfo, so a client's retry policy makes it again by itself."""
+    """The step could not start and did nothing a repeat could double: no code was sent or judged, and what
+    the store counted for it is given back before it answers (a store that fails that too keeps one attempt
+    or one maybe-sent code counted, never more). The call ends with UNAVAILABLE, `reason` in its
+    google.rpc.ErrorInfo and `retry_after_seconds` in its google.rpc.RetryInfo, so a client's retry policy
+    makes it again by itself."""
 
     status = RpcStatus.UNAVAILABLE
     reason: ClassVar[str] = ""

@@ -241,10 +241,6 @@ class GenerateOtpStep:
                         retry_after_seconds=wait,
                     )
                 )
-            case SendVerdict.IN_FLIGHT:
-                # Only from the re-ask of this identifier alone: its execution's earlier attempt is still
-                # sending, which is what the identifier alone would be told once its deadline is near.
-                raise ExecutionInFlightError(reservation.wait_seconds)
             case SendVerdict.RESERVED:
                 if reservation.took_over:
                     log.warning(
@@ -308,11 +304,15 @@ class GenerateOtpStep:
         this identifier gets what any sent code gets (a challenge, counted against its own budget, as long to
         answer as Cognito takes) while nothing is sent. Otherwise its verdict is what this identifier alone
         gets, and `_reserve` answers it as such: its own lockout or budget, its cooldown in this journey
-        (TOO_SOON), a retry of an execution that sent (REPLAY). Never the user's refusal."""
-        alone = replace(admitted.send, alias_subject="")
-        reservation = await self._begin_send(alone)
+        (TOO_SOON), a retry of an execution that sent (REPLAY). Never the user's refusal. A retry of an
+        execution still in flight waits for it as any identifier's does (`_reservation`): refused at once, it
+        would tell this identifier's user is locked or over budget."""
+        alone_admitted, reservation = await self._reservation(
+            replace(admitted, send=replace(admitted.send, alias_subject="")), deadline
+        )
         if reservation.verdict is not SendVerdict.RESERVED:
             return reservation
+        alone = alone_admitted.send
         log.info("enumeration protection: a refusal earned through another alias answered as a sent code")
         try:
             await self._latency.as_long_as_cognito(admitted.policy.name, Operation.SEND, deadline)
@@ -460,20 +460,20 @@ class GenerateOtpStep:
     ) -> None:
         """finish_send, shielded: a cancellation arriving while the store writes must not leave the key held
         by the pending placeholder. With a `deadline`, a failing store is tried again within it when the
-        settle stores what Cognito did (a NOT_SENT settle gives counts back: made once). `quiet` (on the way
-        out of a cancellation) logs a store failure instead of letting it replace the cancellation; the
-        reservation then holds until its lease ends, and a retry of its execution takes it over."""
+        settle stores what Cognito did (a NOT_SENT settle gives counts back: made once). A store failure is
+        logged instead of raised when it would replace an answer that says more: a cancellation (`quiet`),
+        or Cognito's own failure when nothing was sent (NOT_SENT: CONNECTION_MISCONFIGURED must not become a
+        retryable CHALLENGE_STORE_UNAVAILABLE). The reservation then holds until its lease ends, and a retry
+        of its execution takes it over."""
         try:
             if deadline is not None and result is not SendResult.NOT_SENT:
                 await settle(lambda: self._store.finish_send(send, result, challenge), deadline, self._clock)
             else:
                 await asyncio.shield(self._store.finish_send(send, result, challenge))
         except ChallengeStoreError as exc:
-            if not quiet:
+            if not quiet and result is not SendResult.NOT_SENT:
                 raise
-            log.warning(
-                "could not settle a cancelled Generate (%s); its reservation holds until its lease", exc
-            )
+            log.warning("could not settle a Generate (%s); its reservation holds until its lease", exc)
 
 
 async def _start(

@@ -113,9 +113,10 @@ class ChallengeStore(Protocol):
     `finish_*` settles what Cognito's answer (or its absence) means. Stores may be shared by several service
     instances (Redis), so each operation is atomic on the store itself. Failures raise ChallengeStoreError; a
     `begin_*` that fails leaves nothing counted that the store knows it took (a count on a primary whose replica
-    did not take it is given back). A settle that stores what Cognito did (finish_send SENT, MAYBE_SENT, LOST;
-    finish_attempt WRONG) may be made again after a failure: it changes nothing twice. The others give counts
-    back and are made once.
+    did not take it is given back), and a `begin_send` whose reply was lost releases the reservation it may
+    have made (when the store answers that release in time). A settle that stores what Cognito did
+    (finish_send SENT, MAYBE_SENT, LOST; finish_attempt WRONG) may be made again after a failure: it changes
+    nothing twice. The others give counts back and are made once.
     """
 
     async def begin_send(self, request: SendRequest) -> SendReservation:
@@ -131,7 +132,8 @@ class ChallengeStore(Protocol):
     ) -> None:
         """Settle the reservation `request` made: SENT / MAYBE_SENT / LOST store `challenge` in its place
         (MAYBE_SENT, LOST: an unusable one that still holds the cooldown), NOT_SENT releases the key and gives back
-        one event of every counter begin_send added to. A challenge naming its user (`Challenge.user`)
+        one event of every counter begin_send added to, only while the key holds this very reservation (made
+        again, or for a reservation that was never made, it changes nothing). A challenge naming its user (`Challenge.user`)
         records which user the identifier reached, and counts the send for them if begin_send could not; a
         decoy's records it only where the identifier reached no user yet."""
 
