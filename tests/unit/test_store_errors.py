@@ -7,6 +7,7 @@ import ssl
 
 import pytest
 from otp_step_service.adapters.redis_connection import ScriptNotSentError, failure_reason, lost_under_redis_py
+from otp_step_service.adapters.redis_encoding import decode_challenge
 from otp_step_service.adapters.redis_rate import RedisStepRate
 from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.errors import ChallengeStoreError
@@ -96,3 +97,14 @@ def test_a_stored_value_that_is_no_sealed_token_is_not_quoted_in_the_error() -> 
         assert str(refused.value) == "a stored challenge is not sealed (its value names no key id)"
     with pytest.raises(ChallengeStoreError, match="key id 'k0', which"):
         sealer.open("k0:AAAA", "challenge:aaa")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b"not json", b"[1, 2]", b'{"username": "k1:AAAA"}', b'{"channel": "pigeon"}', b"\xff\xfe"],
+    ids=["not-json", "not-an-object", "fields-missing", "unknown-channel", "not-utf8"],
+)
+def test_a_stored_value_that_is_no_challenge_is_a_store_failure_not_a_crash(stored: bytes) -> None:
+    sealer = SessionSealer([("k1", bytes(32))])
+    with pytest.raises(ChallengeStoreError, match=r"malformed|not sealed|does not open"):
+        decode_challenge(stored, sealer, "challenge:abc")

@@ -8,6 +8,7 @@ from typing import Any
 
 from otp_step_service.adapters.sealing import SessionSealer
 from otp_step_service.steps.challenges import Challenge
+from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.outcomes import Channel
 
 
@@ -35,8 +36,17 @@ def encode_challenge(challenge: Challenge, sealer: SessionSealer, context: str) 
 
 
 def decode_challenge(raw: str | bytes, sealer: SessionSealer, context: str) -> Challenge:
-    """The challenge stored under the key named `context` (fields an earlier version did not write default)."""
-    data: dict[str, Any] = json.loads(raw)
+    """The challenge stored under the key named `context` (fields an earlier version did not write default).
+
+    A value that is no challenge (not this JSON, a field missing or of another type) is a store failure, as a
+    seal that does not open is: something else wrote the key, and the step fails retryably, never INTERNAL."""
+    try:
+        return _decoded(json.loads(raw), sealer, context)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ChallengeStoreError(f"a stored challenge is malformed ({type(exc).__name__})") from None
+
+
+def _decoded(data: dict[str, Any], sealer: SessionSealer, context: str) -> Challenge:
     return Challenge(
         username=sealer.open(data["username"], context),
         session=sealer.open(data["session"], context),
