@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -227,7 +228,15 @@ class StepExecutorClient:
         timeout: float | None = None,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> pb.GenerateOtpResponse:
-        """Run Cognito OTP Generate."""
+        """Run Cognito OTP Generate.
+
+        A journey without a `step_execution_id` gets a fresh one for this call: the service config retries a
+        Generate refused with UNAVAILABLE by sending the same request again, and only an execution id lets the
+        service tell that repeat (answered with the code already sent, or waited for while it is being sent)
+        from a second Generate of the run (held to the resend cooldown). Set it yourself to make your own
+        retries of one execution idempotent too."""
+        if not journey.step_execution_id:
+            journey = replace(journey, step_execution_id=uuid.uuid4().hex)
         request = pb.GenerateOtpRequest(journey=journey.message(), step=step.message())
         return self._call(self._stub.GenerateOtp, request, timeout, metadata)  # type: ignore[no-any-return]
 
