@@ -428,6 +428,23 @@ def run_sample_journeys(journeys: Journeys, emulator: Emulator) -> list[str]:
     return secrets
 
 
+def kill_process(process: subprocess.Popen[bytes] | None) -> None:
+    """kill -9 and reap: no drain, no save, its connections reset."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL when it has not exited within `timeout` seconds."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_process(process)
+
+
 def start_service_process(
     connections_file: Path,
     log: Path,

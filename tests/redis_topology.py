@@ -9,7 +9,6 @@ documented least-privilege user (deploy/redis/otp-steps.acl) on every data node 
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from harness import free_port
+from harness import free_port, kill_process, stop_process
 
 MASTER = "otp"
 ACL_FILE = Path(__file__).resolve().parents[1] / "deploy" / "redis" / "otp-steps.acl"
@@ -145,17 +144,10 @@ class RedisNode:
 
     def kill(self) -> None:
         """kill -9: no shutdown, no save, connections reset."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+        kill_process(self.process)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process, timeout=10)
 
 
 def _server_args(port: int, *extra: str, tls: Tls | None = None) -> list[str]:

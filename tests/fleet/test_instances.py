@@ -7,7 +7,6 @@ retry that takes its reservation over)."""
 from __future__ import annotations
 
 import json
-import signal
 import statistics
 import subprocess
 import time
@@ -22,7 +21,16 @@ from typing import Any
 
 import pytest
 import redis
-from harness import Emulator, Journeys, connections_subset, free_port, start_service_process, wrong_code
+from harness import (
+    Emulator,
+    Journeys,
+    connections_subset,
+    free_port,
+    kill_process,
+    start_service_process,
+    stop_process,
+    wrong_code,
+)
 from otp_step_client import Journey, Step, StepExecutorClient, StepExecutorError
 from prometheus_client.parser import text_string_to_metric_families
 from stepexecutor.v1 import step_executor_pb2 as pb
@@ -55,16 +63,10 @@ class Instance:
     def kill(self) -> None:
         """SIGKILL: no drain, no settle, connections reset."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        kill_process(self.process)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process)
 
     def records(self, message: str) -> list[dict[str, Any]]:
         """This instance's log records (every run of it) with `message`; a line cut by SIGKILL is skipped."""

@@ -120,7 +120,12 @@ def test_rediss_with_a_client_certificate_and_the_service_user(
         service.stop()
 
 
-def test_rediss_sentinel(
+@pytest.mark.parametrize(
+    ("topology", "scheme"), [(SentinelSet, "rediss+sentinel://"), (Cluster, "rediss+cluster://")]
+)
+def test_rediss_sentinel_and_cluster(
+    topology: type[SentinelSet] | type[Cluster],
+    scheme: str,
     tls: Tls,
     password: tuple[str, Path],
     connections_file: Path,
@@ -128,38 +133,17 @@ def test_rediss_sentinel(
     keys_file: Path,
     tmp_path: Path,
 ) -> None:
-    topology = SentinelSet(tmp_path / "sentinel", tls=tls)
+    redis = topology(tmp_path / "redis", tls=tls)
     try:
-        topology.start().add_service_user(password[0])
-        assert topology.url.startswith("rediss+sentinel://")
-        service = _service(connections_file, keys_file, _as_service_user(topology.url), tls, password[1])
+        redis.start().add_service_user(password[0])
+        assert redis.url.startswith(scheme)
+        service = _service(connections_file, keys_file, _as_service_user(redis.url), tls, password[1])
         try:
             _journey_runs(service, emulator)
         finally:
             service.stop()
     finally:
-        topology.stop()
-
-
-def test_rediss_cluster(
-    tls: Tls,
-    password: tuple[str, Path],
-    connections_file: Path,
-    emulator: Emulator,
-    keys_file: Path,
-    tmp_path: Path,
-) -> None:
-    topology = Cluster(tmp_path / "cluster", tls=tls)
-    try:
-        topology.start().add_service_user(password[0])
-        assert topology.url.startswith("rediss+cluster://")
-        service = _service(connections_file, keys_file, _as_service_user(topology.url), tls, password[1])
-        try:
-            _journey_runs(service, emulator)
-        finally:
-            service.stop()
-    finally:
-        topology.stop()
+        redis.stop()
 
 
 def test_a_redis_the_ca_does_not_vouch_for_or_without_a_client_certificate_is_refused_typed_and_said_why(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-import redis
 from cognito_emulator.connections_file import write_connections_file, write_secret_file
 from harness import (
     Emulator,
@@ -77,16 +76,6 @@ def connections(
     }
     tables = {**connection_tables(connections_file, "lockout"), "email-only": email_only}
     return Connections(write_connections_file(folder / "connections.toml", tables), pool["Id"])
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store_settings(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The service's challenge store: in memory, or a real Redis (the Lua scripts)."""
-    if request.param == "memory":
-        return {}
-    url = request.getfixturevalue("redis_url")
-    redis.Redis.from_url(url).flushdb()
-    return {"challenge_store": url, "challenge_keys_file": str(request.getfixturevalue("keys_file"))}
 
 
 def _lock_out(journeys: Journeys, emulator: Emulator, person: Person) -> None:

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import redis
 from cognito_emulator.connections_file import write_connections_file
 from harness import Emulator, Journeys, connection_tables, fresh_journeys, wrong_code
 from otp_step_client import Step, StepExecutorError
@@ -34,16 +33,6 @@ def connections(connections_file: Path, tmp_path_factory: pytest.TempPathFactory
     """The suite's "budget" (send_limit 10 per 900 s) and "lockout" (4 wrong codes) connections alone."""
     path = tmp_path_factory.mktemp("aliases") / "connections.toml"
     return write_connections_file(path, connection_tables(connections_file, "budget", "lockout"))
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store_settings(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The service's challenge store: in memory, or a real Redis (the Lua scripts)."""
-    if request.param == "memory":
-        return {}
-    url = request.getfixturevalue("redis_url")
-    redis.Redis.from_url(url).flushdb()
-    return {"challenge_store": url, "challenge_keys_file": str(request.getfixturevalue("keys_file"))}
 
 
 @contextlib.contextmanager
