@@ -127,8 +127,17 @@ class RedisNode:
             stdout=(self.folder / "log").open("ab"),
             stderr=subprocess.STDOUT,
         )
-        until(lambda: self.client().ping(), 10, f"redis on {self.port}")
+        until(self._answers, 10, f"redis on {self.port}")
         return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = (self.folder / "log").read_text(errors="replace").strip().splitlines()[-5:]
+            raise AssertionError(
+                f"redis on {self.port} exited ({self.process.returncode}): " + " | ".join(log)
+            )
+        return bool(self.client().ping())
 
     def client(self) -> redis.Redis:
         tls = self.tls.client_options() if self.tls else {}

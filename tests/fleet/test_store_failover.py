@@ -375,8 +375,11 @@ def test_a_primary_with_an_empty_script_cache_is_given_the_scripts_again(
 @pytest.fixture
 def one_node_cluster(tmp_path: Path) -> Iterator[RedisNode]:
     """A Redis Cluster of one primary serving every slot and no replica: nothing can fail it over."""
-    port = free_port()
-    args = _server_args(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    # An explicit bus port: the default (port + 10000) is no port at all for a free port above 55535.
+    port, bus = free_port(), free_port()
+    args = _server_args(
+        port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus)
+    )
     node = RedisNode(port, tmp_path / "node", args).start()
     try:
         node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
