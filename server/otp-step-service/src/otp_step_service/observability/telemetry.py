@@ -81,13 +81,13 @@ def configure_tracing() -> trace.TracerProvider | None:
 
 
 def tracer_provider() -> trace.TracerProvider:
-    """The SDK tracer provider `configure_tracing` installs: the service's resource, the sampler of
-    OTEL_TRACES_SAMPLER, and the span processor exporting by OTLP (span_export.py)."""
-    from opentelemetry.sdk.trace import TracerProvider
-
+    """The tracer provider `configure_tracing` installs: the service's resource, the sampler of
+    OTEL_TRACES_SAMPLER, spans recorded by step_tracer.py, and the span processor exporting by OTLP
+    (span_export.py)."""
     from otp_step_service.observability import span_export
+    from otp_step_service.observability.step_tracer import StepTracerProvider
 
-    provider = TracerProvider(resource=tracing_resource())
+    provider = StepTracerProvider(resource=tracing_resource())
     provider.add_span_processor(span_export.span_processor(span_export.otlp_sender()))
     return provider
 
