@@ -221,9 +221,10 @@ class step_span:  # noqa: N801 - used as the function it replaced: `with step_sp
     def __enter__(self) -> Span:
         if _tracing_off():
             return trace.INVALID_SPAN
-        self._span = tracer().start_span(
-            self._name, kind=SpanKind.INTERNAL, attributes=self._attributes(), record_exception=False
-        )
+        # Its attributes are made only for a span that records them (the samplers here decide without them).
+        self._span = tracer().start_span(self._name, kind=SpanKind.INTERNAL, record_exception=False)
+        if self._span.is_recording():
+            self._span.set_attributes(self._attributes())
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         return self._span
 
