@@ -72,6 +72,7 @@ TRACING_FILES = (
     "observability/telemetry.py",
     "observability/otlp_spans.py",
     "observability/span_export.py",
+    "observability/step_tracer.py",
     "transport/server_spans.py",
     "sdk/resources",
 )

@@ -17,7 +17,8 @@ the blocks. Variants:
 - `sdk`: the SDK's defaults, BatchSpanProcessor and its OTLP/gRPC exporter (to Jaeger, started here);
 - `service`, `service-http`: what the service configures from OTEL_* (telemetry.tracer_provider), OTLP/gRPC
   or OTLP/HTTP to the same Jaeger;
-- `recorded`: the service's span processor sending nowhere (recording and encoding, no network);
+- `recorded`: the service's spans and span processor sending nowhere (recording and encoding, no network);
+- `sdk-spans`: the same with the SDK's spans in place of the service's (step_tracer.py);
 - `sdk-recorded`: the SDK recording spans into a processor that keeps nothing (the spans alone).
 """
 
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 IN_FLIGHT = 50
-VARIANTS = ("sdk", "recorded", "service", "service-http")
+VARIANTS = ("sdk", "sdk-spans", "recorded", "service", "service-http")
 
 
 class _StubClient:
@@ -103,6 +104,7 @@ def _with_environment(variables: Mapping[str, str], build: Callable[[], Any]) ->
 def _provider(variant: str, jaeger: Mapping[str, str]) -> Any:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from otp_step_service.observability import span_export, telemetry
+    from otp_step_service.observability.step_tracer import StepTracerProvider
 
     if variant.startswith("service"):
         http = variant == "service-http"
@@ -112,14 +114,17 @@ def _provider(variant: str, jaeger: Mapping[str, str]) -> Any:
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf" if http else "grpc",
         }
         return _with_environment(otlp, telemetry.tracer_provider)
-    provider = TracerProvider(resource=telemetry.tracing_resource())
+    if variant == "recorded":
+        provider: Any = StepTracerProvider(resource=telemetry.tracing_resource())
+    else:
+        provider = TracerProvider(resource=telemetry.tracing_resource())
     if variant == "sdk":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         exporter = OTLPSpanExporter(endpoint=jaeger["grpc"], insecure=True)
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    elif variant == "recorded":
+    elif variant in ("recorded", "sdk-spans"):
 
         class Nowhere:
             def send(self, batch: span_export.EncodedBatch) -> bool:
@@ -254,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     jaeger: dict[str, str] = {}
     try:
-        if any(v.startswith(("sdk", "service")) and v != "sdk-recorded" for v in variants):
+        if any(v == "sdk" or v.startswith("service") for v in variants):
             binary = shutil.which("jaeger", path=str(ROOT / ".bin")) or shutil.which("jaeger")
             if binary is None:
                 raise SystemExit("bench.trace_cost: needs .bin/jaeger (make tools)")

@@ -15,10 +15,10 @@ from cognito_emulator import EmulatorServer, EmulatorSettings, seed_demo
 from harness import Emulator, Journeys, RunningService, build_service, free_port, write_connections
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otp_step_client import StepExecutorClient
+from otp_step_service.observability.step_tracer import StepTracerProvider
 from redis_topology import Cluster, SentinelSet
 
 # Set before any boto3 client exists. moto accepts any credentials; real ones must never be used here.
@@ -180,8 +180,8 @@ _EXPORTER = InMemorySpanExporter()
 def span_exporter() -> InMemorySpanExporter:
     """The process-wide in-memory exporter (a global tracer provider can be set only once, so the telemetry and
     security tests share it)."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider(resource=Resource.create({"service.name": "otp-step-service"}))
+    if not isinstance(trace.get_tracer_provider(), StepTracerProvider):
+        provider = StepTracerProvider(resource=Resource.create({"service.name": "otp-step-service"}))
         provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
         trace.set_tracer_provider(provider)
     return _EXPORTER

@@ -44,6 +44,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def exported(spans: Sequence[Any]) -> str:
+    """Spans as they leave the process: the OTLP request the service sends for them, in protobuf's text
+    form (names, attributes, events, links, status and resource), for scanning what a collector would see."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from otp_step_service.observability.otlp_spans import SpanEncoder
+
+    return str(ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans)))
+
+
 def wrong_code(code: str) -> str:
     """A well-formed code that is not `code`."""
     return "12345678" if code != "12345678" else "87654321"

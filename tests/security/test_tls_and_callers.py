@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from harness import Emulator, RunningService, build_service, free_port
+from harness import Emulator, RunningService, build_service, exported, free_port
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from otp_step_client import SERVICE_CONFIG, Credentials, Journey, Step, StepExecutorClient, StepExecutorError
@@ -513,7 +513,7 @@ def test_no_span_carries_a_token_its_segments_key_material_or_the_authorization_
     secrets = [part for token in (good, *bad.values()) for part in token.split(".") if len(part) >= 8]
     secrets += _key_material(pki.orchestrator.key, pki.key.read_bytes(), signing_key)
     for span in spans:
-        dump = span.to_json()  # name, attributes, events, links, status and resource, as exported
+        dump = exported([span])
         assert "authorization" not in dump.lower() and "bearer" not in dump.lower(), dump
         for secret in secrets:
             assert secret not in dump, (span.name, secret[:6])
@@ -960,7 +960,7 @@ def test_a_refused_call_has_its_span_with_the_reason_and_no_credential_or_identi
         assert span.kind is SpanKind.SERVER and span.attributes is not None
         assert span.attributes["rpc.grpc.status_code"] == code.value[0]
         assert span.status.status_code is StatusCode.UNSET  # a refusal is not a failure of the service
-        dump = span.to_json()
+        dump = exported([span])
         assert "unknown-subject" not in dump and "noisy-worker" not in dump and "bearer" not in dump.lower()
         assert not any(part in dump for token in bad.values() for part in token.split(".") if len(part) >= 8)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from harness import FailingStore, Journeys, RunningService, run_sample_journeys, wrong_code
+from harness import FailingStore, Journeys, RunningService, exported, run_sample_journeys, wrong_code
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -269,10 +269,10 @@ def test_no_code_session_token_or_secret_reaches_any_span(
     secrets += sessions
     spans = span_exporter.get_finished_spans()
     assert len(spans) > 10
-    exported = "\n".join(span.to_json() for span in spans)
-    assert "journey.step.completed" in exported
+    dump = exported(spans)
+    assert "journey.step.completed" in dump
     for secret in secrets:
-        assert secret not in exported
+        assert secret not in dump
 
 
 def test_a_connection_may_report_identifiers_in_clear(

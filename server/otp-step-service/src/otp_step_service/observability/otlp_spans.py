@@ -209,7 +209,10 @@ class SpanEncoder:
         pairs = self._pairs.get(tag)
         if pairs is None:
             pairs = self._pairs[tag] = {}
-        encoded: list[bytes | None] = list(map(pairs.get, items))
+        try:
+            encoded: list[bytes | None] = list(map(pairs.get, items))
+        except TypeError:  # a mapping value is no dict key; only str values are ever cached
+            encoded = [pairs.get(item) if item[1].__class__ is str else None for item in items]
         index = -1
         while None in encoded:
             index = encoded.index(None, index + 1)
@@ -314,11 +317,12 @@ _STATUS_CACHE: dict[tuple[int, str | None], bytes] = {}
 def _status(status: Any) -> bytes:
     if status is None:
         return b""
-    key = (status.status_code.value, status.description)
+    code: int = status.status_code._value_  # the member's value without the enum's descriptor
+    key = (code, status.description)
     encoded = _STATUS_CACHE.get(key)
     if encoded is None:
         body = _delimited(b"\x12", status.description.encode()) if status.description else b""
-        body += b"\x18" + _varint(status.status_code.value) if status.status_code.value else b""
+        body += b"\x18" + _varint(code) if code else b""
         encoded = _delimited(_SPAN_STATUS, body)
         if len(_STATUS_CACHE) < 256:  # descriptions vary only with ERROR statuses, a few kinds of them
             _STATUS_CACHE[key] = encoded

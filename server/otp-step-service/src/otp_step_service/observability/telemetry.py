@@ -81,13 +81,13 @@ def configure_tracing() -> trace.TracerProvider | None:
 
 
 def tracer_provider() -> trace.TracerProvider:
-    """The SDK tracer provider `configure_tracing` installs: the service's resource, the sampler of
-    OTEL_TRACES_SAMPLER, and the span processor exporting by OTLP (span_export.py)."""
-    from opentelemetry.sdk.trace import TracerProvider
-
+    """The tracer provider `configure_tracing` installs: the service's resource, the sampler of
+    OTEL_TRACES_SAMPLER, spans recorded by step_tracer.py, and the span processor exporting by OTLP
+    (span_export.py)."""
     from otp_step_service.observability import span_export
+    from otp_step_service.observability.step_tracer import StepTracerProvider
 
-    provider = TracerProvider(resource=tracing_resource())
+    provider = StepTracerProvider(resource=tracing_resource())
     provider.add_span_processor(span_export.span_processor(span_export.otlp_sender()))
     return provider
 
@@ -221,9 +221,10 @@ class step_span:  # noqa: N801 - used as the function it replaced: `with step_sp
     def __enter__(self) -> Span:
         if _tracing_off():
             return trace.INVALID_SPAN
-        self._span = tracer().start_span(
-            self._name, kind=SpanKind.INTERNAL, attributes=self._attributes(), record_exception=False
-        )
+        # Its attributes are made only for a span that records them (the samplers here decide without them).
+        self._span = tracer().start_span(self._name, kind=SpanKind.INTERNAL, record_exception=False)
+        if self._span.is_recording():
+            self._span.set_attributes(self._attributes())
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         return self._span
 
