@@ -203,8 +203,8 @@ class RecordedSpan(trace.Span):
             return
         limits = self._tracer.limits
         bounded = _Bounded()
-        for key, value in (attributes or {}).items():
-            _put(bounded, key, value, limits.max_event_attributes, limits.max_attribute_length)
+        if attributes:
+            _put_all(bounded, attributes, limits.max_event_attributes, limits.max_attribute_length)
         event = SpanEvent(name, bounded, timestamp if timestamp is not None else time.time_ns())
         if not self._events:
             self._events = _Entries()
@@ -215,8 +215,8 @@ class RecordedSpan(trace.Span):
             return
         limits = self._tracer.limits
         bounded = _Bounded()
-        for key, value in (attributes or {}).items():
-            _put(bounded, key, value, limits.max_link_attributes, limits.max_attribute_length)
+        if attributes:
+            _put_all(bounded, attributes, limits.max_link_attributes, limits.max_attribute_length)
         if not self._links:
             self._links = _Entries()
         self._links.add(Link(context, bounded), limits.max_links)
