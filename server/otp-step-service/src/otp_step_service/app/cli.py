@@ -167,7 +167,7 @@ def _serve(settings: ServiceSettings, self_test: bool = True) -> int:
         code = asyncio.run(_serve_async(settings, self_test, tracing=provider is not None))
     finally:
         if provider is not None:
-            provider.shutdown()  # type: ignore[attr-defined]
+            provider.shutdown()
     if code == 0:
         log.info("stopped")
     return code

@@ -24,6 +24,8 @@ from otp_step_service.steps.outcomes import ErrorCategory, StepOutcome
 if TYPE_CHECKING:  # the SDK is imported only when tracing is configured
     from opentelemetry.sdk.resources import Resource
 
+    from otp_step_service.observability.step_tracer import StepTracerProvider
+
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "otp_step_service"
@@ -64,7 +66,7 @@ def tracing_configured(environ: Mapping[str, str] | None = None) -> bool:
     )
 
 
-def configure_tracing() -> trace.TracerProvider | None:
+def configure_tracing() -> StepTracerProvider | None:
     """Install an SDK tracer provider exporting by OTLP when the environment configures one.
 
     Service name, resource attributes, sampler, endpoint, protocol and headers all come from the standard
@@ -80,7 +82,7 @@ def configure_tracing() -> trace.TracerProvider | None:
     return provider
 
 
-def tracer_provider() -> trace.TracerProvider:
+def tracer_provider() -> StepTracerProvider:
     """The tracer provider `configure_tracing` installs: the service's resource, the sampler of
     OTEL_TRACES_SAMPLER, spans recorded by step_tracer.py, and the span processor exporting by OTLP
     (span_export.py)."""
