@@ -5,21 +5,25 @@ limits, sampling and status rules included."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
+    Decision,
     ParentBased,
     Sampler,
+    SamplingResult,
     TraceIdRatioBased,
 )
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -40,10 +44,14 @@ REMOTE = SpanContext(
 
 
 class CountingIds(IdGenerator):
-    """Ids in sequence, so the two tracers make the same ones."""
+    """Ids in sequence, so the two tracers make the same ones; random or not, as the W3C flag says."""
 
-    def __init__(self) -> None:
+    def __init__(self, random: bool = False) -> None:
         self._next = 0x1000
+        self._random = random
+
+    def is_trace_id_random(self) -> bool:
+        return self._random
 
     def generate_span_id(self) -> int:
         self._next += 1
@@ -58,18 +66,20 @@ Play = Callable[[trace.Tracer], None]
 
 
 def _both(
-    play: Play, limits: SpanLimits | None = None, sampler: Sampler | None = None
-) -> tuple[list[object], list[object]]:
+    play: Play, limits: SpanLimits | None = None, sampler: Sampler | None = None, random: bool = False
+) -> tuple[list[Any], list[Any]]:
     """The spans `play` ends through the SDK's tracer, then through the service's."""
     sdk_exporter, step_exporter = InMemorySpanExporter(), InMemorySpanExporter()
     sdk = TracerProvider(
         resource=RESOURCE,
         sampler=sampler,
         span_limits=limits,
-        id_generator=CountingIds(),
+        id_generator=CountingIds(random),
         shutdown_on_exit=False,
     )
-    step = StepTracerProvider(resource=RESOURCE, sampler=sampler, limits=limits, id_generator=CountingIds())
+    step = StepTracerProvider(
+        resource=RESOURCE, sampler=sampler, limits=limits, id_generator=CountingIds(random)
+    )
     sdk.add_span_processor(SimpleSpanProcessor(sdk_exporter))
     step.add_span_processor(SimpleSpanProcessor(step_exporter))
     play(sdk.get_tracer("otp_step_service", "1.0"))
@@ -77,15 +87,19 @@ def _both(
     return list(sdk_exporter.get_finished_spans()), list(step_exporter.get_finished_spans())
 
 
-def _same(play: Play, limits: SpanLimits | None = None, sampler: Sampler | None = None) -> int:
-    """Asserts both tracers' spans encode to the same request (the SDK's spans by the SDK's encoder); the
-    number of spans."""
-    sdk_spans, step_spans = _both(play, limits, sampler)
-    assert [s.context for s in step_spans] == [s.context for s in sdk_spans]  # type: ignore[attr-defined]
-    expected = encode_spans(sdk_spans)  # type: ignore[arg-type]
-    made = ExportTraceServiceRequest.FromString(SpanEncoder().encode(step_spans))  # type: ignore[arg-type]
+def _same(
+    play: Play, limits: SpanLimits | None = None, sampler: Sampler | None = None, random: bool = False
+) -> int:
+    """Asserts both tracers' spans say the same: equal contexts, and the SDK's request for the SDK's spans
+    whether the service's are encoded by the service's encoder (which reads their containers) or by the
+    SDK's (which reads their public ReadableSpan views); the number of spans."""
+    sdk_spans, step_spans = _both(play, limits, sampler, random)
+    assert [s.context for s in step_spans] == [s.context for s in sdk_spans]
+    expected = encode_spans(sdk_spans)
+    made = ExportTraceServiceRequest.FromString(SpanEncoder().encode(step_spans))
     assert str(made) == str(expected)  # as text: a failure shows the difference
     assert made == expected
+    assert encode_spans(step_spans) == expected
     return len(step_spans)
 
 
@@ -126,8 +140,26 @@ def _step(tracer: trace.Tracer) -> None:
     server.end(6_000)
 
 
-def test_a_step_s_spans_are_the_sdk_s() -> None:
-    assert _same(_step) == 3
+@pytest.mark.parametrize("random", [False, True], ids=["counted-ids", "random-ids"])
+def test_a_step_s_spans_are_the_sdk_s(random: bool) -> None:
+    assert _same(_step, random=random) == 3
+
+
+class Key(StrEnum):
+    NAMED = "named.key"
+
+
+def _keys(tracer: trace.Tracer) -> None:
+    odd: dict[Any, Any] = {3: "a number key", Key.NAMED: "x", "": "dropped"}
+    span = tracer.start_span("keys", attributes=odd, start_time=1)
+    span.set_attribute(Key.NAMED, "set alone")
+    span.set_attributes({4.5: "a float key", "plain": "y"})  # type: ignore[dict-item]
+    span.add_event("event", {7: "seven", Key.NAMED: True}, timestamp=2)  # type: ignore[dict-item]
+    span.end(3)
+
+
+def test_keys_that_are_no_plain_str_are_kept_made_str_or_dropped_as_by_the_sdk() -> None:
+    _same(_keys)
 
 
 def _values(tracer: trace.Tracer) -> None:
@@ -166,7 +198,7 @@ def _over_limits(tracer: trace.Tracer) -> None:
     span.set_attributes({"c": "a value longer than the limit", "d": "4", "a": "again"})
     for index in range(4):
         span.add_event(f"event {index}", {"p": "1", "q": "2", "r": "3"}, timestamp=10 + index)
-    span.add_link(linked, {"w": "late"})
+    span.add_link(linked, {"w": "late", "v": "two", "u": "three"})  # one dropped by the limit of two
     span.end(20)
 
 
@@ -180,6 +212,11 @@ def test_limits_evict_the_oldest_and_count_what_they_drop_as_the_sdk_does() -> N
         max_attribute_length=5,
     )
     _same(_over_limits, limits)
+
+
+def test_spans_whose_every_attribute_was_dropped_still_say_how_many() -> None:
+    nothing = SpanLimits(max_span_attributes=0, max_event_attributes=0, max_link_attributes=0)
+    _same(_over_limits, nothing)
 
 
 def _statuses_names_and_ended(tracer: trace.Tracer) -> None:
@@ -242,9 +279,84 @@ def test_sampling_decides_as_in_the_sdk(sampler: Sampler) -> None:
                 2
             )
 
-    sdk_spans, step_spans = _both(play, sampler=sampler)
-    assert [s.context for s in step_spans] == [s.context for s in sdk_spans]  # type: ignore[attr-defined]
     _same(play, sampler=sampler)
+
+
+UNSAMPLED_REMOTE = SpanContext(REMOTE.trace_id, REMOTE.span_id, True, TraceFlags(0), REMOTE.trace_state)
+
+
+class RecordOnly(Sampler):
+    """Records without sampling, and says so in an attribute and in the trace state."""
+
+    def should_sample(self, *_: Any, **__: Any) -> SamplingResult:
+        return SamplingResult(
+            Decision.RECORD_ONLY, {"sampler.said": "record"}, TraceState([("sampler", "record-only")])
+        )
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
+@pytest.mark.parametrize(
+    "sampler", [None, ParentBased(ALWAYS_ON), RecordOnly()], ids=["default", "parentbased", "record-only"]
+)
+def test_children_of_unsampled_remote_and_of_local_parents_are_decided_as_in_the_sdk(
+    sampler: Sampler | None,
+) -> None:
+    def play(tracer: trace.Tracer) -> None:
+        unsampled = trace.set_span_in_context(NonRecordingSpan(UNSAMPLED_REMOTE))
+        child = tracer.start_span("under an unsampled remote parent", unsampled, start_time=1)
+        root = tracer.start_span("root", attributes={"a": "1"}, start_time=1)
+        local = tracer.start_span("under a local parent", trace.set_span_in_context(root), start_time=2)
+        for span in (local, root, child):
+            span.end(3)
+
+    if isinstance(sampler, RecordOnly):  # nothing sampled, so nothing exported: compare what was recorded
+        sdk_spans, step_spans = _both(play, sampler=sampler)
+        assert sdk_spans == step_spans == []
+        for provider in (
+            TracerProvider(sampler=sampler, shutdown_on_exit=False),
+            StepTracerProvider(sampler=sampler),
+        ):
+            span = provider.get_tracer("t").start_span("recorded", attributes={"a": "1"})
+            assert span.is_recording() and not span.get_span_context().trace_flags.sampled
+            assert dict(span.attributes) == {"sampler.said": "record"}  # type: ignore[attr-defined]
+            assert span.get_span_context().trace_state == TraceState([("sampler", "record-only")])
+        return
+    _same(play, sampler=sampler)
+
+
+class Hooks(SpanProcessor):
+    """What each hook of a processor heard, in order."""
+
+    def __init__(self, heard: list[str], name: str) -> None:
+        self._heard, self._name = heard, name
+
+    def _on_ending(self, span: Any) -> None:
+        self._heard.append(f"{self._name} ending {span.name}")
+
+    def on_end(self, span: Any) -> None:
+        self._heard.append(f"{self._name} ended {span.name}")
+
+
+def test_processors_hear_a_span_ending_then_ended_in_the_sdk_s_order() -> None:
+    orders = []
+    for provider in (TracerProvider(shutdown_on_exit=False), StepTracerProvider()):
+        heard: list[str] = []
+        provider.add_span_processor(Hooks(heard, "first"))
+        provider.add_span_processor(Hooks(heard, "second"))
+        provider.get_tracer("t").start_span("span").end()
+        orders.append(heard)
+    assert (
+        orders[0]
+        == orders[1]
+        == [
+            "first ending span",
+            "second ending span",
+            "first ended span",
+            "second ended span",
+        ]
+    )
 
 
 def test_unsampled_spans_have_the_sdk_s_context_and_record_nothing() -> None:

@@ -6,7 +6,7 @@ validates each value on its own, two bounded lists, a lock, a tracer-metrics hoo
 processor, and at its end a second, read-only copy of itself for the processors. Profiled in the saturated
 service those objects were most of what tracing cost (docs/tracing.md, "Where the CPU goes").
 
-Here a span is one object with slots: attributes in a plain dict, checked by type in one comparison for the
+Here a span is one object: attributes in a plain dict, checked by type in one comparison for the
 API's plain values (str, bool, int, float; sequences go through the API's own cleaning), events and links in
 lists, ended once and handed to the processors as it is (it reads as the SDK's ReadableSpan does). What is
 kept from the SDK is everything that decides what a span says: the sampler of OTEL_TRACES_SAMPLER[_ARG]
@@ -15,8 +15,9 @@ OTEL_SPAN_* / OTEL_ATTRIBUTE_* (oldest entry evicted and counted as dropped, as 
 (OK is final, UNSET ignored), exception events, and its span processors' interface. The OTLP bytes of a span
 made here equal those of the same span made by the SDK (tests/unit/test_step_tracer.py).
 
-Spans are used from the event loop's thread; the dict and list operations they make are atomic under the
-interpreter lock, so a span touched from another thread loses no update either.
+Unlike the SDK's, a span takes no lock: the service makes and ends its spans on the event loop's thread.
+Each dict and list operation is atomic under the interpreter lock, but ending one span from two threads at
+once could hand it to the processors twice.
 """
 
 from __future__ import annotations
@@ -59,16 +60,22 @@ class _Bounded(dict[str, Any]):
 
 
 def _put(into: _Bounded, key: str, value: Any, limit: int | None, max_length: int | None) -> None:
-    """Sets one attribute as the SDK's BoundedAttributes does: a value cleaned by the API's rules (only
-    other than a plain str, bool, int or float, or a str that may be too long), an invalid key dropped and
-    counted, a set key moved last, and at the limit the oldest evicted and counted."""
-    if value.__class__ not in _PLAIN or (max_length is not None and value.__class__ is str):
-        value = _clean_attribute_value(value, max_length)
-    if limit == 0 or key.__class__ is not str or not key:
-        if limit != 0:
-            log.warning("invalid attribute key %r dropped", key)
+    """Sets one attribute as the SDK's BoundedAttributes does: an invalid key (empty, or no str) dropped and
+    counted, the value cleaned by the API's rules (skipped for a plain str, bool, int or float that needs
+    no truncation), a set key moved last, and at the limit the oldest evicted and counted."""
+    if limit == 0:
         into.dropped += 1
         return
+    if not key or not isinstance(key, str):
+        log.warning("invalid attribute key %r dropped", key)
+        into.dropped += 1
+        return
+    if value.__class__ not in _PLAIN or (max_length is not None and value.__class__ is str):
+        value = _clean_attribute_value(value, max_length)
+    _insert(into, key, value, limit)
+
+
+def _insert(into: _Bounded, key: str, value: Any, limit: int | None) -> None:
     if key in into:
         del into[key]
     elif limit is not None and len(into) >= limit:
@@ -80,8 +87,10 @@ def _put(into: _Bounded, key: str, value: Any, limit: int | None, max_length: in
 def _put_all(
     into: _Bounded, attributes: Mapping[str, Any], limit: int | None, max_length: int | None
 ) -> None:
-    """`_put` for each attribute; at once, in C, when that changes nothing: new keys, all of them str and
-    not empty, plain values, room under the limit and no length limit (a step's attributes, always)."""
+    """Sets several attributes as BoundedAttributes does (its `_set_items`). At once, in C, when cleaning
+    would change nothing: new keys, all of them plain non-empty str, plain values, room under the limit and
+    no length limit (a step's attributes, always). Otherwise the mapping is cleaned by the API at once (a
+    key that is no str made one where it can be, an empty one dropped), what it dropped counted."""
     if (
         max_length is None
         and (limit is None or len(into) + len(attributes) <= limit)
@@ -92,8 +101,22 @@ def _put_all(
     ):
         into.update(attributes)
         return
-    for key, value in attributes.items():
-        _put(into, key, value, limit, max_length)
+    if limit == 0:
+        into.dropped += len(attributes)
+        return
+    cleaned = _clean_attribute_value(attributes, max_length)
+    into.dropped += len(attributes) - len(cleaned)
+    for key, value in cleaned.items():
+        _insert(into, key, value, limit)
+
+
+class _Link(Link):
+    """A link whose dropped count is read from its attributes (the API's Link reads it only from a
+    BoundedAttributes)."""
+
+    @property
+    def dropped_attributes(self) -> int:
+        return int(getattr(self.attributes, "dropped", 0))
 
 
 class _Entries(list[Any]):
@@ -219,7 +242,7 @@ class RecordedSpan(trace.Span):
             _put_all(bounded, attributes, limits.max_link_attributes, limits.max_attribute_length)
         if not self._links:
             self._links = _Entries()
-        self._links.add(Link(context, bounded), limits.max_links)
+        self._links.add(_Link(context, bounded), limits.max_links)
 
     def update_name(self, name: str) -> None:
         if not self._ended("update_name"):
@@ -263,7 +286,10 @@ class RecordedSpan(trace.Span):
             log.warning("span %s ended twice", self.name)
             return
         self._end_time = end_time if end_time is not None else time.time_ns()
-        for processor in self._tracer.processors:
+        processors = self._tracer.processors
+        for processor in processors:  # as the SDK: every processor's `_on_ending`, then every `on_end`
+            processor._on_ending(self)  # type: ignore[arg-type]
+        for processor in processors:
             processor.on_end(self)  # type: ignore[arg-type]  # read as a ReadableSpan
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
