@@ -198,11 +198,14 @@ class SpanEncoder:
         return known
 
     def _attributes(self, tag: bytes, attributes: Any, parts: list[bytes]) -> int:
-        """Appends the tagged KeyValues of `attributes` to `parts`; the count the SDK dropped.
+        """Appends the tagged KeyValues of `attributes` to `parts`; the count the SDK dropped (which an
+        empty container may carry too: the limit dropped every attribute).
 
         Each (key, value) pair is looked up whole, by `map` (no Python code per attribute when they are
         all known); only the ones not cached are written here.
         """
+        if not attributes:
+            return int(getattr(attributes, "dropped", 0))
         # A BoundedAttributes' Mapping interface costs a Python call per key: its plain dict is read.
         plain = getattr(attributes, "_dict", None)
         items = list((attributes if plain.__class__ is not dict else plain).items())
@@ -269,18 +272,14 @@ class SpanEncoder:
         # BoundedAttributes whose Mapping interface costs a Python call per key, .events and .links copy
         # their BoundedList under its lock (pinned SDK; tests/unit/test_span_encoding.py).
         raw: Any = span
-        dropped = _dropped(raw._attributes)
-        if raw._attributes:
-            dropped = self._attributes(_SPAN_ATTRIBUTE, raw._attributes, parts)
+        dropped = self._attributes(_SPAN_ATTRIBUTE, raw._attributes, parts)
         if dropped:
             parts += (_SPAN_DROPPED_ATTRIBUTES, _varint(dropped))
         events = _entries(raw._events)
         if events:
             for event in events:
                 body = [_EVENT_TIME, _FIXED64(event.timestamp), _delimited(_EVENT_NAME, event.name.encode())]
-                dropped = _dropped(event.attributes)
-                if event.attributes:
-                    dropped = self._attributes(_EVENT_ATTRIBUTE, event.attributes, body)
+                dropped = self._attributes(_EVENT_ATTRIBUTE, event.attributes, body)
                 if dropped:
                     body += (_EVENT_DROPPED_ATTRIBUTES, _varint(dropped))
                 parts.append(_delimited(_SPAN_EVENT, b"".join(body)))
@@ -292,9 +291,7 @@ class SpanEncoder:
                 body = [_LINK_TRACE_ID, link.context.trace_id.to_bytes(16, "big")]
                 body += (_LINK_SPAN_ID, link.context.span_id.to_bytes(8, "big"))
                 # No trace_state: the SDK's encoder writes none for links either.
-                dropped = _dropped(link.attributes)
-                if link.attributes:
-                    dropped = self._attributes(_LINK_ATTRIBUTE, link.attributes, body)
+                dropped = self._attributes(_LINK_ATTRIBUTE, link.attributes, body)
                 if dropped:
                     body += (_LINK_DROPPED_ATTRIBUTES, _varint(dropped))
                 body += (_LINK_FLAGS, _FLAGS_REMOTE if link.context.is_remote else _FLAGS_LOCAL)
@@ -303,11 +300,6 @@ class SpanEncoder:
             parts += (_SPAN_DROPPED_LINKS, _varint(raw._links.dropped))
         parts += (_status(span.status), _SPAN_FLAGS, flags)
         return _delimited(b"\x12", b"".join(parts))
-
-
-def _dropped(attributes: Any) -> int:
-    """What a limit dropped from `attributes`, which may be empty because the limit dropped them all."""
-    return int(getattr(attributes, "dropped", 0))
 
 
 def _entries(entries: Any) -> Any:
