@@ -102,6 +102,10 @@ def _floors_and_service_cost(bench: Bench) -> None:
             half_floor.runs.append(
                 bench.ghz(floor, fixed, {"service": floor.process, "stand-in": standin.process})
             )
+        # The service's own cost: its CPU per step against the floor's, both at once on the servers' core.
+        bench.cpu_per_step_at_fixed_rate(
+            "service against the floor", ((floor, floor2), (service, cost)), plan.repetitions
+        )
     cost.step_errors = bench.step_errors(service)
     if info:
         cost_info.step_errors = bench.step_errors(info)

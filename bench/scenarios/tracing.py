@@ -9,9 +9,9 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from bench.ghz import GhzLoad, LoadResult
-from bench.scenarios.core import FIXED_RATE, Bench, ScenarioResult
-from bench.stack import ServiceProcess, start_jaeger, start_standin
+from bench.ghz import LoadResult
+from bench.scenarios.core import SIDE_BY_SIDE_RATE, Bench, ScenarioResult
+from bench.stack import start_jaeger, start_standin
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -72,6 +72,7 @@ def _tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
             for service, scenario in pairs:
                 watched = {"service": service.process, "stand-in": standin.process, "jaeger": jaeger}
                 scenario.runs.append(bench.ghz(service, bench.generate_load(plan.seconds), watched))
+        bench.throughput_side_by_side("tracing", pairs, repetitions)
         bench.cpu_per_step_at_fixed_rate("tracing", pairs, repetitions)
         on_result.extra["jaeger_ui"] = ui
         on_result.extra["traces_seen"] = jaeger_trace_count(ui, "otp-step-service-service-tracing-on")
@@ -92,9 +93,9 @@ REFUSED = "ResourceExhausted"
 def refused_call_cost(
     bench: Bench, connections: Path, otlp_env: Mapping[str, str], repetitions: int
 ) -> list[ScenarioResult]:
-    """CPU per refused call at a fixed rate, tracing off and on: every call but one a second is over the
-    caller's step rate (OTP_STEP_STEPS_PER_SECOND_PER_CALLER=1) and refused by the rate check, which is
-    where a refused call costs least, so its span weighs most."""
+    """CPU per refused call at a fixed rate, tracing off and on side by side: every call but one a second
+    is over the caller's step rate (OTP_STEP_STEPS_PER_SECOND_PER_CALLER=1) and refused by the rate check,
+    which is where a refused call costs least, so its span weighs most."""
     plan = bench.plan
     rate_env = {"OTP_STEP_STEPS_PER_SECOND_PER_CALLER": "1"}
     pairs = (
@@ -109,24 +110,29 @@ def refused_call_cost(
             ScenarioResult("t-refused-on", "Refused calls, tracing on (a span each)", "calls/s"),
         ),
     )
-    rate = FIXED_RATE if not plan.quick else 20
-    with bench.running(*(service.process for service, _ in pairs)):
+    rate = SIDE_BY_SIDE_RATE if not plan.quick else 20
+    (off, off_result), (on, on_result) = pairs
+    with bench.running(off.process, on.process):
         for service, _ in pairs:
             bench.ghz(service, bench.generate_load(plan.warmup_seconds), {"service": service.process})
         for rep in range(repetitions):
-            bench.say(f"refused calls at {rate} calls/s: repetition {rep + 1}/{repetitions}")
-            for service, scenario in pairs:
-                load = dataclasses.replace(bench.generate_load(plan.seconds), rate=rate)
-                scenario.runs.append(_refused_run(bench, service, load))
+            bench.say(f"refused calls at {rate} calls/s, side by side: repetition {rep + 1}/{repetitions}")
+            load = dataclasses.replace(bench.generate_load(plan.seconds), rate=rate)
+            base_run, run = bench.side_by_side([(off, load), (on, load)])
+            off_result.runs.append(_refused(base_run))
+            on_result.runs.append(_refused(run))
+            # The span's cost from this window alone: the two services saw the same machine.
+            run.extra["cpu_ms_added"] = round(
+                run.extra["cpu_ms_per_call"] - base_run.extra["cpu_ms_per_call"], 4
+            )
     for service, scenario in pairs:
         scenario.step_errors = bench.step_errors(service)
         scenario.extra["fixed_rate"] = rate
-    pairs[1][1].extra["spans"] = pairs[1][0].span_counts()
-    return [scenario for _, scenario in pairs]
+    on_result.extra["spans"] = on.span_counts()
+    return [off_result, on_result]
 
 
-def _refused_run(bench: Bench, service: ServiceProcess, load: GhzLoad) -> LoadResult:
-    run = bench.ghz(service, load, {"service": service.process})
+def _refused(run: LoadResult) -> LoadResult:
     # Refusals are what this scenario asks for, not errors; their count and the CPU each call cost are kept.
     refused = run.errors.pop(f"grpc:{REFUSED}", 0)
     run.extra["refused"] = refused
