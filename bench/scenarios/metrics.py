@@ -14,10 +14,16 @@ from bench.stack import (
 
 def metrics_overhead(bench: Bench) -> None:
     """Throughput with metrics off and on (OTP_STEP_METRICS_LISTEN, scraped every second as Prometheus
-    would), same load, interleaved; and CPU per step at a fixed rate below saturation."""
+    would), same load, interleaved and side by side, the services on a core of their own; and CPU per step at
+    a fixed rate below saturation, side by side."""
+    with bench.pinned():
+        _metrics_overhead(bench)
+
+
+def _metrics_overhead(bench: Bench) -> None:
     plan = bench.plan
     repetitions = plan.repetitions if plan.quick else max(plan.repetitions, 5)
-    standin = start_standin(bench.logs, "standin-metrics")
+    standin = start_standin(bench.logs, "standin-metrics", cpus=bench.load_cpus)
     connections = bench.standin_connection(standin, name="standin-metrics")
     scrape = f"127.0.0.1:{free_port()}"
     off = bench.service("service-metrics-off", connections)
@@ -47,6 +53,7 @@ def metrics_overhead(bench: Bench) -> None:
                 for service, scenario in pairs:
                     watched = {"service": service.process, "stand-in": standin.process}
                     scenario.runs.append(bench.ghz(service, bench.generate_load(plan.seconds), watched))
+            bench.throughput_side_by_side("metrics", pairs, repetitions)
             bench.cpu_per_step_at_fixed_rate("metrics", pairs, repetitions)
         finally:
             scraping.set()
