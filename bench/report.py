@@ -141,7 +141,7 @@ class _Judging:
         measured = _fixed_rate_cpu(cost, floor2) if floor2 else None
         if floor2 and measured:
             # CPU per step at one fixed rate, the two at once: the steadiest measure of the service's own cost
-            # (two identical services agree to about 1% there).
+            # (a pair's ratio repeats to about 1% from window to window there).
             self._target(
                 f"Service cost by CPU per step at {floor2.extra['fixed_rate']} req/s, side by side: "
                 "floor / service ≥ 0.9",

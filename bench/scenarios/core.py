@@ -316,8 +316,9 @@ class Bench:
 
         Why at once: on this shared machine the CPU a step costs moves by ±20% between two windows a few
         seconds apart (other tenants of the host, caches), for two identical services alike. Two services
-        measured in the same window, on the same core, see the same machine: two identical ones agree to
-        about 1%, where one after the other they differed by up to 20%."""
+        measured in the same window, on the same core, see the same machine: a pair's ratio repeats to about
+        1% from window to window, where one after the other two identical services differed by up to 20%.
+        Two identical processes still differ from each other by up to 2-3% (docs: Load testing)."""
         before = {service.process.name: service.process.cpu_seconds() for service, _ in runs}
         results: list[LoadResult | None] = [None] * len(runs)
         failures: list[BaseException] = []
