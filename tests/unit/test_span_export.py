@@ -146,3 +146,23 @@ def test_the_counts_are_metrics() -> None:
     dropped = metrics.registry.get_sample_value("otp_trace_spans_dropped_total", {"reason": "queue_full"})
     assert dropped == before + 3
     assert metrics.registry.get_sample_value("otp_trace_spans_queued") == SPAN_EXPORT.queued
+
+
+def test_a_span_the_encoder_cannot_write_is_dropped_and_counted_and_the_rest_of_its_batch_sent() -> None:
+    sender = RecordingSender()
+    counts = SpanExportCounts()
+    processor = EncodingSpanProcessor(sender, schedule_delay_millis=60_000, counts=counts)
+    provider = _provider(processor)
+    tracer = provider.get_tracer("test")
+    spans = [tracer.start_span(f"span {n}", attributes={"n": n}) for n in range(3)]
+    for span in spans:
+        span.end()
+    # What no attribute may hold, put past the SDK's validation into the ended span's own mapping.
+    spans[1]._attributes._dict["n"] = object()  # type: ignore[attr-defined]
+    provider.force_flush()
+    assert (counts.exported, counts.dropped["unencodable"]) == (2, 1)
+    [batch] = sender.batches
+    request = ExportTraceServiceRequest.FromString(batch.request)
+    names = [span.name for span in request.resource_spans[0].scope_spans[0].spans]
+    assert (batch.count, names) == (2, ["span 0", "span 2"])
+    provider.shutdown()
