@@ -377,6 +377,58 @@ class Bench:
         for _, scenario in pairs:
             scenario.extra["fixed_rate"] = rate
 
+    def side_by_side_pairs(
+        self,
+        what: str,
+        connections: Path,
+        reference: tuple[Mapping[str, str], ScenarioResult],
+        variants: Sequence[tuple[str, Mapping[str, str], ScenarioResult]],
+        pairs: int,
+        windows: int,
+    ) -> None:
+        """Each variant against the reference, side by side, on `pairs` fresh pairs of processes started for
+        it (`windows` saturated windows and as many at `SIDE_BY_SIDE_RATE` each): the same per-window ratios
+        as `throughput_side_by_side` and `cpu_per_step_at_fixed_rate`, in the same `extra` keys.
+
+        Why fresh pairs: two identical service processes side by side differ by up to 2-3%, and keep that
+        difference through every window (each its own memory layout and hash seed); one pair measured it as
+        part of the variant's cost, several pairs average it out (four pairs: within 1%). Each pair's step
+        errors count in the results, and the variant's span counts go in `extra["pair_spans"]`."""
+        reference_env, reference_result = reference
+        rate = SIDE_BY_SIDE_RATE if not self.plan.quick else 20
+        for number in range(pairs):
+            for name, env, scenario in variants:
+                self.say(f"{what}: {name} side by side, pair {number + 1}/{pairs}")
+                base = self.service(f"{what}-reference-{name}-{number}", connections, env=reference_env)
+                other = self.service(f"{what}-{name}-{number}", connections, env=env)
+                with self.running(base.process, other.process):
+                    warm = self.generate_load(self.plan.warmup_seconds)
+                    self.side_by_side([(base, warm), (other, warm)])
+                    for _ in range(windows):
+                        saturated = self.generate_load(self.plan.seconds)
+                        base_run, run = self.side_by_side([(base, saturated), (other, saturated)])
+                        base_cost, cost = _cpu_ms_per_step(base_run), _cpu_ms_per_step(run)
+                        if base_cost and cost:
+                            ratios = scenario.extra.setdefault("throughput_ratio_side_by_side", [])
+                            ratios.append(round(base_cost / cost, 4))
+                        fixed = dataclasses.replace(saturated, rate=rate)
+                        base_run, run = self.side_by_side([(base, fixed), (other, fixed)])
+                        base_cost, cost = _cpu_ms_per_step(base_run), _cpu_ms_per_step(run)
+                        reference_result.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(
+                            base_cost
+                        )
+                        scenario.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(cost)
+                        if base_cost:
+                            ratios = scenario.extra.setdefault("cpu_ratio_at_fixed_rate", [])
+                            ratios.append(round(cost / base_cost, 4))
+                for service, result in ((base, reference_result), (other, scenario)):
+                    for kind, count in self.step_errors(service).items():
+                        result.step_errors[kind] = result.step_errors.get(kind, 0) + count
+                scenario.extra.setdefault("pair_spans", []).append(other.span_counts())
+        for result in (reference_result, *(scenario for _, _, scenario in variants)):
+            result.extra["fixed_rate"] = rate
+            result.extra["side_by_side_pairs"] = pairs
+
     def throughput_side_by_side(
         self, what: str, pairs: Sequence[tuple[ServiceProcess, ScenarioResult]], repetitions: int
     ) -> None:

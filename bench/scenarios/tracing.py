@@ -8,6 +8,7 @@ import json
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from bench.ghz import LoadResult
 from bench.scenarios.core import SIDE_BY_SIDE_RATE, Bench, ScenarioResult
@@ -36,20 +37,14 @@ def _tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
     otlp_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_grpc, "OTEL_TRACES_EXPORTER": "otlp"}
     off = bench.service("service-tracing-off", connections)
     on = bench.service("service-tracing-on", connections, env=otlp_env)
-    sampled = bench.service(
-        "service-tracing-sampled",
-        connections,
-        env={
-            **otlp_env,
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": "0.1",
-        },
-    )
-    unsampled = bench.service(
-        "service-tracing-unsampled",
-        connections,
-        env={**otlp_env, "OTEL_TRACES_SAMPLER": "parentbased_always_off"},
-    )
+    sampled_env = {
+        **otlp_env,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    }
+    unsampled_env = {**otlp_env, "OTEL_TRACES_SAMPLER": "parentbased_always_off"}
+    sampled = bench.service("service-tracing-sampled", connections, env=sampled_env)
+    unsampled = bench.service("service-tracing-unsampled", connections, env=unsampled_env)
     off_result = ScenarioResult("t-tracing-off", "Service cost, tracing off", "req/s")
     on_result = ScenarioResult("t-tracing-on", f"Service cost, tracing on (OTLP to Jaeger, {ui})", "req/s")
     sampled_result = ScenarioResult(
@@ -72,17 +67,44 @@ def _tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
             for service, scenario in pairs:
                 watched = {"service": service.process, "stand-in": standin.process, "jaeger": jaeger}
                 scenario.runs.append(bench.ghz(service, bench.generate_load(plan.seconds), watched))
-        bench.throughput_side_by_side("tracing", pairs, repetitions)
-        bench.cpu_per_step_at_fixed_rate("tracing", pairs, repetitions)
+        bench.side_by_side_pairs(
+            "tracing",
+            connections,
+            ({}, off_result),
+            [
+                ("on", otlp_env, on_result),
+                ("sampled", sampled_env, sampled_result),
+                ("unsampled", unsampled_env, unsampled_result),
+            ],
+            pairs=1 if plan.quick else SIDE_BY_SIDE_PAIRS,
+            windows=1 if plan.quick else SIDE_BY_SIDE_WINDOWS,
+        )
         on_result.extra["jaeger_ui"] = ui
         on_result.extra["traces_seen"] = jaeger_trace_count(ui, "otp-step-service-service-tracing-on")
         refused = refused_call_cost(bench, connections, otlp_env, repetitions)  # while Jaeger runs
     for service, scenario in pairs:
-        scenario.step_errors = bench.step_errors(service)
-        # What the span processor did, read once the service stopped and flushed (tracing on only).
+        for kind, count in bench.step_errors(service).items():
+            scenario.step_errors[kind] = scenario.step_errors.get(kind, 0) + count
+        # What the span processor did, read once each service stopped and flushed (tracing on only).
         if service is not off:
-            scenario.extra["spans"] = service.span_counts()
+            scenario.extra["spans"] = _span_totals(
+                [service.span_counts(), *scenario.extra.pop("pair_spans", [])]
+            )
     bench.results += [result for _, result in pairs] + refused
+
+
+# Fresh process pairs for the side-by-side figures, and windows of each kind a pair (docs: Load testing).
+SIDE_BY_SIDE_PAIRS = 4
+SIDE_BY_SIDE_WINDOWS = 2
+
+
+def _span_totals(counts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The span counts of several services added up (exported, and dropped by reason)."""
+    dropped: dict[str, int] = {}
+    for each in counts:
+        for reason, count in (each.get("dropped") or {}).items():
+            dropped[reason] = dropped.get(reason, 0) + int(count)
+    return {"exported": sum(int(each.get("exported", 0)) for each in counts), "dropped": dropped}
 
 
 # ---------------------------------------------------------------------------------------------------------
