@@ -145,7 +145,7 @@ class _Judging:
             self._target(
                 f"Service cost by CPU per step at {floor2.extra['fixed_rate']} req/s, side by side: "
                 "floor / service ≥ 0.9",
-                f"{measured[0]} = {1 / measured[1]:.3f}",
+                f"service / floor {measured[0]}; floor / service {1 / measured[1]:.3f}",
                 "≥ 0.90",
                 1 / measured[1] >= 0.9,
             )
@@ -239,6 +239,12 @@ class _Judging:
                     measured[0],
                     "≤ x 1.10",
                     measured[1] <= 1.10,
+                )
+            added = on.extra.get("p99_ms_added_at_fixed_rate") if on else None
+            if added:
+                self._report(
+                    f"p99 added by tracing at {off.extra['fixed_rate']} req/s (on - off, side by side)",
+                    f"{statistics.median(added):+.1f} ms (windows: {min(added):+.1f} to {max(added):+.1f} ms)",
                 )
             for key, title in (
                 ("t-tracing-10pct", "tracing 10% sampled / off"),

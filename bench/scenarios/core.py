@@ -347,6 +347,11 @@ class Bench:
         for (service, load), result in zip(runs, results, strict=True):
             assert result is not None  # no failure: every thread set its result
             used = service.process.cpu_seconds() - before[service.process.name]
+            # Per request answered, from the window's CPU: not through ghz's own duration, which differs
+            # between the two by the tail of the calls in flight.
+            result.extra["service_cpu_ms_per_request"] = (
+                round(used / result.requests * 1000, 4) if result.requests else 0.0
+            )
             result.cpu_cores = {
                 "service": round(used / wall, 3),
                 "ghz": round(result.generator_cpu_seconds / wall, 3),
@@ -418,6 +423,9 @@ class Bench:
                             base_cost
                         )
                         scenario.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(cost)
+                        # What the variant adds to a step's latency below saturation, from the same window.
+                        added = scenario.extra.setdefault("p99_ms_added_at_fixed_rate", [])
+                        added.append(round(run.p99_ms - base_run.p99_ms, 2))
                         if base_cost:
                             ratios = scenario.extra.setdefault("cpu_ratio_at_fixed_rate", [])
                             ratios.append(round(cost / base_cost, 4))
@@ -466,6 +474,8 @@ SIDE_BY_SIDE_RATE = 150
 
 def _cpu_ms_per_step(run: LoadResult) -> float:
     """The service's CPU milliseconds per request of one run (0 when nothing was served)."""
+    if "service_cpu_ms_per_request" in run.extra:
+        return float(run.extra["service_cpu_ms_per_request"])
     return round(run.cpu_cores["service"] / run.rps * 1000, 4) if run.rps else 0.0
 
 

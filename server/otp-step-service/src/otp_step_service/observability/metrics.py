@@ -147,7 +147,8 @@ CATALOGUE: tuple[MetricDoc, ...] = (
         "counter",
         ("reason",),
         "spans dropped (queue_full: export slower than spans end; export_failed: the collector refused or "
-        "could not be reached; tracing on)",
+        "could not be reached; already_shutdown: ended after the exporter stopped; unencodable: a value no "
+        "attribute may hold; tracing on)",
     ),
     MetricDoc("otp_trace_spans_queued", "gauge", (), "spans waiting for export now (tracing on)"),
 )

@@ -114,8 +114,8 @@ class SpanEncoder:
     """Encodes ended spans, one at a time, and requests made of encoded spans; what repeats between spans
     (attribute pairs, names, the resource and the scope) is encoded once.
 
-    Its caches are plain dicts: safe to share between threads under the interpreter lock (a lost update
-    only costs one more encoding).
+    One thread at a time: its caches are plain dicts, and a (resource, scope) group is numbered as it is
+    first seen (the span processor encodes under its sending lock).
     """
 
     def __init__(self) -> None:
@@ -234,7 +234,7 @@ class SpanEncoder:
     def _forget(self, pairs: dict[tuple[str, str], bytes]) -> None:
         """A full cache starts again empty; a key that filled a good part of it is one whose values do not
         repeat, and is no longer cached."""
-        per_key = Counter(key for key, _ in list(pairs))  # a copy: another thread may be adding
+        per_key = Counter(key for key, _ in pairs)
         self._volatile.update(key for key, count in per_key.items() if count > _CACHE_LIMIT // 8)
         pairs.clear()
 
