@@ -115,42 +115,43 @@ REFUSED = "ResourceExhausted"
 def refused_call_cost(
     bench: Bench, connections: Path, otlp_env: Mapping[str, str], repetitions: int
 ) -> list[ScenarioResult]:
-    """CPU per refused call at a fixed rate, tracing off and on side by side: every call but one a second
-    is over the caller's step rate (OTP_STEP_STEPS_PER_SECOND_PER_CALLER=1) and refused by the rate check,
-    which is where a refused call costs least, so its span weighs most."""
+    """CPU per refused call at a fixed rate, tracing off and on side by side, on fresh pairs of processes
+    (as the tracing figures): every call but one a second is over the caller's step rate
+    (OTP_STEP_STEPS_PER_SECOND_PER_CALLER=1) and refused by the rate check, which is where a refused call
+    costs least, so its span weighs most."""
     plan = bench.plan
     rate_env = {"OTP_STEP_STEPS_PER_SECOND_PER_CALLER": "1"}
-    pairs = (
-        (
-            bench.service("service-refusing-off", connections, env=rate_env),
-            ScenarioResult(
-                "t-refused-off", "Refused calls (over the caller's step rate), tracing off", "calls/s"
-            ),
-        ),
-        (
-            bench.service("service-refusing-on", connections, env={**rate_env, **otlp_env}),
-            ScenarioResult("t-refused-on", "Refused calls, tracing on (a span each)", "calls/s"),
-        ),
+    off_result = ScenarioResult(
+        "t-refused-off", "Refused calls (over the caller's step rate), tracing off", "calls/s"
     )
+    on_result = ScenarioResult("t-refused-on", "Refused calls, tracing on (a span each)", "calls/s")
     rate = SIDE_BY_SIDE_RATE if not plan.quick else 20
-    (off, off_result), (on, on_result) = pairs
-    with bench.running(off.process, on.process):
-        for service, _ in pairs:
-            bench.ghz(service, bench.generate_load(plan.warmup_seconds), {"service": service.process})
-        for rep in range(repetitions):
-            bench.say(f"refused calls at {rate} calls/s, side by side: repetition {rep + 1}/{repetitions}")
-            load = dataclasses.replace(bench.generate_load(plan.seconds), rate=rate)
-            base_run, run = bench.side_by_side([(off, load), (on, load)])
-            off_result.runs.append(_refused(base_run))
-            on_result.runs.append(_refused(run))
-            # The span's cost from this window alone: the two services saw the same machine.
-            run.extra["cpu_ms_added"] = round(
-                run.extra["cpu_ms_per_call"] - base_run.extra["cpu_ms_per_call"], 4
-            )
-    for service, scenario in pairs:
-        scenario.step_errors = bench.step_errors(service)
-        scenario.extra["fixed_rate"] = rate
-    on_result.extra["spans"] = on.span_counts()
+    pairs = 1 if plan.quick else SIDE_BY_SIDE_PAIRS
+    windows = max(1, repetitions // 2) if not plan.quick else 1
+    spans = []
+    for number in range(pairs):
+        bench.say(f"refused calls at {rate} calls/s, side by side: pair {number + 1}/{pairs}")
+        off = bench.service(f"service-refusing-off-{number}", connections, env=rate_env)
+        on = bench.service(f"service-refusing-on-{number}", connections, env={**rate_env, **otlp_env})
+        with bench.running(off.process, on.process):
+            warm = dataclasses.replace(bench.generate_load(plan.warmup_seconds), rate=rate)
+            bench.side_by_side([(off, warm), (on, warm)])
+            for _ in range(windows):
+                load = dataclasses.replace(bench.generate_load(plan.seconds), rate=rate)
+                base_run, run = bench.side_by_side([(off, load), (on, load)])
+                off_result.runs.append(_refused(base_run))
+                on_result.runs.append(_refused(run))
+                # The span's cost from this window alone: the two services saw the same machine.
+                run.extra["cpu_ms_added"] = round(
+                    run.extra["cpu_ms_per_call"] - base_run.extra["cpu_ms_per_call"], 4
+                )
+        for service, result in ((off, off_result), (on, on_result)):
+            for kind, count in bench.step_errors(service).items():
+                result.step_errors[kind] = result.step_errors.get(kind, 0) + count
+        spans.append(on.span_counts())
+    for result in (off_result, on_result):
+        result.extra["fixed_rate"] = rate
+    on_result.extra["spans"] = _span_totals(spans)
     return [off_result, on_result]
 
 
@@ -159,9 +160,8 @@ def _refused(run: LoadResult) -> LoadResult:
     refused = run.errors.pop(f"grpc:{REFUSED}", 0)
     run.extra["refused"] = refused
     calls_per_second = run.requests / run.seconds if run.seconds else 0.0
-    run.extra["cpu_ms_per_call"] = (
-        round(run.cpu_cores["service"] / calls_per_second * 1000, 4) if calls_per_second else 0.0
-    )
+    # The window's own CPU per call answered, refused or not (Bench.side_by_side).
+    run.extra["cpu_ms_per_call"] = run.extra["service_cpu_ms_per_request"]
     run.rps = calls_per_second
     return run
 
