@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -165,4 +166,29 @@ def test_a_span_the_encoder_cannot_write_is_dropped_and_counted_and_the_rest_of_
     request = ExportTraceServiceRequest.FromString(batch.request)
     names = [span.name for span in request.resource_spans[0].scope_spans[0].spans]
     assert (batch.count, names) == (2, ["span 0", "span 2"])
+    provider.shutdown()
+
+
+def test_a_batch_whose_request_cannot_be_made_is_counted_and_the_next_one_still_sent() -> None:
+    sender = RecordingSender()
+    counts = SpanExportCounts()
+    processor = EncodingSpanProcessor(sender, schedule_delay_millis=60_000, counts=counts)
+    provider = _provider(processor)
+    tracer = provider.get_tracer("test")
+    failing = processor._encoder.request
+    calls = iter([RuntimeError("broken"), None])
+
+    def request_once_broken(spans: Any) -> bytes:
+        error = next(calls, None)
+        if error is not None:
+            raise error
+        return failing(spans)
+
+    processor._encoder.request = request_once_broken  # type: ignore[method-assign]
+    for n in range(2):
+        tracer.start_span(f"span {n}").end()
+    provider.force_flush()  # the first request fails: counted, not raised
+    tracer.start_span("span 2").end()
+    provider.force_flush()
+    assert (counts.exported, counts.dropped["unencodable"], sender.spans()) == (1, 2, 1)
     provider.shutdown()

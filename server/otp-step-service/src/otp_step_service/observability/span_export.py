@@ -19,7 +19,6 @@ event loop takes it back every switch interval, 5 ms; p99 at a fixed rate is in 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -168,10 +167,7 @@ class EncodingSpanProcessor(SpanProcessor):
         while not self._shutdown:
             self._wake.wait(self._delay)
             self._wake.clear()
-            try:
-                self._send(everything=False)
-            except Exception:  # a bug here must not end the thread: spans would pile up unsent
-                log.exception("span export: the sending thread failed; it goes on")
+            self._send(everything=False)
         self._send(everything=True)
 
     def _send(self, everything: bool) -> None:
@@ -181,26 +177,35 @@ class EncodingSpanProcessor(SpanProcessor):
         with self._sending:
             while queue:
                 count = min(self._batch_size, len(queue))
-                encoded = self._encoded([queue.popleft() for _ in range(count)])
-                if encoded:
-                    self._export(EncodedBatch(self._encoder.request(encoded), len(encoded)))
+                batch = self._batch([queue.popleft() for _ in range(count)])
+                if batch is not None:
+                    self._export(batch)
                 if not everything and len(queue) < self._batch_size:
                     return
 
-    def _encoded(self, spans: list[ReadableSpan]) -> list[tuple[int, bytes]]:
-        """The spans encoded; one the encoder cannot write (a value of no attribute type) is dropped and
-        counted, never the batch."""
+    def _batch(self, spans: list[ReadableSpan]) -> EncodedBatch | None:
+        """The export request of `spans`. A span the encoder cannot write (a value of no attribute type) is
+        dropped and counted, never the batch; a request that cannot be made drops and counts them all, and
+        the sending thread goes on (None when nothing is left to send)."""
         encode = self._encoder.span
-        with contextlib.suppress(Exception):  # rare: then the spans at fault are found one at a time
-            return [encode(span) for span in spans]
-        encoded = []
-        for span in spans:
-            try:
-                encoded.append(encode(span))
-            except Exception as exc:
-                log.warning("span %s not exported: %s", span.name, type(exc).__name__)
-                self._counts.drop_items(1, "unencodable")
-        return encoded
+        try:
+            encoded = [encode(span) for span in spans]
+        except Exception:  # rare: then the spans at fault are found one at a time
+            encoded = []
+            for span in spans:
+                try:
+                    encoded.append(encode(span))
+                except Exception as exc:
+                    log.warning("span %s not exported: %s", span.name, type(exc).__name__)
+                    self._counts.drop_items(1, "unencodable")
+        if not encoded:
+            return None
+        try:
+            return EncodedBatch(self._encoder.request(encoded), len(encoded))
+        except Exception as exc:
+            log.warning("%d spans not exported: %s", len(encoded), type(exc).__name__)
+            self._counts.drop_items(len(encoded), "unencodable")
+            return None
 
     def _export(self, batch: EncodedBatch) -> None:
         try:
