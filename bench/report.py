@@ -250,8 +250,8 @@ class _Judging:
                 ("t-tracing-10pct", "tracing 10% sampled / off"),
                 ("t-tracing-unsampled", "tracing on, nothing sampled / off"),
             ):
-                self._cpu_variant(title, self.by_key.get(key), off)
                 variant = self.by_key.get(key)
+                self._cpu_variant(title, variant, off)
                 spread = variant.extra.get("throughput_ratio_side_by_side") if variant else None
                 if spread:
                     self._report(

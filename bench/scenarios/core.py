@@ -13,10 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +231,11 @@ class Bench:
                 errors[f"step:{step_type}:unaccounted"] = missing
         return errors
 
+    def add_step_errors(self, service: ServiceProcess, result: ScenarioResult) -> None:
+        """Add a stopped service's step errors to `result`'s (several processes may serve one result)."""
+        for kind, count in self.step_errors(service).items():
+            result.step_errors[kind] = result.step_errors.get(kind, 0) + count
+
     @staticmethod
     def measured(watched: Mapping[str, ManagedProcess], run: Callable[[], LoadResult]) -> LoadResult:
         """Run `run`, then set the CPU cores each watched process and the load generator used."""
@@ -311,8 +316,8 @@ class Bench:
         return write_connections(self.work / name, "standin", app, options)
 
     def side_by_side(self, runs: Sequence[tuple[ServiceProcess, GhzLoad]]) -> list[LoadResult]:
-        """ghz against each service at the same time, one ghz each; each result's `cpu_cores["service"]` is
-        that service's CPU over the common window.
+        """ghz against each service at the same time, one ghz each; each result's `cpu_cores["service"]` and
+        `extra["service_cpu_ms_per_request"]` are that service's CPU over the common window.
 
         Why at once: on this shared machine the CPU a step costs moves by ±20% between two windows a few
         seconds apart (other tenants of the host, caches), for two identical services alike. Two services
@@ -320,32 +325,19 @@ class Bench:
         1% from window to window, where one after the other two identical services differed by up to 20%.
         Two identical processes still differ from each other by up to 2-3% (docs: Load testing)."""
         before = {service.process.name: service.process.cpu_seconds() for service, _ in runs}
-        results: list[LoadResult | None] = [None] * len(runs)
-        failures: list[BaseException] = []
 
-        def one(index: int, service: ServiceProcess, load: GhzLoad) -> None:
+        def one(index: int, service: ServiceProcess, load: GhzLoad) -> LoadResult:
             workdir = self.work / f"side-by-side-{index}"
             workdir.mkdir(exist_ok=True)
-            try:
-                results[index] = ghz.run_ghz(load, service.address, self.protoset, workdir, self.load_cpus)
-            except BaseException as exc:  # re-raised below, in the caller's thread
-                failures.append(exc)
+            return ghz.run_ghz(load, service.address, self.protoset, workdir, self.load_cpus)
 
         started = time.perf_counter()
-        threads = [
-            threading.Thread(target=one, args=(index, service, load), name=f"ghz-{index}")
-            for index, (service, load) in enumerate(runs)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with ThreadPoolExecutor(len(runs), thread_name_prefix="ghz") as pool:
+            futures = [pool.submit(one, index, service, load) for index, (service, load) in enumerate(runs)]
+            results = [future.result() for future in futures]  # a failed ghz raises here
         wall = time.perf_counter() - started
-        if failures:
-            raise failures[0]
         measured: list[LoadResult] = []
         for (service, load), result in zip(runs, results, strict=True):
-            assert result is not None  # no failure: every thread set its result
             used = service.process.cpu_seconds() - before[service.process.name]
             # Per request answered, from the window's CPU: not through ghz's own duration, which differs
             # between the two by the tail of the calls in flight.
@@ -374,11 +366,7 @@ class Bench:
             for service, scenario in variants:
                 load = dataclasses.replace(self.generate_load(self.plan.seconds), rate=rate)
                 base_run, run = self.side_by_side([(reference, load), (service, load)])
-                base, cost = _cpu_ms_per_step(base_run), _cpu_ms_per_step(run)
-                reference_result.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(base)
-                scenario.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(cost)
-                if base:
-                    scenario.extra.setdefault("cpu_ratio_at_fixed_rate", []).append(round(cost / base, 4))
+                _record_fixed_rate(base_run, run, reference_result, scenario)
         for _, scenario in pairs:
             scenario.extra["fixed_rate"] = rate
 
@@ -412,26 +400,15 @@ class Bench:
                     for _ in range(windows):
                         saturated = self.generate_load(self.plan.seconds)
                         base_run, run = self.side_by_side([(base, saturated), (other, saturated)])
-                        base_cost, cost = _cpu_ms_per_step(base_run), _cpu_ms_per_step(run)
-                        if base_cost and cost:
-                            ratios = scenario.extra.setdefault("throughput_ratio_side_by_side", [])
-                            ratios.append(round(base_cost / cost, 4))
+                        _record_saturated(base_run, run, scenario)
                         fixed = dataclasses.replace(saturated, rate=rate)
                         base_run, run = self.side_by_side([(base, fixed), (other, fixed)])
-                        base_cost, cost = _cpu_ms_per_step(base_run), _cpu_ms_per_step(run)
-                        reference_result.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(
-                            base_cost
-                        )
-                        scenario.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(cost)
+                        _record_fixed_rate(base_run, run, reference_result, scenario)
                         # What the variant adds to a step's latency below saturation, from the same window.
                         added = scenario.extra.setdefault("p99_ms_added_at_fixed_rate", [])
                         added.append(round(run.p99_ms - base_run.p99_ms, 2))
-                        if base_cost:
-                            ratios = scenario.extra.setdefault("cpu_ratio_at_fixed_rate", [])
-                            ratios.append(round(cost / base_cost, 4))
-                for service, result in ((base, reference_result), (other, scenario)):
-                    for kind, count in self.step_errors(service).items():
-                        result.step_errors[kind] = result.step_errors.get(kind, 0) + count
+                self.add_step_errors(base, reference_result)
+                self.add_step_errors(other, scenario)
                 scenario.extra.setdefault("pair_spans", []).append(other.span_counts())
         for result in (reference_result, *(scenario for _, _, scenario in variants)):
             result.extra["fixed_rate"] = rate
@@ -450,11 +427,7 @@ class Bench:
             for service, scenario in variants:
                 load = self.generate_load(self.plan.seconds)
                 base_run, run = self.side_by_side([(reference, load), (service, load)])
-                base, cost = _cpu_ms_per_step(base_run), _cpu_ms_per_step(run)
-                if base and cost:
-                    scenario.extra.setdefault("throughput_ratio_side_by_side", []).append(
-                        round(base / cost, 4)
-                    )
+                _record_saturated(base_run, run, scenario)
 
     def generate_load(self, seconds: float, concurrency: int | None = None) -> GhzLoad:
         """GenerateOtp on the stand-in connection: a new journey run and identifier per request."""
@@ -472,11 +445,22 @@ FIXED_RATE = 200
 SIDE_BY_SIDE_RATE = 150
 
 
-def _cpu_ms_per_step(run: LoadResult) -> float:
-    """The service's CPU milliseconds per request of one run (0 when nothing was served)."""
-    if "service_cpu_ms_per_request" in run.extra:
-        return float(run.extra["service_cpu_ms_per_request"])
-    return round(run.cpu_cores["service"] / run.rps * 1000, 4) if run.rps else 0.0
+def _record_saturated(base_run: LoadResult, run: LoadResult, scenario: ScenarioResult) -> None:
+    """A saturated side-by-side window: the variant's steps per CPU second over the reference's."""
+    base, cost = base_run.extra["service_cpu_ms_per_request"], run.extra["service_cpu_ms_per_request"]
+    if base and cost:
+        scenario.extra.setdefault("throughput_ratio_side_by_side", []).append(round(base / cost, 4))
+
+
+def _record_fixed_rate(
+    base_run: LoadResult, run: LoadResult, reference: ScenarioResult, scenario: ScenarioResult
+) -> None:
+    """A fixed-rate side-by-side window: each one's CPU per step, and the variant's over the reference's."""
+    base, cost = base_run.extra["service_cpu_ms_per_request"], run.extra["service_cpu_ms_per_request"]
+    reference.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(base)
+    scenario.extra.setdefault("cpu_ms_per_step_at_fixed_rate", []).append(cost)
+    if base:
+        scenario.extra.setdefault("cpu_ratio_at_fixed_rate", []).append(round(cost / base, 4))
 
 
 # Each request its own journey run and identifier, so no two requests share a challenge (or a Cognito user's

@@ -83,8 +83,7 @@ def _tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
         on_result.extra["traces_seen"] = jaeger_trace_count(ui, "otp-step-service-service-tracing-on")
         refused = refused_call_cost(bench, connections, otlp_env, repetitions)  # while Jaeger runs
     for service, scenario in pairs:
-        for kind, count in bench.step_errors(service).items():
-            scenario.step_errors[kind] = scenario.step_errors.get(kind, 0) + count
+        bench.add_step_errors(service, scenario)
         # What the span processor did, read once each service stopped and flushed (tracing on only).
         if service is not off:
             scenario.extra["spans"] = _span_totals(
@@ -145,9 +144,8 @@ def refused_call_cost(
                 run.extra["cpu_ms_added"] = round(
                     run.extra["cpu_ms_per_call"] - base_run.extra["cpu_ms_per_call"], 4
                 )
-        for service, result in ((off, off_result), (on, on_result)):
-            for kind, count in bench.step_errors(service).items():
-                result.step_errors[kind] = result.step_errors.get(kind, 0) + count
+        bench.add_step_errors(off, off_result)
+        bench.add_step_errors(on, on_result)
         spans.append(on.span_counts())
     for result in (off_result, on_result):
         result.extra["fixed_rate"] = rate
