@@ -193,7 +193,8 @@ def test_an_unknown_phone_on_the_email_channel_gets_a_mask_a_real_user_could_get
     response, _ = journeys.generate("+15555550199", channel="EMAIL")
     assert response.WhichOneof("outcome") == "success"
     masked = response.success.masked_destination
-    assert re.fullmatch(r"[a-z]\*{3}@[a-z]\*{3}", masked), masked
+    # Any initial a real address can have: letters or digits (the decoy draws digits too, rarely).
+    assert re.fullmatch(r"[a-z0-9]\*{3}@[a-z0-9]\*{3}", masked), masked
     again, _ = journeys.generate("+15555550199", channel="EMAIL")
     assert again.success.masked_destination == masked  # stable per identifier, as a real user's is
 
