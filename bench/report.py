@@ -290,12 +290,16 @@ class _Judging:
         step_runs = step.extra.get("cpu_ms_per_step_at_fixed_rate") if step else None
         if base and cost and step_runs:
             traced_step = statistics.median(step_runs)
-            # Per window: the two services measured at once saw the same machine.
-            added = _median_extra(on, "cpu_ms_added") or cost - base
+            # Per window: the two services measured at once saw the same machine. The medians of each side
+            # come from different windows, so their difference is not the added cost; they are shown as
+            # what a refused call costs.
+            per_window = _median_extra(on, "cpu_ms_added")
+            added = per_window or cost - base
+            how = "median of the windows' differences; " if per_window else ""
             self._target(
                 f"A refused call's span costs ≤ {REFUSED_SPAN_SHARE:.0%} of a traced step (CPU at "
                 f"{off.extra.get('fixed_rate')} calls/s, side by side)",
-                f"+{added * 1000:.0f} µs a refused call ({cost:.3f} vs {base:.3f} ms) "
+                f"+{added * 1000:.0f} µs a refused call ({how}traced {cost:.3f}, untraced {base:.3f} ms a call) "
                 f"= {added / traced_step:.1%} of a traced step's {traced_step:.2f} ms",
                 f"≤ {REFUSED_SPAN_SHARE:.0%}",
                 added <= REFUSED_SPAN_SHARE * traced_step,
