@@ -25,6 +25,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Protocol, TypeAlias
 
 import aiobotocore
@@ -75,6 +76,7 @@ def _count_request(**_: Any) -> None:
         requests.sent += 1
 
 
+@cache  # a handful of operations, named on every call
 def _api_name(operation: str) -> str:
     """botocore's method name as the API names it (initiate_auth → InitiateAuth): the metrics' operation."""
     return "".join(part.title() for part in operation.split("_"))

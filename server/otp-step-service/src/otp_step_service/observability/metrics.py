@@ -17,11 +17,12 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import phonenumbers
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from otp_step_service.steps.circuit_breaker import CircuitBreaker, CircuitState
@@ -38,6 +39,38 @@ LOCKOUT = FailureCode.IDENTIFIER_LOCKED
 # The cooldown, the identifier's budget (RESEND_TOO_SOON), and the connection / number-range / address budgets
 # (SEND_BUDGET_EXHAUSTED, the spend circuit breaker).
 BUDGET_TRIPS = frozenset({FailureCode.RESEND_TOO_SOON, FailureCode.SEND_BUDGET_EXHAUSTED})
+
+
+Instrument = TypeVar("Instrument", bound=MetricWrapperBase)
+
+# Label sets a Series remembers before it starts again (labels are bounded by construction; this bounds the
+# memory even if a caller-supplied value ever reached a label).
+_REMEMBERED_SERIES = 4096
+
+
+class Series(Generic[Instrument]):
+    """A labelled instrument whose children are looked up once per label values.
+
+    prometheus_client's `labels()` checks the values, converts each to str and takes the instrument's lock on
+    every call: more than the increment or observation itself (1.2-1.7 us of 1.9-2.3 us a recorded value,
+    several a step). Here a child found once is kept in a plain dict, keyed by the values as given.
+    """
+
+    __slots__ = ("_children", "instrument")
+
+    def __init__(self, instrument: Instrument) -> None:
+        self.instrument = instrument
+        self._children: dict[tuple[str, ...], Instrument] = {}
+
+    def labels(self, *values: str) -> Instrument:
+        """The child for `values` (the instrument's label names, in order)."""
+        child = self._children.get(values)
+        if child is None:
+            if len(self._children) >= _REMEMBERED_SERIES:
+                self._children.clear()
+            # A race between two threads makes the same child twice: prometheus_client returns one object.
+            child = self._children[values] = self.instrument.labels(*values)
+        return child
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,16 +278,16 @@ class Metrics:
         self._thread: threading.Thread | None = None
         self.port = 0
 
-    def _counter(self, name: str) -> Counter:
+    def _counter(self, name: str) -> Series[Counter]:
         doc = _DOCUMENTED[name]
         assert doc.kind == "counter", name
         # prometheus_client appends _total to a counter's name itself.
-        return Counter(name.removesuffix("_total"), doc.meaning, doc.labels, registry=self.registry)
+        return Series(Counter(name.removesuffix("_total"), doc.meaning, doc.labels, registry=self.registry))
 
-    def _histogram(self, name: str, buckets: Sequence[float]) -> Histogram:
+    def _histogram(self, name: str, buckets: Sequence[float]) -> Series[Histogram]:
         doc = _DOCUMENTED[name]
         assert doc.kind == "histogram", name
-        return Histogram(name, doc.meaning, doc.labels, buckets=buckets, registry=self.registry)
+        return Series(Histogram(name, doc.meaning, doc.labels, buckets=buckets, registry=self.registry))
 
     # -- wiring -------------------------------------------------------------------------------------------
     def watch_admission(self, in_flight: Callable[[], int], *refusals: Mapping[str, int]) -> None:

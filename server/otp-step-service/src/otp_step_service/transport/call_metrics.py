@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from prometheus_client import Histogram
 
+from otp_step_service.observability.metrics import Series
 from otp_step_service.transport.interception import HandlerInterceptor, behaviour_of, rebuilt
 
 _OK = str(grpc.StatusCode.OK.value[0])
@@ -34,7 +35,7 @@ class CallDuration(HandlerInterceptor):
     """Observes `rpc_server_call_duration_seconds{rpc_system, rpc_service, rpc_method, rpc_grpc_status_code}`
     (OTel's numeric status code) for each unary RPC; streaming RPCs (health Watch, reflection) pass through."""
 
-    def __init__(self, histogram: Histogram) -> None:
+    def __init__(self, histogram: Series[Histogram]) -> None:
         self._histogram = histogram
 
     def wrap(self, handler: Any, details: grpc.HandlerCallDetails) -> Any:
@@ -42,7 +43,7 @@ class CallDuration(HandlerInterceptor):
         if handler.response_streaming:
             return handler
         service, _, method = details.method.lstrip("/").rpartition("/")
-        # Children are resolved once per status at most; the method labels once per call.
+        # The series keeps each (method, status) child once found.
         series = self._histogram.labels
         inner = behaviour_of(handler)
 
