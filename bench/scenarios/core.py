@@ -441,6 +441,9 @@ class Bench:
 
 # req/s: below every compared variant's saturation on the reference machine, so CPU per step is the cost itself.
 FIXED_RATE = 200
+# Fresh process pairs for the side-by-side figures, and windows of each kind a pair (docs: Load testing).
+SIDE_BY_SIDE_PAIRS = 4
+SIDE_BY_SIDE_WINDOWS = 2
 # req/s for each of two services measured side by side on one core: together they keep it about 70% busy.
 SIDE_BY_SIDE_RATE = 150
 

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.ghz import LoadResult
-from bench.scenarios.core import SIDE_BY_SIDE_RATE, Bench, ScenarioResult
+from bench.scenarios.core import (
+    SIDE_BY_SIDE_PAIRS,
+    SIDE_BY_SIDE_RATE,
+    SIDE_BY_SIDE_WINDOWS,
+    Bench,
+    ScenarioResult,
+)
 from bench.stack import start_jaeger, start_standin
 
 
@@ -90,11 +96,6 @@ def _tracing_overhead(bench: Bench, jaeger_binary: str) -> None:
                 [service.span_counts(), *scenario.extra.pop("pair_spans", [])]
             )
     bench.results += [result for _, result in pairs] + refused
-
-
-# Fresh process pairs for the side-by-side figures, and windows of each kind a pair (docs: Load testing).
-SIDE_BY_SIDE_PAIRS = 4
-SIDE_BY_SIDE_WINDOWS = 2
 
 
 def _span_totals(counts: list[dict[str, Any]]) -> dict[str, Any]:
