@@ -380,8 +380,10 @@ class Bench:
         windows: int,
     ) -> None:
         """Each variant against the reference, side by side, on `pairs` fresh pairs of processes started for
-        it (`windows` saturated windows and as many at `SIDE_BY_SIDE_RATE` each): the same per-window ratios
-        as `throughput_side_by_side` and `cpu_per_step_at_fixed_rate`, in the same `extra` keys.
+        it (`windows` saturated windows and as many at `SIDE_BY_SIDE_RATE` each). Saturated, both share the
+        core and each one's steps per CPU second is what it would serve with the core to itself (a CPU-bound
+        server's saturated throughput): their ratio goes in the variant's `throughput_ratio_side_by_side`; at
+        the fixed rate, the same keys as `cpu_per_step_at_fixed_rate`.
 
         Why fresh pairs: two identical service processes side by side differ by up to 2-3%, and keep that
         difference through every window (each its own memory layout and hash seed); one pair measured it as
@@ -413,21 +415,6 @@ class Bench:
         for result in (reference_result, *(scenario for _, _, scenario in variants)):
             result.extra["fixed_rate"] = rate
             result.extra["side_by_side_pairs"] = pairs
-
-    def throughput_side_by_side(
-        self, what: str, pairs: Sequence[tuple[ServiceProcess, ScenarioResult]], repetitions: int
-    ) -> None:
-        """Saturated throughput of each service after the first against the first, side by side: both
-        saturated at once on the servers' core, so they share it, and each one's steps per CPU second is
-        what it would serve with the core to itself (a CPU-bound server's saturated throughput). The ratio of
-        the two, from the same window, goes in the variant's `throughput_ratio_side_by_side`."""
-        (reference, _), variants = pairs[0], pairs[1:]
-        for rep in range(repetitions):
-            self.say(f"{what}, saturated side by side: repetition {rep + 1}/{repetitions}")
-            for service, scenario in variants:
-                load = self.generate_load(self.plan.seconds)
-                base_run, run = self.side_by_side([(reference, load), (service, load)])
-                _record_saturated(base_run, run, scenario)
 
     def generate_load(self, seconds: float, concurrency: int | None = None) -> GhzLoad:
         """GenerateOtp on the stand-in connection: a new journey run and identifier per request."""

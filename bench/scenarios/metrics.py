@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import threading
 import urllib.request
 
@@ -40,8 +41,9 @@ def _metrics_overhead(bench: Bench) -> None:
             try:
                 with urllib.request.urlopen(f"http://{scrape}/metrics", timeout=2) as answer:
                     scrapes.append(len(answer.read()))
-            except OSError:
-                scrapes.append(-1)  # between two services, nothing listens
+            except (OSError, http.client.HTTPException):
+                # Between two services nothing listens, and a stopping one may cut its answer short.
+                scrapes.append(-1)
 
     thread = threading.Thread(target=scraper, name="metrics-scraper", daemon=True)
     thread.start()
@@ -73,5 +75,6 @@ def _metrics_overhead(bench: Bench) -> None:
         thread.join(timeout=5)
     on_result.extra.pop("pair_spans", None)  # no tracing here
     on_result.extra["scrapes"] = sum(1 for size in scrapes if size >= 0)
+    on_result.extra["failed_scrapes"] = scrapes.count(-1)  # mostly while no metrics-on service ran
     on_result.extra["scrape_bytes"] = max(scrapes, default=0)
     bench.results += [off_result, on_result]

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from otp_step_service.config.settings import ServiceSettings, SettingsError
-from otp_step_service.observability import metrics as metrics_module
 from otp_step_service.observability.metrics import CATALOGUE, Metrics, Series, destination_country
 from otp_step_service.steps.circuit_breaker import CircuitBreaker
 from otp_step_service.steps.model import CognitoErrorKind
@@ -69,29 +68,16 @@ def test_lockouts_and_budget_trips_are_counted_apart_from_other_failures() -> No
     )
 
 
-def test_a_series_counts_into_the_instruments_own_children_and_forgets_beyond_its_bound(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_series_counts_into_the_instruments_own_children() -> None:
     registry = CollectorRegistry()
     counter = PromCounter("c", "test", ("connection", "outcome"), registry=registry)
     series = Series(counter)
     series.labels("demo", "success").inc()
     series.labels("demo", "success").inc()
+    series.labels("demo", "failure").inc()
     assert series.labels("demo", "success") is counter.labels("demo", "success")
-    monkeypatch.setattr(metrics_module, "_REMEMBERED_SERIES", 3)
-    for outcome in ("failure", "abort", "other", "more"):
-        series.labels("demo", outcome).inc()
-    # Forgotten children are found again, with their counts: the instrument keeps them.
-    series.labels("demo", "success").inc()
-    assert _value(registry, "c_total", connection="demo", outcome="success") == 3
-    assert (
-        sum(
-            _value(registry, "c_total", connection="demo", outcome=o)
-            for o in ("failure", "abort", "other", "more")
-        )
-        == 4
-    )
-    assert len(series._children) <= 3
+    assert _value(registry, "c_total", connection="demo", outcome="success") == 2
+    assert _value(registry, "c_total", connection="demo", outcome="failure") == 1
 
 
 def test_a_code_sent_by_sms_is_counted_by_destination_country() -> None:

@@ -30,7 +30,8 @@ class MeteredChallengeStore:
     each operation of `inner`; answers and errors pass through unchanged.
 
     Each operation returns the timing coroutine itself (a plain method, not `async def` awaiting it): one
-    coroutine frame less per store operation, on every step."""
+    coroutine frame less per store operation, on every step. The inner store's coroutine is made at the call,
+    so an operation never awaited warns for both coroutines, not one."""
 
     def __init__(self, inner: ChallengeStore, metrics: Metrics) -> None:
         self.inner = inner

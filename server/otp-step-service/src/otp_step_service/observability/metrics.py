@@ -43,17 +43,15 @@ BUDGET_TRIPS = frozenset({FailureCode.RESEND_TOO_SOON, FailureCode.SEND_BUDGET_E
 
 Instrument = TypeVar("Instrument", bound=MetricWrapperBase)
 
-# Label sets a Series remembers before it starts again (labels are bounded by construction; this bounds the
-# memory even if a caller-supplied value ever reached a label).
-_REMEMBERED_SERIES = 4096
-
 
 class Series(Generic[Instrument]):
     """A labelled instrument whose children are looked up once per label values.
 
     prometheus_client's `labels()` checks the values, converts each to str and takes the instrument's lock on
     every call: more than the increment or observation itself (1.2-1.7 us of 1.9-2.3 us a recorded value,
-    several a step). Here a child found once is kept in a plain dict, keyed by the values as given.
+    several a step). Here a child found once is kept in a plain dict, keyed by the values as given: the
+    same children the instrument itself keeps for ever, so the dict holds no more than it does (labels are
+    bounded by construction, above). Only the event loop records; scrapes read the instrument, not this.
     """
 
     __slots__ = ("_children", "instrument")
@@ -66,9 +64,6 @@ class Series(Generic[Instrument]):
         """The child for `values` (the instrument's label names, in order)."""
         child = self._children.get(values)
         if child is None:
-            if len(self._children) >= _REMEMBERED_SERIES:
-                self._children.clear()
-            # A race between two threads makes the same child twice: prometheus_client returns one object.
             child = self._children[values] = self.instrument.labels(*values)
         return child
 
