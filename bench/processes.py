@@ -51,11 +51,21 @@ def on_cpus(cpus: frozenset[int] | None) -> list[str]:
     return ["taskset", "--cpu-list", ",".join(str(cpu) for cpu in sorted(cpus))]
 
 
+# Ports free_port has handed out: the kernel may give the port it just probed and closed to the next probe,
+# so two ports taken before either is bound could be one (about 1 in 14,000 a pair, dozens of pairs a run).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (the usual small race is accepted: nothing else binds loopback here)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free TCP port on 127.0.0.1, never one this process handed out before (the race with other binders is
+    accepted: nothing else binds loopback here)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def cpu_seconds(pid: int) -> float:

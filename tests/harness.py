@@ -36,12 +36,21 @@ from otp_step_service.steps.errors import ChallengeStoreError
 from otp_step_service.steps.ports import ChallengeStore
 from stepexecutor.v1 import step_executor_pb2 as pb
 
+# Ports free_port has handed out: the kernel may give the port it just probed and closed to the next probe,
+# so two ports taken before either is bound could be one (about 1 in 14,000 a pair, dozens of pairs a run).
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (the small race is accepted: nothing else binds loopback here)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free TCP port on 127.0.0.1, never one this process handed out before (the race with other binders is
+    accepted: nothing else binds loopback here)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def exported(spans: Sequence[Any]) -> str:

@@ -84,7 +84,12 @@ def test_a_cross_channel_decoys_mask_cannot_be_computed_and_looks_like_a_real_on
     for (connection, identifier), masks in shown.items():
         assert masks[0] == masks[1], (connection, identifier, masks)  # stable, as a real user's
         assert re.fullmatch(r"\+\*{7}[0-9]{4}", masks[0]), masks  # a US number's shape (default region)
-        assert masks[0] != _unkeyed_prediction(identifier), (connection, identifier)
+    # Four uniform digits match the unkeyed prediction for one identifier 1 time in 10,000 by chance; the
+    # unkeyed decoys matched it for every identifier.
+    predicted = {
+        identifier for (_, identifier), masks in shown.items() if masks[0] == _unkeyed_prediction(identifier)
+    }
+    assert len(predicted) <= 1, predicted
 
 
 def _expiry_lead(journeys: Journeys, identifier: str) -> float:

