@@ -66,6 +66,18 @@ def _provider(processor: EncodingSpanProcessor) -> TracerProvider:
     return provider
 
 
+class _SentOnFlush:
+    """A processor whose schedule is a minute away, so it sends only when flushed: with its sender, its
+    counts, and a tracer of its provider."""
+
+    def __init__(self) -> None:
+        self.sender = RecordingSender()
+        self.counts = SpanExportCounts()
+        self.processor = EncodingSpanProcessor(self.sender, schedule_delay_millis=60_000, counts=self.counts)
+        self.provider = _provider(self.processor)
+        self.tracer = self.provider.get_tracer("test")
+
+
 def test_every_sampled_span_reaches_the_collector_as_the_sdk_would_encode_it() -> None:
     sender = RecordingSender()
     processor = EncodingSpanProcessor(sender, counts=SpanExportCounts())
@@ -150,32 +162,24 @@ def test_the_counts_are_metrics() -> None:
 
 
 def test_a_span_the_encoder_cannot_write_is_dropped_and_counted_and_the_rest_of_its_batch_sent() -> None:
-    sender = RecordingSender()
-    counts = SpanExportCounts()
-    processor = EncodingSpanProcessor(sender, schedule_delay_millis=60_000, counts=counts)
-    provider = _provider(processor)
-    tracer = provider.get_tracer("test")
-    spans = [tracer.start_span(f"span {n}", attributes={"n": n}) for n in range(3)]
+    export = _SentOnFlush()
+    spans = [export.tracer.start_span(f"span {n}", attributes={"n": n}) for n in range(3)]
     for span in spans:
         span.end()
     # What no attribute may hold, put past the SDK's validation into the ended span's own mapping.
     spans[1]._attributes._dict["n"] = object()  # type: ignore[attr-defined]
-    provider.force_flush()
-    assert (counts.exported, counts.dropped["unencodable"]) == (2, 1)
-    [batch] = sender.batches
+    export.provider.force_flush()
+    assert (export.counts.exported, export.counts.dropped["unencodable"]) == (2, 1)
+    [batch] = export.sender.batches
     request = ExportTraceServiceRequest.FromString(batch.request)
     names = [span.name for span in request.resource_spans[0].scope_spans[0].spans]
     assert (batch.count, names) == (2, ["span 0", "span 2"])
-    provider.shutdown()
+    export.provider.shutdown()
 
 
 def test_a_batch_whose_request_cannot_be_made_is_counted_and_the_next_one_still_sent() -> None:
-    sender = RecordingSender()
-    counts = SpanExportCounts()
-    processor = EncodingSpanProcessor(sender, schedule_delay_millis=60_000, counts=counts)
-    provider = _provider(processor)
-    tracer = provider.get_tracer("test")
-    failing = processor._encoder.request
+    export = _SentOnFlush()
+    failing = export.processor._encoder.request
     calls = iter([RuntimeError("broken"), None])
 
     def request_once_broken(spans: Any) -> bytes:
@@ -184,11 +188,11 @@ def test_a_batch_whose_request_cannot_be_made_is_counted_and_the_next_one_still_
             raise error
         return failing(spans)
 
-    processor._encoder.request = request_once_broken  # type: ignore[method-assign]
+    export.processor._encoder.request = request_once_broken  # type: ignore[method-assign]
     for n in range(2):
-        tracer.start_span(f"span {n}").end()
-    provider.force_flush()  # the first request fails: counted, not raised
-    tracer.start_span("span 2").end()
-    provider.force_flush()
-    assert (counts.exported, counts.dropped["unencodable"], sender.spans()) == (1, 2, 1)
-    provider.shutdown()
+        export.tracer.start_span(f"span {n}").end()
+    export.provider.force_flush()  # the first request fails: counted, not raised
+    export.tracer.start_span("span 2").end()
+    export.provider.force_flush()
+    assert (export.counts.exported, export.counts.dropped["unencodable"], export.sender.spans()) == (1, 2, 1)
+    export.provider.shutdown()
